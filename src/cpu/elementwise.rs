@@ -1,0 +1,126 @@
+//! Elementwise maps, broadcasting binary ops and reductions over broadcast dimensions.
+
+use rayon::prelude::*;
+
+use super::PAR_MIN_ELEMS;
+use crate::tensor::Float;
+
+/// `out[i] = f(x[i])`, parallel for large inputs.
+pub fn map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+    if x.len() >= PAR_MIN_ELEMS {
+        x.par_iter().map(|&v| f(v)).collect()
+    } else {
+        x.iter().map(|&v| f(v)).collect()
+    }
+}
+
+/// `out[i] = f(x[i], y[i])` for equal-length inputs, parallel for large inputs.
+pub fn zip_map<T: Float>(x: &[T], y: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+    debug_assert_eq!(x.len(), y.len());
+    if x.len() >= PAR_MIN_ELEMS {
+        x.par_iter().zip(y.par_iter()).map(|(&a, &b)| f(a, b)).collect()
+    } else {
+        x.iter().zip(y).map(|(&a, &b)| f(a, b)).collect()
+    }
+}
+
+/// `out[r, j] = f(x[r, j], row[j])`: a row vector broadcast over the rows of `x` (bias add).
+pub fn zip_rows<T: Float>(x: &[T], row: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+    let n = row.len().max(1);
+    let mut out = vec![T::zero(); x.len()];
+    let body = |(o, xr): (&mut [T], &[T])| {
+        for ((o, &a), &b) in o.iter_mut().zip(xr).zip(row) {
+            *o = f(a, b);
+        }
+    };
+    if x.len() >= PAR_MIN_ELEMS {
+        out.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(body);
+    } else {
+        out.chunks_mut(n).zip(x.chunks(n)).for_each(body);
+    }
+    out
+}
+
+/// Sum of all elements, accumulated in f64 in fixed-size blocks so that the result does not
+/// depend on the thread count.
+pub fn sum_all<T: Float>(x: &[T]) -> f64 {
+    const BLOCK: usize = 4096;
+    x.par_chunks(BLOCK).map(|c| c.iter().map(|v| v.as_f64()).sum::<f64>()).collect::<Vec<f64>>().iter().sum()
+}
+
+/// Sums `x` (row-major, shape `from`) down to `to`, where `from` is `to` broadcast (numpy rules):
+/// the backward of every broadcasting op.
+pub fn sum_to<T: Float>(x: &[T], from: &[usize], to: &[usize]) -> Vec<T> {
+    let lead = from.len() - to.len();
+    // Output index of each input element: drop leading dims, zero the dims where `to` has size 1.
+    let mut out = vec![0f64; to.iter().product()];
+    let to_strides = crate::tensor::contiguous_strides(to);
+    let mut idx = vec![0usize; from.len()];
+    for &v in x {
+        let mut o = 0;
+        for d in 0..to.len() {
+            if to[d] != 1 {
+                o += idx[lead + d] * to_strides[d];
+            }
+        }
+        out[o] += v.as_f64();
+        for d in (0..from.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < from[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    out.into_iter().map(T::of_f64).collect()
+}
+
+/// Column sums of a row-major `[rows, cols]` matrix (bias gradients), f64 accumulation.
+pub fn sum_rows<T: Float>(x: &[T], cols: usize) -> Vec<T> {
+    let cols = cols.max(1);
+    let chunk = super::rows_per_task(cols).max(64);
+    let partials: Vec<Vec<f64>> = x
+        .par_chunks(chunk * cols)
+        .map(|block| {
+            let mut acc = vec![0f64; cols];
+            for r in block.chunks(cols) {
+                for (a, &v) in acc.iter_mut().zip(r) {
+                    *a += v.as_f64();
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut acc = vec![0f64; cols];
+    for p in &partials {
+        for (a, v) in acc.iter_mut().zip(p) {
+            *a += v;
+        }
+    }
+    acc.into_iter().map(T::of_f64).collect()
+}
+
+pub fn relu<T: Float>(x: T) -> T {
+    if x > T::zero() {
+        x
+    } else {
+        T::zero()
+    }
+}
+
+/// The tanh approximation of GELU (as in GPT-2 and BERT's reference code).
+pub fn gelu<T: Float>(x: T) -> T {
+    let x = x.as_f64();
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    T::of_f64(0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh()))
+}
+
+/// d gelu(x) / dx for the tanh approximation.
+pub fn gelu_grad<T: Float>(x: T) -> T {
+    let x = x.as_f64();
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    let u = c * (x + 0.044715 * x * x * x);
+    let t = u.tanh();
+    let du = c * (1.0 + 3.0 * 0.044715 * x * x);
+    T::of_f64(0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+}

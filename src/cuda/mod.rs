@@ -1,0 +1,48 @@
+//! The CUDA side. cudarc loads `libcuda` and NVRTC at run time, so this module always compiles and a
+//! machine without CUDA gets [`Error::NoCudaDevice`](crate::Error::NoCudaDevice) from every entry point.
+
+mod storage;
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::driver::{CudaContext, CudaStream};
+
+pub use storage::{CudaData, CudaStorage};
+
+use crate::{Error, Result};
+
+/// Whether the CUDA driver library (`libcuda.so.1`) can be loaded on this machine.
+pub fn driver_present() -> bool {
+    // SAFETY: only probes whether the shared library can be opened; calls nothing in it.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// Number of CUDA devices, or a clear error when there is no driver or it fails to initialise.
+pub fn device_count() -> Result<usize> {
+    if !driver_present() {
+        return Err(Error::NoCudaDevice { reason: "the CUDA driver library (libcuda.so.1) cannot be loaded".into() });
+    }
+    let n =
+        CudaContext::device_count().map_err(|e| Error::NoCudaDevice { reason: format!("the CUDA driver failed to initialise: {e}") })?;
+    Ok(n.max(0) as usize)
+}
+
+/// The default stream of device `ordinal`, creating its context once per process.
+pub fn stream(ordinal: usize) -> Result<Arc<CudaStream>> {
+    static STREAMS: OnceLock<Mutex<Vec<Option<Arc<CudaStream>>>>> = OnceLock::new();
+    let n = device_count()?;
+    if ordinal >= n {
+        return Err(Error::NoCudaDevice { reason: format!("cuda:{ordinal} requested but {n} device(s) present") });
+    }
+    let mut streams = STREAMS.get_or_init(|| Mutex::new(Vec::new())).lock().unwrap_or_else(|p| p.into_inner());
+    if streams.len() < n {
+        streams.resize(n, None);
+    }
+    if let Some(s) = &streams[ordinal] {
+        return Ok(s.clone());
+    }
+    let ctx = CudaContext::new(ordinal).map_err(|e| Error::Cuda(format!("creating a context on cuda:{ordinal}: {e}")))?;
+    let s = ctx.default_stream();
+    streams[ordinal] = Some(s.clone());
+    Ok(s)
+}

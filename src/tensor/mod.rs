@@ -1,0 +1,360 @@
+//! Tensors: a shared storage plus a strided layout. Views (narrow, transpose, permute, broadcast)
+//! share storage; arithmetic lives in `ops.rs` and dispatches once on the storage's backend.
+
+mod dtype;
+mod layout;
+mod ops;
+mod storage;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use rand::Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+pub use dtype::{f32_to_bf16, DType, Float};
+pub use layout::{broadcast_shape, contiguous_strides, Layout};
+pub use ops::MaskSpec;
+pub use storage::{CpuStorage, Element, Storage};
+
+use crate::{Device, Error, Result};
+
+#[derive(Clone)]
+pub struct Tensor {
+    storage: Arc<Storage>,
+    layout: Layout,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor({:?}, {:?}, {})", self.shape(), self.dtype(), self.device())
+    }
+}
+
+/// Elements of a view in row-major order: borrowed when the view is contiguous, gathered otherwise.
+pub(crate) fn view_data<'a, T: Copy>(data: &'a [T], layout: &Layout) -> Cow<'a, [T]> {
+    if layout.is_contiguous() {
+        let o = layout.offset();
+        Cow::Borrowed(&data[o..o + layout.numel()])
+    } else {
+        let mut out = Vec::with_capacity(layout.numel());
+        layout.for_each_run(|start, stride, len| {
+            if stride == 1 {
+                out.extend_from_slice(&data[start..start + len]);
+            } else {
+                out.extend((0..len).map(|i| data[start + i * stride]));
+            }
+        });
+        Cow::Owned(out)
+    }
+}
+
+impl Tensor {
+    pub(crate) fn from_parts(storage: Storage, layout: Layout) -> Self {
+        Tensor { storage: Arc::new(storage), layout }
+    }
+
+    /// A contiguous CPU tensor from a vector (f32, f64 or bf16).
+    pub fn from_vec<T: Element>(data: Vec<T>, shape: &[usize]) -> Result<Self> {
+        let numel: usize = shape.iter().product();
+        if numel != data.len() {
+            return Err(Error::BadReshape {
+                op: "from_vec",
+                from: vec![data.len()],
+                from_numel: data.len(),
+                to: shape.to_vec(),
+                to_numel: numel,
+            });
+        }
+        Ok(Self::from_parts(Storage::Cpu(T::into_storage(data)), Layout::contiguous(shape)))
+    }
+
+    /// A 0-d tensor.
+    pub fn scalar<T: Element>(v: T) -> Self {
+        Self::from_parts(Storage::Cpu(T::into_storage(vec![v])), Layout::contiguous(&[]))
+    }
+
+    pub fn full(shape: &[usize], value: f64, dtype: DType) -> Self {
+        let n = shape.iter().product();
+        let s = match dtype {
+            DType::F32 => CpuStorage::F32(vec![value as f32; n]),
+            DType::F64 => CpuStorage::F64(vec![value; n]),
+            DType::BF16 => CpuStorage::BF16(vec![half::bf16::from_f64(value); n]),
+        };
+        Self::from_parts(Storage::Cpu(s), Layout::contiguous(shape))
+    }
+
+    pub fn zeros(shape: &[usize], dtype: DType) -> Self {
+        Self::full(shape, 0.0, dtype)
+    }
+
+    pub fn ones(shape: &[usize], dtype: DType) -> Self {
+        Self::full(shape, 1.0, dtype)
+    }
+
+    /// Normal(0, std) samples.
+    pub fn randn(shape: &[usize], std: f64, dtype: DType, rng: &mut impl Rng) -> Self {
+        let n: usize = shape.iter().product();
+        let v: Vec<f64> = (0..n).map(|_| std * <StandardNormal as Distribution<f64>>::sample(&StandardNormal, rng)).collect();
+        Self::from_f64_vec(v, shape, dtype)
+    }
+
+    /// Uniform samples in `[lo, hi)`.
+    pub fn rand_uniform(shape: &[usize], lo: f64, hi: f64, dtype: DType, rng: &mut impl Rng) -> Self {
+        let n: usize = shape.iter().product();
+        let v: Vec<f64> = (0..n).map(|_| rng.random_range(lo..hi)).collect();
+        Self::from_f64_vec(v, shape, dtype)
+    }
+
+    fn from_f64_vec(v: Vec<f64>, shape: &[usize], dtype: DType) -> Self {
+        let s = match dtype {
+            DType::F32 => CpuStorage::F32(v.iter().map(|&x| x as f32).collect()),
+            DType::F64 => CpuStorage::F64(v),
+            DType::BF16 => CpuStorage::BF16(v.iter().map(|&x| half::bf16::from_f64(x)).collect()),
+        };
+        Self::from_parts(Storage::Cpu(s), Layout::contiguous(shape))
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        self.layout.shape()
+    }
+    pub fn rank(&self) -> usize {
+        self.layout.rank()
+    }
+    pub fn numel(&self) -> usize {
+        self.layout.numel()
+    }
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+    pub fn dtype(&self) -> DType {
+        self.storage.dtype()
+    }
+    pub fn device(&self) -> Device {
+        self.storage.device()
+    }
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+    /// Whether two tensors share one storage (a view and its parent do).
+    pub fn shares_storage_with(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.storage, &other.storage)
+    }
+
+    /// Size of dimension `dim`, with a clear error when it does not exist.
+    pub fn dim(&self, dim: usize) -> Result<usize> {
+        self.shape().get(dim).copied().ok_or(Error::DimOutOfRange { op: "dim", dim, rank: self.rank() })
+    }
+
+    pub(crate) fn cpu_storage(&self, op: &'static str) -> Result<&CpuStorage> {
+        match &*self.storage {
+            Storage::Cpu(c) => Ok(c),
+            Storage::Cuda(_) => Err(Error::Unsupported { op, device: self.device() }),
+        }
+    }
+
+    fn view(&self, layout: Layout) -> Tensor {
+        Tensor { storage: self.storage.clone(), layout }
+    }
+
+    /// The elements in row-major order as `T` (which must be the tensor's dtype).
+    pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
+        let host;
+        let cpu = match &*self.storage {
+            Storage::Cpu(c) => c,
+            Storage::Cuda(c) => {
+                host = c.download()?;
+                &host
+            }
+        };
+        let data = T::slice_of(cpu).ok_or(Error::DTypeMismatch { op: "to_vec", expected: T::DTYPE, got: self.dtype() })?;
+        Ok(view_data(data, &self.layout).into_owned())
+    }
+
+    /// The elements converted to f64 whatever the dtype (tests and reporting).
+    pub fn to_f64_vec(&self) -> Result<Vec<f64>> {
+        Ok(match self.dtype() {
+            DType::F32 => self.to_vec::<f32>()?.into_iter().map(f64::from).collect(),
+            DType::F64 => self.to_vec::<f64>()?,
+            DType::BF16 => self.to_vec::<half::bf16>()?.into_iter().map(f64::from).collect(),
+        })
+    }
+
+    /// The elements converted to f32 whatever the dtype.
+    pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
+        Ok(match self.dtype() {
+            DType::F32 => self.to_vec::<f32>()?,
+            _ => self.to_f64_vec()?.into_iter().map(|x| x as f32).collect(),
+        })
+    }
+
+    /// The single value of a one-element tensor.
+    pub fn to_scalar(&self) -> Result<f64> {
+        if self.numel() != 1 {
+            return Err(Error::invalid("to_scalar", format!("tensor of shape {:?} has {} elements", self.shape(), self.numel())));
+        }
+        Ok(self.to_f64_vec()?[0])
+    }
+
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        if self.device() != Device::Cpu {
+            return Err(Error::Unsupported { op: "to_dtype", device: self.device() });
+        }
+        Ok(Self::from_f64_vec(self.to_f64_vec()?, self.shape(), dtype))
+    }
+
+    /// A copy on `device` (the same tensor when it is already there).
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        let c = self.contiguous()?;
+        let shape = c.shape().to_vec();
+        match (&*c.storage, device) {
+            (Storage::Cpu(host), Device::Cuda(i)) => {
+                let host = slice_cpu_storage(host, c.layout.offset(), c.numel());
+                Ok(Self::from_parts(Storage::Cuda(crate::cuda::CudaStorage::upload(i, &host)?), Layout::contiguous(&shape)))
+            }
+            (Storage::Cuda(_), Device::Cpu) => {
+                let host = match c.dtype() {
+                    DType::F32 => CpuStorage::F32(c.to_vec()?),
+                    DType::F64 => CpuStorage::F64(c.to_vec()?),
+                    DType::BF16 => CpuStorage::BF16(c.to_vec()?),
+                };
+                Ok(Self::from_parts(Storage::Cpu(host), Layout::contiguous(&shape)))
+            }
+            _ => self.to_device(Device::Cpu)?.to_device(device),
+        }
+    }
+
+    // ---- views: no data is copied ----
+
+    /// Elements `start..start + len` along `dim` (a view).
+    pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<Tensor> {
+        Ok(self.view(self.layout.narrow(dim, start, len)?))
+    }
+
+    /// The front slice `[..sizes[0], ..sizes[1], …]`: how a subnet takes its part of a supernet
+    /// weight. A view.
+    pub fn front_slice(&self, sizes: &[usize]) -> Result<Tensor> {
+        if sizes.len() != self.rank() {
+            return Err(Error::ShapeMismatch { op: "front_slice", lhs: self.shape().to_vec(), rhs: sizes.to_vec() });
+        }
+        let mut l = self.layout.clone();
+        for (d, &s) in sizes.iter().enumerate() {
+            l = l.narrow(d, 0, s)?;
+        }
+        Ok(self.view(l))
+    }
+
+    pub fn transpose(&self, a: usize, b: usize) -> Result<Tensor> {
+        Ok(self.view(self.layout.transpose(a, b)?))
+    }
+
+    /// Swaps the last two dimensions.
+    pub fn t(&self) -> Result<Tensor> {
+        if self.rank() < 2 {
+            return Err(Error::invalid("t", format!("needs rank >= 2, got shape {:?}", self.shape())));
+        }
+        self.transpose(self.rank() - 2, self.rank() - 1)
+    }
+
+    pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
+        Ok(self.view(self.layout.permute(perm)?))
+    }
+
+    pub fn broadcast_to(&self, shape: &[usize]) -> Result<Tensor> {
+        Ok(self.view(self.layout.broadcast_to(shape)?))
+    }
+
+    /// A row-major copy, or the same tensor when it already is contiguous.
+    pub fn contiguous(&self) -> Result<Tensor> {
+        if self.layout.is_contiguous() {
+            return Ok(self.clone());
+        }
+        let s = match self.cpu_storage("contiguous")? {
+            CpuStorage::F32(v) => CpuStorage::F32(view_data(v, &self.layout).into_owned()),
+            CpuStorage::F64(v) => CpuStorage::F64(view_data(v, &self.layout).into_owned()),
+            CpuStorage::BF16(v) => CpuStorage::BF16(view_data(v, &self.layout).into_owned()),
+        };
+        Ok(Self::from_parts(Storage::Cpu(s), Layout::contiguous(self.shape())))
+    }
+
+    /// Same elements, new shape. A view when contiguous, a copy otherwise. One dimension may be
+    /// given as `usize::MAX` to be inferred.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        let numel = self.numel();
+        let mut shape = shape.to_vec();
+        let known: usize = shape.iter().filter(|&&d| d != usize::MAX).product();
+        let bad = |to: Vec<usize>| Error::BadReshape { op: "reshape", from: self.shape().to_vec(), from_numel: numel, to, to_numel: known };
+        let inferred: Vec<usize> = (0..shape.len()).filter(|&i| shape[i] == usize::MAX).collect();
+        match inferred.len() {
+            0 => {}
+            1 if known > 0 && numel % known == 0 => shape[inferred[0]] = numel / known,
+            _ => return Err(bad(shape)),
+        }
+        if shape.iter().product::<usize>() != numel {
+            return Err(bad(shape));
+        }
+        let c = self.contiguous()?;
+        Ok(Tensor { storage: c.storage, layout: Layout::new(shape.clone(), contiguous_strides(&shape), c.layout.offset()) })
+    }
+
+    /// Concatenation along `dim`; all other dimensions must agree.
+    pub fn concat(parts: &[&Tensor], dim: usize) -> Result<Tensor> {
+        let first = parts.first().ok_or_else(|| Error::invalid("concat", "no tensors given"))?;
+        let rank = first.rank();
+        if dim >= rank {
+            return Err(Error::DimOutOfRange { op: "concat", dim, rank });
+        }
+        for p in parts {
+            let same = p.rank() == rank && (0..rank).all(|d| d == dim || p.shape()[d] == first.shape()[d]);
+            if !same {
+                return Err(Error::ShapeMismatch { op: "concat", lhs: first.shape().to_vec(), rhs: p.shape().to_vec() });
+            }
+            if p.dtype() != first.dtype() {
+                return Err(Error::DTypeMismatch { op: "concat", expected: first.dtype(), got: p.dtype() });
+            }
+        }
+        let mut shape = first.shape().to_vec();
+        shape[dim] = parts.iter().map(|p| p.shape()[dim]).sum();
+        // Row-major: the output is, for each outer index, the parts' inner blocks one after another.
+        let outer: usize = shape[..dim].iter().product();
+        macro_rules! cat {
+            ($variant:ident) => {{
+                let datas: Vec<_> = parts
+                    .iter()
+                    .map(|p| match p.cpu_storage("concat")? {
+                        CpuStorage::$variant(v) => Ok(view_data(v, &p.layout)),
+                        _ => unreachable!("dtypes checked above"),
+                    })
+                    .collect::<Result<_>>()?;
+                let blocks: Vec<usize> = parts.iter().map(|p| p.shape()[dim..].iter().product()).collect();
+                let mut out = Vec::with_capacity(shape.iter().product());
+                for o in 0..outer {
+                    for (d, &b) in datas.iter().zip(&blocks) {
+                        out.extend_from_slice(&d[o * b..(o + 1) * b]);
+                    }
+                }
+                CpuStorage::$variant(out)
+            }};
+        }
+        let s = match first.dtype() {
+            DType::F32 => cat!(F32),
+            DType::F64 => cat!(F64),
+            DType::BF16 => cat!(BF16),
+        };
+        Ok(Self::from_parts(Storage::Cpu(s), Layout::contiguous(&shape)))
+    }
+}
+
+fn slice_cpu_storage(s: &CpuStorage, offset: usize, n: usize) -> CpuStorage {
+    match s {
+        CpuStorage::F32(v) => CpuStorage::F32(v[offset..offset + n].to_vec()),
+        CpuStorage::F64(v) => CpuStorage::F64(v[offset..offset + n].to_vec()),
+        CpuStorage::BF16(v) => CpuStorage::BF16(v[offset..offset + n].to_vec()),
+    }
+}
