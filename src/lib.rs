@@ -1,6 +1,7 @@
 //! automoe: design and run heterogeneous Mixture-of-Experts Transformers for machine translation
 //! under a compute budget (AutoMoE). See `docs/ARCHITECTURE.md` for the map of the code.
 
+pub mod autograd;
 pub mod cpu;
 pub mod cuda;
 pub mod device;

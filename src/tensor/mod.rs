@@ -14,7 +14,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 pub use dtype::{f32_to_bf16, DType, Float};
 pub use layout::{broadcast_shape, contiguous_strides, Layout};
-pub use ops::MaskSpec;
+pub use ops::{BinaryOp, MaskSpec};
 pub use storage::{CpuStorage, Element, Storage};
 
 use crate::{Device, Error, Result};

@@ -1,0 +1,302 @@
+//! The tape: a Wengert list of [`Op`]s. Forward methods (in `ops.rs`) compute a value and, when any
+//! input needs a gradient, push one node; [`Tape::backward`] walks the list in reverse with one
+//! `match` arm per op (`backward.rs`). No closures: every node is plain data that can be printed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::params::{ParamId, ParamStore};
+use crate::tensor::{BinaryOp, Tensor};
+use crate::{Error, Result};
+
+/// A value on the tape: its tensor and, when it needs a gradient, the index of the node that
+/// produced it.
+#[derive(Clone, Debug)]
+pub struct Var {
+    pub(crate) id: Option<usize>,
+    pub(crate) value: Tensor,
+}
+
+impl Var {
+    pub fn value(&self) -> &Tensor {
+        &self.value
+    }
+    pub fn shape(&self) -> &[usize] {
+        self.value.shape()
+    }
+    pub fn requires_grad(&self) -> bool {
+        self.id.is_some()
+    }
+    /// The node index, if this value is recorded.
+    pub fn node(&self) -> Option<usize> {
+        self.id
+    }
+}
+
+/// One recorded operation with what its backward needs. Inputs that need no gradient are kept only
+/// where their value is needed (e.g. the other operand of a product).
+#[derive(Debug)]
+pub enum Op {
+    /// A value with no inputs: a parameter (its gradient goes to the store) or a plain input.
+    Leaf {
+        param: Option<ParamId>,
+    },
+    Matmul {
+        a: Var,
+        b: Var,
+    },
+    Binary {
+        op: BinaryOp,
+        a: Var,
+        b: Var,
+    },
+    /// `x[.., n] + bias[n]`.
+    AddBias {
+        x: Option<usize>,
+        bias: Option<usize>,
+        n: usize,
+    },
+    Scale {
+        x: usize,
+        s: f64,
+    },
+    Relu {
+        x: Var,
+    },
+    Gelu {
+        x: Var,
+    },
+    LayerNorm {
+        x: Var,
+        gamma: Var,
+        beta: Option<usize>,
+        mean: Tensor,
+        rstd: Tensor,
+    },
+    /// Softmax over the last dim, masked or not: the backward needs only the output.
+    Softmax {
+        x: usize,
+        y: Tensor,
+    },
+    Dropout {
+        x: usize,
+        mask: Tensor,
+    },
+    Embedding {
+        table: usize,
+        ids: Arc<Vec<u32>>,
+        vocab: usize,
+    },
+    /// Mean label-smoothed cross-entropy over the counted rows.
+    CrossEntropy {
+        logits: Var,
+        targets: Arc<Vec<u32>>,
+        eps: f64,
+        ignore: Option<u32>,
+        count: usize,
+    },
+    /// Reduction of `x` (of shape `from`) to the shape of the output by summing broadcast dims.
+    SumTo {
+        x: usize,
+        from: Vec<usize>,
+    },
+    /// The output's elements are a strided sub-block of `x` (narrow, front slice): the gradient is
+    /// added into that block of a zero gradient of `x`'s full shape.
+    Slice {
+        x: usize,
+        full: Vec<usize>,
+        starts: Vec<usize>,
+    },
+    Concat {
+        parts: Vec<(Option<usize>, usize)>,
+        dim: usize,
+    },
+    Reshape {
+        x: usize,
+        from: Vec<usize>,
+    },
+    Permute {
+        x: usize,
+        perm: Vec<usize>,
+    },
+}
+
+impl Op {
+    /// Short name for printing and error messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Leaf { .. } => "leaf",
+            Op::Matmul { .. } => "matmul",
+            Op::Binary { .. } => "binary",
+            Op::AddBias { .. } => "add_bias",
+            Op::Scale { .. } => "scale",
+            Op::Relu { .. } => "relu",
+            Op::Gelu { .. } => "gelu",
+            Op::LayerNorm { .. } => "layer_norm",
+            Op::Softmax { .. } => "softmax",
+            Op::Dropout { .. } => "dropout",
+            Op::Embedding { .. } => "embedding",
+            Op::CrossEntropy { .. } => "cross_entropy",
+            Op::SumTo { .. } => "sum_to",
+            Op::Slice { .. } => "slice",
+            Op::Concat { .. } => "concat",
+            Op::Reshape { .. } => "reshape",
+            Op::Permute { .. } => "permute",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Node {
+    pub op: Op,
+    pub shape: Vec<usize>,
+}
+
+/// The recorder. A tape with recording off (see [`Tape::inference`] and [`Tape::no_grad`]) computes
+/// values only: nothing is kept for a backward pass.
+#[derive(Debug)]
+pub struct Tape {
+    pub(crate) nodes: Vec<Node>,
+    recording: bool,
+}
+
+impl Default for Tape {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tape {
+    /// A recording tape (training).
+    pub fn new() -> Self {
+        Tape { nodes: Vec::new(), recording: true }
+    }
+
+    /// A tape that never records (inference, search).
+    pub fn inference() -> Self {
+        Tape { nodes: Vec::new(), recording: false }
+    }
+
+    pub fn is_recording(&self) -> bool {
+        self.recording
+    }
+
+    /// Runs `f` with recording off; values computed inside carry no gradient.
+    pub fn no_grad<R>(&mut self, f: impl FnOnce(&mut Tape) -> R) -> R {
+        let was = std::mem::replace(&mut self.recording, false);
+        let r = f(self);
+        self.recording = was;
+        r
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The op names in recording order (for inspection and tests).
+    pub fn op_names(&self) -> Vec<&'static str> {
+        self.nodes.iter().map(|n| n.op.name()).collect()
+    }
+
+    /// A value that needs no gradient (data, masks).
+    pub fn constant(&self, value: Tensor) -> Var {
+        Var { id: None, value }
+    }
+
+    /// A value whose gradient is wanted but that is not a stored parameter (tests, probes).
+    pub fn input(&mut self, value: Tensor) -> Var {
+        self.push_leaf(value, None)
+    }
+
+    /// A parameter of the store. Its gradient is collected by [`Gradients::param_grads`].
+    pub fn param(&mut self, store: &ParamStore, id: ParamId) -> Var {
+        self.push_leaf(store.value(id).clone(), Some(id))
+    }
+
+    fn push_leaf(&mut self, value: Tensor, param: Option<ParamId>) -> Var {
+        if !self.recording {
+            return Var { id: None, value };
+        }
+        let id = self.nodes.len();
+        self.nodes.push(Node { op: Op::Leaf { param }, shape: value.shape().to_vec() });
+        Var { id: Some(id), value }
+    }
+
+    /// Records `op` producing `value` if any of `inputs` needs a gradient.
+    pub(crate) fn record(&mut self, value: Tensor, inputs: &[&Var], op: impl FnOnce() -> Op) -> Var {
+        if !self.recording || inputs.iter().all(|v| v.id.is_none()) {
+            return Var { id: None, value };
+        }
+        let id = self.nodes.len();
+        self.nodes.push(Node { op: op(), shape: value.shape().to_vec() });
+        Var { id: Some(id), value }
+    }
+
+    /// Reverse pass from a one-element `loss`. Consumes the recorded graph's intermediate
+    /// gradients as it goes; returns the gradients of every leaf.
+    pub fn backward(&self, loss: &Var) -> Result<Gradients> {
+        let root = loss
+            .id
+            .ok_or_else(|| Error::invalid("backward", "the loss was not recorded (no input needs a gradient, or recording was off)"))?;
+        if loss.value.numel() != 1 {
+            return Err(Error::invalid("backward", format!("the loss must have one element, got shape {:?}", loss.shape())));
+        }
+        let mut grads: Vec<Option<Tensor>> = vec![None; root + 1];
+        grads[root] = Some(Tensor::ones(loss.shape(), loss.value.dtype()));
+        let mut leaves = BTreeMap::new();
+        for i in (0..=root).rev() {
+            let node = &self.nodes[i];
+            if let Op::Leaf { param } = node.op {
+                if let Some(g) = grads[i].take() {
+                    leaves.insert(i, (param, g));
+                }
+                continue;
+            }
+            let Some(g) = grads[i].take() else { continue };
+            super::backward::backward_node(node, &g, &mut grads)?;
+        }
+        Ok(Gradients { leaves })
+    }
+}
+
+/// Gradients of the leaves of one backward pass.
+#[derive(Debug)]
+pub struct Gradients {
+    leaves: BTreeMap<usize, (Option<ParamId>, Tensor)>,
+}
+
+impl Gradients {
+    /// The gradient of a recorded leaf (`None` when the loss does not depend on it).
+    pub fn wrt(&self, v: &Var) -> Option<&Tensor> {
+        v.id.and_then(|id| self.leaves.get(&id)).map(|(_, g)| g)
+    }
+
+    /// The gradient of each parameter, summed over all the places it was used.
+    pub fn param_grads(&self) -> Result<Vec<(ParamId, Tensor)>> {
+        let mut by_param: BTreeMap<ParamId, Tensor> = BTreeMap::new();
+        for (param, g) in self.leaves.values() {
+            if let Some(p) = param {
+                let sum = match by_param.remove(p) {
+                    None => g.clone(),
+                    Some(acc) => acc.add(g)?,
+                };
+                by_param.insert(*p, sum);
+            }
+        }
+        Ok(by_param.into_iter().collect())
+    }
+}
+
+/// Adds `g` into slot `id` of the gradient list.
+pub(crate) fn accumulate(grads: &mut [Option<Tensor>], id: Option<usize>, g: Tensor) -> Result<()> {
+    let Some(id) = id else { return Ok(()) };
+    grads[id] = Some(match grads[id].take() {
+        None => g,
+        Some(acc) => acc.add(&g)?,
+    });
+    Ok(())
+}
