@@ -1,6 +1,9 @@
 //! automoe: design and run heterogeneous Mixture-of-Experts Transformers for machine translation
 //! under a compute budget (AutoMoE). See `docs/ARCHITECTURE.md` for the map of the code.
 
+// Numeric kernels index several arrays with one loop variable; iterator zips would hide that.
+#![allow(clippy::needless_range_loop)]
+
 pub mod autograd;
 pub mod cpu;
 pub mod cuda;
@@ -8,6 +11,7 @@ pub mod device;
 pub mod error;
 pub mod rng;
 pub mod tensor;
+pub mod train;
 
 pub use device::Device;
 pub use error::{Error, Result};

@@ -139,7 +139,7 @@ fn views_share_storage() {
 
 #[test]
 fn bf16_is_storage_with_exact_rounding() {
-    let x = Tensor::from_vec(vec![1.0f32, 1.00390625, -3.5e-3, 65504.0], &[4]).unwrap();
+    let x = Tensor::from_vec(vec![1.0f32, 1.0 + 1.0 / 256.0, -3.5e-3, 65504.0], &[4]).unwrap();
     let b = x.to_dtype(DType::BF16).unwrap();
     assert_eq!(b.dtype(), DType::BF16);
     let back = b.to_f32_vec().unwrap();

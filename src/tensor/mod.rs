@@ -171,6 +171,30 @@ impl Tensor {
         Ok(view_data(data, &self.layout).into_owned())
     }
 
+    /// Mutable access to the elements (row-major) of a CPU tensor of dtype `T`, for in-place updates
+    /// (optimizers). Copies first when the storage is shared with another tensor or is a view.
+    pub fn data_mut<T: Element>(&mut self) -> Result<&mut [T]> {
+        if T::DTYPE != self.dtype() {
+            return Err(Error::DTypeMismatch { op: "data_mut", expected: T::DTYPE, got: self.dtype() });
+        }
+        let owns_exactly = match &*self.storage {
+            Storage::Cpu(c) => c.len() == self.numel(),
+            Storage::Cuda(_) => return Err(Error::Unsupported { op: "data_mut", device: self.device() }),
+        };
+        if !self.layout.is_contiguous() || self.layout.offset() != 0 || !owns_exactly {
+            *self = if T::DTYPE == DType::BF16 {
+                let c = self.contiguous()?;
+                Tensor::from_vec(c.to_vec::<T>()?, self.shape())?
+            } else {
+                self.contiguous_owned()?
+            };
+        }
+        match Arc::make_mut(&mut self.storage) {
+            Storage::Cpu(c) => T::slice_of_mut(c).ok_or(Error::DTypeMismatch { op: "data_mut", expected: T::DTYPE, got: DType::F32 }),
+            Storage::Cuda(_) => Err(Error::Unsupported { op: "data_mut", device: Device::Cuda(0) }),
+        }
+    }
+
     /// The elements converted to f64 whatever the dtype (tests and reporting).
     pub fn to_f64_vec(&self) -> Result<Vec<f64>> {
         Ok(match self.dtype() {

@@ -320,7 +320,7 @@ impl Tensor {
     }
 
     /// A contiguous tensor with offset 0 that owns a storage of exactly its elements.
-    fn contiguous_owned(&self) -> Result<Tensor> {
+    pub(crate) fn contiguous_owned(&self) -> Result<Tensor> {
         float_op!("contiguous", self, |x: T| Ok(cpu_tensor(x.into_owned(), self.shape())))
     }
 

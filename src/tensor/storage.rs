@@ -63,6 +63,7 @@ pub trait Element: Copy + Send + Sync + 'static {
     const DTYPE: DType;
     fn into_storage(v: Vec<Self>) -> CpuStorage;
     fn slice_of(s: &CpuStorage) -> Option<&[Self]>;
+    fn slice_of_mut(s: &mut CpuStorage) -> Option<&mut [Self]>;
 }
 
 macro_rules! element {
@@ -73,6 +74,12 @@ macro_rules! element {
                 CpuStorage::$variant(v)
             }
             fn slice_of(s: &CpuStorage) -> Option<&[Self]> {
+                match s {
+                    CpuStorage::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn slice_of_mut(s: &mut CpuStorage) -> Option<&mut [Self]> {
                 match s {
                     CpuStorage::$variant(v) => Some(v),
                     _ => None,

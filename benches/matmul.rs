@@ -1,0 +1,77 @@
+//! Matmul throughput: the tensor layer's `matmul` against the `gemm` crate called directly on the
+//! same shapes, beside the machine's f32 peak. Run: `cargo bench --bench matmul`.
+
+use std::time::Instant;
+
+use automoe::rng::seeded;
+use automoe::{DType, Tensor};
+
+/// Nominal f32 peak: cores x 32 FLOP/cycle (two AVX-512 FMA ports x 16 lanes x 2) x clock.
+fn peak_gflops() -> (f64, f64, usize) {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mhz = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("cpu MHz")).and_then(|l| l.split(':').nth(1)).and_then(|v| v.trim().parse::<f64>().ok()))
+        .unwrap_or(0.0);
+    (cores as f64 * 32.0 * mhz / 1e3, mhz, cores)
+}
+
+fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(|a, b| a.total_cmp(b));
+    t[t.len() / 2]
+}
+
+fn main() {
+    let (peak, mhz, cores) = peak_gflops();
+    println!("machine: {cores} cores at {mhz:.0} MHz, nominal f32 peak {peak:.0} GFLOP/s; rayon threads {}", rayon::current_num_threads());
+    println!("{:<18} {:>12} {:>12} {:>8} {:>9}", "M x K x N", "tensor GF/s", "gemm GF/s", "ratio", "% peak");
+    let mut rng = seeded(0);
+    for (m, k, n) in [(1024, 1024, 1024), (4096, 512, 2048), (4096, 2048, 512)] {
+        let a = Tensor::randn(&[m, k], 1.0, DType::F32, &mut rng);
+        let b = Tensor::randn(&[k, n], 1.0, DType::F32, &mut rng);
+        let flops = 2.0 * (m * k * n) as f64;
+        let reps = 9;
+        let t_tensor = median_secs(reps, || {
+            std::hint::black_box(a.matmul(&b).unwrap());
+        });
+        let (av, bv) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+        let mut out = vec![0f32; m * n];
+        let t_gemm = median_secs(reps, || {
+            // SAFETY: av is m*k, bv is k*n, out is m*n, all row-major with the strides given.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    out.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    av.as_ptr(),
+                    1,
+                    k as isize,
+                    bv.as_ptr(),
+                    1,
+                    n as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(0),
+                )
+            };
+            std::hint::black_box(&out);
+        });
+        let (gt, gg) = (flops / t_tensor / 1e9, flops / t_gemm / 1e9);
+        println!("{:<18} {:>12.1} {:>12.1} {:>7.0}% {:>8.0}%", format!("{m}x{k}x{n}"), gt, gg, 100.0 * gt / gg, 100.0 * gt / peak);
+    }
+}

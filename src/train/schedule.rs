@@ -1,0 +1,64 @@
+//! Learning-rate schedules. Steps count optimizer updates from 1.
+
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LrSchedule {
+    /// Constant learning rate.
+    Constant { lr: f64 },
+    /// fairseq's `inverse_sqrt`: linear warmup from `init_lr` to `lr` over `warmup` steps, then
+    /// `lr * sqrt(warmup / step)`.
+    InverseSqrt { lr: f64, warmup: u64, init_lr: f64 },
+    /// Linear warmup from 0 to `lr` over `warmup` steps, then a cosine decay to `min_lr` at
+    /// `total` steps, and `min_lr` after that (AutoMoE's recipe).
+    WarmupCosine { lr: f64, warmup: u64, total: u64, min_lr: f64 },
+}
+
+impl LrSchedule {
+    pub fn lr(&self, step: u64) -> f64 {
+        let step = step.max(1);
+        match *self {
+            LrSchedule::Constant { lr } => lr,
+            LrSchedule::InverseSqrt { lr, warmup, init_lr } => {
+                if step < warmup {
+                    init_lr + (lr - init_lr) * step as f64 / warmup as f64
+                } else {
+                    lr * (warmup.max(1) as f64 / step as f64).sqrt()
+                }
+            }
+            LrSchedule::WarmupCosine { lr, warmup, total, min_lr } => {
+                if step <= warmup {
+                    lr * step as f64 / warmup.max(1) as f64
+                } else if step >= total {
+                    min_lr
+                } else {
+                    let progress = (step - warmup) as f64 / (total - warmup).max(1) as f64;
+                    min_lr + 0.5 * (lr - min_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inverse_sqrt_warms_up_then_decays() {
+        let s = LrSchedule::InverseSqrt { lr: 1e-3, warmup: 100, init_lr: 0.0 };
+        assert!((s.lr(50) - 5e-4).abs() < 1e-12);
+        assert!((s.lr(100) - 1e-3).abs() < 1e-12);
+        assert!((s.lr(400) - 5e-4).abs() < 1e-12);
+    }
+
+    #[test]
+    fn warmup_cosine_shape() {
+        let s = LrSchedule::WarmupCosine { lr: 1.0, warmup: 10, total: 110, min_lr: 0.1 };
+        assert!((s.lr(5) - 0.5).abs() < 1e-12);
+        assert!((s.lr(10) - 1.0).abs() < 1e-12);
+        assert!((s.lr(60) - 0.55).abs() < 1e-12);
+        assert!((s.lr(110) - 0.1).abs() < 1e-12);
+        assert!((s.lr(1000) - 0.1).abs() < 1e-12);
+        assert!((1..110).all(|t| s.lr(t + 1) <= s.lr(t) || t < 10));
+    }
+}
