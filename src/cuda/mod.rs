@@ -1,5 +1,5 @@
 //! The CUDA side. cudarc loads `libcuda` and NVRTC at run time, so this module always compiles and a
-//! machine without CUDA gets [`Error::NoCudaDevice`](crate::Error::NoCudaDevice) from every entry point.
+//! machine without CUDA gets [`crate::Error::NoCudaDevice`] from every entry point.
 
 mod storage;
 
