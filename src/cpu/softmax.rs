@@ -25,7 +25,6 @@ fn masked(mask: &MaskSpec, r: usize, j: usize, tq: usize, tk: usize, rows_per_ba
 
 /// Row-wise softmax of `x` viewed as `[rows, tk]`; `tq` and `rows_per_batch` locate each row for
 /// the masks. A row whose keys are all masked comes out as zeros (not NaN).
-// Index loops: `j` also feeds the mask predicate `keep(j)`, so iterators would only obscure it.
 pub fn softmax_fwd<T: Float>(x: &[T], tk: usize, tq: usize, rows_per_batch: usize, mask: &MaskSpec) -> Vec<T> {
     let mut y = vec![T::zero(); x.len()];
     let chunk = super::rows_per_task(tk);
