@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod rng;

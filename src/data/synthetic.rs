@@ -1,0 +1,3 @@
+//! placeholder
+pub struct SyntheticCorpus;
+pub fn synthetic_corpus() {}
