@@ -1,3 +1,0 @@
-//! placeholder
-pub struct SyntheticCorpus;
-pub fn synthetic_corpus() {}
