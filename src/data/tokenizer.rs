@@ -10,7 +10,9 @@
 //!   Metaspace decoder, so `decode(encode(s)) == s` for text without leading/trailing/duplicate
 //!   whitespace and whose characters were seen in training (unseen characters become `<unk>`);
 //! * a `TemplateProcessing` post-processor `$A </s>`, so the file encodes identically elsewhere
-//!   (HF `encode(text, add_special_tokens=True)` appends `</s>` like [`Tokenizer::encode`]).
+//!   (HF `encode(text, add_special_tokens=True)` appends `</s>` like [`Tokenizer::encode`]);
+//! * the text "</s>" (or any special token's text) inside a sentence is encoded as ordinary
+//!   characters, never as the control token (a runtime setting; plain HF loaders differ here only).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -106,8 +108,16 @@ impl Tokenizer {
             .build()
             .map_err(|e| tk_err(OP, e))?;
         inner.with_post_processor(Some(post));
+        Self::wrap(inner, Path::new("<trained>"))
+    }
+
+    /// Applies the runtime settings (not stored in the JSON) and validates the special ids.
+    fn wrap(mut inner: tokenizers::Tokenizer, origin: &Path) -> Result<Tokenizer> {
+        // Text that happens to contain "</s>" or "<pad>" is data, not control: encode it as ordinary
+        // characters so that a corpus line can never inject an eos mid-sentence.
+        inner.set_encode_special_tokens(true);
         let tok = Tokenizer { inner };
-        tok.check_specials(Path::new("<trained>"))?;
+        tok.check_specials(origin)?;
         Ok(tok)
     }
 
@@ -122,9 +132,7 @@ impl Tokenizer {
     pub fn from_json_bytes(bytes: &[u8], origin: &Path) -> Result<Tokenizer> {
         let inner = tokenizers::Tokenizer::from_bytes(bytes)
             .map_err(|e| Error::Format { path: origin.to_path_buf(), msg: format!("not a valid tokenizer.json: {e}") })?;
-        let tok = Tokenizer { inner };
-        tok.check_specials(origin)?;
-        Ok(tok)
+        Self::wrap(inner, origin)
     }
 
     /// Rejects tokenizers whose special tokens are not at 0..4: the model and the loss hard-code them.
@@ -281,6 +289,15 @@ mod tests {
         ids.extend(tok.encode(SAMPLES[0]).unwrap());
         ids.extend([PAD_ID, PAD_ID, 10, 11]);
         assert_eq!(tok.decode(&ids).unwrap(), SAMPLES[0]);
+    }
+
+    #[test]
+    fn special_token_text_is_data() {
+        let tok = trained();
+        let text = "the cat </s> <pad> sleeps.";
+        let ids = tok.encode(text).unwrap();
+        assert_eq!(ids.iter().filter(|&&i| i == EOS_ID).count(), 1);
+        assert!(!ids.contains(&PAD_ID));
     }
 
     #[test]
