@@ -7,6 +7,7 @@
 pub mod autograd;
 pub mod cpu;
 pub mod cuda;
+pub mod data;
 pub mod decode;
 pub mod device;
 pub mod error;
