@@ -1,12 +1,17 @@
 //! The CUDA side. cudarc loads `libcuda` and NVRTC at run time, so this module always compiles and a
 //! machine without CUDA gets [`Error::NoCudaDevice`](crate::Error::NoCudaDevice) from every entry point.
 
+pub mod abi;
+pub mod emu;
+mod emu_moe;
+pub mod moe_ops;
 mod storage;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{CudaContext, CudaStream};
 
+pub use emu_moe::Emu;
 pub use storage::{CudaData, CudaStorage};
 
 use crate::{Error, Result};

@@ -1,0 +1,117 @@
+//! The SIMT emulator: the kernels of cuda/*.cu compiled as host C++20 by build.rs (cuda/emu/) and
+//! run on CPU fibers, so kernel indexing, barriers and reductions are tested without a GPU. See
+//! docs/EMULATOR.md for the CUDA subset it implements. Slow; for small shapes only.
+
+use std::ffi::{c_char, c_int, CStr};
+
+use super::abi::*;
+use super::moe_ops::Geometry;
+use crate::{Error, Result};
+
+/// Launch configuration, mirrored by `emu::LaunchCfg` in cuda/emu/emu.h.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchCfg {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub smem_bytes: u32,
+    /// 0: fibers of a block run in thread order between barriers; otherwise the order is reshuffled
+    /// (seeded) after every barrier, which varies the interleaving races depend on.
+    pub seed: u32,
+}
+
+impl LaunchCfg {
+    /// A 1-D launch.
+    pub fn linear(grid: u32, block: u32, smem_bytes: u32) -> Self {
+        LaunchCfg { grid: [grid, 1, 1], block: [block, 1, 1], smem_bytes, seed: 0 }
+    }
+}
+
+impl From<Geometry> for LaunchCfg {
+    fn from(g: Geometry) -> Self {
+        LaunchCfg::linear(g.grid, g.block, g.smem_bytes)
+    }
+}
+
+type Launcher<P> = unsafe extern "C" fn(*const LaunchCfg, *const P) -> c_int;
+
+/// One emulated kernel: its CUDA name and the C launcher build.rs compiled for it.
+#[derive(Clone, Copy)]
+pub struct Kernel<P> {
+    pub name: &'static str,
+    launcher: Launcher<P>,
+}
+
+extern "C" {
+    fn emu_last_error() -> *const c_char;
+}
+
+macro_rules! emu_kernels {
+    ($($konst:ident = $sym:ident($params:ty);)*) => {
+        extern "C" {
+            $(fn $sym(cfg: *const LaunchCfg, p: *const $params) -> c_int;)*
+        }
+        $(
+            #[doc = concat!("`", stringify!($sym), "` (cuda/emu/kernels.def).")]
+            pub const $konst: Kernel<$params> =
+                Kernel { name: stringify!($konst), launcher: $sym };
+        )*
+    };
+}
+
+// Must list the same kernels as cuda/emu/kernels.def (a missing one fails to link).
+emu_kernels! {
+    TOPK_GATING_FWD_F32 = emu_launch_topk_gating_fwd_f32(TopkGatingFwdParams);
+    TOPK_GATING_FWD_BF16 = emu_launch_topk_gating_fwd_bf16(TopkGatingFwdParams);
+    TOPK_GATING_BWD_F32 = emu_launch_topk_gating_bwd_f32(TopkGatingBwdParams);
+    TOPK_GATING_BWD_BF16 = emu_launch_topk_gating_bwd_bf16(TopkGatingBwdParams);
+    PERMUTE_DISPATCH_I32 = emu_launch_permute_dispatch_i32(DispatchParams);
+    PERMUTE_FWD_F32 = emu_launch_permute_fwd_f32(PermuteFwdParams);
+    PERMUTE_FWD_BF16 = emu_launch_permute_fwd_bf16(PermuteFwdParams);
+    PERMUTE_BWD_F32 = emu_launch_permute_bwd_f32(PermuteBwdParams);
+    PERMUTE_BWD_BF16 = emu_launch_permute_bwd_bf16(PermuteBwdParams);
+    COMBINE_FWD_F32 = emu_launch_combine_fwd_f32(CombineFwdParams);
+    COMBINE_FWD_BF16 = emu_launch_combine_fwd_bf16(CombineFwdParams);
+    COMBINE_BWD_F32 = emu_launch_combine_bwd_f32(CombineBwdParams);
+    COMBINE_BWD_BF16 = emu_launch_combine_bwd_bf16(CombineBwdParams);
+    EMUTEST_BLOCK_REDUCE_F32 = emu_launch_emutest_block_reduce_f32(EmuTestParams);
+    EMUTEST_TRANSPOSE_F32 = emu_launch_emutest_transpose_f32(EmuTestParams);
+    EMUTEST_WARP_SCAN_I32 = emu_launch_emutest_warp_scan_i32(EmuTestParams);
+    EMUTEST_WARP_OPS_I32 = emu_launch_emutest_warp_ops_i32(EmuTestParams);
+    EMUTEST_RACE_F32 = emu_launch_emutest_race_f32(EmuTestParams);
+    EMUTEST_ATOMIC_I32 = emu_launch_emutest_atomic_i32(EmuTestParams);
+    EMUTEST_BF16_I32 = emu_launch_emutest_bf16_i32(EmuTestParams);
+    EMUTEST_DIVERGENT_SHFL_I32 = emu_launch_emutest_divergent_shfl_i32(EmuTestParams);
+}
+
+/// Host address of a slice as the kernels' `automoe_dptr`.
+pub fn addr<T>(s: &[T]) -> automoe_dptr {
+    s.as_ptr() as usize as automoe_dptr
+}
+
+/// Mutable counterpart of [`addr`].
+pub fn addr_mut<T>(s: &mut [T]) -> automoe_dptr {
+    s.as_mut_ptr() as usize as automoe_dptr
+}
+
+/// Runs `kernel` on the emulator, blocking until every block has finished.
+///
+/// # Safety
+/// Every address in `params` must point to host memory valid for all the reads and writes the kernel
+/// performs for the shapes in `params` and `cfg`, and nothing else may access that memory meanwhile.
+pub unsafe fn launch<P>(kernel: Kernel<P>, cfg: &LaunchCfg, params: &P) -> Result<()> {
+    // SAFETY: the caller guarantees the addresses in `params`; cfg and params are live references
+    // for the whole call, which returns only after the launch has finished.
+    let rc = unsafe { (kernel.launcher)(cfg, params) };
+    if rc == 0 {
+        return Ok(());
+    }
+    // SAFETY: emu_last_error returns a NUL-terminated thread-local string that stays valid until the
+    // next launch on this thread; we copy it out immediately.
+    let msg = unsafe { CStr::from_ptr(emu_last_error()) }.to_string_lossy().into_owned();
+    Err(Error::Cuda(format!("emulated {}: {msg}", kernel.name.to_lowercase())))
+}
+
+#[cfg(test)]
+#[path = "emu_tests.rs"]
+mod tests;

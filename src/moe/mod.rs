@@ -1,0 +1,3 @@
+//! Mixture-of-Experts building blocks.
+
+pub mod reference;
