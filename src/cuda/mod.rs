@@ -5,6 +5,7 @@ pub mod abi;
 pub mod emu;
 mod emu_moe;
 pub mod moe_ops;
+pub mod nvrtc;
 mod storage;
 
 use std::sync::{Arc, Mutex, OnceLock};
