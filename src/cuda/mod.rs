@@ -3,7 +3,7 @@
 
 pub mod abi;
 pub mod emu;
-mod emu_moe;
+pub mod moe_exec;
 pub mod moe_ops;
 pub mod nvrtc;
 mod storage;
@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{CudaContext, CudaStream};
 
-pub use emu_moe::Emu;
+pub use emu::Emu;
 pub use storage::{CudaData, CudaStorage};
 
 use crate::{Error, Result};

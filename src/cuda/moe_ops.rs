@@ -10,7 +10,7 @@ use crate::moe::reference::Dispatch;
 use crate::{Error, Result};
 
 /// Element types the kernels come in (`_f32`, `_bf16` entry points; f32 accumulation in both).
-pub trait KernelFloat: Copy + Send + Sync + std::fmt::Debug + bytemuck::Pod + 'static {
+pub trait KernelFloat: Copy + Send + Sync + std::fmt::Debug + bytemuck::Pod + cudarc::driver::DeviceRepr + 'static {
     /// Entry-point suffix.
     const SUFFIX: &'static str;
     fn to_f32(self) -> f32;
