@@ -222,3 +222,5 @@ macro_rules! backend_tests {
 
 backend_tests!(emulator, Ok::<_, automoe::Error>(automoe::cuda::Emu::default()));
 backend_tests!(emulator_shuffled, Ok::<_, automoe::Error>(automoe::cuda::Emu { seed: 12345 }));
+// Runs on the first CUDA device when there is one; otherwise each test prints why it was skipped.
+backend_tests!(cuda, automoe::cuda::CudaExec::new(0));

@@ -4,7 +4,7 @@
 
 pub type automoe_dptr = ::std::os::raw::c_ulonglong;
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
 pub struct TopkGatingFwdParams {
     pub logits: automoe_dptr,
     pub probs: automoe_dptr,
@@ -15,8 +15,21 @@ pub struct TopkGatingFwdParams {
     pub k: ::std::os::raw::c_int,
     pub renorm: ::std::os::raw::c_int,
 }
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of TopkGatingFwdParams"][::std::mem::size_of::<TopkGatingFwdParams>() - 48usize];
+    ["Alignment of TopkGatingFwdParams"][::std::mem::align_of::<TopkGatingFwdParams>() - 8usize];
+    ["Offset of field: TopkGatingFwdParams::logits"][::std::mem::offset_of!(TopkGatingFwdParams, logits) - 0usize];
+    ["Offset of field: TopkGatingFwdParams::probs"][::std::mem::offset_of!(TopkGatingFwdParams, probs) - 8usize];
+    ["Offset of field: TopkGatingFwdParams::topk_idx"][::std::mem::offset_of!(TopkGatingFwdParams, topk_idx) - 16usize];
+    ["Offset of field: TopkGatingFwdParams::topk_w"][::std::mem::offset_of!(TopkGatingFwdParams, topk_w) - 24usize];
+    ["Offset of field: TopkGatingFwdParams::tokens"][::std::mem::offset_of!(TopkGatingFwdParams, tokens) - 32usize];
+    ["Offset of field: TopkGatingFwdParams::experts"][::std::mem::offset_of!(TopkGatingFwdParams, experts) - 36usize];
+    ["Offset of field: TopkGatingFwdParams::k"][::std::mem::offset_of!(TopkGatingFwdParams, k) - 40usize];
+    ["Offset of field: TopkGatingFwdParams::renorm"][::std::mem::offset_of!(TopkGatingFwdParams, renorm) - 44usize];
+};
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
 pub struct TopkGatingBwdParams {
     pub probs: automoe_dptr,
     pub topk_idx: automoe_dptr,
@@ -28,8 +41,22 @@ pub struct TopkGatingBwdParams {
     pub k: ::std::os::raw::c_int,
     pub renorm: ::std::os::raw::c_int,
 }
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of TopkGatingBwdParams"][::std::mem::size_of::<TopkGatingBwdParams>() - 56usize];
+    ["Alignment of TopkGatingBwdParams"][::std::mem::align_of::<TopkGatingBwdParams>() - 8usize];
+    ["Offset of field: TopkGatingBwdParams::probs"][::std::mem::offset_of!(TopkGatingBwdParams, probs) - 0usize];
+    ["Offset of field: TopkGatingBwdParams::topk_idx"][::std::mem::offset_of!(TopkGatingBwdParams, topk_idx) - 8usize];
+    ["Offset of field: TopkGatingBwdParams::topk_w"][::std::mem::offset_of!(TopkGatingBwdParams, topk_w) - 16usize];
+    ["Offset of field: TopkGatingBwdParams::dw"][::std::mem::offset_of!(TopkGatingBwdParams, dw) - 24usize];
+    ["Offset of field: TopkGatingBwdParams::dlogits"][::std::mem::offset_of!(TopkGatingBwdParams, dlogits) - 32usize];
+    ["Offset of field: TopkGatingBwdParams::tokens"][::std::mem::offset_of!(TopkGatingBwdParams, tokens) - 40usize];
+    ["Offset of field: TopkGatingBwdParams::experts"][::std::mem::offset_of!(TopkGatingBwdParams, experts) - 44usize];
+    ["Offset of field: TopkGatingBwdParams::k"][::std::mem::offset_of!(TopkGatingBwdParams, k) - 48usize];
+    ["Offset of field: TopkGatingBwdParams::renorm"][::std::mem::offset_of!(TopkGatingBwdParams, renorm) - 52usize];
+};
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
 pub struct DispatchParams {
     pub topk_idx: automoe_dptr,
     pub counts: automoe_dptr,
@@ -43,8 +70,24 @@ pub struct DispatchParams {
     pub rows_cap: ::std::os::raw::c_int,
     pub reserved: ::std::os::raw::c_int,
 }
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of DispatchParams"][::std::mem::size_of::<DispatchParams>() - 64usize];
+    ["Alignment of DispatchParams"][::std::mem::align_of::<DispatchParams>() - 8usize];
+    ["Offset of field: DispatchParams::topk_idx"][::std::mem::offset_of!(DispatchParams, topk_idx) - 0usize];
+    ["Offset of field: DispatchParams::counts"][::std::mem::offset_of!(DispatchParams, counts) - 8usize];
+    ["Offset of field: DispatchParams::offsets"][::std::mem::offset_of!(DispatchParams, offsets) - 16usize];
+    ["Offset of field: DispatchParams::pos"][::std::mem::offset_of!(DispatchParams, pos) - 24usize];
+    ["Offset of field: DispatchParams::src_row"][::std::mem::offset_of!(DispatchParams, src_row) - 32usize];
+    ["Offset of field: DispatchParams::pairs"][::std::mem::offset_of!(DispatchParams, pairs) - 40usize];
+    ["Offset of field: DispatchParams::experts"][::std::mem::offset_of!(DispatchParams, experts) - 44usize];
+    ["Offset of field: DispatchParams::k"][::std::mem::offset_of!(DispatchParams, k) - 48usize];
+    ["Offset of field: DispatchParams::pad_to"][::std::mem::offset_of!(DispatchParams, pad_to) - 52usize];
+    ["Offset of field: DispatchParams::rows_cap"][::std::mem::offset_of!(DispatchParams, rows_cap) - 56usize];
+    ["Offset of field: DispatchParams::reserved"][::std::mem::offset_of!(DispatchParams, reserved) - 60usize];
+};
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
 pub struct PermuteFwdParams {
     pub x: automoe_dptr,
     pub src_row: automoe_dptr,
@@ -52,8 +95,18 @@ pub struct PermuteFwdParams {
     pub rows: ::std::os::raw::c_int,
     pub d: ::std::os::raw::c_int,
 }
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of PermuteFwdParams"][::std::mem::size_of::<PermuteFwdParams>() - 32usize];
+    ["Alignment of PermuteFwdParams"][::std::mem::align_of::<PermuteFwdParams>() - 8usize];
+    ["Offset of field: PermuteFwdParams::x"][::std::mem::offset_of!(PermuteFwdParams, x) - 0usize];
+    ["Offset of field: PermuteFwdParams::src_row"][::std::mem::offset_of!(PermuteFwdParams, src_row) - 8usize];
+    ["Offset of field: PermuteFwdParams::xp"][::std::mem::offset_of!(PermuteFwdParams, xp) - 16usize];
+    ["Offset of field: PermuteFwdParams::rows"][::std::mem::offset_of!(PermuteFwdParams, rows) - 24usize];
+    ["Offset of field: PermuteFwdParams::d"][::std::mem::offset_of!(PermuteFwdParams, d) - 28usize];
+};
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
 pub struct PermuteBwdParams {
     pub dxp: automoe_dptr,
     pub pos: automoe_dptr,
@@ -63,8 +116,20 @@ pub struct PermuteBwdParams {
     pub d: ::std::os::raw::c_int,
     pub reserved: ::std::os::raw::c_int,
 }
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of PermuteBwdParams"][::std::mem::size_of::<PermuteBwdParams>() - 40usize];
+    ["Alignment of PermuteBwdParams"][::std::mem::align_of::<PermuteBwdParams>() - 8usize];
+    ["Offset of field: PermuteBwdParams::dxp"][::std::mem::offset_of!(PermuteBwdParams, dxp) - 0usize];
+    ["Offset of field: PermuteBwdParams::pos"][::std::mem::offset_of!(PermuteBwdParams, pos) - 8usize];
+    ["Offset of field: PermuteBwdParams::dx"][::std::mem::offset_of!(PermuteBwdParams, dx) - 16usize];
+    ["Offset of field: PermuteBwdParams::tokens"][::std::mem::offset_of!(PermuteBwdParams, tokens) - 24usize];
+    ["Offset of field: PermuteBwdParams::k"][::std::mem::offset_of!(PermuteBwdParams, k) - 28usize];
+    ["Offset of field: PermuteBwdParams::d"][::std::mem::offset_of!(PermuteBwdParams, d) - 32usize];
+    ["Offset of field: PermuteBwdParams::reserved"][::std::mem::offset_of!(PermuteBwdParams, reserved) - 36usize];
+};
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
 pub struct CombineFwdParams {
     pub yp: automoe_dptr,
     pub pos: automoe_dptr,
@@ -75,8 +140,21 @@ pub struct CombineFwdParams {
     pub d: ::std::os::raw::c_int,
     pub reserved: ::std::os::raw::c_int,
 }
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of CombineFwdParams"][::std::mem::size_of::<CombineFwdParams>() - 48usize];
+    ["Alignment of CombineFwdParams"][::std::mem::align_of::<CombineFwdParams>() - 8usize];
+    ["Offset of field: CombineFwdParams::yp"][::std::mem::offset_of!(CombineFwdParams, yp) - 0usize];
+    ["Offset of field: CombineFwdParams::pos"][::std::mem::offset_of!(CombineFwdParams, pos) - 8usize];
+    ["Offset of field: CombineFwdParams::w"][::std::mem::offset_of!(CombineFwdParams, w) - 16usize];
+    ["Offset of field: CombineFwdParams::y"][::std::mem::offset_of!(CombineFwdParams, y) - 24usize];
+    ["Offset of field: CombineFwdParams::tokens"][::std::mem::offset_of!(CombineFwdParams, tokens) - 32usize];
+    ["Offset of field: CombineFwdParams::k"][::std::mem::offset_of!(CombineFwdParams, k) - 36usize];
+    ["Offset of field: CombineFwdParams::d"][::std::mem::offset_of!(CombineFwdParams, d) - 40usize];
+    ["Offset of field: CombineFwdParams::reserved"][::std::mem::offset_of!(CombineFwdParams, reserved) - 44usize];
+};
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
 pub struct CombineBwdParams {
     pub dy: automoe_dptr,
     pub yp: automoe_dptr,
@@ -90,11 +168,36 @@ pub struct CombineBwdParams {
     pub d: ::std::os::raw::c_int,
     pub rows: ::std::os::raw::c_int,
 }
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of CombineBwdParams"][::std::mem::size_of::<CombineBwdParams>() - 72usize];
+    ["Alignment of CombineBwdParams"][::std::mem::align_of::<CombineBwdParams>() - 8usize];
+    ["Offset of field: CombineBwdParams::dy"][::std::mem::offset_of!(CombineBwdParams, dy) - 0usize];
+    ["Offset of field: CombineBwdParams::yp"][::std::mem::offset_of!(CombineBwdParams, yp) - 8usize];
+    ["Offset of field: CombineBwdParams::pos"][::std::mem::offset_of!(CombineBwdParams, pos) - 16usize];
+    ["Offset of field: CombineBwdParams::w"][::std::mem::offset_of!(CombineBwdParams, w) - 24usize];
+    ["Offset of field: CombineBwdParams::src_row"][::std::mem::offset_of!(CombineBwdParams, src_row) - 32usize];
+    ["Offset of field: CombineBwdParams::dyp"][::std::mem::offset_of!(CombineBwdParams, dyp) - 40usize];
+    ["Offset of field: CombineBwdParams::dw"][::std::mem::offset_of!(CombineBwdParams, dw) - 48usize];
+    ["Offset of field: CombineBwdParams::tokens"][::std::mem::offset_of!(CombineBwdParams, tokens) - 56usize];
+    ["Offset of field: CombineBwdParams::k"][::std::mem::offset_of!(CombineBwdParams, k) - 60usize];
+    ["Offset of field: CombineBwdParams::d"][::std::mem::offset_of!(CombineBwdParams, d) - 64usize];
+    ["Offset of field: CombineBwdParams::rows"][::std::mem::offset_of!(CombineBwdParams, rows) - 68usize];
+};
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
 pub struct EmuTestParams {
     pub in_: automoe_dptr,
     pub out: automoe_dptr,
     pub n: ::std::os::raw::c_int,
     pub flag: ::std::os::raw::c_int,
 }
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of EmuTestParams"][::std::mem::size_of::<EmuTestParams>() - 24usize];
+    ["Alignment of EmuTestParams"][::std::mem::align_of::<EmuTestParams>() - 8usize];
+    ["Offset of field: EmuTestParams::in_"][::std::mem::offset_of!(EmuTestParams, in_) - 0usize];
+    ["Offset of field: EmuTestParams::out"][::std::mem::offset_of!(EmuTestParams, out) - 8usize];
+    ["Offset of field: EmuTestParams::n"][::std::mem::offset_of!(EmuTestParams, n) - 16usize];
+    ["Offset of field: EmuTestParams::flag"][::std::mem::offset_of!(EmuTestParams, flag) - 20usize];
+};

@@ -2,6 +2,7 @@
 //! machine without CUDA gets [`Error::NoCudaDevice`](crate::Error::NoCudaDevice) from every entry point.
 
 pub mod abi;
+pub mod device_exec;
 pub mod emu;
 pub mod moe_exec;
 pub mod moe_ops;
@@ -12,6 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{CudaContext, CudaStream};
 
+pub use device_exec::CudaExec;
 pub use emu::Emu;
 pub use storage::{CudaData, CudaStorage};
 
