@@ -5,6 +5,7 @@
 
 #include "../gating.cu"
 #include "../permute.cu"
+#include "../ptx_selftest.cu"
 #include "tests.cu"
 
 #define EMU_KERNEL(name, Params)                                                                      \

@@ -5,12 +5,13 @@
 #include <ucontext.h>
 
 #include <algorithm>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
 
 // After the standard headers: emu.h defines macros (__shared__, __device__) they must not see.
-#include "emu.h"
+#include "ptx.h"  // declares the twins' runtime half (and includes emu.h)
 
 namespace emu {
 namespace {
@@ -25,8 +26,16 @@ struct Barrier {
 
 enum class State { Runnable, Waiting, Done };
 
+struct AsyncCopy {
+    void* dst;
+    const void* src;
+    unsigned bytes, src_bytes;
+};
+
 struct Fiber {
     ucontext_t ctx;
+    std::vector<AsyncCopy> open_copies;               // cp.async issued, not yet committed
+    std::deque<std::vector<AsyncCopy>> copy_groups;  // committed, oldest first
     uint3 tid;
     State state = State::Runnable;
     Barrier* wait_bar = nullptr;
@@ -38,6 +47,7 @@ struct Warp {
     unsigned exists = 0;  // bit i set when lane i is part of the block
     unsigned live = 0;    // bit i set while lane i exists and has not exited
     uint64_t buf[32];
+    unsigned char gather[32 * 64];  // warp_gather's exchange area
 };
 
 struct Sched {
@@ -218,6 +228,40 @@ unsigned warp_ballot(unsigned mask, int pred) {
         if (((w.live & mask) >> l) & 1u) r |= (w.buf[l] ? 1u : 0u) << l;
     arrive(w.bar);
     return r;
+}
+
+void warp_gather(const void* mine, unsigned bytes, void* all) {
+    if (bytes > 64) fail("warp_gather: more than 64 bytes per lane");
+    check_mask(0xffffffffu);
+    Sched& s = sched();
+    unsigned lt = linear_tid();
+    Warp& w = s.warps[lt / 32];
+    std::memcpy(w.gather + (lt % 32) * bytes, mine, bytes);
+    arrive(w.bar);
+    std::memcpy(all, w.gather, 32 * bytes);  // lanes that do not exist leave stale bytes: never read
+    arrive(w.bar);
+}
+
+void cp_async(void* dst, const void* src, unsigned bytes, unsigned src_bytes) {
+    Sched& s = sched();
+    s.fibers[s.cur].open_copies.push_back({dst, src, bytes, src_bytes < bytes ? src_bytes : bytes});
+}
+
+void cp_async_commit() {
+    Fiber& f = sched().fibers[sched().cur];
+    f.copy_groups.push_back(std::move(f.open_copies));
+    f.open_copies.clear();
+}
+
+void cp_async_wait(int n) {
+    Fiber& f = sched().fibers[sched().cur];
+    while (f.copy_groups.size() > (size_t)(n < 0 ? 0 : n)) {
+        for (const AsyncCopy& c : f.copy_groups.front()) {
+            std::memcpy(c.dst, c.src, c.src_bytes);
+            std::memset(static_cast<unsigned char*>(c.dst) + c.src_bytes, 0, c.bytes - c.src_bytes);
+        }
+        f.copy_groups.pop_front();
+    }
 }
 
 void* dyn_smem() { return sched().smem.data(); }
