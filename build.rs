@@ -52,6 +52,8 @@ fn build_emulator(cuda: &Path) {
         .warnings_into_errors(true)
         // `#pragma unroll` is a CUDA hint the host compiler does not know.
         .flag("-Wno-unknown-pragmas")
+        // CUDA code reinterprets memory freely (bf16 rows copied as uint4); so does the GPU compiler.
+        .flag("-fno-strict-aliasing")
         .file(emu.join("runtime.cpp"))
         .file(emu.join("launchers.cpp"))
         .compile("automoe_emu");

@@ -35,6 +35,9 @@ __device__ __forceinline__ void dispatch(const DispatchParams& p) {
     int* src_row = ptr<int>(p.src_row);                // [rows_cap]
     __shared__ int whist[kDispatchWarps][kMaxExperts];
     __shared__ int soff[kMaxExperts + 1];
+    // The segmenting below assumes exactly kDispatchWarps warps; any other block leaves the outputs
+    // untouched (poisoned by the host), which the tests would catch.
+    if (blockDim.x != kDispatchWarps * 32) return;
     const int E = p.experts;
     const int tid = threadIdx.x;
     const int lane = tid & 31, w = tid >> 5;

@@ -28,3 +28,21 @@ fn every_kernel_compiles_cleanly_for_sm80_and_sm90a() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+#[test]
+fn compiled_kernels_are_cached_on_disk() {
+    if !nvrtc::nvrtc_present() {
+        eprintln!("SKIPPED compiled_kernels_are_cached_on_disk: libnvrtc.so.13 cannot be loaded");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("automoe-kernel-cache-test-{}", std::process::id()));
+    // The only test in this binary that reads AUTOMOE_KERNEL_CACHE; the other one compiles uncached.
+    std::env::set_var("AUTOMOE_KERNEL_CACHE", &dir);
+    let first = nvrtc::compile("permute.cu", "sm_80", true).expect("compile");
+    let second = nvrtc::compile("permute.cu", "sm_80", true).expect("cached compile");
+    assert!(!first.from_cache && second.from_cache, "second compile should hit the cache");
+    assert_eq!(first.cubin, second.cubin);
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert!(files.iter().any(|f| f.starts_with("permute-sm_80-nvrtc13.") && f.ends_with(".cubin")), "{files:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
