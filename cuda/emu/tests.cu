@@ -108,3 +108,15 @@ extern "C" __global__ void emutest_divergent_shfl_i32(EmuTestParams p) {
         out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, (int)threadIdx.x, 1);
     }
 }
+
+// Half of warp 0 waits at __syncthreads while the other half waits in a shuffle that needs the
+// whole warp: neither barrier can complete, and the emulator must say so instead of hanging.
+extern "C" __global__ void emutest_deadlock_i32(EmuTestParams p) {
+    int* out = ptr<int>(p.out);  // [blockDim.x]
+    if (threadIdx.x < 16) {
+        __syncthreads();
+        out[threadIdx.x] = 0;
+    } else {
+        out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, (int)threadIdx.x, 1);
+    }
+}

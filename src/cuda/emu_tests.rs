@@ -164,6 +164,15 @@ fn divergent_warp_intrinsic_is_reported_not_hung() {
 }
 
 #[test]
+fn deadlock_is_reported_not_hung() {
+    let mut out = vec![0i32; 64];
+    // SAFETY: out is [64]; the kernel reads nothing.
+    let err = unsafe { launch(EMUTEST_DEADLOCK_I32, &LaunchCfg::linear(1, 64, 0), &params(0, addr_mut(&mut out), 64, 0)) };
+    let msg = err.unwrap_err().to_string();
+    assert!(msg.contains("deadlock") && msg.contains("emutest_deadlock_i32"), "{msg}");
+}
+
+#[test]
 fn bad_launch_configuration_is_an_error() {
     let mut out = vec![0f32; 1];
     let cfg = LaunchCfg::linear(1, 2048, 0);
