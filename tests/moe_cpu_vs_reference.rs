@@ -16,7 +16,9 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn gating_dispatch_permute_combine_agree_with_the_reference() {
-    for (case, &(t, e, k, renorm)) in [(1usize, 6usize, 1usize, false), (37, 6, 2, true), (64, 12, 3, false), (50, 100, 2, true)].iter().enumerate() {
+    for (case, &(t, e, k, renorm)) in
+        [(1usize, 6usize, 1usize, false), (37, 6, 2, true), (64, 12, 3, false), (50, 100, 2, true)].iter().enumerate()
+    {
         let seed = 100 * case as u64;
         let logits = randv(t * e, seed);
         let (ridx, rw, rprobs) = reference::topk_gating_fwd(&logits, t, e, k, renorm).unwrap();
