@@ -253,7 +253,8 @@ fn validation_runs_on_schedule_and_is_logged() {
         .unwrap();
     assert_eq!(report.valid.iter().map(|(u, m)| (*u, m["loss"])).collect::<Vec<_>>(), vec![(3, 3.0), (6, 6.0)]);
     let text = fs::read_to_string(&log).unwrap();
-    let valid: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|v| v.get("valid").is_some()).collect();
+    let valid: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|v| v.get("valid").is_some()).collect();
     assert_eq!(valid.len(), 2);
     assert_eq!(valid[1]["valid"]["params"], serde_json::json!(store_numel()));
 }

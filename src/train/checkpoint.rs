@@ -128,8 +128,8 @@ pub fn read_checkpoint_meta(dir: &Path) -> Result<CheckpointMeta> {
     let dir = resolve_checkpoint_dir(dir);
     let path = dir.join(META_FILE);
     let bytes = read_existing(&path)?;
-    let meta: CheckpointMeta =
-        serde_json::from_slice(&bytes).map_err(|e| Error::Format { path: path.clone(), msg: format!("not a valid checkpoint meta.json: {e}") })?;
+    let meta: CheckpointMeta = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Format { path: path.clone(), msg: format!("not a valid checkpoint meta.json: {e}") })?;
     if meta.format_version != FORMAT_VERSION {
         return Err(Error::Format {
             path,
@@ -263,13 +263,21 @@ fn tensor_le_bytes(t: &Tensor) -> Result<Vec<u8>> {
 /// A tensor from a safetensors view whose dtype and shape were already checked against `dtype`.
 fn tensor_from_le(dtype: DType, shape: &[usize], bytes: &[u8]) -> Result<Tensor> {
     match dtype {
-        DType::F32 => Tensor::from_vec(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<_>>(), shape),
-        DType::F64 => Tensor::from_vec(
-            bytes.chunks_exact(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect::<Vec<_>>(),
-            shape,
-        ),
-        DType::BF16 => Tensor::from_vec(bytes.chunks_exact(2).map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]]))).collect::<Vec<_>>(), shape),
+        DType::F32 => Tensor::from_vec(decode_le(bytes, f32::from_le_bytes), shape),
+        DType::F64 => Tensor::from_vec(decode_le(bytes, f64::from_le_bytes), shape),
+        DType::BF16 => Tensor::from_vec(decode_le(bytes, |b| half::bf16::from_bits(u16::from_le_bytes(b))), shape),
     }
+}
+
+fn decode_le<const N: usize, T>(bytes: &[u8], from: impl Fn([u8; N]) -> T) -> Vec<T> {
+    bytes
+        .chunks_exact(N)
+        .map(|c| {
+            let mut a = [0u8; N];
+            a.copy_from_slice(c);
+            from(a)
+        })
+        .collect()
 }
 
 /// Serialises named tensors (with optional header metadata) to safetensors bytes.
@@ -309,12 +317,15 @@ fn optimizer_bytes(store: &ParamStore, adam: &Adam, path: PathBuf) -> Result<Vec
 }
 
 fn deserialize<'a>(bytes: &'a [u8], path: &Path) -> Result<SafeTensors<'a>> {
-    SafeTensors::deserialize(bytes).map_err(|e| Error::Format { path: path.to_path_buf(), msg: format!("not a valid safetensors file: {e:?}") })
+    SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::Format { path: path.to_path_buf(), msg: format!("not a valid safetensors file: {e:?}") })
 }
 
 /// Checks that `name` in the file has the shape and dtype of `like` and converts it.
 fn checked_tensor(st: &SafeTensors<'_>, name: &str, like: &Tensor, param: &str, path: &Path) -> Result<Tensor> {
-    let view = st.tensor(name).map_err(|_| Error::Format { path: path.to_path_buf(), msg: format!("tensor `{name}` is missing from the file") })?;
+    let view = st
+        .tensor(name)
+        .map_err(|_| Error::Format { path: path.to_path_buf(), msg: format!("tensor `{name}` is missing from the file") })?;
     if view.dtype() != st_dtype(like.dtype()) {
         return Err(Error::Format {
             path: path.to_path_buf(),
@@ -340,7 +351,10 @@ fn parse_weights(bytes: &[u8], path: &Path, store: &ParamStore) -> Result<Vec<(P
     let mut out = Vec::with_capacity(store.len());
     for (id, p) in store.iter() {
         if st.tensor(&p.name).is_err() {
-            return Err(Error::Format { path: path.to_path_buf(), msg: format!("parameter `{}` of the model is missing from the file", p.name) });
+            return Err(Error::Format {
+                path: path.to_path_buf(),
+                msg: format!("parameter `{}` of the model is missing from the file", p.name),
+            });
         }
         out.push((id, checked_tensor(&st, &p.name, &p.value, &p.name, path)?));
     }
@@ -348,8 +362,8 @@ fn parse_weights(bytes: &[u8], path: &Path, store: &ParamStore) -> Result<Vec<(P
 }
 
 fn parse_optimizer(bytes: &[u8], path: &Path, store: &ParamStore) -> Result<Vec<(ParamId, AdamState)>> {
-    let (_, header) =
-        SafeTensors::read_metadata(bytes).map_err(|e| Error::Format { path: path.to_path_buf(), msg: format!("not a valid safetensors file: {e:?}") })?;
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| Error::Format { path: path.to_path_buf(), msg: format!("not a valid safetensors file: {e:?}") })?;
     let steps_json = header
         .metadata()
         .as_ref()
@@ -360,9 +374,10 @@ fn parse_optimizer(bytes: &[u8], path: &Path, store: &ParamStore) -> Result<Vec<
     let st = deserialize(bytes, path)?;
     let mut out = Vec::with_capacity(steps.len());
     for (name, &n) in &steps {
-        let id = store
-            .id(name)
-            .ok_or_else(|| Error::Format { path: path.to_path_buf(), msg: format!("optimizer state for `{name}`, which is not in the model") })?;
+        let id = store.id(name).ok_or_else(|| Error::Format {
+            path: path.to_path_buf(),
+            msg: format!("optimizer state for `{name}`, which is not in the model"),
+        })?;
         let like = store.value(id);
         let m = checked_tensor(&st, &format!("{name}.m"), like, name, path)?;
         let v = checked_tensor(&st, &format!("{name}.v"), like, name, path)?;

@@ -8,7 +8,8 @@ pub mod schedule;
 pub mod trainer;
 
 pub use checkpoint::{
-    load_checkpoint, load_weights, read_checkpoint_meta, resolve_checkpoint_dir, save_checkpoint, save_weights, write_dir_atomic, CheckpointMeta,
+    load_checkpoint, load_weights, read_checkpoint_meta, resolve_checkpoint_dir, save_checkpoint, save_weights, write_dir_atomic,
+    CheckpointMeta,
 };
 pub use log::LogLine;
 pub use optim::{clip_grad_norm, Adam, AdamConfig, AdamState};

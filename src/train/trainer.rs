@@ -197,7 +197,10 @@ impl Trainer {
     pub fn with_model_info(mut self, model_config: serde_json::Value, tokenizer_hash: Option<String>) -> Result<Self> {
         if let (Some(old), Some(new)) = (&self.tokenizer_hash, &tokenizer_hash) {
             if old != new {
-                return Err(Error::invalid("Trainer::with_model_info", format!("the checkpoint was trained with tokenizer {old}, this run uses {new}")));
+                return Err(Error::invalid(
+                    "Trainer::with_model_info",
+                    format!("the checkpoint was trained with tokenizer {old}, this run uses {new}"),
+                ));
             }
         }
         self.model_config = model_config;
