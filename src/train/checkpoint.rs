@@ -155,8 +155,10 @@ pub fn resolve_checkpoint_dir(dir: &Path) -> PathBuf {
 pub fn save_weights(path: &Path, store: &ParamStore) -> Result<()> {
     let bytes = weights_bytes(store, path.to_path_buf())?;
     let tmp = sibling(path, "tmp");
-    write_file_synced(&tmp, &bytes)?;
-    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    if let Err(e) = write_file_synced(&tmp, &bytes).and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io(path, e))) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     fsync_dir(parent_of(path))
 }
 
