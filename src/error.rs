@@ -49,6 +49,10 @@ pub enum Error {
 
     #[error("non-finite value: {0}")]
     NonFinite(String),
+
+    /// Training hit a non-finite loss or gradient; nothing of that update was applied.
+    #[error("training stopped at update {update}: non-finite {what}; {last_checkpoint}")]
+    TrainingDiverged { update: u64, what: String, last_checkpoint: String },
 }
 
 impl Error {
