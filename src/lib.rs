@@ -10,6 +10,7 @@ pub mod cuda;
 pub mod decode;
 pub mod device;
 pub mod error;
+pub mod model;
 pub mod rng;
 pub mod tensor;
 pub mod train;
