@@ -11,7 +11,9 @@ fn peak_gflops() -> (f64, f64, usize) {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mhz = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("cpu MHz")).and_then(|l| l.split(':').nth(1)).and_then(|v| v.trim().parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("cpu MHz")).and_then(|l| l.split(':').nth(1)).and_then(|v| v.trim().parse::<f64>().ok())
+        })
         .unwrap_or(0.0);
     (cores as f64 * 32.0 * mhz / 1e3, mhz, cores)
 }

@@ -7,10 +7,12 @@
 pub mod autograd;
 pub mod cpu;
 pub mod cuda;
+pub mod data;
 pub mod decode;
 pub mod device;
 pub mod error;
 pub mod model;
+pub mod moe;
 pub mod rng;
 pub mod tensor;
 pub mod train;

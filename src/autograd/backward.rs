@@ -2,6 +2,7 @@
 //! the op's inputs (accumulated, since a value may feed several ops).
 
 use super::tape::{accumulate, Node, Op};
+use crate::moe;
 use crate::tensor::{BinaryOp, Layout, Tensor};
 use crate::{Error, Result};
 
@@ -99,6 +100,27 @@ pub(crate) fn backward_node(node: &Node, g: &Tensor, grads: &mut [Option<Tensor>
                 inv[p] = i;
             }
             accumulate(grads, Some(*x), g.permute(&inv)?)?;
+        }
+        Op::TopK { probs, probs_value, idx, gates, k, renormalize } => {
+            accumulate(grads, Some(*probs), moe::ops::topk_backward(probs_value, idx, gates, g, *k, *renormalize)?)?;
+        }
+        Op::MoePermute { x, d, dispatch } => accumulate(grads, Some(*x), moe::ops::permute_backward(g, *d, dispatch)?)?,
+        Op::MoeCombine { yp, gates, dispatch } => {
+            let (dyp, dgates) = moe::ops::combine_backward(&yp.value, &gates.value, g, dispatch)?;
+            accumulate(grads, yp.id, dyp)?;
+            accumulate(grads, gates.id, dgates)?;
+        }
+        Op::GroupedFfn { xp, experts, offsets, act, z } => {
+            let (dx, dws) = moe::ops::grouped_ffn_backward(&xp.value, experts, offsets, *act, z, g)?;
+            accumulate(grads, xp.id, dx)?;
+            for (ev, dw) in experts.iter().zip(dws) {
+                if let Some([w1, b1, w2, b2]) = dw {
+                    accumulate(grads, ev.w1.id, w1)?;
+                    accumulate(grads, ev.b1.id, b1)?;
+                    accumulate(grads, ev.w2.id, w2)?;
+                    accumulate(grads, ev.b2.id, b2)?;
+                }
+            }
         }
     }
     Ok(())

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::params::{ParamId, ParamStore};
+use crate::moe::{Activation, Dispatch, ExpertVars};
 use crate::tensor::{BinaryOp, Tensor};
 use crate::{Error, Result};
 
@@ -119,6 +120,36 @@ pub enum Op {
         x: usize,
         perm: Vec<usize>,
     },
+    /// Top-k selection from router probabilities `[T, E]` (the output of a softmax node): the
+    /// output is the gates `[T, k]`.
+    TopK {
+        probs: usize,
+        probs_value: Tensor,
+        idx: Arc<Vec<u32>>,
+        gates: Tensor,
+        k: usize,
+        renormalize: bool,
+    },
+    /// Rows of `x: [T, d]` gathered into expert-contiguous order `[rows, d]`.
+    MoePermute {
+        x: usize,
+        d: usize,
+        dispatch: Arc<Dispatch>,
+    },
+    /// Each token's expert rows, weighted by its gates, summed back to `[T, d]`.
+    MoeCombine {
+        yp: Var,
+        gates: Var,
+        dispatch: Arc<Dispatch>,
+    },
+    /// Every expert's FFN on its segment of the permuted rows; saves the pre-activations.
+    GroupedFfn {
+        xp: Var,
+        experts: Vec<ExpertVars>,
+        offsets: Arc<Vec<usize>>,
+        act: Activation,
+        z: Vec<Tensor>,
+    },
 }
 
 impl Op {
@@ -142,6 +173,10 @@ impl Op {
             Op::Concat { .. } => "concat",
             Op::Reshape { .. } => "reshape",
             Op::Permute { .. } => "permute",
+            Op::TopK { .. } => "topk_gating",
+            Op::MoePermute { .. } => "moe_permute",
+            Op::MoeCombine { .. } => "moe_combine",
+            Op::GroupedFfn { .. } => "grouped_ffn",
         }
     }
 }

@@ -153,6 +153,19 @@ impl Tensor {
         }
     }
 
+    /// The raw host storage of dtype `T` and this tensor's layout over it (kernels that read
+    /// strided views in place, e.g. front slices of weights).
+    pub(crate) fn cpu_raw<T: Element>(&self, op: &'static str) -> Result<(&[T], &Layout)> {
+        let data = T::slice_of(self.cpu_storage(op)?).ok_or(Error::DTypeMismatch { op, expected: T::DTYPE, got: self.dtype() })?;
+        Ok((data, &self.layout))
+    }
+
+    /// The elements in row-major order, borrowed when the tensor is contiguous.
+    pub(crate) fn cpu_data<T: Element>(&self, op: &'static str) -> Result<Cow<'_, [T]>> {
+        let (data, layout) = self.cpu_raw::<T>(op)?;
+        Ok(view_data(data, layout))
+    }
+
     fn view(&self, layout: Layout) -> Tensor {
         Tensor { storage: self.storage.clone(), layout }
     }

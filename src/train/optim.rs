@@ -82,7 +82,13 @@ impl Adam {
     }
 }
 
-fn update<T: Float + crate::tensor::Element>(value: &mut Tensor, grad: &Tensor, st: &mut AdamState, cfg: AdamConfig, lr: f64) -> Result<()> {
+fn update<T: Float + crate::tensor::Element>(
+    value: &mut Tensor,
+    grad: &Tensor,
+    st: &mut AdamState,
+    cfg: AdamConfig,
+    lr: f64,
+) -> Result<()> {
     let g = grad.to_vec::<T>()?;
     let bc1 = 1.0 - cfg.beta1.powi(st.steps as i32);
     let bc2 = 1.0 - cfg.beta2.powi(st.steps as i32);
