@@ -66,7 +66,8 @@ fn moe_flops_follow_the_routing_and_include_the_router() {
     // Everything to the narrow experts costs less than uniform, which costs less than everything
     // to the wide ones.
     let wide = flop_report(&cfg, VOCAB, 30, 30, &Routing::Measured { encoder: shares(true, &enc), decoder: shares(true, &dec) }).unwrap();
-    let narrow = flop_report(&cfg, VOCAB, 30, 30, &Routing::Measured { encoder: shares(false, &enc), decoder: shares(false, &dec) }).unwrap();
+    let narrow =
+        flop_report(&cfg, VOCAB, 30, 30, &Routing::Measured { encoder: shares(false, &enc), decoder: shares(false, &dec) }).unwrap();
     assert!(narrow.total() < u.total() && u.total() < wide.total());
     // Encoder layer 0: 30 tokens, d 16, widths [16, 24, 16]; router 2*30*16*3 plus one expert each.
     let enc0_narrow = 2.0 * 30.0 * 16.0 * 3.0 + 4.0 * 30.0 * 16.0 * 16.0;

@@ -50,7 +50,10 @@ fn arbitrary_attention_memory_concatenates_layers_and_masks() {
             }
         }
     }
-    assert_eq!(*mask, vec![false, false, true, false, false, true, false, false, true, false, true, true, false, true, true, false, true, true]);
+    assert_eq!(
+        *mask,
+        vec![false, false, true, false, false, true, false, false, true, false, true, true, false, true, true, false, true, true]
+    );
 
     let (mem, mask) = cross_attention_memory(&mut tape, &states, &pad, batch, s, 2).unwrap();
     assert_eq!(mem.shape(), &[batch * 2 * s, d]);
@@ -81,7 +84,19 @@ fn ln(t: &mut Tape, x: &Var, store: &ParamStore, p: &automoe::model::params::LnP
 
 /// Attention computed one sentence and one head at a time with 2-D products.
 #[allow(clippy::too_many_arguments)]
-fn ref_attention(t: &mut Tape, store: &ParamStore, p: &automoe::model::params::AttnParams, x: &Var, mem: &Var, b: usize, tq: usize, tk: usize, heads: usize, key_pad: &[bool], causal: bool) -> Var {
+fn ref_attention(
+    t: &mut Tape,
+    store: &ParamStore,
+    p: &automoe::model::params::AttnParams,
+    x: &Var,
+    mem: &Var,
+    b: usize,
+    tq: usize,
+    tk: usize,
+    heads: usize,
+    key_pad: &[bool],
+    causal: bool,
+) -> Var {
     let qkv = 8;
     let hd = qkv / heads;
     let d = x.shape()[1];
@@ -212,12 +227,9 @@ fn dense_subnet_equals_a_plain_transformer() {
 fn padding_invariance(cfg: &SubnetConfig, pre_norm: bool) {
     let net = supernet(pre_norm, DType::F64);
     let alone = batch(&[4], &[3], 5);
-    let mut both = Batch::from_sentences(
-        &[alone.src.clone(), vec![7, 8, 9, 10, 11, 12]],
-        &[alone.tgt.clone(), vec![3, 4, 5, 6, 7]],
-        common::PAD,
-    )
-    .unwrap();
+    let mut both =
+        Batch::from_sentences(&[alone.src.clone(), vec![7, 8, 9, 10, 11, 12]], &[alone.tgt.clone(), vec![3, 4, 5, 6, 7]], common::PAD)
+            .unwrap();
     let a = logits(&net, cfg, &alone, RunMode::inference());
     let b1 = logits(&net, cfg, &both, RunMode::inference());
     // Sentence 0 is padded to 6 source / 5 target positions in the pair; its first 3 target rows.
@@ -256,7 +268,9 @@ fn dropout_is_seeded_and_off_at_inference() {
     assert_eq!(t1, logits(&net, &cfg, &b, RunMode::train(9)));
     assert_ne!(t1, logits(&net, &cfg, &b, RunMode::train(10)));
     assert_ne!(t1, inf);
-    let no_drop = Supernet::new(tiny_space(), VOCAB, ModelOptions { dropout: 0.0, attention_dropout: 0.0, ..Default::default() }, 42, DType::F32).unwrap();
+    let no_drop =
+        Supernet::new(tiny_space(), VOCAB, ModelOptions { dropout: 0.0, attention_dropout: 0.0, ..Default::default() }, 42, DType::F32)
+            .unwrap();
     assert_eq!(logits(&no_drop, &cfg, &b, RunMode::train(9)), logits(&no_drop, &cfg, &b, RunMode::inference()));
 }
 

@@ -49,7 +49,8 @@ impl Routing {
             Routing::Measured { encoder, decoder } => {
                 let name = if side == 0 { "encoder" } else { "decoder" };
                 let layers = if side == 0 { encoder } else { decoder };
-                let s = layers.get(layer).ok_or_else(|| Error::invalid("Routing", format!("no measured routing for {name} layer {layer}")))?;
+                let s =
+                    layers.get(layer).ok_or_else(|| Error::invalid("Routing", format!("no measured routing for {name} layer {layer}")))?;
                 if s.len() != n {
                     return Err(Error::invalid("Routing", format!("{name} layer {layer}: {} measured shares for {n} experts", s.len())));
                 }

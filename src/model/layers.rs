@@ -138,7 +138,15 @@ pub(crate) struct AttnDims {
 
 /// Multi-head attention of `xq: [B*tq, d_q]` over `mem: [B*tk, d_kv]`, output `[B*tq, d_q]`.
 /// The q/k/v width is fixed (`qkv`); heads split it (head dim `qkv / heads`).
-pub(crate) fn attention(ctx: &mut Ctx, p: &AttnParams, xq: &Var, mem: &Var, dims: &AttnDims, mask: &MaskSpec, attn_dropout: f64) -> Result<Var> {
+pub(crate) fn attention(
+    ctx: &mut Ctx,
+    p: &AttnParams,
+    xq: &Var,
+    mem: &Var,
+    dims: &AttnDims,
+    mask: &MaskSpec,
+    attn_dropout: f64,
+) -> Result<Var> {
     let AttnDims { batch, tq, tk, heads, qkv, d_q } = *dims;
     if heads == 0 || qkv % heads != 0 {
         return Err(Error::invalid("attention", format!("{heads} heads do not divide the q/k/v width {qkv}")));
@@ -168,7 +176,15 @@ pub(crate) fn attention(ctx: &mut Ctx, p: &AttnParams, xq: &Var, mem: &Var, dims
 /// taken out before routing — they must not count as routed tokens, take expert capacity or
 /// pull on the balance loss — and come back as zero rows. Returns the output, the layer's
 /// (already weighted) balance loss and its routing.
-pub(crate) fn ffn(ctx: &mut Ctx, p: &MoeParams, x: &Var, widths: &[usize], k: usize, opts: &MoeOptions, real_rows: Option<&[u32]>) -> Result<(Var, Option<Var>, LayerRouting)> {
+pub(crate) fn ffn(
+    ctx: &mut Ctx,
+    p: &MoeParams,
+    x: &Var,
+    widths: &[usize],
+    k: usize,
+    opts: &MoeOptions,
+    real_rows: Option<&[u32]>,
+) -> Result<(Var, Option<Var>, LayerRouting)> {
     let d = x.shape()[1];
     let rows = x.shape()[0];
     let xs = match real_rows {
@@ -222,7 +238,14 @@ pub fn sinusoidal_positions(len: usize, d: usize, dtype: DType) -> Result<Tensor
 /// The memory of an encoder–decoder attention with a span over `m` encoder layers: the last `m`
 /// entries of `states` (each `[B*S, d]`), oldest first, concatenated along time per sentence:
 /// `[B * m*S, d]`, with the source padding mask repeated the same way (`[B, m*S]`).
-pub fn cross_attention_memory(tape: &mut Tape, states: &[Var], src_pad: &[bool], batch: usize, src_len: usize, m: usize) -> Result<(Var, Arc<Vec<bool>>)> {
+pub fn cross_attention_memory(
+    tape: &mut Tape,
+    states: &[Var],
+    src_pad: &[bool],
+    batch: usize,
+    src_len: usize,
+    m: usize,
+) -> Result<(Var, Arc<Vec<bool>>)> {
     if m == 0 || m > states.len() {
         return Err(Error::invalid("cross attention", format!("a span over {m} encoder layers, but the encoder has {}", states.len())));
     }

@@ -154,7 +154,11 @@ impl NetParams {
         let (de, dd) = (cfg.encoder_embed_dim, cfg.decoder_embed_dim);
         NetParams {
             embed: z,
-            encoder: cfg.encoder.iter().map(|l| EncoderLayerParams { self_attn: attn, self_ln: ln, ffn: moe(de, &l.expert_widths), ffn_ln: ln }).collect(),
+            encoder: cfg
+                .encoder
+                .iter()
+                .map(|l| EncoderLayerParams { self_attn: attn, self_ln: ln, ffn: moe(de, &l.expert_widths), ffn_ln: ln })
+                .collect(),
             decoder: cfg
                 .decoder
                 .iter()
@@ -231,7 +235,13 @@ impl NetParams {
         let (de, dd, qkv) = (cfg.encoder_embed_dim, cfg.decoder_embed_dim, cfg.qkv_dim);
         let mut f = |id: ParamId, sizes: &[usize]| f(id, sizes);
         let embed = f(self.embed, &[vocab, de.max(dd)])?;
-        fn attn(f: &mut impl FnMut(ParamId, &[usize]) -> Result<ParamId>, a: &AttnParams, qkv: usize, dq: usize, dkv: usize) -> Result<AttnParams> {
+        fn attn(
+            f: &mut impl FnMut(ParamId, &[usize]) -> Result<ParamId>,
+            a: &AttnParams,
+            qkv: usize,
+            dq: usize,
+            dkv: usize,
+        ) -> Result<AttnParams> {
             Ok(AttnParams {
                 q_w: f(a.q_w, &[qkv, dq])?,
                 q_b: f(a.q_b, &[qkv])?,
@@ -253,7 +263,12 @@ impl NetParams {
             let router_b = f(p.router_b, &[rows])?;
             let mut experts = Vec::with_capacity(n);
             for (ep, &h) in p.experts.iter().zip(widths) {
-                experts.push(ExpertParams { fc1_w: f(ep.fc1_w, &[h, d])?, fc1_b: f(ep.fc1_b, &[h])?, fc2_w: f(ep.fc2_w, &[d, h])?, fc2_b: f(ep.fc2_b, &[d])? });
+                experts.push(ExpertParams {
+                    fc1_w: f(ep.fc1_w, &[h, d])?,
+                    fc1_b: f(ep.fc1_b, &[h])?,
+                    fc2_w: f(ep.fc2_w, &[d, h])?,
+                    fc2_b: f(ep.fc2_b, &[d])?,
+                });
             }
             Ok(MoeParams { router_w, router_b, experts, d_max: d, n_max: n, h_max: widths.iter().copied().max().unwrap_or(0) })
         }
@@ -281,5 +296,4 @@ impl NetParams {
         let decoder_ln = self.decoder_ln.as_ref().map(|l| ln(&mut f, l, dd)).transpose()?;
         Ok(NetParams { embed, encoder, decoder, encoder_ln, decoder_ln, encoder_d_max: de, decoder_d_max: dd })
     }
-
 }

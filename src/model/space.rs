@@ -104,7 +104,11 @@ impl SubnetConfig {
             )));
         }
         if self.encoder.is_empty() || self.decoder.is_empty() {
-            return Err(bad(format!("needs at least one encoder and one decoder layer (got {} and {})", self.encoder.len(), self.decoder.len())));
+            return Err(bad(format!(
+                "needs at least one encoder and one decoder layer (got {} and {})",
+                self.encoder.len(),
+                self.decoder.len()
+            )));
         }
         if self.route_k == 0 {
             return Err(bad("route_k must be at least 1".into()));
@@ -212,7 +216,11 @@ impl SearchSpace {
         if self.qkv_dim == 0 || self.max_experts == 0 {
             return Err(space_err(format!("qkv_dim ({}) and max_experts ({}) must be positive", self.qkv_dim, self.max_experts)));
         }
-        for (gene, list) in [("encoder_heads", &self.encoder_heads), ("decoder_self_heads", &self.decoder_self_heads), ("decoder_cross_heads", &self.decoder_cross_heads)] {
+        for (gene, list) in [
+            ("encoder_heads", &self.encoder_heads),
+            ("decoder_self_heads", &self.decoder_self_heads),
+            ("decoder_cross_heads", &self.decoder_cross_heads),
+        ] {
             if let Some(h) = list.iter().find(|&&h| self.qkv_dim % h != 0) {
                 return Err(space_err(format!("gene `{gene}`: {h} heads do not divide qkv_dim {}", self.qkv_dim)));
             }
@@ -225,7 +233,9 @@ impl SearchSpace {
             match span_layers(s) {
                 None => return Err(space_err(format!("cross_attention_span {s} is not -1 or a positive count"))),
                 Some(m) if m > *self.encoder_layers.iter().max().unwrap_or(&0) => {
-                    return Err(space_err(format!("cross_attention_span {s} reaches {m} encoder layers, more than any encoder in the space")))
+                    return Err(space_err(format!(
+                        "cross_attention_span {s} reaches {m} encoder layers, more than any encoder in the space"
+                    )))
                 }
                 Some(_) => {}
             }
@@ -290,7 +300,10 @@ impl SearchSpace {
             member("self_heads", &at, l.self_heads, &self.decoder_self_heads)?;
             member("cross_heads", &at, l.cross_heads, &self.decoder_cross_heads)?;
             if !self.cross_attention_span.contains(&l.cross_span) {
-                return Err(bad(format!("{at}cross_span = {} is not in the space's choices {:?}", l.cross_span, self.cross_attention_span)));
+                return Err(bad(format!(
+                    "{at}cross_span = {} is not in the space's choices {:?}",
+                    l.cross_span, self.cross_attention_span
+                )));
             }
             experts(&at, l.experts, &l.expert_widths)?;
         }
@@ -306,7 +319,8 @@ impl SearchSpace {
         }
         let enc_layers = pick(rng, &self.encoder_layers);
         let dec_layers = pick(rng, &self.decoder_layers);
-        let spans: Vec<i32> = self.cross_attention_span.iter().copied().filter(|&s| span_layers(s).is_some_and(|m| m <= enc_layers)).collect();
+        let spans: Vec<i32> =
+            self.cross_attention_span.iter().copied().filter(|&s| span_layers(s).is_some_and(|m| m <= enc_layers)).collect();
         let ffn = |rng: &mut Rng| -> (usize, Vec<usize>) {
             let n = rng.random_range(1..=self.max_experts);
             (n, (0..n).map(|_| pick(rng, &self.ffn_widths)).collect())
@@ -337,7 +351,13 @@ impl SearchSpace {
     /// experts of the largest width in every layer, the longest span that fits.
     pub fn largest(&self) -> SubnetConfig {
         let enc = self.max_encoder_layers();
-        let span = self.cross_attention_span.iter().copied().filter(|&s| span_layers(s).is_some_and(|m| m <= enc)).max_by_key(|&s| span_layers(s)).unwrap_or(-1);
+        let span = self
+            .cross_attention_span
+            .iter()
+            .copied()
+            .filter(|&s| span_layers(s).is_some_and(|m| m <= enc))
+            .max_by_key(|&s| span_layers(s))
+            .unwrap_or(-1);
         let max = |l: &[usize]| l.iter().copied().max().unwrap_or(1);
         let widths = vec![self.max_ffn_width(); self.max_experts];
         SubnetConfig {
@@ -345,7 +365,13 @@ impl SearchSpace {
             decoder_embed_dim: self.max_decoder_embed_dim(),
             qkv_dim: self.qkv_dim,
             route_k: max(&self.route_k),
-            encoder: (0..enc).map(|_| EncoderLayerConfig { self_heads: max(&self.encoder_heads), experts: self.max_experts, expert_widths: widths.clone() }).collect(),
+            encoder: (0..enc)
+                .map(|_| EncoderLayerConfig {
+                    self_heads: max(&self.encoder_heads),
+                    experts: self.max_experts,
+                    expert_widths: widths.clone(),
+                })
+                .collect(),
             decoder: (0..self.max_decoder_layers())
                 .map(|_| DecoderLayerConfig {
                     self_heads: max(&self.decoder_self_heads),

@@ -119,11 +119,16 @@ fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
 fn tensor_from_bytes(path: &Path, name: &str, dtype: safetensors::Dtype, shape: &[usize], data: &[u8]) -> Result<Tensor> {
     let fmt = |msg: String| Error::Format { path: path.to_path_buf(), msg: format!("tensor `{name}`: {msg}") };
     match dtype {
-        safetensors::Dtype::F32 => Tensor::from_vec(data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<_>>(), shape),
-        safetensors::Dtype::F64 => {
-            Tensor::from_vec(data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("chunks of 8"))).collect::<Vec<_>>(), shape)
+        safetensors::Dtype::F32 => {
+            Tensor::from_vec(data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<_>>(), shape)
         }
-        safetensors::Dtype::BF16 => Tensor::from_vec(data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]])).collect::<Vec<_>>(), shape),
+        safetensors::Dtype::F64 => Tensor::from_vec(
+            data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("chunks of 8"))).collect::<Vec<_>>(),
+            shape,
+        ),
+        safetensors::Dtype::BF16 => {
+            Tensor::from_vec(data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]])).collect::<Vec<_>>(), shape)
+        }
         other => Err(fmt(format!("unsupported dtype {other:?}"))),
     }
 }
@@ -150,12 +155,20 @@ impl SubnetModel {
         }
         let views = blobs
             .iter()
-            .map(|(n, d, s, b)| Ok((n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).map_err(|e| Error::invalid("save", e.to_string()))?)))
+            .map(|(n, d, s, b)| {
+                Ok((n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).map_err(|e| Error::invalid("save", e.to_string()))?))
+            })
             .collect::<Result<Vec<_>>>()?;
         let meta = HashMap::from([("format".to_string(), FORMAT.to_string())]);
         let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::invalid("save", e.to_string()))?;
         write_atomic(&dir.join(WEIGHTS_FILE), &bytes)?;
-        let saved = SavedModel { format: FORMAT.into(), config: self.config.clone(), options: self.options.clone(), vocab: self.vocab, param_order: names };
+        let saved = SavedModel {
+            format: FORMAT.into(),
+            config: self.config.clone(),
+            options: self.options.clone(),
+            vocab: self.vocab,
+            param_order: names,
+        };
         let json = serde_json::to_string_pretty(&saved).map_err(|e| Error::invalid("save", e.to_string()))?;
         write_atomic(&dir.join(CONFIG_FILE), json.as_bytes())
     }

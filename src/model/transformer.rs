@@ -7,7 +7,7 @@
 //! outputs (AutoMoE's arbitrary encoder–decoder attention); the output projection is the shared
 //! embedding. Activations are `[B*len, d]` row matrices throughout.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -110,13 +110,24 @@ pub struct Batch {
 
 impl Batch {
     /// Checks the lengths of the flat arrays.
-    pub fn new(batch: usize, src_len: usize, tgt_len: usize, src: Vec<u32>, src_pad: Vec<bool>, tgt: Vec<u32>, tgt_pad: Vec<bool>) -> Result<Self> {
+    pub fn new(
+        batch: usize,
+        src_len: usize,
+        tgt_len: usize,
+        src: Vec<u32>,
+        src_pad: Vec<bool>,
+        tgt: Vec<u32>,
+        tgt_pad: Vec<bool>,
+    ) -> Result<Self> {
         if batch == 0 || src_len == 0 || tgt_len == 0 {
             return Err(Error::invalid("Batch", format!("empty batch: B = {batch}, S = {src_len}, T = {tgt_len}")));
         }
-        for (what, len, want) in
-            [("src", src.len(), batch * src_len), ("src_pad", src_pad.len(), batch * src_len), ("tgt", tgt.len(), batch * tgt_len), ("tgt_pad", tgt_pad.len(), batch * tgt_len)]
-        {
+        for (what, len, want) in [
+            ("src", src.len(), batch * src_len),
+            ("src_pad", src_pad.len(), batch * src_len),
+            ("tgt", tgt.len(), batch * tgt_len),
+            ("tgt_pad", tgt_pad.len(), batch * tgt_len),
+        ] {
             if len != want {
                 return Err(Error::invalid("Batch", format!("{what} has {len} entries, expected {want}")));
             }
@@ -200,7 +211,15 @@ fn embed(ctx: &mut Ctx, net: &NetParams, ids: &[u32], batch: usize, len: usize, 
 }
 
 /// `x + dropout(f(x))` then LN (post-norm), or `x + dropout(f(LN(x)))` (pre-norm).
-fn residual(ctx: &mut Ctx, x: &Var, ln: &LnParams, d: usize, pre_norm: bool, p: f64, f: impl FnOnce(&mut Ctx, &Var) -> Result<Var>) -> Result<Var> {
+fn residual(
+    ctx: &mut Ctx,
+    x: &Var,
+    ln: &LnParams,
+    d: usize,
+    pre_norm: bool,
+    p: f64,
+    f: impl FnOnce(&mut Ctx, &Var) -> Result<Var>,
+) -> Result<Var> {
     let inp = if pre_norm { ctx.layer_norm(x, ln, d)? } else { x.clone() };
     let h = f(ctx, &inp)?;
     let h = ctx.dropout(&h, p)?;
@@ -228,7 +247,15 @@ fn check_ids(ids: &[u32], vocab: usize, side: &str) -> Result<()> {
 
 /// The forward pass of `cfg` on the parameters `net` (which must fit it; see
 /// [`NetParams::check_fits`]).
-pub(crate) fn forward(tape: &mut Tape, store: &ParamStore, net: &NetParams, opts: &ModelOptions, cfg: &SubnetConfig, b: &Batch, run: RunMode) -> Result<ModelOutput> {
+pub(crate) fn forward(
+    tape: &mut Tape,
+    store: &ParamStore,
+    net: &NetParams,
+    opts: &ModelOptions,
+    cfg: &SubnetConfig,
+    b: &Batch,
+    run: RunMode,
+) -> Result<ModelOutput> {
     net.check_fits(store, cfg)?;
     let vocab = store.value(net.embed).shape()[0];
     check_ids(&b.src, vocab, "source")?;
@@ -249,7 +276,9 @@ pub(crate) fn forward(tape: &mut Tape, store: &ParamStore, net: &NetParams, opts
     let mut states = Vec::with_capacity(cfg.encoder.len());
     for (l, p) in cfg.encoder.iter().zip(&net.encoder) {
         let dims = AttnDims { batch: b.batch, tq: b.src_len, tk: b.src_len, heads: l.self_heads, qkv, d_q: de };
-        x = residual(&mut ctx, &x, &p.self_ln, de, opts.pre_norm, p_enc, |c, h| attention(c, &p.self_attn, h, h, &dims, &src_mask, opts.attention_dropout))?;
+        x = residual(&mut ctx, &x, &p.self_ln, de, opts.pre_norm, p_enc, |c, h| {
+            attention(c, &p.self_attn, h, h, &dims, &src_mask, opts.attention_dropout)
+        })?;
         let mut loss = None;
         let mut route = None;
         x = residual(&mut ctx, &x, &p.ffn_ln, de, opts.pre_norm, p_enc, |c, h| {
@@ -280,16 +309,23 @@ pub(crate) fn forward(tape: &mut Tape, store: &ParamStore, net: &NetParams, opts
     let mut y = embed(&mut ctx, net, &b.tgt, b.batch, b.tgt_len, dd, p_dec)?;
     for (l, p) in cfg.decoder.iter().zip(&net.decoder) {
         let self_dims = AttnDims { batch: b.batch, tq: b.tgt_len, tk: b.tgt_len, heads: l.self_heads, qkv, d_q: dd };
-        y = residual(&mut ctx, &y, &p.self_ln, dd, opts.pre_norm, p_dec, |c, h| attention(c, &p.self_attn, h, h, &self_dims, &self_mask, opts.attention_dropout))?;
+        y = residual(&mut ctx, &y, &p.self_ln, dd, opts.pre_norm, p_dec, |c, h| {
+            attention(c, &p.self_attn, h, h, &self_dims, &self_mask, opts.attention_dropout)
+        })?;
         let m = span_layers(l.cross_span).ok_or_else(|| Error::invalid("SubnetConfig", format!("bad cross_span {}", l.cross_span)))?;
-        if !memories.contains_key(&m) {
-            let (mem, mask) = cross_attention_memory(ctx.tape, &states, &b.src_pad, b.batch, b.src_len, m)?;
-            let mask = MaskSpec { causal: false, key_padding: src_real.as_ref().map(|_| mask) };
-            memories.insert(m, (mem, mask));
-        }
-        let (mem, mask) = &memories[&m];
+        // Layers with the same span share one memory (the concatenation is built once).
+        let (mem, mask) = match memories.entry(m) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let (mem, mask) = cross_attention_memory(ctx.tape, &states, &b.src_pad, b.batch, b.src_len, m)?;
+                e.insert((mem, MaskSpec { causal: false, key_padding: src_real.as_ref().map(|_| mask) }))
+            }
+        };
+        let (mem, mask) = (&*mem, &*mask);
         let cross_dims = AttnDims { batch: b.batch, tq: b.tgt_len, tk: m * b.src_len, heads: l.cross_heads, qkv, d_q: dd };
-        y = residual(&mut ctx, &y, &p.cross_ln, dd, opts.pre_norm, p_dec, |c, h| attention(c, &p.cross_attn, h, mem, &cross_dims, mask, opts.attention_dropout))?;
+        y = residual(&mut ctx, &y, &p.cross_ln, dd, opts.pre_norm, p_dec, |c, h| {
+            attention(c, &p.cross_attn, h, mem, &cross_dims, mask, opts.attention_dropout)
+        })?;
         let mut loss = None;
         let mut route = None;
         y = residual(&mut ctx, &y, &p.ffn_ln, dd, opts.pre_norm, p_dec, |c, h| {
@@ -311,4 +347,3 @@ pub(crate) fn forward(tape: &mut Tape, store: &ParamStore, net: &NetParams, opts
     let flops = ctx.flops;
     Ok(ModelOutput { logits, balance_loss: balance, flops, routing })
 }
-
