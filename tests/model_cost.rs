@@ -131,3 +131,21 @@ fn transformer_big_matches_the_paper() {
     println!("Transformer-big: {m:.1} M params, {:.2} GFLOPs (paper: 176 M, 10.6 GFLOPs)", f.paper_gflops());
     assert!((f.paper_gflops() - 10.6).abs() < 0.1, "{}", f.paper_gflops());
 }
+
+#[test]
+fn routing_measured_over_several_batches() {
+    let net = Supernet::new(tiny_space(), VOCAB, ModelOptions::default(), 3, DType::F32).unwrap();
+    let cfg = moe_config();
+    let mut total = automoe::model::PassRouting::default();
+    for s in 0..3 {
+        let out = executed(&net, &cfg, &batch(&[7, 5], &[6, 4], 40 + s));
+        total.merge(&out.routing).unwrap();
+    }
+    assert!(total.encoder.iter().all(|l| l.tokens == 36 && l.counts.iter().sum::<usize>() == 36));
+    assert!(total.decoder.iter().all(|l| l.tokens == 30));
+    let Routing::Measured { encoder, .. } = Routing::measured(&total) else { unreachable!() };
+    assert!(encoder.iter().all(|s| (s.iter().sum::<f64>() - 1.0).abs() < 1e-12));
+    // A different subnet's routing cannot be merged in.
+    let other = executed(&net, &dense_config(), &batch(&[3], &[3], 1));
+    assert!(total.merge(&other.routing).is_err());
+}

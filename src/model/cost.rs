@@ -188,3 +188,64 @@ pub fn flop_report(cfg: &SubnetConfig, vocab: usize, src_len: usize, tgt_len: us
 /// Default sentence lengths of the paper's FLOPs protocol.
 pub const PAPER_SRC_LEN: usize = 30;
 pub const PAPER_TGT_LEN: usize = 30;
+
+/// Everything the search constrains, in one serialisable record (params and the paper's FLOPs
+/// protocol).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SubnetCost {
+    pub params: ParamReport,
+    pub flops: FlopReport,
+}
+
+impl SubnetCost {
+    /// Costs of `cfg` on a [`PAPER_SRC_LEN`]-token source and [`PAPER_TGT_LEN`]-token target.
+    pub fn of(cfg: &SubnetConfig, vocab: usize, pre_norm: bool, routing: &Routing) -> Result<Self> {
+        Ok(SubnetCost {
+            params: param_report(cfg, vocab, pre_norm, routing)?,
+            flops: flop_report(cfg, vocab, PAPER_SRC_LEN, PAPER_TGT_LEN, routing)?,
+        })
+    }
+
+    /// Whether the paper's GFLOPs are within a budget given in GFLOPs (one unit on both sides:
+    /// the reference implementation compared raw FLOPs with a value in giga).
+    pub fn within_gflops(&self, budget_gflops: f64) -> bool {
+        self.flops.paper_gflops() <= budget_gflops
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::space::{DecoderLayerConfig, EncoderLayerConfig};
+
+    fn cfg(widths: Vec<usize>, k: usize) -> SubnetConfig {
+        SubnetConfig {
+            encoder_embed_dim: 4,
+            decoder_embed_dim: 4,
+            qkv_dim: 4,
+            route_k: k,
+            encoder: vec![EncoderLayerConfig { self_heads: 1, experts: widths.len(), expert_widths: widths.clone() }],
+            decoder: vec![DecoderLayerConfig { self_heads: 1, cross_heads: 1, cross_span: -1, experts: 1, expert_widths: vec![8] }],
+        }
+    }
+
+    #[test]
+    fn hand_counted_small_model() {
+        // Encoder: attention 4 * (4*4 + 4) = 80, two LNs 16, experts 2 * (2*4*h + h + 4), router 2*4 + 2.
+        let c = cfg(vec![8, 4], 1);
+        let p = param_report(&c, 10, false, &Routing::Uniform).unwrap();
+        let enc = 80 + 16 + (2 * 4 * 8 + 8 + 4) + (2 * 4 * 4 + 4 + 4) + 10;
+        let dec = 80 + 80 + 24 + (2 * 4 * 8 + 8 + 4);
+        assert_eq!(p.total, 40 + enc + dec);
+        // Top-1, uniform: half a token's expert mass on each expert.
+        let active = 40.0 + (80 + 16 + 10) as f64 + 0.5 * (76 + 40) as f64 + dec as f64;
+        assert_eq!(p.active_per_token, active);
+        // FLOPs: router 2*S*4*2, experts S/2 tokens each at 4*4*h.
+        let f = flop_report(&c, 10, 2, 3, &Routing::Uniform).unwrap();
+        let attn_enc = (2 * 2 * 4 * 4 + 4 * 2 * 4 * 4 + 2 * 2 * 4 * 4 + 4 * 2 * 2 * 4) as f64;
+        assert_eq!(f.encoder, attn_enc + (2 * 2 * 4 * 2) as f64 + 1.0 * (4 * 4 * 8) as f64 + 1.0 * (4 * 4 * 4) as f64);
+        assert_eq!(f.output, (2 * 3 * 4 * 10) as f64);
+        let cost = SubnetCost::of(&c, 10, false, &Routing::Uniform).unwrap();
+        assert!(cost.within_gflops(1.0) && !cost.within_gflops(0.0));
+    }
+}

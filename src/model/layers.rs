@@ -270,3 +270,27 @@ pub fn cross_attention_memory(
     }
     Ok((mem, Arc::new(mask)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sinusoids_follow_fairseq_layout() {
+        let p = sinusoidal_positions(3, 6, DType::F64).unwrap().to_f64_vec().unwrap();
+        // Position 0: sin 0 = 0 in the first half, cos 0 = 1 in the second.
+        assert_eq!(&p[..6], &[0.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
+        // Position 2, channel 1: frequency 10000^(-1/2).
+        assert!((p[2 * 6 + 1] - (2.0 * 0.01f64).sin()).abs() < 1e-12);
+        assert!((p[2 * 6 + 4] - (2.0 * 0.01f64).cos()).abs() < 1e-12);
+        // An odd width leaves the last channel at zero.
+        let odd = sinusoidal_positions(2, 5, DType::F64).unwrap().to_f64_vec().unwrap();
+        assert_eq!(odd[9], 0.0);
+    }
+
+    #[test]
+    fn flop_count_totals() {
+        let f = FlopCount { encoder: 1, decoder: 2, output: 3 };
+        assert_eq!(f.total(), 6);
+    }
+}

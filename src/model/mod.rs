@@ -10,7 +10,7 @@ pub mod space;
 pub mod supernet;
 pub mod transformer;
 
-pub use cost::{flop_report, param_report, FlopReport, ParamReport, Routing, PAPER_SRC_LEN, PAPER_TGT_LEN};
+pub use cost::{flop_report, param_report, FlopReport, ParamReport, Routing, SubnetCost, PAPER_SRC_LEN, PAPER_TGT_LEN};
 pub use layers::{cross_attention_memory, sinusoidal_positions, FlopCount, LayerRouting};
 pub use params::NetParams;
 pub use space::{span_layers, DecoderLayerConfig, EncoderLayerConfig, SearchSpace, SubnetConfig};

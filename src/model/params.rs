@@ -5,8 +5,6 @@
 //! (extracted) model has the same structure with each tensor exactly its subnet's size, so one
 //! forward implementation runs both: the slices it takes are then the whole tensors.
 
-use rand::Rng as _;
-
 use super::space::{SearchSpace, SubnetConfig};
 use crate::autograd::{ParamId, ParamStore};
 use crate::moe::{ExpertParams, MoeParams};
@@ -64,24 +62,22 @@ pub struct NetParams {
     pub decoder_d_max: usize,
 }
 
-/// fairseq's Xavier-uniform bound for a `[out, in]` weight.
-fn xavier(shape: &[usize], rng: &mut Rng) -> Tensor {
+/// Xavier-uniform `[out, in]` (fairseq's initialisation of linear layers).
+fn xavier(shape: [usize; 2], rng: &mut Rng) -> Tensor {
     let bound = (6.0 / (shape[0] + shape[1]) as f64).sqrt();
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound) as f32).collect();
-    Tensor::from_vec(v, shape).expect("length matches the shape by construction")
+    Tensor::rand_uniform(&shape, -bound, bound, DType::F32, rng)
 }
 
 fn add_attn(store: &mut ParamStore, prefix: &str, qkv: usize, d_q: usize, d_kv: usize, rng: &mut Rng) -> Result<AttnParams> {
     let zeros = |n: usize| Tensor::zeros(&[n], DType::F32);
     Ok(AttnParams {
-        q_w: store.add(format!("{prefix}.q_proj.weight"), xavier(&[qkv, d_q], rng))?,
+        q_w: store.add(format!("{prefix}.q_proj.weight"), xavier([qkv, d_q], rng))?,
         q_b: store.add(format!("{prefix}.q_proj.bias"), zeros(qkv))?,
-        k_w: store.add(format!("{prefix}.k_proj.weight"), xavier(&[qkv, d_kv], rng))?,
+        k_w: store.add(format!("{prefix}.k_proj.weight"), xavier([qkv, d_kv], rng))?,
         k_b: store.add(format!("{prefix}.k_proj.bias"), zeros(qkv))?,
-        v_w: store.add(format!("{prefix}.v_proj.weight"), xavier(&[qkv, d_kv], rng))?,
+        v_w: store.add(format!("{prefix}.v_proj.weight"), xavier([qkv, d_kv], rng))?,
         v_b: store.add(format!("{prefix}.v_proj.bias"), zeros(qkv))?,
-        o_w: store.add(format!("{prefix}.out_proj.weight"), xavier(&[d_q, qkv], rng))?,
+        o_w: store.add(format!("{prefix}.out_proj.weight"), xavier([d_q, qkv], rng))?,
         o_b: store.add(format!("{prefix}.out_proj.bias"), zeros(d_q))?,
     })
 }

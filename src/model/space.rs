@@ -384,3 +384,25 @@ impl SearchSpace {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn span_meaning() {
+        assert_eq!(span_layers(-1), Some(1));
+        assert_eq!(span_layers(1), Some(2));
+        assert_eq!(span_layers(2), Some(3));
+        assert_eq!(span_layers(0), None);
+        assert_eq!(span_layers(-2), None);
+    }
+
+    #[test]
+    fn effective_k_is_clamped_to_the_layer() {
+        let c = SubnetConfig { encoder_embed_dim: 4, decoder_embed_dim: 4, qkv_dim: 4, route_k: 2, encoder: vec![], decoder: vec![] };
+        assert_eq!(c.k_for(1), 1);
+        assert_eq!(c.k_for(3), 2);
+        assert!(c.check().unwrap_err().to_string().contains("at least one encoder"));
+    }
+}

@@ -180,6 +180,34 @@ pub struct PassRouting {
     pub decoder: Vec<LayerRouting>,
 }
 
+impl PassRouting {
+    /// Adds another pass's routing of the same subnet (measuring the routing over a data set).
+    pub fn merge(&mut self, other: &PassRouting) -> Result<()> {
+        if self.encoder.is_empty() && self.decoder.is_empty() {
+            *self = other.clone();
+            return Ok(());
+        }
+        for (side, mine, theirs) in [("encoder", &mut self.encoder, &other.encoder), ("decoder", &mut self.decoder, &other.decoder)] {
+            if mine.len() != theirs.len() {
+                return Err(Error::invalid(
+                    "PassRouting::merge",
+                    format!("{} vs {} {side} layers: not the same subnet", mine.len(), theirs.len()),
+                ));
+            }
+            for (i, (a, b)) in mine.iter_mut().zip(theirs).enumerate() {
+                if a.counts.len() != b.counts.len() || a.k != b.k {
+                    return Err(Error::invalid("PassRouting::merge", format!("{side} layer {i}: different expert count or k")));
+                }
+                a.tokens += b.tokens;
+                for (x, y) in a.counts.iter_mut().zip(&b.counts) {
+                    *x += y;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What a forward pass returns.
 pub struct ModelOutput {
     /// `[B*T, V]`.
@@ -257,6 +285,12 @@ pub(crate) fn forward(
     run: RunMode,
 ) -> Result<ModelOutput> {
     net.check_fits(store, cfg)?;
+    if opts.pre_norm != (net.encoder_ln.is_some() && net.decoder_ln.is_some()) {
+        return Err(Error::invalid(
+            "model forward",
+            format!("pre_norm = {} but the parameters were built for the other layout", opts.pre_norm),
+        ));
+    }
     let vocab = store.value(net.embed).shape()[0];
     check_ids(&b.src, vocab, "source")?;
     check_ids(&b.tgt, vocab, "target")?;
