@@ -1,12 +1,20 @@
 //! The CUDA side. cudarc loads `libcuda` and NVRTC at run time, so this module always compiles and a
 //! machine without CUDA gets [`crate::Error::NoCudaDevice`] from every entry point.
 
+pub mod abi;
+pub mod device_exec;
+pub mod emu;
+pub mod moe_exec;
+pub mod moe_ops;
+pub mod nvrtc;
 mod storage;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{CudaContext, CudaStream};
 
+pub use device_exec::CudaExec;
+pub use emu::Emu;
 pub use storage::{CudaData, CudaStorage};
 
 use crate::{Error, Result};

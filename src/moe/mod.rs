@@ -8,6 +8,7 @@ pub mod gating;
 pub mod layer;
 pub mod ops;
 pub mod permute;
+pub mod reference;
 
 pub use dispatch::{Dispatch, DROPPED};
 pub use experts::Activation;

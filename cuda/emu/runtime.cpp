@@ -1,0 +1,323 @@
+// The emulator's scheduler: each CUDA thread of a block is a ucontext fiber with its own stack; the
+// fibers of a block run on the launching OS thread and switch only at barriers, so a block costs a
+// few context switches per barrier rather than an OS thread per CUDA thread (TOOLCHAIN.md measured
+// ~18 ms per 256-thread block for the latter). Stacks are kept per OS thread and reused.
+#include <ucontext.h>
+
+#include <algorithm>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+// After the standard headers: emu.h defines macros (__shared__, __device__) they must not see.
+#include "ptx.h"  // declares the twins' runtime half (and includes emu.h)
+
+namespace emu {
+namespace {
+
+constexpr size_t kStackBytes = 64 * 1024;
+
+struct Barrier {
+    unsigned expected = 0;  // live (not exited) threads that must arrive
+    unsigned arrived = 0;
+    unsigned gen = 0;  // bumped on every release; waiters compare against the value they saw
+};
+
+enum class State { Runnable, Waiting, Done };
+
+struct AsyncCopy {
+    void* dst;
+    const void* src;
+    unsigned bytes, src_bytes;
+};
+
+struct Fiber {
+    ucontext_t ctx;
+    std::vector<AsyncCopy> open_copies;               // cp.async issued, not yet committed
+    std::deque<std::vector<AsyncCopy>> copy_groups;  // committed, oldest first
+    uint3 tid;
+    State state = State::Runnable;
+    Barrier* wait_bar = nullptr;
+    unsigned wait_gen = 0;
+};
+
+struct Warp {
+    Barrier bar;
+    unsigned exists = 0;  // bit i set when lane i is part of the block
+    unsigned live = 0;    // bit i set while lane i exists and has not exited
+    uint64_t buf[32];
+    unsigned char gather[32 * 64];  // warp_gather's exchange area
+};
+
+struct Sched {
+    ucontext_t main_ctx;
+    std::vector<Fiber> fibers;
+    std::vector<std::unique_ptr<char[]>> stacks;
+    std::vector<Warp> warps;
+    std::vector<unsigned> order;
+    Barrier block_bar;
+    std::vector<unsigned char> smem;  // dynamic shared memory, 16-byte aligned start
+    unsigned cur = 0;
+    void (*body)(const void*) = nullptr;
+    const void* arg = nullptr;
+    std::string error;
+    uint64_t rng = 0;
+};
+
+thread_local Sched* t_sched = nullptr;
+thread_local std::string t_last_error;
+
+Sched& sched() { return *t_sched; }
+
+unsigned next_rand(Sched& s) {
+    // xorshift64*: enough to vary the interleaving between barriers reproducibly.
+    s.rng ^= s.rng >> 12;
+    s.rng ^= s.rng << 25;
+    s.rng ^= s.rng >> 27;
+    return (unsigned)((s.rng * 2685821657736338717ull) >> 32);
+}
+
+void yield_to_main() {
+    Sched& s = sched();
+    swapcontext(&s.fibers[s.cur].ctx, &s.main_ctx);
+}
+
+void release(Barrier& b) {
+    b.arrived = 0;
+    b.gen++;
+}
+
+void arrive(Barrier& b) {
+    Sched& s = sched();
+    b.arrived++;
+    if (b.arrived >= b.expected) {
+        release(b);
+        return;
+    }
+    Fiber& f = s.fibers[s.cur];
+    f.state = State::Waiting;
+    f.wait_bar = &b;
+    f.wait_gen = b.gen;
+    yield_to_main();
+}
+
+unsigned linear_tid() { return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z); }
+
+void fiber_entry() {
+    Sched& s = sched();
+    s.body(s.arg);
+    // Thread exit: exited threads no longer count towards barriers (as on current hardware).
+    unsigned lt = linear_tid();
+    Warp& w = s.warps[lt / 32];
+    if (w.bar.arrived > 0) {
+        fail("divergent warp: a lane exited while other lanes of its warp wait in a warp intrinsic "
+             "(__shfl*/__ballot/__syncwarp must be reached by every live lane)");
+    }
+    w.live &= ~(1u << (lt % 32));
+    w.bar.expected--;
+    if (w.bar.arrived > 0 && w.bar.arrived >= w.bar.expected) release(w.bar);
+    s.block_bar.expected--;
+    if (s.block_bar.arrived > 0 && s.block_bar.arrived >= s.block_bar.expected) release(s.block_bar);
+    s.fibers[s.cur].state = State::Done;
+    yield_to_main();
+    // Never resumed.
+}
+
+void check_mask(unsigned mask) {
+    Sched& s = sched();
+    unsigned lt = linear_tid();
+    const Warp& w = s.warps[lt / 32];
+    if (mask & w.exists & ~w.live) fail("warp intrinsic whose mask names lanes that have exited");
+    if ((mask & w.live) != w.live) {
+        fail("warp intrinsic with a mask that leaves out live lanes: the emulator supports only "
+             "whole-warp (convergent) warp intrinsics");
+    }
+}
+
+void shuffle_order(Sched& s) {
+    for (size_t i = s.order.size(); i > 1; --i) {
+        size_t j = next_rand(s) % i;
+        std::swap(s.order[i - 1], s.order[j]);
+    }
+}
+
+// Runs one block to completion (or to the first error). Returns false on error.
+bool run_block(Sched& s, unsigned nthreads) {
+    const dim3 bd = blockDim;
+    s.fibers.assign(nthreads, Fiber{});
+    unsigned nwarps = (nthreads + 31) / 32;
+    s.warps.assign(nwarps, Warp{});
+    for (unsigned w = 0; w < nwarps; ++w) {
+        unsigned lanes = std::min(32u, nthreads - w * 32);
+        s.warps[w].exists = s.warps[w].live = lanes == 32 ? 0xffffffffu : ((1u << lanes) - 1);
+        s.warps[w].bar.expected = lanes;
+    }
+    s.block_bar = Barrier{};
+    s.block_bar.expected = nthreads;
+    while (s.stacks.size() < nthreads) s.stacks.emplace_back(new char[kStackBytes]);
+    // Poison dynamic shared memory so a kernel reading what it never wrote sees NaN/garbage.
+    std::memset(s.smem.data(), 0xff, s.smem.size());
+    s.order.resize(nthreads);
+    for (unsigned i = 0; i < nthreads; ++i) {
+        Fiber& f = s.fibers[i];
+        f.tid = {i % bd.x, (i / bd.x) % bd.y, i / (bd.x * bd.y)};
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp = s.stacks[i].get();
+        f.ctx.uc_stack.ss_size = kStackBytes;
+        f.ctx.uc_link = nullptr;
+        makecontext(&f.ctx, fiber_entry, 0);
+        s.order[i] = i;
+    }
+    unsigned done = 0;
+    while (done < nthreads) {
+        if (s.rng != 0) shuffle_order(s);
+        bool progressed = false;
+        for (unsigned i : s.order) {
+            Fiber& f = s.fibers[i];
+            if (f.state == State::Waiting && f.wait_bar->gen != f.wait_gen) f.state = State::Runnable;
+            if (f.state != State::Runnable) continue;
+            s.cur = i;
+            threadIdx = f.tid;
+            swapcontext(&s.main_ctx, &f.ctx);
+            if (!s.error.empty()) return false;
+            if (f.state == State::Done) done++;
+            progressed = true;
+        }
+        if (!progressed) {
+            s.error = "deadlock: every remaining thread waits at a barrier that can never complete "
+                      "(a __syncthreads or warp intrinsic not reached by all live threads)";
+            return false;
+        }
+    }
+    return true;
+}
+
+}  // namespace
+
+void syncthreads() { arrive(sched().block_bar); }
+
+void syncwarp(unsigned mask) {
+    check_mask(mask);
+    arrive(sched().warps[linear_tid() / 32].bar);
+}
+
+unsigned lane_id() { return linear_tid() % 32; }
+
+uint64_t warp_exchange(unsigned mask, uint64_t mine, int src) {
+    check_mask(mask);
+    Sched& s = sched();
+    unsigned lt = linear_tid();
+    Warp& w = s.warps[lt / 32];
+    w.buf[lt % 32] = mine;
+    arrive(w.bar);  // everyone has published
+    uint64_t v = (src >= 0 && src < 32 && ((w.live >> src) & 1u)) ? w.buf[src] : mine;
+    arrive(w.bar);  // everyone has read, so the buffer may be reused
+    return v;
+}
+
+unsigned warp_ballot(unsigned mask, int pred) {
+    check_mask(mask);
+    Sched& s = sched();
+    unsigned lt = linear_tid();
+    Warp& w = s.warps[lt / 32];
+    w.buf[lt % 32] = pred != 0;
+    arrive(w.bar);
+    unsigned r = 0;
+    for (unsigned l = 0; l < 32; ++l)
+        if (((w.live & mask) >> l) & 1u) r |= (w.buf[l] ? 1u : 0u) << l;
+    arrive(w.bar);
+    return r;
+}
+
+void warp_gather(const void* mine, unsigned bytes, void* all) {
+    if (bytes > 64) fail("warp_gather: more than 64 bytes per lane");
+    check_mask(0xffffffffu);
+    Sched& s = sched();
+    unsigned lt = linear_tid();
+    Warp& w = s.warps[lt / 32];
+    std::memcpy(w.gather + (lt % 32) * bytes, mine, bytes);
+    arrive(w.bar);
+    std::memcpy(all, w.gather, 32 * bytes);  // lanes that do not exist leave stale bytes: never read
+    arrive(w.bar);
+}
+
+void cp_async(void* dst, const void* src, unsigned bytes, unsigned src_bytes) {
+    Sched& s = sched();
+    s.fibers[s.cur].open_copies.push_back({dst, src, bytes, src_bytes < bytes ? src_bytes : bytes});
+}
+
+void cp_async_commit() {
+    Fiber& f = sched().fibers[sched().cur];
+    f.copy_groups.push_back(std::move(f.open_copies));
+    f.open_copies.clear();
+}
+
+void cp_async_wait(int n) {
+    Fiber& f = sched().fibers[sched().cur];
+    while (f.copy_groups.size() > (size_t)(n < 0 ? 0 : n)) {
+        for (const AsyncCopy& c : f.copy_groups.front()) {
+            std::memcpy(c.dst, c.src, c.src_bytes);
+            std::memset(static_cast<unsigned char*>(c.dst) + c.src_bytes, 0, c.bytes - c.src_bytes);
+        }
+        f.copy_groups.pop_front();
+    }
+}
+
+void* dyn_smem() { return sched().smem.data(); }
+
+void fail(const char* msg) {
+    Sched& s = sched();
+    s.error = msg;
+    swapcontext(&s.fibers[s.cur].ctx, &s.main_ctx);
+    __builtin_unreachable();
+}
+
+int launch(const LaunchCfg* cfg, void (*body)(const void*), const void* arg) {
+    t_last_error.clear();
+    const uint64_t nthreads = (uint64_t)cfg->block[0] * cfg->block[1] * cfg->block[2];
+    if (nthreads == 0 || nthreads > 1024 || cfg->grid[0] == 0 || cfg->grid[1] == 0 || cfg->grid[2] == 0 ||
+        cfg->grid[1] > 65535 || cfg->grid[2] > 65535) {
+        t_last_error = "invalid launch configuration: grid " + std::to_string(cfg->grid[0]) + "x" +
+                       std::to_string(cfg->grid[1]) + "x" + std::to_string(cfg->grid[2]) + ", block " +
+                       std::to_string(cfg->block[0]) + "x" + std::to_string(cfg->block[1]) + "x" +
+                       std::to_string(cfg->block[2]) + " (at most 1024 threads per block)";
+        return 1;
+    }
+    if (cfg->smem_bytes > 227 * 1024) {
+        t_last_error = "dynamic shared memory of " + std::to_string(cfg->smem_bytes) + " bytes exceeds 227 KiB";
+        return 1;
+    }
+    if (t_sched != nullptr) {
+        t_last_error = "nested emulator launch (a kernel cannot launch kernels)";
+        return 1;
+    }
+    thread_local Sched s;  // keeps the stacks across launches on this OS thread
+    t_sched = &s;
+    s.error.clear();
+    s.body = body;
+    s.arg = arg;
+    s.rng = cfg->seed == 0 ? 0 : (0x9E3779B97F4A7C15ull ^ cfg->seed);
+    s.smem.assign(cfg->smem_bytes, 0);
+    blockDim = {cfg->block[0], cfg->block[1], cfg->block[2]};
+    gridDim = {cfg->grid[0], cfg->grid[1], cfg->grid[2]};
+    bool ok = true;
+    for (unsigned z = 0; ok && z < cfg->grid[2]; ++z)
+        for (unsigned y = 0; ok && y < cfg->grid[1]; ++y)
+            for (unsigned x = 0; ok && x < cfg->grid[0]; ++x) {
+                blockIdx = {x, y, z};
+                ok = run_block(s, (unsigned)nthreads);
+            }
+    t_sched = nullptr;
+    if (!ok) {
+        t_last_error = "block (" + std::to_string(blockIdx.x) + "," + std::to_string(blockIdx.y) + "," +
+                       std::to_string(blockIdx.z) + "): " + s.error;
+        return 2;
+    }
+    return 0;
+}
+
+}  // namespace emu
+
+// Message of the last failed launch on this OS thread ("" if none); valid until the next launch.
+extern "C" const char* emu_last_error() { return emu::t_last_error.c_str(); }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Regenerates src/cuda/abi.rs from cuda/abi.h with bindgen (tools/gen-abi, a separate crate, so
+# bindgen is never a build dependency of automoe). Needs libclang: apt-get install libclang-dev.
+#   scripts/gen-abi.sh          rewrite src/cuda/abi.rs
+#   scripts/gen-abi.sh --check  regenerate into a temporary file and fail if it differs (CI)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 && [ -z "${LIBCLANG_PATH:-}" ]; then
+    echo "gen-abi: libclang not found; install it (Debian: apt-get install libclang-dev) or set LIBCLANG_PATH" >&2
+    exit 1
+fi
+cargo build --quiet --release --manifest-path tools/gen-abi/Cargo.toml
+out="$(mktemp --suffix=.rs)"
+trap 'rm -f "$out"' EXIT
+tools/gen-abi/target/release/gen-abi "$PWD" > "$out"
+# Same formatting as `cargo fmt` gives the committed file.
+rustfmt --edition 2021 --config-path rustfmt.toml "$out"
+if [ "${1:-}" = "--check" ]; then
+    if diff -u src/cuda/abi.rs "$out"; then
+        echo "gen-abi: src/cuda/abi.rs matches cuda/abi.h"
+    else
+        echo "gen-abi: src/cuda/abi.rs is stale; run scripts/gen-abi.sh and commit the result" >&2
+        exit 1
+    fi
+else
+    cp "$out" src/cuda/abi.rs
+    echo "gen-abi: wrote src/cuda/abi.rs"
+fi

@@ -1,0 +1,124 @@
+//! The real-device backend of the routing kernels: CUBIN from [`super::nvrtc`] loaded with cudarc,
+//! launched on the device's default stream with the abi.h struct as the single kernel argument.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::Ptx;
+
+use super::abi::automoe_dptr;
+use super::moe_exec::{Elem, Exec, KernelParams};
+use super::moe_ops::Geometry;
+use super::nvrtc;
+use crate::{Error, Result};
+
+fn cuda_err(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
+    move |e| Error::Cuda(format!("{what}: {e}"))
+}
+
+/// A CUDA device ready to run the kernels of cuda/*.cu (compiled on first use per file).
+pub struct CudaExec {
+    ordinal: usize,
+    stream: Arc<CudaStream>,
+    arch: String,
+    modules: Mutex<HashMap<String, Arc<CudaModule>>>,
+}
+
+/// A device buffer with its logical length (zero-length requests allocate one element, because a
+/// zero-byte allocation is an error in the driver).
+pub struct DeviceBuf<T> {
+    slice: CudaSlice<T>,
+    len: usize,
+}
+
+impl CudaExec {
+    /// Device `ordinal`; [`Error::NoCudaDevice`] without a driver or device, [`Error::Cuda`] without
+    /// NVRTC.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        let stream = super::stream(ordinal)?;
+        if !nvrtc::nvrtc_present() {
+            return Err(Error::Cuda(
+                "a CUDA device is present but NVRTC (libnvrtc.so.13) cannot be loaded; put it on LD_LIBRARY_PATH".into(),
+            ));
+        }
+        let (major, minor) = stream.context().compute_capability().map_err(cuda_err("compute capability"))?;
+        Ok(CudaExec { ordinal, stream, arch: nvrtc::arch_for(major, minor), modules: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The `sm_XX[a]` the kernels are compiled for.
+    pub fn arch(&self) -> &str {
+        &self.arch
+    }
+
+    /// Entry point `name` of cuda/`file`, compiling (or loading from the disk cache) on first use.
+    pub fn function(&self, file: &str, name: &str) -> Result<CudaFunction> {
+        let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+        let module = match modules.get(file) {
+            Some(m) => m.clone(),
+            None => {
+                let compiled = nvrtc::compile(file, &self.arch, true)?;
+                let m = self.stream.context().load_module(Ptx::from_binary(compiled.cubin)).map_err(cuda_err("loading the CUBIN"))?;
+                modules.insert(file.to_string(), m.clone());
+                m
+            }
+        };
+        module.load_function(name).map_err(|e| Error::Cuda(format!("{file}: no kernel {name}: {e}")))
+    }
+
+    /// Launches `name` with `params` as its only argument, without synchronising.
+    ///
+    /// # Safety
+    /// Every address in `params` must be a live device allocation on this device, large enough for
+    /// every access the kernel makes for the shapes in `params`, until the launch completes.
+    pub unsafe fn launch_async<P: KernelParams>(&self, file: &str, name: &str, g: Geometry, params: &P) -> Result<()> {
+        let f = self.function(file, name)?;
+        let cfg = LaunchConfig { grid_dim: (g.grid, 1, 1), block_dim: (g.block, 1, 1), shared_mem_bytes: g.smem_bytes };
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(params);
+        // SAFETY: the kernel's single parameter is the #[repr(C)] struct P, as declared in cuda/abi.h;
+        // the caller guarantees the addresses inside it.
+        unsafe { b.launch(cfg) }.map_err(|e| Error::Cuda(format!("launching {name} on cuda:{}: {e}", self.ordinal)))?;
+        Ok(())
+    }
+}
+
+impl Exec for CudaExec {
+    type Buf<T: Elem> = DeviceBuf<T>;
+
+    fn backend_name(&self) -> String {
+        format!("cuda:{} ({})", self.ordinal, self.arch)
+    }
+
+    fn upload<T: Elem>(&self, host: &[T]) -> Result<DeviceBuf<T>> {
+        let slice = if host.is_empty() { self.stream.clone_htod(&[T::zeroed()]) } else { self.stream.clone_htod(host) };
+        Ok(DeviceBuf { slice: slice.map_err(cuda_err("upload"))?, len: host.len() })
+    }
+
+    fn download<T: Elem>(&self, buf: &DeviceBuf<T>) -> Result<Vec<T>> {
+        let mut v = self.stream.clone_dtoh(&buf.slice).map_err(cuda_err("download"))?;
+        v.truncate(buf.len);
+        Ok(v)
+    }
+
+    fn addr<T: Elem>(&self, buf: &DeviceBuf<T>) -> automoe_dptr {
+        // The guard only orders other streams against this one; every launch here uses this stream.
+        let (ptr, _guard) = buf.slice.device_ptr(&self.stream);
+        ptr as automoe_dptr
+    }
+
+    fn addr_mut<T: Elem>(&self, buf: &mut DeviceBuf<T>) -> automoe_dptr {
+        let (ptr, _guard) = buf.slice.device_ptr_mut(&self.stream);
+        ptr as automoe_dptr
+    }
+
+    unsafe fn launch<P: KernelParams>(&self, file: &str, name: &str, g: Geometry, params: &P) -> Result<()> {
+        // SAFETY: forwarded from this function's contract (addresses come from this backend's buffers).
+        unsafe { self.launch_async(file, name, g, params)? };
+        self.stream.synchronize().map_err(|e| Error::Cuda(format!("{name} failed on cuda:{}: {e}", self.ordinal)))
+    }
+}

@@ -1,0 +1,186 @@
+//! The SIMT emulator: the kernels of cuda/*.cu compiled as host C++20 by build.rs (cuda/emu/) and
+//! run on CPU fibers, so kernel indexing, barriers and reductions are tested without a GPU. See
+//! docs/EMULATOR.md for the CUDA subset it implements. Slow; for small shapes only.
+
+use std::ffi::{c_char, c_int, CStr};
+
+use super::abi::*;
+use super::moe_exec::{Elem, Exec, KernelParams};
+use super::moe_ops::Geometry;
+use crate::{Error, Result};
+
+/// Launch configuration, mirrored by `emu::LaunchCfg` in cuda/emu/emu.h.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchCfg {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub smem_bytes: u32,
+    /// 0: fibers of a block run in thread order between barriers; otherwise the order is reshuffled
+    /// (seeded) after every barrier, which varies the interleaving races depend on.
+    pub seed: u32,
+}
+
+impl LaunchCfg {
+    /// A 1-D launch.
+    pub fn linear(grid: u32, block: u32, smem_bytes: u32) -> Self {
+        LaunchCfg { grid: [grid, 1, 1], block: [block, 1, 1], smem_bytes, seed: 0 }
+    }
+}
+
+impl From<Geometry> for LaunchCfg {
+    fn from(g: Geometry) -> Self {
+        LaunchCfg::linear(g.grid, g.block, g.smem_bytes)
+    }
+}
+
+type Launcher<P> = unsafe extern "C" fn(*const LaunchCfg, *const P) -> c_int;
+
+/// One emulated kernel: its CUDA name and the C launcher build.rs compiled for it.
+#[derive(Clone, Copy)]
+pub struct Kernel<P> {
+    pub name: &'static str,
+    launcher: Launcher<P>,
+}
+
+extern "C" {
+    fn emu_last_error() -> *const c_char;
+}
+
+macro_rules! emu_kernels {
+    ($($konst:ident = $sym:ident($name:literal, $params:ty);)*) => {
+        extern "C" {
+            $(fn $sym(cfg: *const LaunchCfg, p: *const $params) -> c_int;)*
+        }
+        $(
+            #[doc = concat!("`", stringify!($sym), "` (cuda/emu/kernels.def).")]
+            pub const $konst: Kernel<$params> =
+                Kernel { name: $name, launcher: $sym };
+        )*
+    };
+}
+
+// Must list the same kernels as cuda/emu/kernels.def (a missing one fails to link).
+emu_kernels! {
+    TOPK_GATING_FWD_F32 = emu_launch_topk_gating_fwd_f32("topk_gating_fwd_f32", TopkGatingFwdParams);
+    TOPK_GATING_FWD_BF16 = emu_launch_topk_gating_fwd_bf16("topk_gating_fwd_bf16", TopkGatingFwdParams);
+    TOPK_GATING_BWD_F32 = emu_launch_topk_gating_bwd_f32("topk_gating_bwd_f32", TopkGatingBwdParams);
+    TOPK_GATING_BWD_BF16 = emu_launch_topk_gating_bwd_bf16("topk_gating_bwd_bf16", TopkGatingBwdParams);
+    PERMUTE_DISPATCH_I32 = emu_launch_permute_dispatch_i32("permute_dispatch_i32", DispatchParams);
+    PERMUTE_FWD_F32 = emu_launch_permute_fwd_f32("permute_fwd_f32", PermuteFwdParams);
+    PERMUTE_FWD_BF16 = emu_launch_permute_fwd_bf16("permute_fwd_bf16", PermuteFwdParams);
+    PERMUTE_BWD_F32 = emu_launch_permute_bwd_f32("permute_bwd_f32", PermuteBwdParams);
+    PERMUTE_BWD_BF16 = emu_launch_permute_bwd_bf16("permute_bwd_bf16", PermuteBwdParams);
+    COMBINE_FWD_F32 = emu_launch_combine_fwd_f32("combine_fwd_f32", CombineFwdParams);
+    COMBINE_FWD_BF16 = emu_launch_combine_fwd_bf16("combine_fwd_bf16", CombineFwdParams);
+    COMBINE_BWD_F32 = emu_launch_combine_bwd_f32("combine_bwd_f32", CombineBwdParams);
+    COMBINE_BWD_BF16 = emu_launch_combine_bwd_bf16("combine_bwd_bf16", CombineBwdParams);
+    EMUTEST_BLOCK_REDUCE_F32 = emu_launch_emutest_block_reduce_f32("emutest_block_reduce_f32", EmuTestParams);
+    EMUTEST_TRANSPOSE_F32 = emu_launch_emutest_transpose_f32("emutest_transpose_f32", EmuTestParams);
+    EMUTEST_WARP_SCAN_I32 = emu_launch_emutest_warp_scan_i32("emutest_warp_scan_i32", EmuTestParams);
+    EMUTEST_WARP_OPS_I32 = emu_launch_emutest_warp_ops_i32("emutest_warp_ops_i32", EmuTestParams);
+    EMUTEST_RACE_F32 = emu_launch_emutest_race_f32("emutest_race_f32", EmuTestParams);
+    EMUTEST_ATOMIC_I32 = emu_launch_emutest_atomic_i32("emutest_atomic_i32", EmuTestParams);
+    EMUTEST_BF16_I32 = emu_launch_emutest_bf16_i32("emutest_bf16_i32", EmuTestParams);
+    EMUTEST_DIVERGENT_SHFL_I32 = emu_launch_emutest_divergent_shfl_i32("emutest_divergent_shfl_i32", EmuTestParams);
+    EMUTEST_DEADLOCK_I32 = emu_launch_emutest_deadlock_i32("emutest_deadlock_i32", EmuTestParams);
+    PTXTEST_MMA_BF16 = emu_launch_ptxtest_mma_bf16("ptxtest_mma_bf16", EmuTestParams);
+    PTXTEST_LDMATRIX_B16 = emu_launch_ptxtest_ldmatrix_b16("ptxtest_ldmatrix_b16", EmuTestParams);
+    PTXTEST_CPASYNC_F32 = emu_launch_ptxtest_cpasync_f32("ptxtest_cpasync_f32", EmuTestParams);
+}
+
+/// Host address of a slice as the kernels' `automoe_dptr`.
+pub fn addr<T>(s: &[T]) -> automoe_dptr {
+    s.as_ptr() as usize as automoe_dptr
+}
+
+/// Mutable counterpart of [`addr`].
+pub fn addr_mut<T>(s: &mut [T]) -> automoe_dptr {
+    s.as_mut_ptr() as usize as automoe_dptr
+}
+
+/// Runs `kernel` on the emulator, blocking until every block has finished.
+///
+/// # Safety
+/// Every address in `params` must point to host memory valid for all the reads and writes the kernel
+/// performs for the shapes in `params` and `cfg`, and nothing else may access that memory meanwhile.
+pub unsafe fn launch<P>(kernel: Kernel<P>, cfg: &LaunchCfg, params: &P) -> Result<()> {
+    // SAFETY: the caller guarantees the addresses in `params`; cfg and params are live references
+    // for the whole call, which returns only after the launch has finished.
+    let rc = unsafe { (kernel.launcher)(cfg, params) };
+    if rc == 0 {
+        return Ok(());
+    }
+    // SAFETY: emu_last_error returns a NUL-terminated thread-local string that stays valid until the
+    // next launch on this thread; we copy it out immediately.
+    let msg = unsafe { CStr::from_ptr(emu_last_error()) }.to_string_lossy().into_owned();
+    Err(Error::Cuda(format!("emulated {}: {msg}", kernel.name)))
+}
+
+macro_rules! kernel_params {
+    ($($params:ty: [$($konst:ident),*];)*) => {$(
+        // SAFETY: a #[repr(C)] POD struct mirroring cuda/abi.h, passed by value as a kernel argument.
+        unsafe impl cudarc::driver::DeviceRepr for $params {}
+        impl KernelParams for $params {
+            fn emu_kernel(name: &str) -> Option<Kernel<Self>> {
+                [$($konst),*].into_iter().find(|k| k.name == name)
+            }
+        }
+    )*};
+}
+
+kernel_params! {
+    TopkGatingFwdParams: [TOPK_GATING_FWD_F32, TOPK_GATING_FWD_BF16];
+    TopkGatingBwdParams: [TOPK_GATING_BWD_F32, TOPK_GATING_BWD_BF16];
+    DispatchParams: [PERMUTE_DISPATCH_I32];
+    PermuteFwdParams: [PERMUTE_FWD_F32, PERMUTE_FWD_BF16];
+    PermuteBwdParams: [PERMUTE_BWD_F32, PERMUTE_BWD_BF16];
+    CombineFwdParams: [COMBINE_FWD_F32, COMBINE_FWD_BF16];
+    CombineBwdParams: [COMBINE_BWD_F32, COMBINE_BWD_BF16];
+    EmuTestParams: [
+        EMUTEST_BLOCK_REDUCE_F32, EMUTEST_TRANSPOSE_F32, EMUTEST_WARP_SCAN_I32, EMUTEST_WARP_OPS_I32,
+        EMUTEST_RACE_F32, EMUTEST_ATOMIC_I32, EMUTEST_BF16_I32, EMUTEST_DIVERGENT_SHFL_I32,
+        EMUTEST_DEADLOCK_I32, PTXTEST_MMA_BF16, PTXTEST_LDMATRIX_B16, PTXTEST_CPASYNC_F32
+    ];
+}
+
+/// The emulator as a [`MoeKernels`](super::moe_ops::MoeKernels) backend. `seed` != 0 reshuffles the
+/// fiber order after every barrier (see [`LaunchCfg::seed`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Emu {
+    pub seed: u32,
+}
+
+impl Exec for Emu {
+    type Buf<T: Elem> = Vec<T>;
+
+    fn backend_name(&self) -> String {
+        if self.seed == 0 {
+            "emulator".into()
+        } else {
+            format!("emulator(seed {})", self.seed)
+        }
+    }
+    fn upload<T: Elem>(&self, host: &[T]) -> Result<Vec<T>> {
+        Ok(host.to_vec())
+    }
+    fn download<T: Elem>(&self, buf: &Vec<T>) -> Result<Vec<T>> {
+        Ok(buf.clone())
+    }
+    fn addr<T: Elem>(&self, buf: &Vec<T>) -> automoe_dptr {
+        addr(buf)
+    }
+    fn addr_mut<T: Elem>(&self, buf: &mut Vec<T>) -> automoe_dptr {
+        addr_mut(buf)
+    }
+    unsafe fn launch<P: KernelParams>(&self, _file: &str, name: &str, g: Geometry, params: &P) -> Result<()> {
+        let kernel = P::emu_kernel(name).ok_or_else(|| Error::invalid("emu::launch", format!("no emulated kernel {name}")))?;
+        let cfg = LaunchCfg { seed: self.seed, ..LaunchCfg::from(g) };
+        // SAFETY: forwarded from this function's contract.
+        unsafe { launch(kernel, &cfg, params) }
+    }
+}
+
+#[cfg(test)]
+#[path = "emu_tests.rs"]
+mod tests;

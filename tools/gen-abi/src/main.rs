@@ -1,0 +1,38 @@
+//! `gen-abi <repo root>`: prints the Rust bindings of cuda/abi.h (bindgen, libclang) to stdout.
+//! Structs derive `bytemuck::Pod`/`Zeroable`; abi.h keeps them padding-free, and bindgen's layout
+//! tests (kept) make any size or offset drift a compile error.
+
+use bindgen::callbacks::{DeriveInfo, ParseCallbacks, TypeKind};
+
+#[derive(Debug)]
+struct PodDerives;
+
+impl ParseCallbacks for PodDerives {
+    fn add_derives(&self, info: &DeriveInfo<'_>) -> Vec<String> {
+        if info.kind == TypeKind::Struct {
+            vec!["bytemuck::Pod".into(), "bytemuck::Zeroable".into()]
+        } else {
+            vec![]
+        }
+    }
+}
+
+fn main() {
+    let root = std::env::args().nth(1).unwrap_or_else(|| ".".into());
+    let header = format!("{root}/cuda/abi.h");
+    let bindings = bindgen::Builder::default()
+        .header(&header)
+        .allowlist_type("automoe_dptr|.*Params")
+        .derive_default(true)
+        .derive_debug(true)
+        .derive_copy(true)
+        .layout_tests(true)
+        .parse_callbacks(Box::new(PodDerives))
+        .raw_line("#![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, clippy::all)]")
+        .generate()
+        .unwrap_or_else(|e| {
+            eprintln!("gen-abi: bindgen failed on {header}: {e}");
+            std::process::exit(1)
+        });
+    print!("{bindings}");
+}
