@@ -174,3 +174,31 @@ fn gradients_land_only_in_used_slices() {
         }
     }
 }
+
+/// Weight-sharing training in miniature: one sampled subnet per update (seeded by the update
+/// number), Adam; the largest and the smallest subnet both get better on the training batch.
+#[test]
+fn supernet_training_lowers_the_loss_of_its_subnets() {
+    use automoe::train::{Adam, AdamConfig};
+    let opts = ModelOptions { dropout: 0.0, attention_dropout: 0.0, ..Default::default() };
+    let mut net = Supernet::new(tiny_space(), VOCAB, opts, 6, DType::F32).unwrap();
+    let b = batch(&[6, 5, 6, 4], &[5, 5, 3, 4], 50);
+    let tgt = targets(&b, 51);
+    let eval = |net: &Supernet, cfg: &SubnetConfig| loss(net, cfg, &b, &tgt, &mut Tape::inference()).value().to_scalar().unwrap();
+    let largest = net.space.largest();
+    let smallest = dense_config();
+    let before = (eval(&net, &largest), eval(&net, &smallest));
+    let mut adam = Adam::new(AdamConfig::default());
+    for step in 0..60u64 {
+        let cfg = net.space.sample(&mut seeded(step)).unwrap();
+        net.store.zero_grads();
+        let mut tape = Tape::new();
+        let l = loss(&net, &cfg, &b, &tgt, &mut tape);
+        let grads = tape.backward(&l).unwrap();
+        net.store.accumulate(&grads).unwrap();
+        adam.step(&mut net.store, 3e-3).unwrap();
+    }
+    let after = (eval(&net, &largest), eval(&net, &smallest));
+    println!("before {before:?} after {after:?}");
+    assert!(after.0 < before.0 - 0.5 && after.1 < before.1 - 0.5, "before {before:?} after {after:?}");
+}
