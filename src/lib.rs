@@ -11,6 +11,7 @@ pub mod data;
 pub mod decode;
 pub mod device;
 pub mod error;
+pub mod model;
 pub mod moe;
 pub mod rng;
 pub mod tensor;

@@ -1,0 +1,220 @@
+//! The supernet (max-size weights shared by every subnet) and standalone subnet models extracted
+//! from it, with safetensors save/load.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::params::NetParams;
+use super::space::{SearchSpace, SubnetConfig};
+use super::transformer::{forward, Batch, ModelOptions, ModelOutput, RunMode};
+use crate::autograd::{ParamId, ParamStore, Tape};
+use crate::{DType, Error, Result, Tensor};
+
+/// The weight-sharing supernet of a search space: every module at its largest size; any subnet
+/// of the space runs on front slices of it.
+pub struct Supernet {
+    pub space: SearchSpace,
+    pub options: ModelOptions,
+    pub vocab: usize,
+    pub store: ParamStore,
+    pub params: NetParams,
+}
+
+impl Supernet {
+    /// A freshly initialised supernet, seeded; parameters in `dtype` (f32 for training, f64 for
+    /// gradient checks).
+    pub fn new(space: SearchSpace, vocab: usize, options: ModelOptions, seed: u64, dtype: DType) -> Result<Self> {
+        options.check()?;
+        let mut store = ParamStore::new();
+        let mut rng = crate::rng::seeded(seed);
+        let params = NetParams::create_supernet(&mut store, &space, vocab, options.pre_norm, &mut rng)?;
+        convert_store(&mut store, dtype)?;
+        Ok(Supernet { space, options, vocab, store, params })
+    }
+
+    /// Runs subnet `cfg` (validated against the space) on `batch`.
+    pub fn forward(&self, tape: &mut Tape, cfg: &SubnetConfig, batch: &Batch, run: RunMode) -> Result<ModelOutput> {
+        self.space.validate(cfg)?;
+        forward(tape, &self.store, &self.params, &self.options, cfg, batch, run)
+    }
+
+    /// A standalone model of `cfg` holding copies of exactly the weights the subnet uses.
+    pub fn extract(&self, cfg: &SubnetConfig) -> Result<SubnetModel> {
+        self.space.validate(cfg)?;
+        self.params.check_fits(&self.store, cfg)?;
+        let mut store = ParamStore::new();
+        let params = self.params.map(cfg, self.vocab, |id, sizes| {
+            let src = self.store.get(id);
+            let slice = src.value.front_slice(sizes)?.contiguous_owned()?;
+            store.add(src.name.clone(), slice)
+        })?;
+        Ok(SubnetModel { config: cfg.clone(), options: self.options.clone(), vocab: self.vocab, store, params })
+    }
+}
+
+fn convert_store(store: &mut ParamStore, dtype: DType) -> Result<()> {
+    for (_, p) in store.iter_mut() {
+        if p.value.dtype() != dtype {
+            p.value = p.value.to_dtype(dtype)?;
+        }
+    }
+    Ok(())
+}
+
+/// A standalone subnet: the same Transformer code run with max sizes equal to the subnet's.
+pub struct SubnetModel {
+    pub config: SubnetConfig,
+    pub options: ModelOptions,
+    pub vocab: usize,
+    pub store: ParamStore,
+    pub params: NetParams,
+}
+
+/// The JSON sidecar of a saved model.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavedModel {
+    format: String,
+    config: SubnetConfig,
+    options: ModelOptions,
+    vocab: usize,
+    /// Tensor names in the order the parameter walk visits them (safetensors sorts its header).
+    param_order: Vec<String>,
+}
+
+const FORMAT: &str = "automoe-subnet-v1";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const CONFIG_FILE: &str = "model.json";
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, then a rename,
+/// so a reader never sees a half-written file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+fn st_dtype(d: DType) -> safetensors::Dtype {
+    match d {
+        DType::F32 => safetensors::Dtype::F32,
+        DType::F64 => safetensors::Dtype::F64,
+        DType::BF16 => safetensors::Dtype::BF16,
+    }
+}
+
+fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
+    Ok(match t.dtype() {
+        DType::F32 => t.to_vec::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DType::F64 => t.to_vec::<f64>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DType::BF16 => t.to_vec::<half::bf16>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    })
+}
+
+fn tensor_from_bytes(path: &Path, name: &str, dtype: safetensors::Dtype, shape: &[usize], data: &[u8]) -> Result<Tensor> {
+    let fmt = |msg: String| Error::Format { path: path.to_path_buf(), msg: format!("tensor `{name}`: {msg}") };
+    match dtype {
+        safetensors::Dtype::F32 => {
+            Tensor::from_vec(data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<_>>(), shape)
+        }
+        safetensors::Dtype::F64 => Tensor::from_vec(
+            data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("chunks of 8"))).collect::<Vec<_>>(),
+            shape,
+        ),
+        safetensors::Dtype::BF16 => {
+            Tensor::from_vec(data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]])).collect::<Vec<_>>(), shape)
+        }
+        other => Err(fmt(format!("unsupported dtype {other:?}"))),
+    }
+}
+
+impl SubnetModel {
+    pub fn forward(&self, tape: &mut Tape, batch: &Batch, run: RunMode) -> Result<ModelOutput> {
+        forward(tape, &self.store, &self.params, &self.options, &self.config, batch, run)
+    }
+
+    /// Scalars stored (every one of them is used by the subnet).
+    pub fn numel(&self) -> usize {
+        self.store.numel()
+    }
+
+    /// Saves `dir/model.safetensors` and `dir/model.json` (each written atomically).
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let mut names = Vec::with_capacity(self.store.len());
+        let mut blobs = Vec::with_capacity(self.store.len());
+        for (_, p) in self.store.iter() {
+            names.push(p.name.clone());
+            blobs.push((p.name.clone(), st_dtype(p.value.dtype()), p.value.shape().to_vec(), tensor_bytes(&p.value)?));
+        }
+        let views = blobs
+            .iter()
+            .map(|(n, d, s, b)| {
+                Ok((n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).map_err(|e| Error::invalid("save", e.to_string()))?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let meta = HashMap::from([("format".to_string(), FORMAT.to_string())]);
+        let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::invalid("save", e.to_string()))?;
+        write_atomic(&dir.join(WEIGHTS_FILE), &bytes)?;
+        let saved = SavedModel {
+            format: FORMAT.into(),
+            config: self.config.clone(),
+            options: self.options.clone(),
+            vocab: self.vocab,
+            param_order: names,
+        };
+        let json = serde_json::to_string_pretty(&saved).map_err(|e| Error::invalid("save", e.to_string()))?;
+        write_atomic(&dir.join(CONFIG_FILE), json.as_bytes())
+    }
+
+    /// Loads a model written by [`SubnetModel::save`], checking every tensor's shape against the
+    /// config.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let cfg_path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        let fmt = |p: &PathBuf, msg: String| Error::Format { path: p.clone(), msg };
+        let saved: SavedModel = serde_json::from_str(&text).map_err(|e| fmt(&cfg_path, e.to_string()))?;
+        if saved.format != FORMAT {
+            return Err(fmt(&cfg_path, format!("format `{}` is not `{FORMAT}`", saved.format)));
+        }
+        saved.config.check().map_err(|e| fmt(&cfg_path, e.to_string()))?;
+        saved.options.check().map_err(|e| fmt(&cfg_path, e.to_string()))?;
+        let w_path = dir.join(WEIGHTS_FILE);
+        let bytes = std::fs::read(&w_path).map_err(|e| Error::io(&w_path, e))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| fmt(&w_path, e.to_string()))?;
+        let mut store = ParamStore::new();
+        for name in &saved.param_order {
+            let v = st.tensor(name).map_err(|e| fmt(&w_path, format!("tensor `{name}`: {e}")))?;
+            store.add(name.clone(), tensor_from_bytes(&w_path, name, v.dtype(), v.shape(), v.data())?)?;
+        }
+        if st.len() != store.len() {
+            return Err(fmt(&w_path, format!("{} tensors in the file, {} listed in {CONFIG_FILE}", st.len(), store.len())));
+        }
+        // Bind the tensors in walk order, checking that each has the shape the walk expects.
+        let skeleton = NetParams::skeleton(&saved.config, saved.options.pre_norm);
+        let mut next = 0usize;
+        let params = skeleton.map(&saved.config, saved.vocab, |_, sizes| {
+            let id = ParamId(next);
+            if next >= store.len() {
+                return Err(fmt(&w_path, format!("too few tensors: the config needs more than {}", store.len())));
+            }
+            let p = store.get(id);
+            if p.value.shape() != sizes {
+                return Err(fmt(&w_path, format!("tensor `{}` has shape {:?}, the config needs {:?}", p.name, p.value.shape(), sizes)));
+            }
+            next += 1;
+            Ok(id)
+        })?;
+        if next != store.len() {
+            return Err(fmt(&w_path, format!("{} tensors stored, the config uses {next}", store.len())));
+        }
+        Ok(SubnetModel { config: saved.config, options: saved.options, vocab: saved.vocab, store, params })
+    }
+}

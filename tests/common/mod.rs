@@ -1,0 +1,81 @@
+//! Shared helpers of the model tests: a tiny search space and random batches.
+#![allow(dead_code)]
+
+use automoe::model::{Batch, DecoderLayerConfig, EncoderLayerConfig, SearchSpace, SubnetConfig};
+use automoe::rng::seeded;
+use rand::Rng;
+
+/// A search space small enough for finite differences, with every gene free.
+pub fn tiny_space() -> SearchSpace {
+    SearchSpace::from_toml_str(
+        r#"
+        name = "tiny"
+        encoder_embed_dim = [16, 12]
+        decoder_embed_dim = [16, 12]
+        qkv_dim = 8
+        encoder_layers = [2, 3]
+        decoder_layers = [1, 2]
+        encoder_heads = [4, 2]
+        decoder_self_heads = [4, 2]
+        decoder_cross_heads = [4, 2]
+        cross_attention_span = [-1, 1, 2]
+        ffn_widths = [24, 16]
+        max_experts = 3
+        route_k = [1, 2]
+        "#,
+    )
+    .unwrap()
+}
+
+pub const VOCAB: usize = 23;
+pub const PAD: u32 = 1;
+
+/// A dense (1 expert per layer) subnet of the tiny space, smaller than the max in every gene.
+pub fn dense_config() -> SubnetConfig {
+    SubnetConfig {
+        encoder_embed_dim: 12,
+        decoder_embed_dim: 16,
+        qkv_dim: 8,
+        route_k: 1,
+        encoder: vec![
+            EncoderLayerConfig { self_heads: 2, experts: 1, expert_widths: vec![16] },
+            EncoderLayerConfig { self_heads: 4, experts: 1, expert_widths: vec![24] },
+        ],
+        decoder: vec![DecoderLayerConfig { self_heads: 4, cross_heads: 2, cross_span: 1, experts: 1, expert_widths: vec![16] }],
+    }
+}
+
+/// An MoE subnet with heterogeneous experts and mixed spans.
+pub fn moe_config() -> SubnetConfig {
+    SubnetConfig {
+        encoder_embed_dim: 16,
+        decoder_embed_dim: 12,
+        qkv_dim: 8,
+        route_k: 1,
+        encoder: vec![
+            EncoderLayerConfig { self_heads: 2, experts: 3, expert_widths: vec![16, 24, 16] },
+            EncoderLayerConfig { self_heads: 4, experts: 1, expert_widths: vec![24] },
+            EncoderLayerConfig { self_heads: 4, experts: 2, expert_widths: vec![24, 16] },
+        ],
+        decoder: vec![
+            DecoderLayerConfig { self_heads: 2, cross_heads: 4, cross_span: 2, experts: 2, expert_widths: vec![16, 24] },
+            DecoderLayerConfig { self_heads: 4, cross_heads: 2, cross_span: -1, experts: 3, expert_widths: vec![24, 24, 16] },
+        ],
+    }
+}
+
+/// Random sentences (ids in 2..VOCAB) of the given lengths, right-padded with PAD.
+pub fn batch(src_lens: &[usize], tgt_lens: &[usize], seed: u64) -> Batch {
+    let mut rng = seeded(seed);
+    let mut sent = |n: usize| -> Vec<u32> { (0..n).map(|_| rng.random_range(2..VOCAB as u32)).collect() };
+    let src: Vec<Vec<u32>> = src_lens.iter().map(|&n| sent(n)).collect();
+    let tgt: Vec<Vec<u32>> = tgt_lens.iter().map(|&n| sent(n)).collect();
+    Batch::from_sentences(&src, &tgt, PAD).unwrap()
+}
+
+/// `max |a - b| / max(max |b|, 1e-12)`.
+pub fn rel_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs())) / scale
+}
