@@ -5,6 +5,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod autograd;
+pub mod cli;
 pub mod cpu;
 pub mod cuda;
 pub mod data;

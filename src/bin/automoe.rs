@@ -1,13 +1,12 @@
 //! The `automoe` command line: the researcher's entry point to the whole AutoMoE workflow.
+//! Subcommands live in `automoe::cli`; this file only parses and dispatches.
 
 use clap::{Parser, Subcommand};
 
+use automoe::cli;
+
 #[derive(Parser)]
-#[command(
-    name = "automoe",
-    version,
-    about = "Search, train and run heterogeneous Mixture-of-Experts translation models under a compute budget (AutoMoE)"
-)]
+#[command(name = "automoe", version, about = "Search, train and run heterogeneous Mixture-of-Experts translation models under a compute budget (AutoMoE)")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -16,29 +15,25 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Print the devices this build can use (the CPU always; CUDA when a driver and GPU exist).
-    Devices,
+    Devices(cli::devices::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         None => {
             use clap::CommandFactory;
             // A bare `automoe` prints help rather than doing something surprising.
             let _ = Cli::command().print_help();
-            std::process::ExitCode::SUCCESS
+            Ok(())
         }
-        Some(Command::Devices) => {
-            println!("cpu: {} threads (rayon)", rayon::current_num_threads());
-            match automoe::cuda::device_count() {
-                Ok(n) => {
-                    for i in 0..n {
-                        println!("cuda:{i}");
-                    }
-                }
-                Err(e) => println!("cuda: unavailable ({e})"),
-            }
-            std::process::ExitCode::SUCCESS
+        Some(Command::Devices(a)) => cli::devices::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
         }
     }
 }

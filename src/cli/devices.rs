@@ -1,0 +1,18 @@
+//! `automoe devices`: what this build can run on.
+
+/// Arguments of `automoe devices` (none).
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> crate::Result<()> {
+    println!("cpu: {} threads (rayon)", rayon::current_num_threads());
+    match crate::cuda::device_count() {
+        Ok(n) => {
+            for i in 0..n {
+                println!("cuda:{i}");
+            }
+        }
+        Err(e) => println!("cuda: unavailable ({e})"),
+    }
+    Ok(())
+}
