@@ -4,6 +4,7 @@
 pub mod abi;
 pub mod device_exec;
 pub mod emu;
+pub mod grouped_gemm;
 pub mod moe_exec;
 pub mod moe_ops;
 pub mod nvrtc;

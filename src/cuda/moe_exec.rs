@@ -24,6 +24,11 @@ pub trait Exec {
     fn download<T: Elem>(&self, buf: &Self::Buf<T>) -> Result<Vec<T>>;
     fn addr<T: Elem>(&self, buf: &Self::Buf<T>) -> automoe_dptr;
     fn addr_mut<T: Elem>(&self, buf: &mut Self::Buf<T>) -> automoe_dptr;
+    /// Blocks a persistent kernel (the grouped GEMMs) should launch: enough to fill the machine.
+    /// The emulator's small default makes each block loop over several tiles in the tests.
+    fn persistent_blocks(&self) -> u32 {
+        3
+    }
     /// Runs `name` (an entry point of cuda/`file`) and waits for it to finish.
     ///
     /// # Safety
