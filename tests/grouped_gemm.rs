@@ -93,6 +93,7 @@ fn problem(stage: GemmStage, second: bool) -> Problem {
     Problem { groups, a_len, b_len, c_len }
 }
 
+#[allow(clippy::too_many_arguments)]
 /// f64 reference of every group's C block; returns `(index, value)` pairs of the written elements.
 fn reference(
     stage: GemmStage,

@@ -216,6 +216,7 @@ pub struct HostGemm<'a, T> {
 }
 
 /// A `rows x cols` block at `off` with leading dimension `ld` must fit `len` elements.
+#[allow(clippy::too_many_arguments)]
 fn check_extent(op: &'static str, what: &str, g: usize, off: usize, rows: usize, cols: usize, ld: usize, len: usize) -> Result<()> {
     if rows == 0 || cols == 0 {
         return Ok(());
