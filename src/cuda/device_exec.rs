@@ -127,6 +127,11 @@ impl Exec for CudaExec {
         ptr as automoe_dptr
     }
 
+    unsafe fn enqueue<P: KernelParams>(&self, file: &str, name: &str, g: Geometry, params: &P) -> Result<()> {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.launch_async(file, name, g, params) }
+    }
+
     unsafe fn launch<P: KernelParams>(&self, file: &str, name: &str, g: Geometry, params: &P) -> Result<()> {
         // SAFETY: forwarded from this function's contract (addresses come from this backend's buffers).
         unsafe { self.launch_async(file, name, g, params)? };

@@ -126,8 +126,15 @@ pub unsafe fn plan<X: Exec, T: KernelFloat>(
         reserved: 0,
     };
     // SAFETY: templ and groups hold G entries; offsets (if any) G + 1, per this function's contract.
-    unsafe { x.launch(FILE, "grouped_gemm_plan_i32", Geometry { grid: 1, block: AUTOMOE_GEMM_THREADS, smem_bytes: 0 }, &p)? };
+    unsafe { x.enqueue(FILE, "grouped_gemm_plan_i32", Geometry { grid: 1, block: AUTOMOE_GEMM_THREADS, smem_bytes: 0 }, &p)? };
     Ok(GroupedPlan { groups, stage, num_groups: g, max_tiles })
+}
+
+/// Kernel name, geometry and parameters of [`run`] (the benchmark times exactly this launch).
+pub fn run_args<X: Exec, T: KernelFloat>(x: &X, plan: &GroupedPlan<X>, flags: u32) -> (String, Geometry, GroupedGemmParams) {
+    let grid = plan.max_tiles.min(x.persistent_blocks() as usize).max(1) as u32;
+    let p = GroupedGemmParams { groups: x.addr(&plan.groups), num_groups: plan.num_groups as i32, flags: flags as i32 };
+    (plan.stage.kernel::<T>(), Geometry { grid, block: AUTOMOE_GEMM_THREADS, smem_bytes: 0 }, p)
 }
 
 /// Runs the grouped GEMM of `plan` with `flags` (`AUTOMOE_GEMM_*`) on persistent blocks.
@@ -138,11 +145,9 @@ pub unsafe fn run<X: Exec, T: KernelFloat>(x: &X, plan: &GroupedPlan<X>, flags: 
     if plan.max_tiles == 0 {
         return Ok(());
     }
-    let grid = plan.max_tiles.min(x.persistent_blocks() as usize).max(1) as u32;
-    let p = GroupedGemmParams { groups: x.addr(&plan.groups), num_groups: plan.num_groups as i32, flags: flags as i32 };
-    let g = Geometry { grid, block: AUTOMOE_GEMM_THREADS, smem_bytes: 0 };
+    let (name, g, p) = run_args::<X, T>(x, plan, flags);
     // SAFETY: forwarded from this function's contract.
-    unsafe { x.launch(FILE, &plan.stage.kernel::<T>(), g, &p) }
+    unsafe { x.enqueue(FILE, &name, g, &p) }
 }
 
 /// `out[g, :widths[g]] += column sums of rows offsets[g]..offsets[g+1]` of `src: [R, ld]`.
@@ -179,7 +184,7 @@ pub unsafe fn dbias<X: Exec, T: KernelFloat>(
     let grid = u32::try_from(num_groups * max_width.div_ceil(32)).map_err(|_| Error::invalid(OP, "grid too large"))?;
     // SAFETY: forwarded from this function's contract.
     unsafe {
-        x.launch(FILE, &format!("grouped_gemm_dbias_{}", T::SUFFIX), Geometry { grid, block: AUTOMOE_GEMM_THREADS, smem_bytes: 0 }, &p)
+        x.enqueue(FILE, &format!("grouped_gemm_dbias_{}", T::SUFFIX), Geometry { grid, block: AUTOMOE_GEMM_THREADS, smem_bytes: 0 }, &p)
     }
 }
 

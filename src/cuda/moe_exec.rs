@@ -35,6 +35,17 @@ pub trait Exec {
     /// Every address in `params` must come from this backend's live buffers, large enough for every
     /// access the kernel makes for the shapes in `params`.
     unsafe fn launch<P: KernelParams>(&self, file: &str, name: &str, g: Geometry, params: &P) -> Result<()>;
+    /// Like [`Exec::launch`] but without waiting: a device queues the kernel on its stream (errors
+    /// surface at the next synchronising call, e.g. a download), so a chain of kernels runs with no
+    /// host round trip. The emulator runs it at once.
+    ///
+    /// # Safety
+    /// As for [`Exec::launch`], and the buffers must outlive the queued work (device buffers are
+    /// freed in stream order, so dropping them after queuing is fine).
+    unsafe fn enqueue<P: KernelParams>(&self, file: &str, name: &str, g: Geometry, params: &P) -> Result<()> {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.launch(file, name, g, params) }
+    }
 }
 
 fn poisoned<X: Exec, T: Elem>(x: &X, n: usize, v: T) -> Result<X::Buf<T>> {

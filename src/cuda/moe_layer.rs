@@ -188,7 +188,7 @@ impl<'x, X: Exec> ExecMoeLayer<'x, X> {
                 renorm: self.renorm as i32,
             };
             // SAFETY: logits and probs [T, n], idx and w [T, k].
-            unsafe { x.launch("gating.cu", "topk_gating_fwd_f32", warp_per_item(t), &gp)? };
+            unsafe { x.enqueue("gating.cu", "topk_gating_fwd_f32", warp_per_item(t), &gp)? };
             (idx, w)
         };
         let mut dp = dispatch_params(t, k, n, 1)?;
@@ -202,11 +202,11 @@ impl<'x, X: Exec> ExecMoeLayer<'x, X> {
         dp.pos = x.addr_mut(&mut pos);
         dp.src_row = x.addr_mut(&mut src_row);
         // SAFETY: buffers sized by dispatch_params (pad_to 1: rows_cap = T*k = R).
-        unsafe { x.launch("permute.cu", "permute_dispatch_i32", dispatch_geometry(), &dp)? };
+        unsafe { x.enqueue("permute.cu", "permute_dispatch_i32", dispatch_geometry(), &dp)? };
         let mut xp = zeros(x, r * d)?;
         let pf = PermuteFwdParams { x: x.addr(&xb), src_row: x.addr(&src_row), xp: x.addr_mut(&mut xp), rows: r as i32, d: d as i32 };
         // SAFETY: x [T, d], src_row [R] in -1..T, xp [R, d].
-        unsafe { x.launch("permute.cu", "permute_fwd_f32", warp_per_item(r), &pf)? };
+        unsafe { x.enqueue("permute.cu", "permute_fwd_f32", warp_per_item(r), &pf)? };
 
         // fc1: a1[:, :h_e] = relu(xp_e W1_e^T + b1_e), a1 [R, h_max].
         let mut a1 = zeros(x, r * hm)?;
@@ -244,7 +244,7 @@ impl<'x, X: Exec> ExecMoeLayer<'x, X> {
             reserved: 0,
         };
         // SAFETY: yp [R, d], pos [T*k] < R, w [T, k], y [T, d].
-        unsafe { x.launch("permute.cu", "combine_fwd_f32", warp_per_item(t), &cf)? };
+        unsafe { x.enqueue("permute.cu", "combine_fwd_f32", warp_per_item(t), &cf)? };
         Ok(ExecMoeSaved { t, y: x.download(&y)?, x: xb, probs, idx, w, offsets, pos, src_row, xp, a1, yp })
     }
 
@@ -274,7 +274,7 @@ impl<'x, X: Exec> ExecMoeLayer<'x, X> {
             rows: r as i32,
         };
         // SAFETY: dy [T, d], yp and dyp [R, d], pos [T*k] < R, w and dw [T, k], src_row [R].
-        unsafe { x.launch("permute.cu", "combine_bwd_f32", warp_per_item(t.max(r)), &cb)? };
+        unsafe { x.enqueue("permute.cu", "combine_bwd_f32", warp_per_item(t.max(r)), &cb)? };
 
         let mut g1w = zeros(x, n * hm * dm)?;
         let mut g1b = zeros(x, n * hm)?;
@@ -324,7 +324,7 @@ impl<'x, X: Exec> ExecMoeLayer<'x, X> {
             reserved: 0,
         };
         // SAFETY: dxp [R, d], pos [T*k] < R, dx [T, d].
-        unsafe { x.launch("permute.cu", "permute_bwd_f32", warp_per_item(t), &pb)? };
+        unsafe { x.enqueue("permute.cu", "permute_bwd_f32", warp_per_item(t), &pb)? };
 
         let mut grw = zeros(x, self.n_max * dm)?;
         let mut grb = zeros(x, self.n_max)?;
@@ -342,7 +342,7 @@ impl<'x, X: Exec> ExecMoeLayer<'x, X> {
                 renorm: self.renorm as i32,
             };
             // SAFETY: probs and dlogits [T, n], idx, w and dw [T, k].
-            unsafe { x.launch("gating.cu", "topk_gating_bwd_f32", warp_per_item(t), &gb)? };
+            unsafe { x.enqueue("gating.cu", "topk_gating_bwd_f32", warp_per_item(t), &gb)? };
             let dl = x.addr(&dlogits);
             // dWr[:n, :d] += dlogits^T x; dx += dlogits Wr[:n, :d].
             let wg = [group(dl, n, x.addr(&s.x), d, x.addr_mut(&mut grw), dm, n, d, t)];
