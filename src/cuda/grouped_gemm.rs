@@ -68,27 +68,84 @@ pub fn tile_for<T: KernelFloat>() -> (usize, usize) {
 pub const MAX_GROUPS: usize = 512;
 const FILE: &str = "grouped_gemm.cu";
 
-/// A problem list on the device, ready for [`run`].
+/// A problem list on the device: the uploaded template (set up once) and the list the plan kernel
+/// writes from it, ready for [`run`]. Re-planning for new offsets ([`GroupedPlan::replan`]) and
+/// running are kernel launches only, so they can be captured in a CUDA graph.
 pub struct GroupedPlan<X: Exec> {
+    templ: X::Buf<GemmGroupParams>,
     pub groups: X::Buf<GemmGroupParams>,
     pub stage: GemmStage,
     pub num_groups: usize,
     /// Host upper bound on the tiles (sets the persistent grid; the kernel reads the exact count).
     pub max_tiles: usize,
+    params: GroupedGemmPlanParams,
 }
 
 fn to_i32(op: &'static str, what: &str, v: usize) -> Result<i32> {
     i32::try_from(v).map_err(|_| Error::invalid(op, format!("{what} = {v} does not fit the kernels' 32-bit indices")))
 }
 
-/// Builds the problem list of `templ` on the device with `grouped_gemm_plan_i32`. With `offsets`
-/// (`[G + 1]` segment starts, device-resident), each group's M (fwd, dgrad) or K (wgrad) becomes
-/// its segment's row count and its token operands ([`GemmStage::token_operands`]) are advanced to
-/// the segment; `max_rows` bounds every segment (for the grid size only).
+impl<X: Exec> GroupedPlan<X> {
+    /// Uploads `templ` for element type `T`. With `from_offsets`, [`Self::replan`] takes `[G + 1]`
+    /// segment starts: each group's M (fwd, dgrad) or K (wgrad) becomes its segment's row count and
+    /// its token operands ([`GemmStage::token_operands`]) are advanced to the segment; `max_rows`
+    /// bounds every segment (it sizes the grid only). Without, the template's M and K are used.
+    pub fn new<T: KernelFloat>(x: &X, stage: GemmStage, templ: &[GemmGroupParams], from_offsets: bool, max_rows: usize) -> Result<Self> {
+        const OP: &str = "grouped_gemm plan";
+        let g = templ.len();
+        if g == 0 || g > MAX_GROUPS {
+            return Err(Error::invalid(OP, format!("{g} groups, expected 1..={MAX_GROUPS}")));
+        }
+        let (tm, tn) = tile_for::<T>();
+        let (shift, count_k) = stage.token_operands();
+        let max_tiles = templ
+            .iter()
+            .map(|q| {
+                let m = if from_offsets && !count_k { max_rows } else { q.m.max(0) as usize };
+                m.div_ceil(tm) * (q.n.max(0) as usize).div_ceil(tn)
+            })
+            .sum();
+        let params = GroupedGemmPlanParams {
+            num_groups: g as i32,
+            count_dim: count_k as i32,
+            shift_mask: shift as i32,
+            elem_bytes: std::mem::size_of::<T>() as i32,
+            tile_m: tm as i32,
+            tile_n: tn as i32,
+            accumulate: (stage == GemmStage::Wgrad) as i32,
+            ..Default::default()
+        };
+        Ok(GroupedPlan { templ: x.upload(templ)?, groups: x.upload(templ)?, stage, num_groups: g, max_tiles, params })
+    }
+
+    /// Geometry and parameters of the plan launch (the benchmark times exactly this).
+    pub fn replan_args(&mut self, x: &X, offsets: Option<&X::Buf<i32>>) -> (Geometry, GroupedGemmPlanParams) {
+        let p = GroupedGemmPlanParams {
+            templ: x.addr(&self.templ),
+            offsets: offsets.map_or(0, |o| x.addr(o)),
+            groups: x.addr_mut(&mut self.groups),
+            ..self.params
+        };
+        (Geometry { grid: 1, block: AUTOMOE_GEMM_THREADS, smem_bytes: 0 }, p)
+    }
+
+    /// Queues `grouped_gemm_plan_i32`, rewriting the problem list for `offsets`.
+    ///
+    /// # Safety
+    /// Every address in the template must be a live buffer of `x`, large enough for every group's
+    /// extents once advanced by any segment `offsets` holds; `offsets` must hold `G + 1`
+    /// non-decreasing rows (each segment at most `max_rows`).
+    pub unsafe fn replan(&mut self, x: &X, offsets: Option<&X::Buf<i32>>) -> Result<()> {
+        let (g, p) = self.replan_args(x, offsets);
+        // SAFETY: templ and groups hold G entries; offsets (if any) G + 1, per this function's contract.
+        unsafe { x.enqueue(FILE, "grouped_gemm_plan_i32", g, &p) }
+    }
+}
+
+/// [`GroupedPlan::new`] followed by [`GroupedPlan::replan`]: set up and plan in one call.
 ///
 /// # Safety
-/// Every address in `templ` must be a live buffer of `x`, large enough for every group's extents
-/// once advanced by any segment `offsets` may hold; `offsets` must hold `G + 1` non-decreasing rows.
+/// As for [`GroupedPlan::replan`].
 pub unsafe fn plan<X: Exec, T: KernelFloat>(
     x: &X,
     stage: GemmStage,
@@ -96,38 +153,10 @@ pub unsafe fn plan<X: Exec, T: KernelFloat>(
     offsets: Option<&X::Buf<i32>>,
     max_rows: usize,
 ) -> Result<GroupedPlan<X>> {
-    const OP: &str = "grouped_gemm plan";
-    let g = templ.len();
-    if g == 0 || g > MAX_GROUPS {
-        return Err(Error::invalid(OP, format!("{g} groups, expected 1..={MAX_GROUPS}")));
-    }
-    let (tm, tn) = tile_for::<T>();
-    let (shift, count_k) = stage.token_operands();
-    let max_tiles = templ
-        .iter()
-        .map(|q| {
-            let m = if offsets.is_some() && !count_k { max_rows } else { q.m.max(0) as usize };
-            m.div_ceil(tm) * (q.n.max(0) as usize).div_ceil(tn)
-        })
-        .sum();
-    let t = x.upload(templ)?;
-    let mut groups = x.upload(templ)?;
-    let p = GroupedGemmPlanParams {
-        templ: x.addr(&t),
-        offsets: offsets.map_or(0, |o| x.addr(o)),
-        groups: x.addr_mut(&mut groups),
-        num_groups: g as i32,
-        count_dim: count_k as i32,
-        shift_mask: shift as i32,
-        elem_bytes: std::mem::size_of::<T>() as i32,
-        tile_m: tm as i32,
-        tile_n: tn as i32,
-        accumulate: (stage == GemmStage::Wgrad) as i32,
-        reserved: 0,
-    };
-    // SAFETY: templ and groups hold G entries; offsets (if any) G + 1, per this function's contract.
-    unsafe { x.enqueue(FILE, "grouped_gemm_plan_i32", Geometry { grid: 1, block: AUTOMOE_GEMM_THREADS, smem_bytes: 0 }, &p)? };
-    Ok(GroupedPlan { groups, stage, num_groups: g, max_tiles })
+    let mut p = GroupedPlan::new::<T>(x, stage, templ, offsets.is_some(), max_rows)?;
+    // SAFETY: forwarded from this function's contract.
+    unsafe { p.replan(x, offsets)? };
+    Ok(p)
 }
 
 /// Kernel name, geometry and parameters of [`run`] (the benchmark times exactly this launch).
