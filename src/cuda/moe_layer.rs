@@ -1,6 +1,7 @@
 //! The heterogeneous MoE FFN layer end to end on a CUDA backend ([`Exec`]: the emulator or a
 //! device), forward and backward, computing what [`crate::moe::moe_forward`] computes on the CPU
-//! (f32, ReLU experts, no capacity limit):
+//! (ReLU experts, no capacity limit), in f32 (CUDA-core GEMMs) or bf16 (tensor-core GEMMs; weights
+//! and activations in bf16, every gradient of a weight or bias accumulated in f32):
 //!
 //! router GEMM (+bias) → top-k gating → dispatch → permute → grouped fc1 GEMM (+bias, ReLU) →
 //! grouped fc2 GEMM (+bias) → combine; backward: combine → grouped fc2 dgrad (ReLU mask fused) and
@@ -16,15 +17,16 @@
 use super::abi::*;
 use super::grouped_gemm::{dbias, plan, run, GemmStage};
 use super::moe_exec::Exec;
-use super::moe_ops::{dispatch_geometry, dispatch_params, warp_per_item};
+use super::moe_ops::{dispatch_geometry, dispatch_params, warp_per_item, KernelFloat};
 use crate::autograd::ParamStore;
 use crate::moe::{Activation, MoeOptions, MoeParams, MoeSubnet};
 use crate::{Error, Result};
 
 const OP: &str = "cuda moe layer";
 
-/// One layer's parameters on the device, for one subnet choice.
-pub struct ExecMoeLayer<'x, X: Exec> {
+/// One layer's parameters on the device, for one subnet choice; `T` is the element type of the
+/// weights and activations (biases and gradients are f32).
+pub struct ExecMoeLayer<'x, X: Exec, T: KernelFloat = f32> {
     x: &'x X,
     sub: MoeSubnet,
     renorm: bool,
@@ -32,30 +34,30 @@ pub struct ExecMoeLayer<'x, X: Exec> {
     h_max: usize,
     n_max: usize,
     /// `[n_max, d_max]`, `[n_max]`
-    router_w: X::Buf<f32>,
+    router_w: X::Buf<T>,
     router_b: X::Buf<f32>,
     /// `[n, h_max, d_max]`, `[n, h_max]`, `[n, d_max, h_max]`, `[n, d_max]` (the subnet's experts).
-    fc1_w: X::Buf<f32>,
+    fc1_w: X::Buf<T>,
     fc1_b: X::Buf<f32>,
-    fc2_w: X::Buf<f32>,
+    fc2_w: X::Buf<T>,
     fc2_b: X::Buf<f32>,
 }
 
 /// What the forward keeps on the device for the backward.
-pub struct ExecMoeSaved<X: Exec> {
+pub struct ExecMoeSaved<X: Exec, T: KernelFloat = f32> {
     pub t: usize,
     /// `[T, d]` host copy of the output.
     pub y: Vec<f32>,
-    x: X::Buf<f32>,
+    x: X::Buf<T>,
     probs: X::Buf<f32>,
     idx: X::Buf<i32>,
     w: X::Buf<f32>,
     offsets: X::Buf<i32>,
     pos: X::Buf<i32>,
     src_row: X::Buf<i32>,
-    xp: X::Buf<f32>,
-    a1: X::Buf<f32>,
-    yp: X::Buf<f32>,
+    xp: X::Buf<T>,
+    a1: X::Buf<T>,
+    yp: X::Buf<T>,
 }
 
 /// Gradients of one backward, full-size (zero outside the slices the subnet used).
@@ -73,9 +75,9 @@ pub struct ExecMoeGrads {
     pub fc2_b: Vec<Vec<f32>>,
 }
 
-/// Address `elems` f32 past `base`.
-fn at(base: automoe_dptr, elems: usize) -> automoe_dptr {
-    base + (elems * 4) as automoe_dptr
+/// Address `elems` elements of type `E` past `base`.
+fn at<E>(base: automoe_dptr, elems: usize) -> automoe_dptr {
+    base + (elems * std::mem::size_of::<E>()) as automoe_dptr
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -104,15 +106,19 @@ fn group(
     }
 }
 
-fn zeros<X: Exec>(x: &X, n: usize) -> Result<X::Buf<f32>> {
-    x.upload(&vec![0f32; n])
+fn zeros<X: Exec, E: KernelFloat>(x: &X, n: usize) -> Result<X::Buf<E>> {
+    x.upload(&vec![E::from_f32(0.0); n])
+}
+
+fn to_t<T: KernelFloat>(v: &[f32]) -> Vec<T> {
+    v.iter().map(|&f| T::from_f32(f)).collect()
 }
 
 fn param_f32(store: &ParamStore, id: crate::autograd::ParamId) -> Result<Vec<f32>> {
     store.value(id).to_f32_vec()
 }
 
-impl<'x, X: Exec> ExecMoeLayer<'x, X> {
+impl<'x, X: Exec, T: KernelFloat> ExecMoeLayer<'x, X, T> {
     /// Uploads the parameters of `p` that subnet `sub` uses (each expert's full max-size matrices).
     pub fn new(x: &'x X, store: &ParamStore, p: &MoeParams, sub: &MoeSubnet, opts: &MoeOptions) -> Result<Self> {
         sub.validate(p)?;
@@ -137,11 +143,11 @@ impl<'x, X: Exec> ExecMoeLayer<'x, X> {
             d_max: p.d_max,
             h_max: p.h_max,
             n_max: p.n_max,
-            router_w: x.upload(&param_f32(store, p.router_w)?)?,
+            router_w: x.upload(&to_t::<T>(&param_f32(store, p.router_w)?))?,
             router_b: x.upload(&param_f32(store, p.router_b)?)?,
-            fc1_w: x.upload(&cat(&|e| e.fc1_w)?)?,
+            fc1_w: x.upload(&to_t::<T>(&cat(&|e| e.fc1_w)?))?,
             fc1_b: x.upload(&cat(&|e| e.fc1_b)?)?,
-            fc2_w: x.upload(&cat(&|e| e.fc2_w)?)?,
+            fc2_w: x.upload(&to_t::<T>(&cat(&|e| e.fc2_w)?))?,
             fc2_b: x.upload(&cat(&|e| e.fc2_b)?)?,
         })
     }
@@ -151,7 +157,7 @@ impl<'x, X: Exec> ExecMoeLayer<'x, X> {
     }
 
     /// Forward of `input: [T, d]`; the result holds `y` and the state the backward needs.
-    pub fn forward(&self, input: &[f32]) -> Result<ExecMoeSaved<X>> {
+    pub fn forward(&self, input: &[f32]) -> Result<ExecMoeSaved<X, T>> {
         let x = self.x;
         let (d, n, k) = self.dims();
         let (dm, hm) = (self.d_max, self.h_max);
@@ -161,21 +167,22 @@ impl<'x, X: Exec> ExecMoeLayer<'x, X> {
         let t = input.len() / d;
         let r = t * k;
         let ti = i32::try_from(t).map_err(|_| Error::invalid(OP, "too many tokens"))?;
-        let xb = x.upload(input)?;
-        let mut probs = zeros(x, t * n)?;
+        let sfx = T::SUFFIX;
+        let xb = x.upload(&to_t::<T>(input))?;
+        let mut probs = zeros::<X, f32>(x, t * n)?;
         let (idx, w) = if n == 1 {
             // A 1-expert layer is the dense FFN with gate 1.0 (no router), as on the CPU.
             (x.upload(&vec![0i32; t])?, x.upload(&vec![1f32; t])?)
         } else {
-            let mut logits = zeros(x, t * n)?;
+            let mut logits = zeros::<X, T>(x, t * n)?;
             let g = [group(x.addr(&xb), d, x.addr(&self.router_w), dm, x.addr_mut(&mut logits), n, t, n, d)];
             let g = [GemmGroupParams { bias: x.addr(&self.router_b), ..g[0] }];
             let mut idx = x.upload(&vec![0i32; t * k])?;
-            let mut w = zeros(x, t * k)?;
+            let mut w = zeros::<X, f32>(x, t * k)?;
             // SAFETY: x [T, d], Wr [n_max, d_max] read as [n, d], logits [T, n], br [n_max].
             unsafe {
-                let pl = plan::<X, f32>(x, GemmStage::Fwd, &g, None, t)?;
-                run::<X, f32>(x, &pl, 0)?;
+                let pl = plan::<X, T>(x, GemmStage::Fwd, &g, None, t)?;
+                run::<X, T>(x, &pl, 0)?;
             }
             let gp = TopkGatingFwdParams {
                 logits: x.addr(&logits),
@@ -188,7 +195,7 @@ impl<'x, X: Exec> ExecMoeLayer<'x, X> {
                 renorm: self.renorm as i32,
             };
             // SAFETY: logits and probs [T, n], idx and w [T, k].
-            unsafe { x.enqueue("gating.cu", "topk_gating_fwd_f32", warp_per_item(t), &gp)? };
+            unsafe { x.enqueue("gating.cu", &format!("topk_gating_fwd_{sfx}"), warp_per_item(t), &gp)? };
             (idx, w)
         };
         let mut dp = dispatch_params(t, k, n, 1)?;
@@ -203,36 +210,36 @@ impl<'x, X: Exec> ExecMoeLayer<'x, X> {
         dp.src_row = x.addr_mut(&mut src_row);
         // SAFETY: buffers sized by dispatch_params (pad_to 1: rows_cap = T*k = R).
         unsafe { x.enqueue("permute.cu", "permute_dispatch_i32", dispatch_geometry(), &dp)? };
-        let mut xp = zeros(x, r * d)?;
+        let mut xp = zeros::<X, T>(x, r * d)?;
         let pf = PermuteFwdParams { x: x.addr(&xb), src_row: x.addr(&src_row), xp: x.addr_mut(&mut xp), rows: r as i32, d: d as i32 };
         // SAFETY: x [T, d], src_row [R] in -1..T, xp [R, d].
-        unsafe { x.enqueue("permute.cu", "permute_fwd_f32", warp_per_item(r), &pf)? };
+        unsafe { x.enqueue("permute.cu", &format!("permute_fwd_{sfx}"), warp_per_item(r), &pf)? };
 
         // fc1: a1[:, :h_e] = relu(xp_e W1_e^T + b1_e), a1 [R, h_max].
-        let mut a1 = zeros(x, r * hm)?;
-        let mut yp = zeros(x, r * d)?;
+        let mut a1 = zeros::<X, T>(x, r * hm)?;
+        let mut yp = zeros::<X, T>(x, r * d)?;
         let (xpa, a1a, ypa) = (x.addr(&xp), x.addr_mut(&mut a1), x.addr_mut(&mut yp));
         let fc1: Vec<_> = (0..n)
             .map(|e| GemmGroupParams {
-                bias: at(x.addr(&self.fc1_b), e * hm),
-                ..group(xpa, d, at(x.addr(&self.fc1_w), e * hm * dm), dm, a1a, hm, 0, self.sub.widths[e], d)
+                bias: at::<f32>(x.addr(&self.fc1_b), e * hm),
+                ..group(xpa, d, at::<T>(x.addr(&self.fc1_w), e * hm * dm), dm, a1a, hm, 0, self.sub.widths[e], d)
             })
             .collect();
         // fc2: yp_e = a1_e[:, :h_e] W2_e^T + b2_e, W2_e = fc2_e[:d, :h_e] with ld h_max.
         let fc2: Vec<_> = (0..n)
             .map(|e| GemmGroupParams {
-                bias: at(x.addr(&self.fc2_b), e * dm),
-                ..group(a1a, hm, at(x.addr(&self.fc2_w), e * dm * hm), hm, ypa, d, 0, d, self.sub.widths[e])
+                bias: at::<f32>(x.addr(&self.fc2_b), e * dm),
+                ..group(a1a, hm, at::<T>(x.addr(&self.fc2_w), e * dm * hm), hm, ypa, d, 0, d, self.sub.widths[e])
             })
             .collect();
         // SAFETY: every segment lies in the R rows of xp, a1, yp; weights are the uploaded parents.
         unsafe {
-            let p1 = plan::<X, f32>(x, GemmStage::Fwd, &fc1, Some(&offsets), r)?;
-            run::<X, f32>(x, &p1, AUTOMOE_GEMM_RELU)?;
-            let p2 = plan::<X, f32>(x, GemmStage::Fwd, &fc2, Some(&offsets), r)?;
-            run::<X, f32>(x, &p2, 0)?;
+            let p1 = plan::<X, T>(x, GemmStage::Fwd, &fc1, Some(&offsets), r)?;
+            run::<X, T>(x, &p1, AUTOMOE_GEMM_RELU)?;
+            let p2 = plan::<X, T>(x, GemmStage::Fwd, &fc2, Some(&offsets), r)?;
+            run::<X, T>(x, &p2, 0)?;
         }
-        let mut y = zeros(x, t * d)?;
+        let mut y = zeros::<X, T>(x, t * d)?;
         let cf = CombineFwdParams {
             yp: x.addr(&yp),
             pos: x.addr(&pos),
@@ -244,12 +251,13 @@ impl<'x, X: Exec> ExecMoeLayer<'x, X> {
             reserved: 0,
         };
         // SAFETY: yp [R, d], pos [T*k] < R, w [T, k], y [T, d].
-        unsafe { x.enqueue("permute.cu", "combine_fwd_f32", warp_per_item(t), &cf)? };
-        Ok(ExecMoeSaved { t, y: x.download(&y)?, x: xb, probs, idx, w, offsets, pos, src_row, xp, a1, yp })
+        unsafe { x.enqueue("permute.cu", &format!("combine_fwd_{sfx}"), warp_per_item(t), &cf)? };
+        let y = x.download(&y)?.iter().map(|v| v.to_f32()).collect();
+        Ok(ExecMoeSaved { t, y, x: xb, probs, idx, w, offsets, pos, src_row, xp, a1, yp })
     }
 
     /// Backward from `dy: [T, d]` through the state of [`Self::forward`].
-    pub fn backward(&self, s: &ExecMoeSaved<X>, dy: &[f32]) -> Result<ExecMoeGrads> {
+    pub fn backward(&self, s: &ExecMoeSaved<X, T>, dy: &[f32]) -> Result<ExecMoeGrads> {
         let x = self.x;
         let (d, n, k) = self.dims();
         let (dm, hm, t) = (self.d_max, self.h_max, s.t);
@@ -257,9 +265,10 @@ impl<'x, X: Exec> ExecMoeLayer<'x, X> {
         if dy.len() != t * d {
             return Err(Error::invalid(OP, format!("dy has {} elements, expected {t} x {d}", dy.len())));
         }
-        let dyb = x.upload(dy)?;
-        let mut dyp = zeros(x, r * d)?;
-        let mut dw = zeros(x, t * k)?;
+        let sfx = T::SUFFIX;
+        let dyb = x.upload(&to_t::<T>(dy))?;
+        let mut dyp = zeros::<X, T>(x, r * d)?;
+        let mut dw = zeros::<X, f32>(x, t * k)?;
         let cb = CombineBwdParams {
             dy: x.addr(&dyb),
             yp: x.addr(&s.yp),
@@ -274,14 +283,14 @@ impl<'x, X: Exec> ExecMoeLayer<'x, X> {
             rows: r as i32,
         };
         // SAFETY: dy [T, d], yp and dyp [R, d], pos [T*k] < R, w and dw [T, k], src_row [R].
-        unsafe { x.enqueue("permute.cu", "combine_bwd_f32", warp_per_item(t.max(r)), &cb)? };
+        unsafe { x.enqueue("permute.cu", &format!("combine_bwd_{sfx}"), warp_per_item(t.max(r)), &cb)? };
 
-        let mut g1w = zeros(x, n * hm * dm)?;
-        let mut g1b = zeros(x, n * hm)?;
-        let mut g2w = zeros(x, n * dm * hm)?;
-        let mut g2b = zeros(x, n * dm)?;
-        let mut da1 = zeros(x, r * hm)?;
-        let mut dxp = zeros(x, r * d)?;
+        let mut g1w = zeros::<X, f32>(x, n * hm * dm)?;
+        let mut g1b = zeros::<X, f32>(x, n * hm)?;
+        let mut g2w = zeros::<X, f32>(x, n * dm * hm)?;
+        let mut g2b = zeros::<X, f32>(x, n * dm)?;
+        let mut da1 = zeros::<X, T>(x, r * hm)?;
+        let mut dxp = zeros::<X, T>(x, r * d)?;
         let (dypa, a1a, xpa) = (x.addr(&dyp), x.addr(&s.a1), x.addr(&s.xp));
         let (da1a, dxpa) = (x.addr_mut(&mut da1), x.addr_mut(&mut dxp));
         let (g1wa, g2wa) = (x.addr_mut(&mut g1w), x.addr_mut(&mut g2w));
@@ -289,31 +298,31 @@ impl<'x, X: Exec> ExecMoeLayer<'x, X> {
         let h = &self.sub.widths;
         // da1_e = (dyp_e W2_e) * [a1_e > 0]: W2_e [d, h_e] stored [K, N] with ld h_max.
         let fc2_dgrad: Vec<_> =
-            (0..n).map(|e| GemmGroupParams { aux: a1a, ..group(dypa, d, at(w2, e * dm * hm), hm, da1a, hm, 0, h[e], d) }).collect();
+            (0..n).map(|e| GemmGroupParams { aux: a1a, ..group(dypa, d, at::<T>(w2, e * dm * hm), hm, da1a, hm, 0, h[e], d) }).collect();
         // dW2_e[:d, :h_e] += dyp_e^T a1_e.
-        let fc2_wgrad: Vec<_> = (0..n).map(|e| group(dypa, d, a1a, hm, at(g2wa, e * dm * hm), hm, d, h[e], 0)).collect();
+        let fc2_wgrad: Vec<_> = (0..n).map(|e| group(dypa, d, a1a, hm, at::<f32>(g2wa, e * dm * hm), hm, d, h[e], 0)).collect();
         // dxp_e = da1_e W1_e: W1_e [h_e, d] stored [K, N] with ld d_max.
-        let fc1_dgrad: Vec<_> = (0..n).map(|e| group(da1a, hm, at(w1, e * hm * dm), dm, dxpa, d, 0, d, h[e])).collect();
+        let fc1_dgrad: Vec<_> = (0..n).map(|e| group(da1a, hm, at::<T>(w1, e * hm * dm), dm, dxpa, d, 0, d, h[e])).collect();
         // dW1_e[:h_e, :d] += da1_e^T xp_e.
-        let fc1_wgrad: Vec<_> = (0..n).map(|e| group(da1a, hm, xpa, d, at(g1wa, e * hm * dm), dm, h[e], d, 0)).collect();
+        let fc1_wgrad: Vec<_> = (0..n).map(|e| group(da1a, hm, xpa, d, at::<f32>(g1wa, e * hm * dm), dm, h[e], d, 0)).collect();
         let widths_h = x.upload(&h.iter().map(|&v| v as i32).collect::<Vec<_>>())?;
         let widths_d = x.upload(&vec![d as i32; n])?;
         let max_h = h.iter().copied().max().unwrap_or(0);
         // SAFETY: segments lie in the R rows of dyp, a1, da1, xp, dxp; gradient buffers have the
         // parents' sizes; offsets come from the forward's dispatch.
         unsafe {
-            let p = plan::<X, f32>(x, GemmStage::Dgrad, &fc2_dgrad, Some(&s.offsets), r)?;
-            run::<X, f32>(x, &p, AUTOMOE_GEMM_RELU_MASK)?;
-            let p = plan::<X, f32>(x, GemmStage::Wgrad, &fc2_wgrad, Some(&s.offsets), r)?;
-            run::<X, f32>(x, &p, AUTOMOE_GEMM_ACCUMULATE)?;
-            dbias::<X, f32>(x, &dyp, d, &s.offsets, &widths_d, n, d, &mut g2b, dm)?;
-            dbias::<X, f32>(x, &da1, hm, &s.offsets, &widths_h, n, max_h, &mut g1b, hm)?;
-            let p = plan::<X, f32>(x, GemmStage::Dgrad, &fc1_dgrad, Some(&s.offsets), r)?;
-            run::<X, f32>(x, &p, 0)?;
-            let p = plan::<X, f32>(x, GemmStage::Wgrad, &fc1_wgrad, Some(&s.offsets), r)?;
-            run::<X, f32>(x, &p, AUTOMOE_GEMM_ACCUMULATE)?;
+            let p = plan::<X, T>(x, GemmStage::Dgrad, &fc2_dgrad, Some(&s.offsets), r)?;
+            run::<X, T>(x, &p, AUTOMOE_GEMM_RELU_MASK)?;
+            let p = plan::<X, T>(x, GemmStage::Wgrad, &fc2_wgrad, Some(&s.offsets), r)?;
+            run::<X, T>(x, &p, AUTOMOE_GEMM_ACCUMULATE)?;
+            dbias::<X, T>(x, &dyp, d, &s.offsets, &widths_d, n, d, &mut g2b, dm)?;
+            dbias::<X, T>(x, &da1, hm, &s.offsets, &widths_h, n, max_h, &mut g1b, hm)?;
+            let p = plan::<X, T>(x, GemmStage::Dgrad, &fc1_dgrad, Some(&s.offsets), r)?;
+            run::<X, T>(x, &p, 0)?;
+            let p = plan::<X, T>(x, GemmStage::Wgrad, &fc1_wgrad, Some(&s.offsets), r)?;
+            run::<X, T>(x, &p, AUTOMOE_GEMM_ACCUMULATE)?;
         }
-        let mut dx = zeros(x, t * d)?;
+        let mut dx = zeros::<X, T>(x, t * d)?;
         let pb = PermuteBwdParams {
             dxp: x.addr(&dxp),
             pos: x.addr(&s.pos),
@@ -324,12 +333,12 @@ impl<'x, X: Exec> ExecMoeLayer<'x, X> {
             reserved: 0,
         };
         // SAFETY: dxp [R, d], pos [T*k] < R, dx [T, d].
-        unsafe { x.enqueue("permute.cu", "permute_bwd_f32", warp_per_item(t), &pb)? };
+        unsafe { x.enqueue("permute.cu", &format!("permute_bwd_{sfx}"), warp_per_item(t), &pb)? };
 
-        let mut grw = zeros(x, self.n_max * dm)?;
-        let mut grb = zeros(x, self.n_max)?;
+        let mut grw = zeros::<X, f32>(x, self.n_max * dm)?;
+        let mut grb = zeros::<X, f32>(x, self.n_max)?;
         if n > 1 {
-            let mut dlogits = zeros(x, t * n)?;
+            let mut dlogits = zeros::<X, T>(x, t * n)?;
             let gb = TopkGatingBwdParams {
                 probs: x.addr(&s.probs),
                 topk_idx: x.addr(&s.idx),
@@ -342,7 +351,7 @@ impl<'x, X: Exec> ExecMoeLayer<'x, X> {
                 renorm: self.renorm as i32,
             };
             // SAFETY: probs and dlogits [T, n], idx, w and dw [T, k].
-            unsafe { x.enqueue("gating.cu", "topk_gating_bwd_f32", warp_per_item(t), &gb)? };
+            unsafe { x.enqueue("gating.cu", &format!("topk_gating_bwd_{sfx}"), warp_per_item(t), &gb)? };
             let dl = x.addr(&dlogits);
             // dWr[:n, :d] += dlogits^T x; dx += dlogits Wr[:n, :d].
             let wg = [group(dl, n, x.addr(&s.x), d, x.addr_mut(&mut grw), dm, n, d, t)];
@@ -351,16 +360,16 @@ impl<'x, X: Exec> ExecMoeLayer<'x, X> {
             let wn = x.upload(&[n as i32])?;
             // SAFETY: dlogits [T, n], x and dx [T, d], Wr and its gradient [n_max, d_max].
             unsafe {
-                let p = plan::<X, f32>(x, GemmStage::Wgrad, &wg, None, t)?;
-                run::<X, f32>(x, &p, AUTOMOE_GEMM_ACCUMULATE)?;
-                let p = plan::<X, f32>(x, GemmStage::Dgrad, &dg, None, t)?;
-                run::<X, f32>(x, &p, AUTOMOE_GEMM_ACCUMULATE)?;
-                dbias::<X, f32>(x, &dlogits, n, &whole, &wn, 1, n, &mut grb, n)?;
+                let p = plan::<X, T>(x, GemmStage::Wgrad, &wg, None, t)?;
+                run::<X, T>(x, &p, AUTOMOE_GEMM_ACCUMULATE)?;
+                let p = plan::<X, T>(x, GemmStage::Dgrad, &dg, None, t)?;
+                run::<X, T>(x, &p, AUTOMOE_GEMM_ACCUMULATE)?;
+                dbias::<X, T>(x, &dlogits, n, &whole, &wn, 1, n, &mut grb, n)?;
             }
         }
         let split = |v: Vec<f32>, each: usize| -> Vec<Vec<f32>> { v.chunks(each).map(<[f32]>::to_vec).collect() };
         Ok(ExecMoeGrads {
-            dx: x.download(&dx)?,
+            dx: x.download(&dx)?.iter().map(|v| v.to_f32()).collect(),
             router_w: x.download(&grw)?,
             router_b: x.download(&grb)?,
             fc1_w: split(x.download(&g1w)?, hm * dm),
