@@ -105,6 +105,8 @@ impl Exec for CudaExec {
     }
 
     fn download<T: Elem>(&self, buf: &DeviceBuf<T>) -> Result<Vec<T>> {
+        // Kernels queued by `enqueue` report their failures here: name that, not the copy.
+        self.stream.synchronize().map_err(|e| Error::Cuda(format!("a queued kernel failed on cuda:{}: {e}", self.ordinal)))?;
         let mut v = self.stream.clone_dtoh(&buf.slice).map_err(cuda_err("download"))?;
         v.truncate(buf.len);
         Ok(v)
