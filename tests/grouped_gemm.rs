@@ -240,6 +240,56 @@ fn dbias_body<X: Exec, T: KernelFloat>(x: &X) {
     }
 }
 
+/// 300 groups (more than the plan's 256 threads, so its loops stride) of 0..=3 rows, with
+/// M from the template (no offsets) and from offsets: the scan and the binary search over many
+/// groups, most of them sharing a tile start with an empty neighbour.
+fn many_groups<X: Exec, T: KernelFloat>(x: &X) {
+    let mut rng = ChaCha8Rng::seed_from_u64(60);
+    let (g, n, k) = (300usize, 5usize, 9usize);
+    // Mostly empty (each nonempty group is a whole tile on the emulator, where tiles are slow).
+    let counts: Vec<usize> = (0..g).map(|e| if e % 25 == 3 { rng.random_range(1..=3) } else { 0 }).collect();
+    let mut off = vec![0i32];
+    for &c in &counts {
+        off.push(off.last().unwrap() + c as i32);
+    }
+    let rows = *off.last().unwrap() as usize;
+    let a: Vec<T> = rand_vec(&mut rng, rows * k);
+    let b: Vec<T> = rand_vec(&mut rng, g * n * k);
+    for from_offsets in [false, true] {
+        let groups: Vec<HostGroup> = (0..g)
+            .map(|e| HostGroup {
+                m: counts[e],
+                n,
+                k,
+                a_off: if from_offsets { 0 } else { off[e] as usize * k },
+                lda: k,
+                b_off: e * n * k,
+                ldb: k,
+                c_off: if from_offsets { 0 } else { off[e] as usize * n },
+                ldc: n,
+                bias_off: None,
+            })
+            .collect();
+        let op = HostGemm { stage: GemmStage::Fwd, a: &a, b: &b, bias: None, aux: None, flags: 0 };
+        let mut c = vec![T::poison(); rows * n];
+        grouped_gemm(x, &op, &groups, from_offsets.then_some(&off[..]), &mut c).unwrap();
+        for e in 0..g {
+            for i in off[e] as usize..off[e + 1] as usize {
+                for j in 0..n {
+                    let want: f64 = (0..k).map(|kk| a[i * k + kk].to_f32() as f64 * b[e * n * k + j * k + kk].to_f32() as f64).sum();
+                    let got = c[i * n + j].to_f32() as f64;
+                    assert!(
+                        (got - want).abs() < 10.0 * tol::<T>(),
+                        "{} {} offsets={from_offsets} group {e} row {i}: {got} vs {want}",
+                        x.backend_name(),
+                        T::SUFFIX
+                    );
+                }
+            }
+        }
+    }
+}
+
 fn bad_input<X: Exec>(x: &X) {
     let a = vec![0.5f32; 64];
     let b = vec![0.5f32; 64];
@@ -308,6 +358,14 @@ macro_rules! backend_tests {
             #[test]
             fn grouped_gemm_dbias_bf16() {
                 run!(dbias_body::<_, bf16>)
+            }
+            #[test]
+            fn many_groups_f32() {
+                run!(many_groups::<_, f32>)
+            }
+            #[test]
+            fn many_groups_bf16() {
+                run!(many_groups::<_, bf16>)
             }
             #[test]
             fn rejects_bad_input() {
