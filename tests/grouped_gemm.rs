@@ -303,6 +303,10 @@ fn bad_input<X: Exec>(x: &X) {
     assert!(grouped_gemm(x, &op, &[g], Some(&[0, 9]), &mut c).is_err(), "segment past A");
     assert!(grouped_gemm(x, &op, &[g], Some(&[3, 1]), &mut c).is_err(), "decreasing offsets");
     assert!(grouped_gemm(x, &op, &[], None, &mut c).is_err(), "no groups");
+    assert!(grouped_gemm(x, &op, &[HostGroup { a_off: usize::MAX, ..g }], None, &mut c).is_err(), "absurd offset");
+    assert!(grouped_gemm(x, &op, &[HostGroup { a_off: usize::MAX, ..g }], Some(&[0, 8]), &mut c).is_err(), "absurd offset, shifted");
+    let empty = HostGroup { m: 0, a_off: usize::MAX, c_off: usize::MAX, ..g };
+    assert!(grouped_gemm(x, &op, &[empty, g], None, &mut c).is_ok(), "an empty group's offsets are never used");
     let mut cb = vec![bf16::ZERO; 64];
     assert!(grouped_gemm(x, &op, &[g], None, &mut cb).is_err(), "f32 fwd with a bf16 output");
     let wg = HostGemm { stage: GemmStage::Wgrad, ..op };

@@ -6,7 +6,7 @@
 //!   from the permutation's offsets (no host round trip), which is what the MoE layer
 //!   ([`super::moe_layer`]) chains.
 //! * [`grouped_gemm`] takes host slices, validates every group against the buffers (errors, never
-//!   panics), poisons nothing it does not own, and returns the output: what the tests use.
+//!   panics) and writes only the groups' blocks of the output: what the tests use.
 
 use super::abi::*;
 use super::moe_exec::{Elem, Exec};
@@ -258,7 +258,7 @@ fn check_extent(op: &'static str, what: &str, g: usize, off: usize, rows: usize,
     if cols > ld {
         return Err(Error::invalid(op, format!("group {g}: {what} has {cols} columns but leading dimension {ld}")));
     }
-    let end = (rows - 1).checked_mul(ld).and_then(|v| v.checked_add(off + cols));
+    let end = (rows - 1).checked_mul(ld).and_then(|v| v.checked_add(off)).and_then(|v| v.checked_add(cols));
     match end {
         Some(e) if e <= len => Ok(()),
         _ => Err(Error::invalid(op, format!("group {g}: {what} ({rows} x {cols} at {off}, ld {ld}) exceeds its {len} elements"))),
@@ -289,14 +289,15 @@ fn effective(stage: GemmStage, groups: &[HostGroup], offsets: Option<&[i32]>) ->
                 } else {
                     q.m = rows;
                 }
+                // Saturating: an absurd offset must fail the extent checks, not overflow.
                 if shift & AUTOMOE_GEMM_SHIFT_A != 0 {
-                    q.a_off += r0 * q.lda;
+                    q.a_off = q.a_off.saturating_add(r0.saturating_mul(q.lda));
                 }
                 if shift & AUTOMOE_GEMM_SHIFT_B != 0 {
-                    q.b_off += r0 * q.ldb;
+                    q.b_off = q.b_off.saturating_add(r0.saturating_mul(q.ldb));
                 }
                 if shift & AUTOMOE_GEMM_SHIFT_C != 0 {
-                    q.c_off += r0 * q.ldc;
+                    q.c_off = q.c_off.saturating_add(r0.saturating_mul(q.ldc));
                 }
             }
             q
@@ -343,7 +344,7 @@ pub fn grouped_gemm<X: Exec, T: KernelFloat, C: KernelFloat>(
             check_extent(OP, "aux", i, q.c_off, q.m, q.n, q.ldc, aux.len())?;
         }
         match (q.bias_off, op.bias) {
-            (Some(off), Some(b)) if off + q.n <= b.len() => {}
+            (Some(off), Some(b)) if off.checked_add(q.n).is_some_and(|e| e <= b.len()) => {}
             (Some(_), _) => return Err(Error::invalid(OP, format!("group {i}: bias out of range or missing"))),
             (None, _) => {}
         }
@@ -358,7 +359,8 @@ pub fn grouped_gemm<X: Exec, T: KernelFloat, C: KernelFloat>(
     let auxb = x.upload(op.aux.unwrap_or(&[]))?;
     let mut cb = x.upload(c)?;
     let offb = offsets.map(|o| x.upload(o)).transpose()?;
-    let addr_at = |base: automoe_dptr, off: usize, size: usize| base + (off * size) as automoe_dptr;
+    // Wrapping: an empty group's operand offsets are unchecked, and its operands are never read.
+    let addr_at = |base: automoe_dptr, off: usize, size: usize| base.wrapping_add(off.wrapping_mul(size) as automoe_dptr);
     let (ts, cs) = (std::mem::size_of::<T>(), std::mem::size_of::<C>());
     let cbase = x.addr_mut(&mut cb);
     let templ: Vec<GemmGroupParams> = groups
@@ -403,7 +405,7 @@ pub fn grouped_dbias<X: Exec, T: KernelFloat + Elem>(
     const OP: &str = "grouped_gemm_dbias";
     let g = widths.len();
     check_offsets(OP, offsets, g)?;
-    check_len(OP, "out", out.len(), g * out_stride)?;
+    check_len(OP, "out", out.len(), g.checked_mul(out_stride).ok_or_else(|| Error::invalid(OP, "out size overflows"))?)?;
     if widths.iter().any(|&w| w > ld || w > out_stride) {
         return Err(Error::invalid(OP, format!("widths {widths:?} exceed ld {ld} or out_stride {out_stride}")));
     }
