@@ -172,6 +172,18 @@ struct Row {
     tflops: f64,
     blas_tflops: f64,
     plan_us: f64,
+    /// max |grouped - cuBLAS| / max |cuBLAS| of the validation run.
+    diff: f32,
+}
+
+/// Cheap deterministic values in [-1, 1) (a hash, not rand: these buffers have ~10^8 elements).
+fn pseudo_random<T: KernelFloat>(n: usize, seed: u64) -> Vec<T> {
+    (0..n as u64)
+        .map(|i| {
+            let h = (i ^ (seed << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            T::from_f32((h >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+        })
+        .collect()
 }
 
 fn addr<T>(x: &CudaExec, s: &CudaSlice<T>) -> automoe_dptr {
@@ -190,8 +202,9 @@ where
     CudaBlas: Gemm<T>,
 {
     let l = layout(stage, c);
-    let a = x.stream().alloc_zeros::<T>(l.a_len).map_err(cuda)?;
-    let b = x.stream().alloc_zeros::<T>(l.b_len).map_err(cuda)?;
+    // Random operands, so the validation below compares real products.
+    let a = x.stream().clone_htod(&pseudo_random::<T>(l.a_len, 1)).map_err(cuda)?;
+    let b = x.stream().clone_htod(&pseudo_random::<T>(l.b_len, 2)).map_err(cuda)?;
     let out = x.stream().alloc_zeros::<C>(l.c_len).map_err(cuda)?;
     // cuBLAS writes T (its bf16 wgrad has no f32 output of bf16 inputs through this API).
     let mut out_blas = x.stream().alloc_zeros::<T>(l.c_len).map_err(cuda)?;
@@ -232,14 +245,8 @@ where
     let mut pl = unsafe { plan::<CudaExec, T>(x, stage, &templ, Some(&offb), t)? };
     let (name, g, p) = run_args::<CudaExec, T>(x, &pl, flags);
     let flops: f64 = (0..e).map(|i| dims(stage, c, i)).map(|(m, n, k)| 2.0 * (m * n * k) as f64).sum();
-    // SAFETY: as above; the plan's buffers live until the end of this function.
-    let s = time_s(x, 20, || unsafe { x.launch_async("grouped_gemm.cu", &name, g, &p) })?;
-    // Re-planning on the device alone (what runs per step once the template is uploaded).
-    let (pg, pp) = pl.replan_args(x, Some(&offb));
-    // SAFETY: the same template and offsets as the plan above.
-    let plan_s = time_s(x, 20, || unsafe { x.launch_async("grouped_gemm.cu", "grouped_gemm_plan_i32", pg, &pp) })?;
     let (one, beta) = (T::from_f32(1.0), T::from_f32(if flags != 0 { 1.0 } else { 0.0 }));
-    let sb = time_s(x, 20, || {
+    let blas_loop = |out_blas: &mut CudaSlice<T>| -> Result<()> {
         for i in 0..e {
             let (m, n, k) = dims(stage, c, i);
             if m == 0 || n == 0 || k == 0 {
@@ -255,8 +262,23 @@ where
             unsafe { blas.gemm(cfg, &bv, &av, &mut cv) }.map_err(cuda)?;
         }
         Ok(())
-    })?;
-    rows.push(Row { case: c.name, kernel: name, tflops: flops / s / 1e12, blas_tflops: flops / sb / 1e12, plan_us: plan_s * 1e6 });
+    };
+    // Validate before timing (llm.c style): one run of each from zeroed outputs, compared.
+    // SAFETY: as above; the plan's buffers live until the end of this function.
+    unsafe { x.launch_async("grouped_gemm.cu", &name, g, &p)? };
+    blas_loop(&mut out_blas)?;
+    let got: Vec<f32> = x.stream().clone_dtoh(&out).map_err(cuda)?.iter().map(|v| v.to_f32()).collect();
+    let want: Vec<f32> = x.stream().clone_dtoh(&out_blas).map_err(cuda)?.iter().map(|v| v.to_f32()).collect();
+    let scale = want.iter().fold(1e-12f32, |m, v| m.max(v.abs()));
+    let diff = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+    // SAFETY: as above.
+    let s = time_s(x, 20, || unsafe { x.launch_async("grouped_gemm.cu", &name, g, &p) })?;
+    // Re-planning on the device alone (what runs per step once the template is uploaded).
+    let (pg, pp) = pl.replan_args(x, Some(&offb));
+    // SAFETY: the same template and offsets as the plan above.
+    let plan_s = time_s(x, 20, || unsafe { x.launch_async("grouped_gemm.cu", "grouped_gemm_plan_i32", pg, &pp) })?;
+    let sb = time_s(x, 20, || blas_loop(&mut out_blas))?;
+    rows.push(Row { case: c.name, kernel: name, tflops: flops / s / 1e12, blas_tflops: flops / sb / 1e12, plan_us: plan_s * 1e6, diff });
     Ok(())
 }
 
@@ -274,16 +296,22 @@ fn run(x: &CudaExec) -> Result<()> {
             bench_stage::<f32, f32>(x, &blas, stage, &c, &mut rows)?;
         }
     }
-    println!("{:<14} {:<26} {:>10} {:>12} {:>9} {:>10}", "problem", "kernel", "TFLOP/s", "cuBLAS loop", "% ceil", "plan µs");
+    println!(
+        "{:<14} {:<26} {:>10} {:>12} {:>9} {:>10} {:>12}",
+        "problem", "kernel", "TFLOP/s", "cuBLAS loop", "% ceil", "plan µs", "vs cuBLAS"
+    );
     for r in rows {
+        // bf16 outputs differ from cuBLAS's by bf16 rounding (~4e-3); more means a real mismatch.
+        let flag = if r.diff > 2e-2 { "  MISMATCH" } else { "" };
         println!(
-            "{:<14} {:<26} {:>10.1} {:>12.1} {:>8.1}% {:>10.1}",
+            "{:<14} {:<26} {:>10.1} {:>12.1} {:>8.1}% {:>10.1} {:>12.1e}{flag}",
             r.case,
             r.kernel,
             r.tflops,
             r.blas_tflops,
             100.0 * r.tflops / ceiling,
-            r.plan_us
+            r.plan_us,
+            r.diff
         );
     }
     Ok(())
