@@ -47,6 +47,7 @@ fn main() {
     let bindings = bindgen::Builder::default()
         .header(&header)
         .allowlist_type("automoe_dptr|.*Params")
+        .allowlist_var("AUTOMOE_.*")
         .derive_default(true)
         .derive_debug(true)
         .derive_copy(true)
