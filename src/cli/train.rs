@@ -213,7 +213,8 @@ pub struct Args {
 }
 
 impl Args {
-    fn subnet(&self) -> Result<SubnetConfig> {
+    /// The subnet the arguments select.
+    pub fn subnet(&self) -> Result<SubnetConfig> {
         if let Some(path) = &self.subnet_config {
             let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
             let cfg = SubnetConfig::from_json(&text).map_err(|e| Error::Format { path: path.clone(), msg: e.to_string() })?;
