@@ -405,7 +405,9 @@ impl SearchSpace {
             decoder_embed_dim: min(&self.decoder_embed_dim),
             qkv_dim: self.qkv_dim,
             route_k: min(&self.route_k),
-            encoder: (0..enc).map(|_| EncoderLayerConfig { self_heads: min(&self.encoder_heads), experts: 1, expert_widths: vec![w] }).collect(),
+            encoder: (0..enc)
+                .map(|_| EncoderLayerConfig { self_heads: min(&self.encoder_heads), experts: 1, expert_widths: vec![w] })
+                .collect(),
             decoder: (0..min(&self.decoder_layers))
                 .map(|_| DecoderLayerConfig {
                     self_heads: min(&self.decoder_self_heads),

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::data::{
-    filter_pairs, make_batches, read_parallel, split_paths, synthetic_corpus, Batch, BpeConfig, FilterReport, LengthFilter, Tokenizer,
-    TokenizedPair, PAD_ID,
+    filter_pairs, make_batches, read_parallel, split_paths, synthetic_corpus, Batch, BpeConfig, FilterReport, LengthFilter, TokenizedPair,
+    Tokenizer, PAD_ID,
 };
 use crate::model;
 use crate::{Error, Result};
@@ -61,8 +61,11 @@ pub struct MtData {
     pub unigram_nll: f64,
 }
 
+/// Sentence pairs `(source, target)` of one split.
+pub type TextPairs = Vec<(String, String)>;
+
 /// Reads the (train, valid) sentence pairs of a source.
-pub fn read_source(source: &DataSource) -> Result<(Vec<(String, String)>, Vec<(String, String)>)> {
+pub fn read_source(source: &DataSource) -> Result<(TextPairs, TextPairs)> {
     match source {
         DataSource::Files { dir, src, tgt } => {
             let (ts, tt) = split_paths(dir, "train", src, tgt);
@@ -71,7 +74,10 @@ pub fn read_source(source: &DataSource) -> Result<(Vec<(String, String)>, Vec<(S
         }
         DataSource::Synthetic { seed, n_train, n_valid } => {
             if *n_train == 0 || *n_valid == 0 {
-                return Err(Error::invalid("synthetic corpus", format!("needs training and validation pairs (got {n_train} and {n_valid})")));
+                return Err(Error::invalid(
+                    "synthetic corpus",
+                    format!("needs training and validation pairs (got {n_train} and {n_valid})"),
+                ));
             }
             let c = synthetic_corpus(*seed, *n_train, *n_valid, 0);
             Ok((c.train, c.valid))

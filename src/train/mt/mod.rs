@@ -110,13 +110,13 @@ pub fn model_dir(out: &Path) -> PathBuf {
 }
 
 /// The parameters being trained, with the structure the forward pass needs.
-struct Net {
-    params: NetParams,
-    store: ParamStore,
+pub struct Net {
+    pub params: NetParams,
+    pub store: ParamStore,
 }
 
 /// A fresh model for a run description (also the skeleton a checkpoint is loaded into).
-fn build_net(desc: &RunDescription, seed: u64) -> Result<Net> {
+pub fn build_net(desc: &RunDescription, seed: u64) -> Result<Net> {
     match &desc.mode {
         Mode::Supernet { space } => {
             let s = Supernet::new(space.clone(), desc.vocab, desc.options.clone(), seed, DType::F32)?;
@@ -131,8 +131,9 @@ fn build_net(desc: &RunDescription, seed: u64) -> Result<Net> {
     }
 }
 
-/// Label-smoothed cross-entropy (pad ignored) of `cfg` on one batch, plus the balance loss.
-fn batch_loss(
+/// Label-smoothed cross-entropy (pad ignored) of `cfg` on one batch, plus the balance loss when
+/// training: the loss closure of both modes (they differ only in which `cfg` an update uses).
+pub fn batch_loss(
     tape: &mut Tape,
     store: &ParamStore,
     params: &NetParams,
@@ -284,7 +285,11 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
         if meta.model_config != desc_json {
             return Err(Error::invalid(
                 "train --resume",
-                format!("{} was trained with another model or data setup: {}", ck.display(), describe_difference(&meta.model_config, &desc_json)),
+                format!(
+                    "{} was trained with another model or data setup: {}",
+                    ck.display(),
+                    describe_difference(&meta.model_config, &desc_json)
+                ),
             ));
         }
         Trainer::resume(train_cfg, net.store, &ck)?
@@ -293,10 +298,7 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
     }
     .with_model_info(desc_json, Some(data.tokenizer_hash.clone()))?;
     let start_update = trainer.update();
-    say(
-        spec.verbose,
-        format!("model: {} parameters, unigram baseline {:.4} nats/token on valid", params_count, data.unigram_nll),
-    );
+    say(spec.verbose, format!("model: {} parameters, unigram baseline {:.4} nats/token on valid", params_count, data.unigram_nll));
     if start_update > 0 {
         say(spec.verbose, format!("resuming {} at update {start_update}", ck.display()));
     }
