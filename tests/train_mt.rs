@@ -41,7 +41,7 @@ struct SupernetCli {
     args: train_supernet::Args,
 }
 
-/// Arguments shared by every run here: the tiny space, 600 synthetic pairs, short batches, no
+/// Arguments shared by every run here: the tiny space, 600 + 100 synthetic pairs, short batches, no
 /// dropout (so that a few dozen updates show a clear fall), one thread.
 fn common(dir: &Path, out: &str, max_updates: u64) -> Vec<String> {
     let space = dir.join("tiny.toml");
@@ -54,6 +54,8 @@ fn common(dir: &Path, out: &str, max_updates: u64) -> Vec<String> {
         space.to_str().unwrap(),
         "--synthetic-pairs",
         "600",
+        "--synthetic-valid",
+        "100",
         "--vocab-size",
         "200",
         "--max-tokens",

@@ -43,9 +43,12 @@ pub struct CommonArgs {
     /// BPE vocabulary size when training the tokenizer (default: 2000 synthetic, 8000 files).
     #[arg(long)]
     pub vocab_size: Option<usize>,
-    /// Training pairs of the synthetic corpus (validation: 1000).
+    /// Training pairs of the synthetic corpus.
     #[arg(long, default_value_t = 20_000)]
     pub synthetic_pairs: usize,
+    /// Validation pairs of the synthetic corpus.
+    #[arg(long, default_value_t = 1000)]
+    pub synthetic_valid: usize,
     /// Optimizer updates in total (a resumed run counts the updates before it).
     #[arg(long, default_value_t = 2000)]
     pub max_updates: u64,
@@ -126,7 +129,7 @@ impl CommonArgs {
                 src: self.src.clone(),
                 tgt: self.tgt.clone(),
             },
-            None => DataSource::Synthetic { seed: 0, n_train: self.synthetic_pairs, n_valid: 1000 },
+            None => DataSource::Synthetic { seed: 0, n_train: self.synthetic_pairs, n_valid: self.synthetic_valid },
         };
         let mut data = DataConfig { max_len: self.max_len, max_tokens: self.max_tokens, ..DataConfig::new(source) };
         if let Some(v) = self.vocab_size {
