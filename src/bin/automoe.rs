@@ -20,6 +20,11 @@ struct Cli {
 enum Command {
     /// Print the devices this build can use (the CPU always; CUDA when a driver and GPU exist).
     Devices(cli::devices::Args),
+    /// Train a subnet from scratch (`--subnet-config FILE.json`, `--largest`, `--smallest` or
+    /// `--dense`) and export it as a standalone model.
+    Train(cli::train::Args),
+    /// Train the weight-sharing supernet of a search space (one random subnet per update).
+    TrainSupernet(cli::train_supernet::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -32,6 +37,8 @@ fn main() -> std::process::ExitCode {
             Ok(())
         }
         Some(Command::Devices(a)) => cli::devices::run(a),
+        Some(Command::Train(a)) => cli::train::run(a),
+        Some(Command::TrainSupernet(a)) => cli::train_supernet::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -385,6 +385,94 @@ impl SearchSpace {
     }
 }
 
+impl SearchSpace {
+    /// The cheapest subnet: smallest embed dims, fewest layers and heads, one expert (a dense FFN)
+    /// of the smallest width in every layer, and the shortest encoder–decoder span. Validation of a
+    /// supernet watches it next to [`SearchSpace::largest`], since the two bracket every subnet.
+    pub fn smallest(&self) -> SubnetConfig {
+        let min = |l: &[usize]| l.iter().copied().min().unwrap_or(1);
+        let enc = min(&self.encoder_layers);
+        let span = self
+            .cross_attention_span
+            .iter()
+            .copied()
+            .filter(|&s| span_layers(s).is_some_and(|m| m <= enc))
+            .min_by_key(|&s| span_layers(s))
+            .unwrap_or(-1);
+        let w = min(&self.ffn_widths);
+        SubnetConfig {
+            encoder_embed_dim: min(&self.encoder_embed_dim),
+            decoder_embed_dim: min(&self.decoder_embed_dim),
+            qkv_dim: self.qkv_dim,
+            route_k: min(&self.route_k),
+            encoder: (0..enc)
+                .map(|_| EncoderLayerConfig { self_heads: min(&self.encoder_heads), experts: 1, expert_widths: vec![w] })
+                .collect(),
+            decoder: (0..min(&self.decoder_layers))
+                .map(|_| DecoderLayerConfig {
+                    self_heads: min(&self.decoder_self_heads),
+                    cross_heads: min(&self.decoder_cross_heads),
+                    cross_span: span,
+                    experts: 1,
+                    expert_widths: vec![w],
+                })
+                .collect(),
+        }
+    }
+
+    /// The dense baseline of the space: [`SearchSpace::largest`] with one expert (a dense FFN of the
+    /// largest width) in every layer, i.e. the biggest plain Transformer the space holds.
+    pub fn dense(&self) -> SubnetConfig {
+        let mut cfg = self.largest();
+        let w = self.max_ffn_width();
+        for l in &mut cfg.encoder {
+            l.experts = 1;
+            l.expert_widths = vec![w];
+        }
+        for l in &mut cfg.decoder {
+            l.experts = 1;
+            l.expert_widths = vec![w];
+        }
+        cfg
+    }
+
+    /// The space that holds exactly `cfg` and nothing smaller or larger in any gene it uses: a
+    /// supernet over it has every tensor at `cfg`'s size (except experts narrower than the layer's
+    /// widest, and the shared embedding when the two embed dims differ), which is how a subnet is
+    /// trained from scratch.
+    pub fn of_subnet(cfg: &SubnetConfig) -> Result<SearchSpace> {
+        cfg.check()?;
+        fn set(it: impl Iterator<Item = usize>) -> Vec<usize> {
+            let mut v: Vec<usize> = it.collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        }
+        let mut spans: Vec<i32> = cfg.decoder.iter().map(|l| l.cross_span).collect();
+        spans.sort_unstable();
+        spans.dedup();
+        let widths = cfg.encoder.iter().flat_map(|l| l.expert_widths.iter()).chain(cfg.decoder.iter().flat_map(|l| l.expert_widths.iter()));
+        let max_experts = cfg.encoder.iter().map(|l| l.experts).chain(cfg.decoder.iter().map(|l| l.experts)).max().unwrap_or(1);
+        let space = SearchSpace {
+            name: "subnet".into(),
+            encoder_embed_dim: vec![cfg.encoder_embed_dim],
+            decoder_embed_dim: vec![cfg.decoder_embed_dim],
+            qkv_dim: cfg.qkv_dim,
+            encoder_layers: vec![cfg.encoder.len()],
+            decoder_layers: vec![cfg.decoder.len()],
+            encoder_heads: set(cfg.encoder.iter().map(|l| l.self_heads)),
+            decoder_self_heads: set(cfg.decoder.iter().map(|l| l.self_heads)),
+            decoder_cross_heads: set(cfg.decoder.iter().map(|l| l.cross_heads)),
+            cross_attention_span: spans,
+            ffn_widths: set(widths.copied()),
+            max_experts,
+            route_k: vec![cfg.route_k],
+        };
+        space.validate(cfg)?;
+        Ok(space)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,5 +492,20 @@ mod tests {
         assert_eq!(c.k_for(1), 1);
         assert_eq!(c.k_for(3), 2);
         assert!(c.check().unwrap_err().to_string().contains("at least one encoder"));
+    }
+
+    #[test]
+    fn smallest_dense_and_singleton_spaces_are_members() {
+        let space = SearchSpace::from_toml_str(include_str!("../../configs/space_small.toml")).unwrap();
+        for cfg in [space.smallest(), space.dense(), space.largest()] {
+            space.validate(&cfg).unwrap();
+            let own = SearchSpace::of_subnet(&cfg).unwrap();
+            assert_eq!(own.largest().encoder_embed_dim, cfg.encoder_embed_dim);
+        }
+        let s = space.smallest();
+        assert_eq!((s.encoder_embed_dim, s.decoder.len(), s.encoder[0].expert_widths.clone()), (96, 1, vec![128]));
+        assert!(space.dense().encoder.iter().all(|l| l.experts == 1 && l.expert_widths == [512]));
+        // A singleton space's largest subnet is the subnet itself when it is homogeneous.
+        assert_eq!(SearchSpace::of_subnet(&space.dense()).unwrap().largest(), space.dense());
     }
 }

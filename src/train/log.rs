@@ -139,6 +139,13 @@ impl TrainLog {
     }
 }
 
+/// Appends one validation line (the same object [`TrainLog::valid`] writes) to the log at `path`:
+/// for a validation made after the trainer's loop, e.g. of the final weights.
+pub(crate) fn append_valid(path: &Path, update: u64, metrics: &BTreeMap<String, f64>, elapsed_s: f64) -> Result<()> {
+    let mut log = TrainLog::open(Some(path), 0, 0, true)?;
+    log.write(&serde_json::json!({ "update": update, "valid": metrics, "elapsed_s": elapsed_s }))
+}
+
 fn format_metrics(m: &BTreeMap<String, f64>) -> String {
     m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join(", ")
 }

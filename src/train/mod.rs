@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 mod log;
+pub mod mt;
 pub mod optim;
 pub mod schedule;
 pub mod trainer;
