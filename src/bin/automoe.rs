@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use automoe::cli;
 
 #[derive(Parser)]
-#[command(name = "automoe", version, about = "Search, train and run heterogeneous Mixture-of-Experts translation models under a compute budget (AutoMoE)")]
+#[command(
+    name = "automoe",
+    version,
+    about = "Search, train and run heterogeneous Mixture-of-Experts translation models under a compute budget (AutoMoE)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -16,6 +20,10 @@ struct Cli {
 enum Command {
     /// Print the devices this build can use (the CPU always; CUDA when a driver and GPU exist).
     Devices(cli::devices::Args),
+    /// Translate text (stdin or --input) with a saved model directory (model + tokenizer.json).
+    Translate(cli::translate::Args),
+    /// Translate a test set and score it with BLEU and chrF (sacreBLEU-compatible).
+    Evaluate(cli::evaluate::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -28,6 +36,8 @@ fn main() -> std::process::ExitCode {
             Ok(())
         }
         Some(Command::Devices(a)) => cli::devices::run(a),
+        Some(Command::Translate(a)) => cli::translate::run(a),
+        Some(Command::Evaluate(a)) => cli::evaluate::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -2,3 +2,5 @@
 //! dispatches). Each subcommand is a module with a clap `Args` struct and a `run(args) -> Result<()>`.
 
 pub mod devices;
+pub mod evaluate;
+pub mod translate;

@@ -25,7 +25,9 @@
 
 use std::sync::Arc;
 
-use super::layers::{attend, attention_keys_values, attention_query, cross_attention_memory, ffn, sinusoidal_positions, AttnDims, Ctx, Part};
+use super::layers::{
+    attend, attention_keys_values, attention_query, cross_attention_memory, ffn, sinusoidal_positions, AttnDims, Ctx, Part,
+};
 use super::params::NetParams;
 use super::space::{span_layers, SubnetConfig};
 use super::supernet::{SubnetModel, Supernet};
@@ -322,9 +324,15 @@ impl<'a> ModelView<'a> {
                 attend(c, &p.cross_attn, &q, &k, &v, &cross_dims, &cross_mask, 0.0)
             })?;
             let k = self.cfg.k_for(l.experts);
-            y = residual(&mut ctx, &y, &p.ffn_ln, dd, pre_norm, 0.0, |c, h| {
-                Ok(ffn(c, &p.ffn, h, &l.expert_widths, k, &moe_opts, None)?.0)
-            })?;
+            y = residual(
+                &mut ctx,
+                &y,
+                &p.ffn_ln,
+                dd,
+                pre_norm,
+                0.0,
+                |c, h| Ok(ffn(c, &p.ffn, h, &l.expert_widths, k, &moe_opts, None)?.0),
+            )?;
         }
         if let Some(ln) = &self.net.decoder_ln {
             y = ctx.layer_norm(&y, ln, dd)?;
