@@ -168,11 +168,9 @@ impl DecoderState {
             return Err(Error::IndexOutOfRange { op: "DecoderState::reorder", index: bad as usize, limit: self.rows });
         }
         let n = rows.len();
-        for cache in self.self_k.iter_mut().chain(self.self_v.iter_mut()) {
-            if let Some(c) = cache {
-                let (t, w) = (c.shape()[1], c.shape()[2]);
-                *c = c.reshape(&[self.rows, t * w])?.embedding(rows)?.reshape(&[n, t, w])?;
-            }
+        for c in self.self_k.iter_mut().chain(self.self_v.iter_mut()).flatten() {
+            let (t, w) = (c.shape()[1], c.shape()[2]);
+            *c = c.reshape(&[self.rows, t * w])?.embedding(rows)?.reshape(&[n, t, w])?;
         }
         let row_src: Vec<u32> = rows.iter().map(|&r| self.row_src[r as usize]).collect();
         if row_src != self.row_src {
