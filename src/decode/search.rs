@@ -154,8 +154,7 @@ pub(crate) fn top_candidates(lp: &[f64], v: usize, bases: &[f64], rows: &[usize]
     let mut best: Vec<Candidate> = Vec::with_capacity(n + 1);
     for (hyp, (&base, &row)) in bases.iter().zip(rows).enumerate() {
         let r = &lp[row * v..(row + 1) * v];
-        let toks: Box<dyn Iterator<Item = usize>> =
-            if allowed == Allowed::EosOnly { Box::new(std::iter::once(EOS_ID as usize)) } else { Box::new(0..v) };
+        let toks = if allowed == Allowed::EosOnly { EOS_ID as usize..EOS_ID as usize + 1 } else { 0..v };
         for tok in toks {
             if !allowed.permits(tok as u32) {
                 continue;
