@@ -150,3 +150,20 @@ fn empty_sources_give_empty_translations() {
     }
     assert!(translate_ids(&view, &[Vec::new()], &SearchOptions::default()).unwrap()[0].tokens.is_empty());
 }
+
+#[test]
+fn latency_protocol_runs() {
+    use automoe::decode::{measure, time_one_run, LatencyProtocol};
+    let sup = supernet(9);
+    let cfg = moe_config();
+    let view = sup.view(&cfg).unwrap();
+    let proto = LatencyProtocol { src_len: 6, steps: 4, beam: 3, warmup: 1, runs: 3, trim: 0.0, threads: Some(1) };
+    let r = measure(&view, &proto).unwrap();
+    assert_eq!(r.threads, 1);
+    assert_eq!(r.runs_kept, 3);
+    assert!(r.encoder_ms > 0.0 && r.decoder_ms > 0.0);
+    assert!((r.total_ms - r.encoder_ms - r.decoder_ms).abs() < 1e-12);
+    let (e, d) = time_one_run(&view, &proto).unwrap();
+    assert!(e > 0.0 && d > 0.0);
+    assert!(measure(&view, &LatencyProtocol { beam: 0, ..proto }).is_err());
+}

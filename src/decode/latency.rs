@@ -96,25 +96,13 @@ pub fn measure(model: &ModelView, proto: &LatencyProtocol) -> Result<LatencyRepo
 }
 
 fn measure_here(model: &ModelView, proto: &LatencyProtocol) -> Result<LatencyReport> {
-    let v = model.vocab();
-    if v <= 4 {
-        return Err(Error::invalid("latency", format!("a vocabulary of {v} has no ordinary tokens to feed")));
-    }
-    // A fixed source of ordinary tokens spread over the vocabulary (never the specials 0..4).
-    let mut src: Vec<u32> = (0..proto.src_len - 1).map(|i| 4 + ((i * 7919) % (v - 4)) as u32).collect();
-    src.push(EOS_ID);
-    let batch = SourceBatch::from_sentences(&[src], PAD_ID)?;
     let mut enc_ms = Vec::with_capacity(proto.runs);
     let mut dec_ms = Vec::with_capacity(proto.runs);
     for run in 0..proto.warmup + proto.runs {
-        let t0 = Instant::now();
-        let enc = model.encode(&batch)?;
-        let t1 = Instant::now();
-        decode_fixed(model, &enc, proto)?;
-        let t2 = Instant::now();
+        let (e, d) = time_one_run(model, proto)?;
         if run >= proto.warmup {
-            enc_ms.push((t1 - t0).as_secs_f64() * 1e3);
-            dec_ms.push((t2 - t1).as_secs_f64() * 1e3);
+            enc_ms.push(e);
+            dec_ms.push(d);
         }
     }
     let drop = proto.dropped();
@@ -126,6 +114,30 @@ fn measure_here(model: &ModelView, proto: &LatencyProtocol) -> Result<LatencyRep
         threads: rayon::current_num_threads(),
         runs_kept: proto.runs - 2 * drop,
     })
+}
+
+/// The protocol's source: `src_len - 1` ordinary tokens spread over the vocabulary (never the
+/// specials 0..4), then eos.
+pub fn latency_source(vocab: usize, src_len: usize) -> Result<Vec<u32>> {
+    if vocab <= 4 {
+        return Err(Error::invalid("latency", format!("a vocabulary of {vocab} has no ordinary tokens to feed")));
+    }
+    let mut src: Vec<u32> = (0..src_len.saturating_sub(1)).map(|i| 4 + ((i * 7919) % (vocab - 4)) as u32).collect();
+    src.push(EOS_ID);
+    Ok(src)
+}
+
+/// One timed run of the protocol on the current thread pool (no warm-up, no repetition):
+/// `(encoder ms, decoder ms)`. For callers that schedule runs themselves (the search's meter).
+pub fn time_one_run(model: &ModelView, proto: &LatencyProtocol) -> Result<(f64, f64)> {
+    proto.check()?;
+    let batch = SourceBatch::from_sentences(&[latency_source(model.vocab(), proto.src_len)?], PAD_ID)?;
+    let t0 = Instant::now();
+    let enc = model.encode(&batch)?;
+    let t1 = Instant::now();
+    decode_fixed(model, &enc, proto)?;
+    let t2 = Instant::now();
+    Ok(((t1 - t0).as_secs_f64() * 1e3, (t2 - t1).as_secs_f64() * 1e3))
 }
 
 /// Beam search of exactly `steps` tokens (eos forbidden) for one sentence.

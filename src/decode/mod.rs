@@ -8,5 +8,5 @@ pub mod chrf;
 pub mod latency;
 pub mod search;
 
-pub use latency::{measure, LatencyProtocol, LatencyReport};
+pub use latency::{measure, time_one_run, LatencyProtocol, LatencyReport};
 pub use search::{beam_search, greedy, translate_ids, Hypothesis, SearchOptions, MAX_POSITIONS};
