@@ -45,7 +45,8 @@ fn smallest(s: &SearchSpace) -> SubnetConfig {
 }
 
 fn describe(c: &SubnetConfig) -> String {
-    let experts: Vec<String> = c.encoder.iter().map(|l| l.experts).chain(c.decoder.iter().map(|l| l.experts)).map(|e| e.to_string()).collect();
+    let experts: Vec<String> =
+        c.encoder.iter().map(|l| l.experts).chain(c.decoder.iter().map(|l| l.experts)).map(|e| e.to_string()).collect();
     format!("{}L/{}L d{}/{} experts {}", c.encoder.len(), c.decoder.len(), c.encoder_embed_dim, c.decoder_embed_dim, experts.join(""))
 }
 
@@ -102,13 +103,7 @@ fn throughput(label: &str, view: &ModelView, n: usize) {
         out_tokens += hyps.iter().map(|h| h.tokens.len() + 1).sum::<usize>();
     }
     let s = start.elapsed().as_secs_f64();
-    println!(
-        "| {label} | {} | {n} | {:.1} | {:.1} | {:.0} |",
-        describe(view.config()),
-        s,
-        n as f64 / s,
-        out_tokens as f64 / s
-    );
+    println!("| {label} | {} | {n} | {:.1} | {:.1} | {:.0} |", describe(view.config()), s, n as f64 / s, out_tokens as f64 / s);
 }
 
 fn main() {
