@@ -11,7 +11,9 @@
 //!   (fairseq's length penalty, not GNMT's `((5 + len) / 6)^lp`);
 //! * a sentence is done once it holds `beam` finished hypotheses (fairseq's early stop), or at its
 //!   maximum length, where only eos is allowed: at most `max_len_a * src_len + max_len_b` tokens
-//!   before the eos, `src_len` counting the source's own eos, as fairseq's `max_len_a/b`;
+//!   before the eos, `src_len` counting the source's own eos, as fairseq's `max_len_a/b` — but
+//!   per sentence, where fairseq takes the padded width of the whole batch (which would make a
+//!   translation depend on the sentences it is batched with);
 //! * `<pad>` and `<s>` are never generated; eos is forbidden before `min_len` tokens.
 //!
 //! The first step expands each sentence from one hypothesis (fairseq starts `beam` identical
