@@ -5,6 +5,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod autograd;
+pub mod capi;
 pub mod cli;
 pub mod cpu;
 pub mod cuda;

@@ -5,6 +5,7 @@
 
 #include "../gating.cu"
 #include "../permute.cu"
+#include "../grouped_gemm.cu"
 #include "../ptx_selftest.cu"
 #include "tests.cu"
 

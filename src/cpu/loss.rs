@@ -18,10 +18,11 @@ pub struct CeTotals {
     pub count: usize,
 }
 
+/// `(max, log-sum-exp)` of a row; exp in the element type (cheap for f32), the sum in f64.
 fn log_softmax_row<T: Float>(row: &[T]) -> (f64, f64) {
-    let mx = row.iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.as_f64()));
-    let lse = mx + row.iter().map(|v| (v.as_f64() - mx).exp()).sum::<f64>().ln();
-    (mx, lse)
+    let mx = row.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
+    let lse = mx.as_f64() + row.iter().map(|&v| (v - mx).exp().as_f64()).sum::<f64>().ln();
+    (mx.as_f64(), lse)
 }
 
 /// Forward totals for `logits: [rows, v]` and `targets: [rows]`.
@@ -57,11 +58,13 @@ pub fn cross_entropy_bwd<T: Float>(logits: &[T], targets: &[u32], v: usize, eps:
             return;
         }
         let (_, lse) = log_softmax_row(row);
+        let (lse, scale, smooth) = (T::of_f64(lse), T::of_f64(scale), T::of_f64(eps / v as f64));
         for j in 0..v {
-            let p = (row[j].as_f64() - lse).exp();
-            let q = eps / v as f64 + if j == t as usize { 1.0 - eps } else { 0.0 };
-            dr[j] = T::of_f64(scale * (p - q));
+            let p = (row[j] - lse).exp();
+            dr[j] = scale * (p - smooth);
         }
+        let t = t as usize;
+        dr[t] = dr[t] - scale * T::of_f64(1.0 - eps);
     });
     d
 }

@@ -43,15 +43,16 @@ pub fn softmax_fwd<T: Float>(x: &[T], tk: usize, tq: usize, rows_per_batch: usiz
                 yr.fill(T::zero());
                 continue;
             }
-            let mut sum = 0f64;
+            // exp in the element type (f32's expf is several times cheaper than f64's exp), sums in f64.
+            let (mx, mut sum) = (T::of_f64(mx), 0f64);
             for j in 0..tk {
-                let e = if keep(j) { (xr[j].as_f64() - mx).exp() } else { 0.0 };
-                yr[j] = T::of_f64(e);
-                sum += e;
+                let e = if keep(j) { (xr[j] - mx).exp() } else { T::zero() };
+                yr[j] = e;
+                sum += e.as_f64();
             }
-            let inv = 1.0 / sum;
+            let inv = T::of_f64(1.0 / sum);
             for v in yr.iter_mut() {
-                *v = T::of_f64(v.as_f64() * inv);
+                *v = *v * inv;
             }
         }
     });

@@ -2,6 +2,18 @@
 
 #![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, clippy::all)]
 
+pub const AUTOMOE_GEMM_THREADS: u32 = 256;
+pub const AUTOMOE_GEMM_F32_TILE_M: u32 = 64;
+pub const AUTOMOE_GEMM_F32_TILE_N: u32 = 64;
+pub const AUTOMOE_GEMM_BF16_TILE_M: u32 = 128;
+pub const AUTOMOE_GEMM_BF16_TILE_N: u32 = 128;
+pub const AUTOMOE_GEMM_RELU: u32 = 1;
+pub const AUTOMOE_GEMM_ACCUMULATE: u32 = 2;
+pub const AUTOMOE_GEMM_RELU_MASK: u32 = 4;
+pub const AUTOMOE_GEMM_SHIFT_A: u32 = 1;
+pub const AUTOMOE_GEMM_SHIFT_B: u32 = 2;
+pub const AUTOMOE_GEMM_SHIFT_C: u32 = 4;
+pub const AUTOMOE_GEMM_SHIFT_AUX: u32 = 8;
 pub type automoe_dptr = ::std::os::raw::c_ulonglong;
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
@@ -183,6 +195,112 @@ const _: () = {
     ["Offset of field: CombineBwdParams::k"][::std::mem::offset_of!(CombineBwdParams, k) - 60usize];
     ["Offset of field: CombineBwdParams::d"][::std::mem::offset_of!(CombineBwdParams, d) - 64usize];
     ["Offset of field: CombineBwdParams::rows"][::std::mem::offset_of!(CombineBwdParams, rows) - 68usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
+pub struct GemmGroupParams {
+    pub a: automoe_dptr,
+    pub b: automoe_dptr,
+    pub c: automoe_dptr,
+    pub bias: automoe_dptr,
+    pub aux: automoe_dptr,
+    pub m: ::std::os::raw::c_int,
+    pub n: ::std::os::raw::c_int,
+    pub k: ::std::os::raw::c_int,
+    pub lda: ::std::os::raw::c_int,
+    pub ldb: ::std::os::raw::c_int,
+    pub ldc: ::std::os::raw::c_int,
+    pub tiles: ::std::os::raw::c_int,
+    pub tile_start: ::std::os::raw::c_int,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of GemmGroupParams"][::std::mem::size_of::<GemmGroupParams>() - 72usize];
+    ["Alignment of GemmGroupParams"][::std::mem::align_of::<GemmGroupParams>() - 8usize];
+    ["Offset of field: GemmGroupParams::a"][::std::mem::offset_of!(GemmGroupParams, a) - 0usize];
+    ["Offset of field: GemmGroupParams::b"][::std::mem::offset_of!(GemmGroupParams, b) - 8usize];
+    ["Offset of field: GemmGroupParams::c"][::std::mem::offset_of!(GemmGroupParams, c) - 16usize];
+    ["Offset of field: GemmGroupParams::bias"][::std::mem::offset_of!(GemmGroupParams, bias) - 24usize];
+    ["Offset of field: GemmGroupParams::aux"][::std::mem::offset_of!(GemmGroupParams, aux) - 32usize];
+    ["Offset of field: GemmGroupParams::m"][::std::mem::offset_of!(GemmGroupParams, m) - 40usize];
+    ["Offset of field: GemmGroupParams::n"][::std::mem::offset_of!(GemmGroupParams, n) - 44usize];
+    ["Offset of field: GemmGroupParams::k"][::std::mem::offset_of!(GemmGroupParams, k) - 48usize];
+    ["Offset of field: GemmGroupParams::lda"][::std::mem::offset_of!(GemmGroupParams, lda) - 52usize];
+    ["Offset of field: GemmGroupParams::ldb"][::std::mem::offset_of!(GemmGroupParams, ldb) - 56usize];
+    ["Offset of field: GemmGroupParams::ldc"][::std::mem::offset_of!(GemmGroupParams, ldc) - 60usize];
+    ["Offset of field: GemmGroupParams::tiles"][::std::mem::offset_of!(GemmGroupParams, tiles) - 64usize];
+    ["Offset of field: GemmGroupParams::tile_start"][::std::mem::offset_of!(GemmGroupParams, tile_start) - 68usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
+pub struct GroupedGemmPlanParams {
+    pub templ: automoe_dptr,
+    pub offsets: automoe_dptr,
+    pub groups: automoe_dptr,
+    pub num_groups: ::std::os::raw::c_int,
+    pub count_dim: ::std::os::raw::c_int,
+    pub shift_mask: ::std::os::raw::c_int,
+    pub elem_bytes: ::std::os::raw::c_int,
+    pub tile_m: ::std::os::raw::c_int,
+    pub tile_n: ::std::os::raw::c_int,
+    pub accumulate: ::std::os::raw::c_int,
+    pub reserved: ::std::os::raw::c_int,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of GroupedGemmPlanParams"][::std::mem::size_of::<GroupedGemmPlanParams>() - 56usize];
+    ["Alignment of GroupedGemmPlanParams"][::std::mem::align_of::<GroupedGemmPlanParams>() - 8usize];
+    ["Offset of field: GroupedGemmPlanParams::templ"][::std::mem::offset_of!(GroupedGemmPlanParams, templ) - 0usize];
+    ["Offset of field: GroupedGemmPlanParams::offsets"][::std::mem::offset_of!(GroupedGemmPlanParams, offsets) - 8usize];
+    ["Offset of field: GroupedGemmPlanParams::groups"][::std::mem::offset_of!(GroupedGemmPlanParams, groups) - 16usize];
+    ["Offset of field: GroupedGemmPlanParams::num_groups"][::std::mem::offset_of!(GroupedGemmPlanParams, num_groups) - 24usize];
+    ["Offset of field: GroupedGemmPlanParams::count_dim"][::std::mem::offset_of!(GroupedGemmPlanParams, count_dim) - 28usize];
+    ["Offset of field: GroupedGemmPlanParams::shift_mask"][::std::mem::offset_of!(GroupedGemmPlanParams, shift_mask) - 32usize];
+    ["Offset of field: GroupedGemmPlanParams::elem_bytes"][::std::mem::offset_of!(GroupedGemmPlanParams, elem_bytes) - 36usize];
+    ["Offset of field: GroupedGemmPlanParams::tile_m"][::std::mem::offset_of!(GroupedGemmPlanParams, tile_m) - 40usize];
+    ["Offset of field: GroupedGemmPlanParams::tile_n"][::std::mem::offset_of!(GroupedGemmPlanParams, tile_n) - 44usize];
+    ["Offset of field: GroupedGemmPlanParams::accumulate"][::std::mem::offset_of!(GroupedGemmPlanParams, accumulate) - 48usize];
+    ["Offset of field: GroupedGemmPlanParams::reserved"][::std::mem::offset_of!(GroupedGemmPlanParams, reserved) - 52usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
+pub struct GroupedGemmParams {
+    pub groups: automoe_dptr,
+    pub num_groups: ::std::os::raw::c_int,
+    pub flags: ::std::os::raw::c_int,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of GroupedGemmParams"][::std::mem::size_of::<GroupedGemmParams>() - 16usize];
+    ["Alignment of GroupedGemmParams"][::std::mem::align_of::<GroupedGemmParams>() - 8usize];
+    ["Offset of field: GroupedGemmParams::groups"][::std::mem::offset_of!(GroupedGemmParams, groups) - 0usize];
+    ["Offset of field: GroupedGemmParams::num_groups"][::std::mem::offset_of!(GroupedGemmParams, num_groups) - 8usize];
+    ["Offset of field: GroupedGemmParams::flags"][::std::mem::offset_of!(GroupedGemmParams, flags) - 12usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
+pub struct GroupedColSumParams {
+    pub x: automoe_dptr,
+    pub offsets: automoe_dptr,
+    pub widths: automoe_dptr,
+    pub out: automoe_dptr,
+    pub num_groups: ::std::os::raw::c_int,
+    pub ld: ::std::os::raw::c_int,
+    pub out_stride: ::std::os::raw::c_int,
+    pub max_width: ::std::os::raw::c_int,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of GroupedColSumParams"][::std::mem::size_of::<GroupedColSumParams>() - 48usize];
+    ["Alignment of GroupedColSumParams"][::std::mem::align_of::<GroupedColSumParams>() - 8usize];
+    ["Offset of field: GroupedColSumParams::x"][::std::mem::offset_of!(GroupedColSumParams, x) - 0usize];
+    ["Offset of field: GroupedColSumParams::offsets"][::std::mem::offset_of!(GroupedColSumParams, offsets) - 8usize];
+    ["Offset of field: GroupedColSumParams::widths"][::std::mem::offset_of!(GroupedColSumParams, widths) - 16usize];
+    ["Offset of field: GroupedColSumParams::out"][::std::mem::offset_of!(GroupedColSumParams, out) - 24usize];
+    ["Offset of field: GroupedColSumParams::num_groups"][::std::mem::offset_of!(GroupedColSumParams, num_groups) - 32usize];
+    ["Offset of field: GroupedColSumParams::ld"][::std::mem::offset_of!(GroupedColSumParams, ld) - 36usize];
+    ["Offset of field: GroupedColSumParams::out_stride"][::std::mem::offset_of!(GroupedColSumParams, out_stride) - 40usize];
+    ["Offset of field: GroupedColSumParams::max_width"][::std::mem::offset_of!(GroupedColSumParams, max_width) - 44usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]

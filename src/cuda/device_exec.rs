@@ -22,6 +22,7 @@ pub struct CudaExec {
     ordinal: usize,
     stream: Arc<CudaStream>,
     arch: String,
+    sms: u32,
     modules: Mutex<HashMap<String, Arc<CudaModule>>>,
 }
 
@@ -43,7 +44,11 @@ impl CudaExec {
             ));
         }
         let (major, minor) = stream.context().compute_capability().map_err(cuda_err("compute capability"))?;
-        Ok(CudaExec { ordinal, stream, arch: nvrtc::arch_for(major, minor), modules: Mutex::new(HashMap::new()) })
+        let sms = stream
+            .context()
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(cuda_err("multiprocessor count"))?;
+        Ok(CudaExec { ordinal, stream, arch: nvrtc::arch_for(major, minor), sms: sms.max(1) as u32, modules: Mutex::new(HashMap::new()) })
     }
 
     pub fn stream(&self) -> &Arc<CudaStream> {
@@ -100,9 +105,17 @@ impl Exec for CudaExec {
     }
 
     fn download<T: Elem>(&self, buf: &DeviceBuf<T>) -> Result<Vec<T>> {
+        // Kernels queued by `enqueue` report their failures here: name that, not the copy.
+        self.stream.synchronize().map_err(|e| Error::Cuda(format!("a queued kernel failed on cuda:{}: {e}", self.ordinal)))?;
         let mut v = self.stream.clone_dtoh(&buf.slice).map_err(cuda_err("download"))?;
         v.truncate(buf.len);
         Ok(v)
+    }
+
+    fn persistent_blocks(&self) -> u32 {
+        // Two 256-thread blocks per SM: the bf16 kernel's 40 KiB of shared memory and ~128
+        // registers per thread allow two resident (docs/BENCHMARKS.md, ptxas).
+        2 * self.sms
     }
 
     fn addr<T: Elem>(&self, buf: &DeviceBuf<T>) -> automoe_dptr {
@@ -114,6 +127,11 @@ impl Exec for CudaExec {
     fn addr_mut<T: Elem>(&self, buf: &mut DeviceBuf<T>) -> automoe_dptr {
         let (ptr, _guard) = buf.slice.device_ptr_mut(&self.stream);
         ptr as automoe_dptr
+    }
+
+    unsafe fn enqueue<P: KernelParams>(&self, file: &str, name: &str, g: Geometry, params: &P) -> Result<()> {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.launch_async(file, name, g, params) }
     }
 
     unsafe fn launch<P: KernelParams>(&self, file: &str, name: &str, g: Geometry, params: &P) -> Result<()> {

@@ -75,6 +75,15 @@ emu_kernels! {
     COMBINE_FWD_BF16 = emu_launch_combine_fwd_bf16("combine_fwd_bf16", CombineFwdParams);
     COMBINE_BWD_F32 = emu_launch_combine_bwd_f32("combine_bwd_f32", CombineBwdParams);
     COMBINE_BWD_BF16 = emu_launch_combine_bwd_bf16("combine_bwd_bf16", CombineBwdParams);
+    GROUPED_GEMM_PLAN_I32 = emu_launch_grouped_gemm_plan_i32("grouped_gemm_plan_i32", GroupedGemmPlanParams);
+    GROUPED_GEMM_FWD_F32 = emu_launch_grouped_gemm_fwd_f32("grouped_gemm_fwd_f32", GroupedGemmParams);
+    GROUPED_GEMM_DGRAD_F32 = emu_launch_grouped_gemm_dgrad_f32("grouped_gemm_dgrad_f32", GroupedGemmParams);
+    GROUPED_GEMM_WGRAD_F32 = emu_launch_grouped_gemm_wgrad_f32("grouped_gemm_wgrad_f32", GroupedGemmParams);
+    GROUPED_GEMM_FWD_BF16 = emu_launch_grouped_gemm_fwd_bf16("grouped_gemm_fwd_bf16", GroupedGemmParams);
+    GROUPED_GEMM_DGRAD_BF16 = emu_launch_grouped_gemm_dgrad_bf16("grouped_gemm_dgrad_bf16", GroupedGemmParams);
+    GROUPED_GEMM_WGRAD_BF16 = emu_launch_grouped_gemm_wgrad_bf16("grouped_gemm_wgrad_bf16", GroupedGemmParams);
+    GROUPED_GEMM_DBIAS_F32 = emu_launch_grouped_gemm_dbias_f32("grouped_gemm_dbias_f32", GroupedColSumParams);
+    GROUPED_GEMM_DBIAS_BF16 = emu_launch_grouped_gemm_dbias_bf16("grouped_gemm_dbias_bf16", GroupedColSumParams);
     EMUTEST_BLOCK_REDUCE_F32 = emu_launch_emutest_block_reduce_f32("emutest_block_reduce_f32", EmuTestParams);
     EMUTEST_TRANSPOSE_F32 = emu_launch_emutest_transpose_f32("emutest_transpose_f32", EmuTestParams);
     EMUTEST_WARP_SCAN_I32 = emu_launch_emutest_warp_scan_i32("emutest_warp_scan_i32", EmuTestParams);
@@ -137,12 +146,22 @@ kernel_params! {
     PermuteBwdParams: [PERMUTE_BWD_F32, PERMUTE_BWD_BF16];
     CombineFwdParams: [COMBINE_FWD_F32, COMBINE_FWD_BF16];
     CombineBwdParams: [COMBINE_BWD_F32, COMBINE_BWD_BF16];
+    GroupedGemmPlanParams: [GROUPED_GEMM_PLAN_I32];
+    GroupedGemmParams: [
+        GROUPED_GEMM_FWD_F32, GROUPED_GEMM_DGRAD_F32, GROUPED_GEMM_WGRAD_F32,
+        GROUPED_GEMM_FWD_BF16, GROUPED_GEMM_DGRAD_BF16, GROUPED_GEMM_WGRAD_BF16
+    ];
+    GroupedColSumParams: [GROUPED_GEMM_DBIAS_F32, GROUPED_GEMM_DBIAS_BF16];
     EmuTestParams: [
         EMUTEST_BLOCK_REDUCE_F32, EMUTEST_TRANSPOSE_F32, EMUTEST_WARP_SCAN_I32, EMUTEST_WARP_OPS_I32,
         EMUTEST_RACE_F32, EMUTEST_ATOMIC_I32, EMUTEST_BF16_I32, EMUTEST_DIVERGENT_SHFL_I32,
         EMUTEST_DEADLOCK_I32, PTXTEST_MMA_BF16, PTXTEST_LDMATRIX_B16, PTXTEST_CPASYNC_F32
     ];
 }
+
+// SAFETY: a #[repr(C)] POD struct mirroring cuda/abi.h; it travels in device arrays (the grouped
+// GEMM's problem list), never as a pointer-bearing Rust type.
+unsafe impl cudarc::driver::DeviceRepr for GemmGroupParams {}
 
 /// The emulator as a [`MoeKernels`](super::moe_ops::MoeKernels) backend. `seed` != 0 reshuffles the
 /// fiber order after every barrier (see [`LaunchCfg::seed`]).

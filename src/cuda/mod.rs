@@ -4,7 +4,9 @@
 pub mod abi;
 pub mod device_exec;
 pub mod emu;
+pub mod grouped_gemm;
 pub mod moe_exec;
+pub mod moe_layer;
 pub mod moe_ops;
 pub mod nvrtc;
 mod storage;

@@ -24,12 +24,28 @@ pub trait Exec {
     fn download<T: Elem>(&self, buf: &Self::Buf<T>) -> Result<Vec<T>>;
     fn addr<T: Elem>(&self, buf: &Self::Buf<T>) -> automoe_dptr;
     fn addr_mut<T: Elem>(&self, buf: &mut Self::Buf<T>) -> automoe_dptr;
+    /// Blocks a persistent kernel (the grouped GEMMs) should launch: enough to fill the machine.
+    /// The emulator's small default makes each block loop over several tiles in the tests.
+    fn persistent_blocks(&self) -> u32 {
+        3
+    }
     /// Runs `name` (an entry point of cuda/`file`) and waits for it to finish.
     ///
     /// # Safety
     /// Every address in `params` must come from this backend's live buffers, large enough for every
     /// access the kernel makes for the shapes in `params`.
     unsafe fn launch<P: KernelParams>(&self, file: &str, name: &str, g: Geometry, params: &P) -> Result<()>;
+    /// Like [`Exec::launch`] but without waiting: a device queues the kernel on its stream (errors
+    /// surface at the next synchronising call, e.g. a download), so a chain of kernels runs with no
+    /// host round trip. The emulator runs it at once.
+    ///
+    /// # Safety
+    /// As for [`Exec::launch`], and the buffers must outlive the queued work (device buffers are
+    /// freed in stream order, so dropping them after queuing is fine).
+    unsafe fn enqueue<P: KernelParams>(&self, file: &str, name: &str, g: Geometry, params: &P) -> Result<()> {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.launch(file, name, g, params) }
+    }
 }
 
 fn poisoned<X: Exec, T: Elem>(x: &X, n: usize, v: T) -> Result<X::Buf<T>> {

@@ -1,0 +1,376 @@
+// Grouped variable-width GEMMs: every expert's matmul of an MoE layer in one launch, although each
+// expert has its own token count M_e and its own width. The problem list (GemmGroupParams, one per
+// expert) lives on the device and is built there from the permutation's segment offsets by
+// grouped_gemm_plan_i32, so no step needs the counts on the host (no device->host sync, capturable
+// in a CUDA graph). Storage conventions are in cuda/abi.h.
+//
+// Scheduling: the plan gives each group its tile count and an exclusive prefix sum of them; a fixed
+// grid of persistent blocks walks the global tile index (tile += gridDim.x) and finds its group by
+// binary search over the prefix sums, so empty groups (M_e = 0) own no tiles and cost nothing, and
+// a heterogeneous layer keeps every block busy without a host-side schedule.
+//
+// Determinism: each output element belongs to exactly one tile of one block and sums its K range in
+// a fixed order; weight gradients (wgrad, K = tokens) are never split across blocks, so there are no
+// float atomics anywhere, and repeated runs are bit-identical.
+//
+// Two compute paths: f32 on CUDA cores (register-tiled FFMA over shared-memory tiles) and bf16 on
+// tensor cores (mma.sync m16n8k16 with f32 accumulators, ldmatrix, cp.async double buffering),
+// through the inline-PTX helpers of common.cuh.
+#include "common.cuh"
+
+namespace automoe {
+namespace ggemm {
+
+constexpr int kThreads = AUTOMOE_GEMM_THREADS;
+constexpr int kMaxGroups = 512;
+
+enum Stage { kFwd = 0, kDgrad = 1, kWgrad = 2 };
+
+// Operand orientation per stage (cuda/abi.h): only wgrad reads A as [K, M]; only fwd reads B as [N, K].
+template <int S>
+struct Layout {
+    static constexpr bool a_km = S == kWgrad;
+    static constexpr bool b_nk = S == kFwd;
+};
+
+// ---- Plan ------------------------------------------------------------------------------------------
+
+// One block. Pass 1: each thread completes its groups (segment rows into m or k, token operands
+// advanced to their segment, tile count). Pass 2: thread 0 scans the <= 512 tile counts serially
+// (cheaper than a block scan's barriers at this size). Pass 3: each thread stores its prefix sums.
+__device__ __forceinline__ void plan(const GroupedGemmPlanParams& p) {
+    const GemmGroupParams* templ = ptr<const GemmGroupParams>(p.templ);  // [G]
+    const int* offsets = ptr<const int>(p.offsets);                     // [G+1] or null
+    GemmGroupParams* groups = ptr<GemmGroupParams>(p.groups);           // [G]
+    __shared__ int tiles[kMaxGroups + 1];
+    const int G = p.num_groups;
+    for (int g = threadIdx.x; g < G; g += blockDim.x) {
+        GemmGroupParams q = templ[g];
+        if (offsets != nullptr) {
+            const int row0 = offsets[g], rows = offsets[g + 1] - offsets[g];
+            if (p.count_dim == 0)
+                q.m = rows;
+            else
+                q.k = rows;
+            // 64-bit byte offsets: row0 * ld * elem_bytes exceeds 32 bits for large layers.
+            const unsigned long long r = (unsigned long long)row0 * (unsigned long long)p.elem_bytes;
+            if (p.shift_mask & AUTOMOE_GEMM_SHIFT_A) q.a += r * (unsigned long long)q.lda;
+            if (p.shift_mask & AUTOMOE_GEMM_SHIFT_B) q.b += r * (unsigned long long)q.ldb;
+            if (p.shift_mask & AUTOMOE_GEMM_SHIFT_C) q.c += r * (unsigned long long)q.ldc;
+            if ((p.shift_mask & AUTOMOE_GEMM_SHIFT_AUX) && q.aux != 0) q.aux += r * (unsigned long long)q.ldc;
+        }
+        const bool empty = q.m <= 0 || q.n <= 0 || (q.k <= 0 && p.accumulate);
+        q.tiles = empty ? 0 : ((q.m + p.tile_m - 1) / p.tile_m) * ((q.n + p.tile_n - 1) / p.tile_n);
+        if (q.k < 0) q.k = 0;
+        tiles[g] = q.tiles;
+        groups[g] = q;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int run = 0;
+        for (int g = 0; g < G; ++g) {
+            const int t = tiles[g];
+            tiles[g] = run;
+            run += t;
+        }
+    }
+    __syncthreads();
+    for (int g = threadIdx.x; g < G; g += blockDim.x) groups[g].tile_start = tiles[g];
+}
+
+// The group owning global tile `tile`: the last group whose tile_start <= tile (any later group
+// starts past it, and an empty group just before it shares its start but has a lower index).
+__device__ __forceinline__ int find_group(const GemmGroupParams* groups, int G, int tile) {
+    int lo = 0, hi = G - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        if (groups[mid].tile_start <= tile)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+// Epilogue of one element: bias, ReLU, ReLU mask, accumulate. Out-of-range elements are skipped.
+template <class T, class TC>
+__device__ __forceinline__ void store(const GemmGroupParams& q, int flags, int row, int col, float v) {
+    if (row >= q.m || col >= q.n) return;
+    if (q.bias != 0) v += ptr<const float>(q.bias)[col];  // [N]
+    if (flags & AUTOMOE_GEMM_RELU) v = fmaxf(v, 0.0f);
+    const size_t idx = (size_t)row * (size_t)q.ldc + (size_t)col;
+    // The mask reads the ReLU output a: relu'(z) = [z > 0] = [a > 0].
+    if ((flags & AUTOMOE_GEMM_RELU_MASK) && q.aux != 0 && !(to_f32(ptr<const T>(q.aux)[idx]) > 0.0f)) v = 0.0f;
+    TC* c = ptr<TC>(q.c);  // [M, ldc]
+    if (flags & AUTOMOE_GEMM_ACCUMULATE) v += to_f32(c[idx]);
+    c[idx] = from_f32<TC>(v);
+}
+
+// ---- f32 on CUDA cores -------------------------------------------------------------------------
+// 64x64 block tile, K in steps of 16 through shared memory stored k-major (As[k][m], Bs[k][n]) so
+// the inner loop reads a row of each; 256 threads as 16x16, each owning a 4x4 register tile strided
+// by 16 (rows ty + 16i, cols tx + 16j) so a warp's shared loads are broadcasts or consecutive words.
+
+constexpr int kF32M = AUTOMOE_GEMM_F32_TILE_M, kF32N = AUTOMOE_GEMM_F32_TILE_N, kF32K = 16;
+
+template <int S>
+__device__ __forceinline__ void simt_f32(const GroupedGemmParams& p) {
+    using L = Layout<S>;
+    const GemmGroupParams* groups = ptr<const GemmGroupParams>(p.groups);  // [G]
+    __shared__ float As[kF32K][kF32M + 4];  // +4: keeps the k-major stores off a single bank
+    __shared__ float Bs[kF32K][kF32N + 4];
+    const int G = p.num_groups;
+    const int total = groups[G - 1].tile_start + groups[G - 1].tiles;
+    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
+        const GemmGroupParams q = groups[find_group(groups, G, tile)];
+        const int local = tile - q.tile_start, tiles_n = (q.n + kF32N - 1) / kF32N;
+        const int m0 = (local / tiles_n) * kF32M, n0 = (local % tiles_n) * kF32N;
+        const float* A = ptr<const float>(q.a);  // [M, lda] or, wgrad, [K, lda]
+        const float* B = ptr<const float>(q.b);  // [N, ldb] (fwd) or [K, ldb]
+        float acc[4][4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+        for (int k0 = 0; k0 < q.k; k0 += kF32K) {
+            // Consecutive threads read consecutive global addresses in either orientation.
+            for (int i = tid; i < kF32K * kF32M; i += kThreads) {
+                const int m = L::a_km ? i % kF32M : i / kF32K, kk = L::a_km ? i / kF32M : i % kF32K;
+                const int gm = m0 + m, gk = k0 + kk;
+                float v = 0.0f;
+                if (gm < q.m && gk < q.k) v = L::a_km ? A[(size_t)gk * q.lda + gm] : A[(size_t)gm * q.lda + gk];
+                As[kk][m] = v;
+            }
+            for (int i = tid; i < kF32K * kF32N; i += kThreads) {
+                const int n = L::b_nk ? i / kF32K : i % kF32N, kk = L::b_nk ? i % kF32K : i / kF32N;
+                const int gn = n0 + n, gk = k0 + kk;
+                float v = 0.0f;
+                if (gn < q.n && gk < q.k) v = L::b_nk ? B[(size_t)gn * q.ldb + gk] : B[(size_t)gk * q.ldb + gn];
+                Bs[kk][n] = v;
+            }
+            __syncthreads();
+#pragma unroll
+            for (int kk = 0; kk < kF32K; ++kk) {
+                float a[4], b[4];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) a[i] = As[kk][ty + 16 * i];
+#pragma unroll
+                for (int j = 0; j < 4; ++j) b[j] = Bs[kk][tx + 16 * j];
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+#pragma unroll
+                    for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+            }
+            __syncthreads();  // the next k step overwrites the tiles
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) store<float, float>(q, p.flags, m0 + ty + 16 * i, n0 + tx + 16 * j, acc[i][j]);
+    }
+}
+
+// ---- bf16 on tensor cores ----------------------------------------------------------------------
+// 128x128 block tile, K in steps of 32, two shared-memory stages filled by cp.async while the other
+// is multiplied. 8 warps as 2 (m) x 4 (n), each a 64x32 warp tile = 4 x 4 mma.m16n8k16 per k16 step,
+// 64 f32 accumulators per thread. Operand tiles are stored in their global orientation (rows padded
+// by 8 elements = 16 bytes, so the 8 row addresses of an ldmatrix hit different banks) and the
+// fragment orientation comes from ldmatrix vs ldmatrix.trans:
+//   A [M,K] rows m  -> ldmatrix          A [K,M] rows k -> ldmatrix.trans
+//   B [N,K] rows n  -> ldmatrix          B [K,N] rows k -> ldmatrix.trans
+// A group whose operand base is not 16-byte aligned or whose ld is not a multiple of 8 elements
+// (e.g. a width-3 expert) takes a scalar load path for that operand; the rest is identical.
+
+using bf16 = __nv_bfloat16;
+constexpr int kBM = AUTOMOE_GEMM_BF16_TILE_M, kBN = AUTOMOE_GEMM_BF16_TILE_N, kBK = 32, kPad = 8;
+static_assert(kBM == kBN, "the operand tile buffers assume square block tiles");
+constexpr int kRowK = kBK + kPad;             // row length of a tile whose rows are m or n
+constexpr int kRowMN = kBM + kPad;            // row length of a tile whose rows are k
+constexpr int kTileElems = kBM * kRowK > kBK * kRowMN ? kBM * kRowK : kBK * kRowMN;
+
+// Rows [r0, r0+R) x columns [c0, c0+C) of the row-major matrix src (leading dimension ld, valid
+// region rlim x clim) into dst[R][C + kPad], zero outside the valid region. vec: 16-byte cp.async
+// chunks (zero-filled past the edge); otherwise plain loads and stores.
+template <int R, int C>
+__device__ __forceinline__ void load_tile(bf16* dst, const bf16* src, int ld, int r0, int c0, int rlim, int clim, bool vec) {
+    constexpr int kChunksPerRow = C / 8;
+    for (int i = threadIdx.x; i < R * kChunksPerRow; i += kThreads) {
+        const int r = i / kChunksPerRow, c = (i % kChunksPerRow) * 8;
+        const int gr = r0 + r, gc = c0 + c;
+        bf16* d = dst + r * (C + kPad) + c;
+        if (vec) {
+            const int n = gr < rlim && gc < clim ? min(clim - gc, 8) : 0;
+            // With no source bytes the address is never read; pass a valid one anyway.
+            cp_async_16(d, n > 0 ? src + (size_t)gr * ld + gc : src, 2 * n);
+        } else {
+#pragma unroll
+            for (int j = 0; j < 8; ++j) d[j] = gr < rlim && gc + j < clim ? src[(size_t)gr * ld + gc + j] : from_f32<bf16>(0.0f);
+        }
+    }
+}
+
+template <int S>
+__device__ __forceinline__ void load_stage(bf16* As, bf16* Bs, const GemmGroupParams& q, int m0, int n0, int k0, bool va, bool vb) {
+    using L = Layout<S>;
+    const bf16* A = ptr<const bf16>(q.a);  // [M, lda] or [K, lda]
+    const bf16* B = ptr<const bf16>(q.b);  // [N, ldb] or [K, ldb]
+    if (L::a_km)
+        load_tile<kBK, kBM>(As, A, q.lda, k0, m0, q.k, q.m, va);
+    else
+        load_tile<kBM, kBK>(As, A, q.lda, m0, k0, q.m, q.k, va);
+    if (L::b_nk)
+        load_tile<kBN, kBK>(Bs, B, q.ldb, n0, k0, q.n, q.k, vb);
+    else
+        load_tile<kBK, kBN>(Bs, B, q.ldb, k0, n0, q.k, q.n, vb);
+}
+
+// One k-tile (two k16 steps) of this warp's 64x32 warp tile.
+template <int S>
+__device__ __forceinline__ void mma_stage(const bf16* As, const bf16* Bs, int wm, int wn, float acc[4][4][4]) {
+    using L = Layout<S>;
+    const int lane = (int)lane_id(), j = lane & 7, mi = lane >> 3;  // lane 8mi + j: row j of matrix mi
+#pragma unroll
+    for (int ks = 0; ks < kBK; ks += 16) {
+        unsigned af[4][4], bfr[4][2];
+#pragma unroll
+        for (int im = 0; im < 4; ++im) {
+            // Matrices of the A fragment: (m +0, k +0), (m +8, k +0), (m +0, k +8), (m +8, k +8).
+            const int m = wm + 16 * im + 8 * (mi & 1), k = ks + 8 * (mi >> 1);
+            if (L::a_km)
+                ldmatrix_x4_trans(af[im], &As[(k + j) * kRowMN + m]);
+            else
+                ldmatrix_x4(af[im], &As[(m + j) * kRowK + k]);
+        }
+#pragma unroll
+        for (int in2 = 0; in2 < 2; ++in2) {
+            // Two n8 tiles per x4: (n +0, k +0), (n +0, k +8), (n +8, k +0), (n +8, k +8).
+            const int n = wn + 16 * in2 + 8 * (mi >> 1), k = ks + 8 * (mi & 1);
+            unsigned r[4];
+            if (L::b_nk)
+                ldmatrix_x4(r, &Bs[(n + j) * kRowK + k]);
+            else
+                ldmatrix_x4_trans(r, &Bs[(k + j) * kRowMN + n]);
+            bfr[2 * in2][0] = r[0];
+            bfr[2 * in2][1] = r[1];
+            bfr[2 * in2 + 1][0] = r[2];
+            bfr[2 * in2 + 1][1] = r[3];
+        }
+#pragma unroll
+        for (int im = 0; im < 4; ++im)
+#pragma unroll
+            for (int in = 0; in < 4; ++in) mma_m16n8k16_bf16(acc[im][in], af[im], bfr[in], acc[im][in]);
+    }
+}
+
+template <int S, class TC>
+__device__ __forceinline__ void mma_bf16(const GroupedGemmParams& p) {
+    const GemmGroupParams* groups = ptr<const GemmGroupParams>(p.groups);  // [G]
+    __shared__ __align__(16) bf16 smem[2][2][kTileElems];                  // [stage][A, B], 40 KiB
+    const int G = p.num_groups;
+    const int total = groups[G - 1].tile_start + groups[G - 1].tiles;
+    const int warp = threadIdx.x / 32, lane = (int)lane_id();
+    const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
+    for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
+        const GemmGroupParams q = groups[find_group(groups, G, tile)];
+        const int local = tile - q.tile_start, tiles_n = (q.n + kBN - 1) / kBN;
+        const int m0 = (local / tiles_n) * kBM, n0 = (local % tiles_n) * kBN;
+        const bool va = (q.a & 15) == 0 && q.lda % 8 == 0, vb = (q.b & 15) == 0 && q.ldb % 8 == 0;
+        float acc[4][4][4];
+#pragma unroll
+        for (int im = 0; im < 4; ++im)
+#pragma unroll
+            for (int in = 0; in < 4; ++in)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) acc[im][in][i] = 0.0f;
+        const int nk = (q.k + kBK - 1) / kBK;
+        if (nk > 0) load_stage<S>(smem[0][0], smem[0][1], q, m0, n0, 0, va, vb);
+        cp_async_commit();
+        for (int kt = 0; kt < nk; ++kt) {
+            // Prefetch k-tile kt+1 into the other stage (released by the barrier ending kt-1); an
+            // empty commit group at the end keeps "all but the newest group" meaning "stage kt".
+            if (kt + 1 < nk) load_stage<S>(smem[(kt + 1) & 1][0], smem[(kt + 1) & 1][1], q, m0, n0, (kt + 1) * kBK, va, vb);
+            cp_async_commit();
+            cp_async_wait<1>();
+            __syncthreads();
+            mma_stage<S>(smem[kt & 1][0], smem[kt & 1][1], wm, wn, acc);
+            __syncthreads();
+        }
+        cp_async_wait<0>();
+        const int g = lane >> 2, tq = lane & 3;
+#pragma unroll
+        for (int im = 0; im < 4; ++im)
+#pragma unroll
+            for (int in = 0; in < 4; ++in)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    // C fragment: row g + 8 (i >= 2), column 2 tq + (i & 1).
+                    const int row = m0 + wm + 16 * im + g + 8 * (i >> 1), col = n0 + wn + 8 * in + 2 * tq + (i & 1);
+                    store<bf16, TC>(q, p.flags, row, col, acc[im][in][i]);
+                }
+    }
+}
+
+// ---- Bias gradients: deterministic column sums -------------------------------------------------
+// Block b handles 32 columns of group b / chunks; its 8 warps take rows r0 + w, r0 + w + 8, ...
+// (a warp reads 32 consecutive columns of a row: coalesced), then warp 0 adds the 8 partial sums
+// in warp order. Fixed order throughout, no atomics.
+template <class T>
+__device__ __forceinline__ void colsum(const GroupedColSumParams& p) {
+    const T* x = ptr<const T>(p.x);                    // [R, ld]
+    const int* offsets = ptr<const int>(p.offsets);    // [G+1]
+    const int* widths = ptr<const int>(p.widths);      // [G]
+    float* out = ptr<float>(p.out);                    // [G, out_stride]
+    __shared__ float part[kThreads / 32][32];
+    const int chunks = (p.max_width + 31) / 32;
+    const int g = blockIdx.x / chunks;
+    if (g >= p.num_groups) return;  // whole blocks only, so the barrier below stays uniform
+    const int lane = (int)lane_id(), w = threadIdx.x / 32;
+    const int col = (blockIdx.x % chunks) * 32 + lane;
+    const int r0 = offsets[g], r1 = offsets[g + 1], width = widths[g];
+    float s = 0.0f;
+    if (col < width)
+        for (int r = r0 + w; r < r1; r += kThreads / 32) s += to_f32(x[(size_t)r * p.ld + col]);
+    part[w][lane] = s;
+    __syncthreads();
+    if (w == 0 && col < width) {
+        float t = 0.0f;
+        for (int i = 0; i < kThreads / 32; ++i) t += part[i][lane];
+        out[(size_t)g * p.out_stride + col] += t;
+    }
+}
+
+}  // namespace ggemm
+}  // namespace automoe
+
+using automoe::ggemm::kDgrad;
+using automoe::ggemm::kFwd;
+using automoe::ggemm::kWgrad;
+
+extern "C" __global__ void grouped_gemm_plan_i32(GroupedGemmPlanParams p) { automoe::ggemm::plan(p); }
+
+extern "C" __global__ void __launch_bounds__(AUTOMOE_GEMM_THREADS) grouped_gemm_fwd_f32(GroupedGemmParams p) {
+    automoe::ggemm::simt_f32<kFwd>(p);
+}
+extern "C" __global__ void __launch_bounds__(AUTOMOE_GEMM_THREADS) grouped_gemm_dgrad_f32(GroupedGemmParams p) {
+    automoe::ggemm::simt_f32<kDgrad>(p);
+}
+extern "C" __global__ void __launch_bounds__(AUTOMOE_GEMM_THREADS) grouped_gemm_wgrad_f32(GroupedGemmParams p) {
+    automoe::ggemm::simt_f32<kWgrad>(p);
+}
+extern "C" __global__ void __launch_bounds__(AUTOMOE_GEMM_THREADS) grouped_gemm_fwd_bf16(GroupedGemmParams p) {
+    automoe::ggemm::mma_bf16<kFwd, __nv_bfloat16>(p);
+}
+extern "C" __global__ void __launch_bounds__(AUTOMOE_GEMM_THREADS) grouped_gemm_dgrad_bf16(GroupedGemmParams p) {
+    automoe::ggemm::mma_bf16<kDgrad, __nv_bfloat16>(p);
+}
+// Weight gradients accumulate in f32 whatever the operand type.
+extern "C" __global__ void __launch_bounds__(AUTOMOE_GEMM_THREADS) grouped_gemm_wgrad_bf16(GroupedGemmParams p) {
+    automoe::ggemm::mma_bf16<kWgrad, float>(p);
+}
+extern "C" __global__ void __launch_bounds__(AUTOMOE_GEMM_THREADS) grouped_gemm_dbias_f32(GroupedColSumParams p) {
+    automoe::ggemm::colsum<float>(p);
+}
+extern "C" __global__ void __launch_bounds__(AUTOMOE_GEMM_THREADS) grouped_gemm_dbias_bf16(GroupedColSumParams p) {
+    automoe::ggemm::colsum<__nv_bfloat16>(p);
+}

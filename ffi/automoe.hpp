@@ -1,0 +1,131 @@
+// automoe.hpp: a header-only C++17 wrapper over automoe.h. Handles are RAII (move-only); every
+// failure throws automoe::Error carrying the status and the library's message.
+#ifndef AUTOMOE_HPP
+#define AUTOMOE_HPP
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "automoe.h"
+
+namespace automoe {
+
+/// A failed call: the status code and the library's message.
+class Error : public std::runtime_error {
+  public:
+    Error(automoe_status status, const std::string &message)
+        : std::runtime_error(std::string(automoe_status_name(status)) + ": " + message), status_(status) {}
+    automoe_status status() const noexcept { return status_; }
+
+  private:
+    automoe_status status_;
+};
+
+namespace detail {
+inline void check(automoe_status s) {
+    if (s != AUTOMOE_OK) throw Error(s, automoe_last_error_message());
+}
+}  // namespace detail
+
+/// Decoding options with the library's defaults.
+inline automoe_decode_options default_options() {
+    automoe_decode_options o;
+    automoe_decode_options_init(&o);
+    return o;
+}
+
+/// One translated sentence.
+struct Translation {
+    std::string text;
+    std::vector<uint32_t> ids;
+    double score;
+};
+
+/// A loaded model. Immutable: translate() may be called from many threads at once.
+class Model {
+  public:
+    /// Loads a model directory onto a device ("cpu" or "cuda:N").
+    explicit Model(const std::string &dir, const std::string &device = "cpu") {
+        detail::check(automoe_model_load(dir.c_str(), device.c_str(), &model_));
+    }
+    ~Model() { automoe_model_free(model_); }
+    Model(const Model &) = delete;
+    Model &operator=(const Model &) = delete;
+    Model(Model &&other) noexcept : model_(std::exchange(other.model_, nullptr)) {}
+    Model &operator=(Model &&other) noexcept {
+        if (this != &other) {
+            automoe_model_free(model_);
+            model_ = std::exchange(other.model_, nullptr);
+        }
+        return *this;
+    }
+
+    automoe_model_info info() const {
+        automoe_model_info i;
+        detail::check(automoe_model_get_info(model_, &i));
+        return i;
+    }
+
+    std::string config_json() const {
+        char *s = nullptr;
+        detail::check(automoe_model_config_json(model_, &s));
+        std::string out(s);
+        automoe_string_free(s);
+        return out;
+    }
+
+    std::vector<Translation> translate(const std::vector<std::string> &sentences,
+                                       const automoe_decode_options &options = default_options()) const {
+        std::vector<const char *> ptrs;
+        ptrs.reserve(sentences.size());
+        for (const auto &s : sentences) ptrs.push_back(s.c_str());
+        automoe_translations *t = nullptr;
+        detail::check(automoe_translate(model_, ptrs.data(), ptrs.size(), &options, &t));
+        return collect(t);
+    }
+
+    std::vector<Translation> translate_ids(const std::vector<std::vector<uint32_t>> &sentences,
+                                           const automoe_decode_options &options = default_options()) const {
+        std::vector<const uint32_t *> ptrs;
+        std::vector<size_t> lens;
+        for (const auto &s : sentences) {
+            ptrs.push_back(s.data());
+            lens.push_back(s.size());
+        }
+        automoe_translations *t = nullptr;
+        detail::check(automoe_translate_ids(model_, ptrs.data(), lens.data(), ptrs.size(), &options, &t));
+        return collect(t);
+    }
+
+    const automoe_model *get() const noexcept { return model_; }
+
+  private:
+    static std::vector<Translation> collect(automoe_translations *t) {
+        std::vector<Translation> out;
+        size_t n = automoe_translations_count(t);
+        out.reserve(n);
+        for (size_t i = 0; i < n; ++i) {
+            const uint32_t *ids = nullptr;
+            size_t len = 0;
+            automoe_status s = automoe_translations_ids(t, i, &ids, &len);
+            if (s != AUTOMOE_OK) {
+                automoe_translations_free(t);
+                detail::check(s);
+            }
+            out.push_back(Translation{automoe_translations_text(t, i), std::vector<uint32_t>(ids, ids + len),
+                                      automoe_translations_score(t, i)});
+        }
+        automoe_translations_free(t);
+        return out;
+    }
+
+    automoe_model *model_ = nullptr;
+};
+
+}  // namespace automoe
+
+#endif  // AUTOMOE_HPP
