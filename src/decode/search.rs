@@ -101,16 +101,26 @@ pub(crate) fn log_softmax(logits: &Tensor) -> Result<Vec<f64>> {
         [_, v] if *v > 0 => *v,
         s => return Err(Error::invalid("log_softmax", format!("expects [rows, vocab] logits, got {s:?}"))),
     };
-    let mut x = match logits.dtype() {
-        DType::F64 => logits.to_vec::<f64>()?,
-        _ => logits.to_f32_vec()?.into_iter().map(f64::from).collect(),
-    };
-    for row in x.chunks_mut(v) {
-        let mx = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let lse = mx + row.iter().map(|&a| (a - mx).exp()).sum::<f64>().ln();
-        row.iter_mut().for_each(|a| *a -= lse);
+    if logits.dtype() == DType::F64 {
+        let mut x = logits.to_vec::<f64>()?;
+        for row in x.chunks_mut(v) {
+            let mx = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let lse = mx + row.iter().map(|&a| (a - mx).exp()).sum::<f64>().ln();
+            row.iter_mut().for_each(|a| *a -= lse);
+        }
+        return Ok(x);
     }
-    Ok(x)
+    // f32 (and bf16) logits: exponentials in f32, their sum in f64 (the crate's softmax
+    // convention); `exp` of f32 costs about half of f64's, and this runs over beam x vocabulary
+    // scores at every step.
+    let x = logits.to_f32_vec()?;
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks(v) {
+        let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let lse = f64::from(mx) + row.iter().map(|&a| f64::from((a - mx).exp())).sum::<f64>().ln();
+        out.extend(row.iter().map(|&a| f64::from(a) - lse));
+    }
+    Ok(out)
 }
 
 /// Which tokens a step may produce.
@@ -376,10 +386,15 @@ mod tests {
 
     #[test]
     fn log_softmax_rows_sum_to_one() {
-        let t = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 0.0, 0.0, 0.0], &[2, 3]).unwrap();
-        let lp = log_softmax(&t).unwrap();
-        for r in lp.chunks(3) {
-            assert!((r.iter().map(|x| x.exp()).sum::<f64>() - 1.0).abs() < 1e-12);
+        let v = vec![1.0f64, 2.0, 3.0, 0.0, 0.0, 0.0];
+        let t64 = Tensor::from_vec(v.clone(), &[2, 3]).unwrap();
+        let t32 = t64.to_dtype(DType::F32).unwrap();
+        for (t, tol) in [(t64, 1e-12), (t32, 1e-6)] {
+            let lp = log_softmax(&t).unwrap();
+            for r in lp.chunks(3) {
+                assert!((r.iter().map(|x| x.exp()).sum::<f64>() - 1.0).abs() < tol);
+            }
+            assert!((lp[2] - (3.0 - (1f64.exp() + 2f64.exp() + 3f64.exp()).ln())).abs() < tol);
         }
     }
 }
