@@ -25,6 +25,10 @@ enum Command {
     Train(cli::train::Args),
     /// Train the weight-sharing supernet of a search space (one random subnet per update).
     TrainSupernet(cli::train_supernet::Args),
+    /// Translate text (stdin or --input) with a saved model directory (model + tokenizer.json).
+    Translate(cli::translate::Args),
+    /// Translate a test set and score it with BLEU and chrF (sacreBLEU-compatible).
+    Evaluate(cli::evaluate::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +43,8 @@ fn main() -> std::process::ExitCode {
         Some(Command::Devices(a)) => cli::devices::run(a),
         Some(Command::Train(a)) => cli::train::run(a),
         Some(Command::TrainSupernet(a)) => cli::train_supernet::run(a),
+        Some(Command::Translate(a)) => cli::translate::run(a),
+        Some(Command::Evaluate(a)) => cli::evaluate::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

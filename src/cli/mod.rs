@@ -2,5 +2,7 @@
 //! dispatches). Each subcommand is a module with a clap `Args` struct and a `run(args) -> Result<()>`.
 
 pub mod devices;
+pub mod evaluate;
 pub mod train;
 pub mod train_supernet;
+pub mod translate;

@@ -1,5 +1,12 @@
-//! Decoding and its evaluation. For now: sacreBLEU-compatible BLEU and chrF, so that scores
-//! reported by this crate can be compared with published numbers without leaving Rust.
+//! Decoding and its evaluation: greedy and beam search over the incremental decoder
+//! (`search`), translation latency by AutoMoE's protocol (`latency`), and sacreBLEU-compatible
+//! BLEU and chrF, so that scores reported by this crate can be compared with published numbers
+//! without leaving Rust. The incremental decoder itself is `crate::model::incremental`.
 
 pub mod bleu;
 pub mod chrf;
+pub mod latency;
+pub mod search;
+
+pub use latency::{measure, time_one_run, LatencyProtocol, LatencyReport};
+pub use search::{beam_search, greedy, translate_ids, Hypothesis, SearchOptions, MAX_POSITIONS};

@@ -147,21 +147,53 @@ pub(crate) fn attention(
     mask: &MaskSpec,
     attn_dropout: f64,
 ) -> Result<Var> {
+    let q = attention_query(ctx, p, xq, dims)?;
+    let (k, v) = attention_keys_values(ctx, p, mem, dims.qkv)?;
+    attend(ctx, p, &q, &k, &v, dims, mask, attn_dropout)
+}
+
+/// The scaled query projection `[B*tq, qkv]` of an attention.
+pub(crate) fn attention_query(ctx: &mut Ctx, p: &AttnParams, xq: &Var, dims: &AttnDims) -> Result<Var> {
+    let AttnDims { heads, qkv, .. } = *dims;
+    if heads == 0 || qkv % heads != 0 {
+        return Err(Error::invalid("attention", format!("{heads} heads do not divide the q/k/v width {qkv}")));
+    }
+    let q = ctx.linear(xq, p.q_w, Some(p.q_b), qkv)?;
+    // Scaling q rather than the scores: the same result, on the smaller tensor (fairseq's order).
+    ctx.tape.scale(&q, ((qkv / heads) as f64).powf(-0.5))
+}
+
+/// The key and value projections `[B*tk, qkv]` of a memory. Incremental decoding computes them
+/// once (encoder memory) or one position at a time (self-attention cache).
+pub(crate) fn attention_keys_values(ctx: &mut Ctx, p: &AttnParams, mem: &Var, qkv: usize) -> Result<(Var, Var)> {
+    let k = ctx.linear(mem, p.k_w, Some(p.k_b), qkv)?;
+    let v = ctx.linear(mem, p.v_w, Some(p.v_b), qkv)?;
+    Ok((k, v))
+}
+
+/// Attention of projected queries `q: [B*tq, qkv]` over projected keys and values
+/// `k, v: [B*tk, qkv]`, through the output projection: `[B*tq, d_q]`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend(
+    ctx: &mut Ctx,
+    p: &AttnParams,
+    q: &Var,
+    k: &Var,
+    v: &Var,
+    dims: &AttnDims,
+    mask: &MaskSpec,
+    attn_dropout: f64,
+) -> Result<Var> {
     let AttnDims { batch, tq, tk, heads, qkv, d_q } = *dims;
     if heads == 0 || qkv % heads != 0 {
         return Err(Error::invalid("attention", format!("{heads} heads do not divide the q/k/v width {qkv}")));
     }
     let hd = qkv / heads;
-    let q = ctx.linear(xq, p.q_w, Some(p.q_b), qkv)?;
-    // Scaling q rather than the scores: the same result, on the smaller tensor (fairseq's order).
-    let q = ctx.tape.scale(&q, (hd as f64).powf(-0.5))?;
-    let k = ctx.linear(mem, p.k_w, Some(p.k_b), qkv)?;
-    let v = ctx.linear(mem, p.v_w, Some(p.v_b), qkv)?;
-    let q = ctx.tape.reshape(&q, &[batch, tq, heads, hd])?;
+    let q = ctx.tape.reshape(q, &[batch, tq, heads, hd])?;
     let q = ctx.tape.permute(&q, &[0, 2, 1, 3])?; // [B, H, tq, hd]
-    let k = ctx.tape.reshape(&k, &[batch, tk, heads, hd])?;
+    let k = ctx.tape.reshape(k, &[batch, tk, heads, hd])?;
     let kt = ctx.tape.permute(&k, &[0, 2, 3, 1])?; // [B, H, hd, tk]
-    let v = ctx.tape.reshape(&v, &[batch, tk, heads, hd])?;
+    let v = ctx.tape.reshape(v, &[batch, tk, heads, hd])?;
     let v = ctx.tape.permute(&v, &[0, 2, 1, 3])?; // [B, H, tk, hd]
     let scores = ctx.matmul(&q, &kt)?;
     let probs = ctx.tape.softmax(&scores, mask)?;

@@ -81,7 +81,7 @@ impl ModelOptions {
         Ok(())
     }
 
-    fn moe(&self) -> MoeOptions {
+    pub(crate) fn moe(&self) -> MoeOptions {
         MoeOptions {
             renormalize: self.renormalize_gates,
             activation: match self.activation {
@@ -225,7 +225,7 @@ fn real_rows(pad: &[bool]) -> Option<Vec<u32>> {
 }
 
 /// `scale * E[ids, :d] + positions`, then dropout: the input of a stack.
-fn embed(ctx: &mut Ctx, net: &NetParams, ids: &[u32], batch: usize, len: usize, d: usize, dropout: f64) -> Result<Var> {
+pub(crate) fn embed(ctx: &mut Ctx, net: &NetParams, ids: &[u32], batch: usize, len: usize, d: usize, dropout: f64) -> Result<Var> {
     let table = ctx.tape.param(ctx.store, net.embed);
     // Gather whole rows, then take the front `d` columns: cheaper than gathering from a strided
     // `[V, d]` view of the table, and the gradient lands in the same place.
@@ -239,7 +239,7 @@ fn embed(ctx: &mut Ctx, net: &NetParams, ids: &[u32], batch: usize, len: usize, 
 }
 
 /// `x + dropout(f(x))` then LN (post-norm), or `x + dropout(f(LN(x)))` (pre-norm).
-fn residual(
+pub(crate) fn residual(
     ctx: &mut Ctx,
     x: &Var,
     ln: &LnParams,
@@ -266,11 +266,82 @@ fn add_loss(tape: &mut Tape, acc: Option<Var>, l: Option<Var>) -> Result<Option<
     })
 }
 
-fn check_ids(ids: &[u32], vocab: usize, side: &str) -> Result<()> {
+pub(crate) fn check_ids(ids: &[u32], vocab: usize, side: &str) -> Result<()> {
     match ids.iter().find(|&&i| i as usize >= vocab) {
         Some(&bad) => Err(Error::invalid("model forward", format!("{side} token id {bad} is outside the vocabulary of {vocab}"))),
         None => Ok(()),
     }
+}
+
+/// Checks that `net` (in `store`) can run `cfg` with `opts`; returns the vocabulary size.
+pub(crate) fn check_model(store: &ParamStore, net: &NetParams, opts: &ModelOptions, cfg: &SubnetConfig) -> Result<usize> {
+    net.check_fits(store, cfg)?;
+    if opts.pre_norm != (net.encoder_ln.is_some() && net.decoder_ln.is_some()) {
+        return Err(Error::invalid(
+            "model forward",
+            format!("pre_norm = {} but the parameters were built for the other layout", opts.pre_norm),
+        ));
+    }
+    Ok(store.value(net.embed).shape()[0])
+}
+
+/// What the encoder stack hands the decoder.
+pub(crate) struct EncoderStates {
+    /// Every encoder layer's output `[B*S, d_enc]`, oldest first; in pre-norm models the last
+    /// `cfg.max_span_layers()` of them have been through the final encoder LN (only those are read).
+    pub states: Vec<Var>,
+    pub balance: Option<Var>,
+    pub routing: Vec<LayerRouting>,
+}
+
+/// The encoder stack on a right-padded source batch (`src_pad` true at padding).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn encode_stack(
+    ctx: &mut Ctx,
+    net: &NetParams,
+    opts: &ModelOptions,
+    cfg: &SubnetConfig,
+    src: &[u32],
+    src_pad: &[bool],
+    batch: usize,
+    src_len: usize,
+) -> Result<EncoderStates> {
+    let (de, qkv) = (cfg.encoder_embed_dim, cfg.qkv_dim);
+    let moe_opts = opts.moe();
+    let mut balance = None;
+    let mut routing = Vec::with_capacity(cfg.encoder.len());
+    ctx.part = Part::Encoder;
+    let p_enc = opts.dropout * de as f64 / net.encoder_d_max as f64;
+    let src_real = real_rows(src_pad);
+    let src_mask = MaskSpec { causal: false, key_padding: src_real.as_ref().map(|_| Arc::new(src_pad.to_vec())) };
+    let mut x = embed(ctx, net, src, batch, src_len, de, p_enc)?;
+    let mut states = Vec::with_capacity(cfg.encoder.len());
+    for (l, p) in cfg.encoder.iter().zip(&net.encoder) {
+        let dims = AttnDims { batch, tq: src_len, tk: src_len, heads: l.self_heads, qkv, d_q: de };
+        x = residual(ctx, &x, &p.self_ln, de, opts.pre_norm, p_enc, |c, h| {
+            attention(c, &p.self_attn, h, h, &dims, &src_mask, opts.attention_dropout)
+        })?;
+        let mut loss = None;
+        let mut route = None;
+        x = residual(ctx, &x, &p.ffn_ln, de, opts.pre_norm, p_enc, |c, h| {
+            let (y, l_bal, r) = ffn(c, &p.ffn, h, &l.expert_widths, cfg.k_for(l.experts), &moe_opts, src_real.as_deref())?;
+            loss = l_bal;
+            route = Some(r);
+            Ok(y)
+        })?;
+        balance = add_loss(ctx.tape, balance, loss)?;
+        routing.extend(route);
+        states.push(x.clone());
+    }
+    if let Some(ln) = &net.encoder_ln {
+        // Pre-norm residual streams are unnormalised; every encoder output the decoder reads goes
+        // through the final encoder LN (the last `max span` of them).
+        let first = states.len() - cfg.max_span_layers();
+        for s in &mut states[first..] {
+            *s = ctx.layer_norm(s, ln, de)?;
+        }
+    }
+    Ok(EncoderStates { states, balance, routing })
 }
 
 /// The forward pass of `cfg` on the parameters `net` (which must fit it; see
@@ -284,55 +355,20 @@ pub(crate) fn forward(
     b: &Batch,
     run: RunMode,
 ) -> Result<ModelOutput> {
-    net.check_fits(store, cfg)?;
-    if opts.pre_norm != (net.encoder_ln.is_some() && net.decoder_ln.is_some()) {
-        return Err(Error::invalid(
-            "model forward",
-            format!("pre_norm = {} but the parameters were built for the other layout", opts.pre_norm),
-        ));
-    }
-    let vocab = store.value(net.embed).shape()[0];
+    let vocab = check_model(store, net, opts, cfg)?;
     check_ids(&b.src, vocab, "source")?;
     check_ids(&b.tgt, vocab, "target")?;
     let dtype = store.value(net.embed).dtype();
-    let (de, dd, qkv) = (cfg.encoder_embed_dim, cfg.decoder_embed_dim, cfg.qkv_dim);
+    let (dd, qkv) = (cfg.decoder_embed_dim, cfg.qkv_dim);
     let moe_opts = opts.moe();
     let mut ctx = Ctx::new(tape, store, run.train, run.seed, dtype);
-    let mut balance = None;
     let mut routing = PassRouting::default();
 
     // ---- encoder ----
-    ctx.part = Part::Encoder;
-    let p_enc = opts.dropout * de as f64 / net.encoder_d_max as f64;
+    let enc = encode_stack(&mut ctx, net, opts, cfg, &b.src, &b.src_pad, b.batch, b.src_len)?;
+    let (states, mut balance) = (enc.states, enc.balance);
+    routing.encoder = enc.routing;
     let src_real = real_rows(&b.src_pad);
-    let src_mask = MaskSpec { causal: false, key_padding: src_real.as_ref().map(|_| Arc::new(b.src_pad.clone())) };
-    let mut x = embed(&mut ctx, net, &b.src, b.batch, b.src_len, de, p_enc)?;
-    let mut states = Vec::with_capacity(cfg.encoder.len());
-    for (l, p) in cfg.encoder.iter().zip(&net.encoder) {
-        let dims = AttnDims { batch: b.batch, tq: b.src_len, tk: b.src_len, heads: l.self_heads, qkv, d_q: de };
-        x = residual(&mut ctx, &x, &p.self_ln, de, opts.pre_norm, p_enc, |c, h| {
-            attention(c, &p.self_attn, h, h, &dims, &src_mask, opts.attention_dropout)
-        })?;
-        let mut loss = None;
-        let mut route = None;
-        x = residual(&mut ctx, &x, &p.ffn_ln, de, opts.pre_norm, p_enc, |c, h| {
-            let (y, l_bal, r) = ffn(c, &p.ffn, h, &l.expert_widths, cfg.k_for(l.experts), &moe_opts, src_real.as_deref())?;
-            loss = l_bal;
-            route = Some(r);
-            Ok(y)
-        })?;
-        balance = add_loss(ctx.tape, balance, loss)?;
-        routing.encoder.extend(route);
-        states.push(x.clone());
-    }
-    if let Some(ln) = &net.encoder_ln {
-        // Pre-norm residual streams are unnormalised; every encoder output the decoder reads goes
-        // through the final encoder LN (the last `max span` of them).
-        let first = states.len() - cfg.max_span_layers();
-        for s in &mut states[first..] {
-            *s = ctx.layer_norm(s, ln, de)?;
-        }
-    }
 
     // ---- decoder ----
     ctx.part = Part::Decoder;

@@ -1,0 +1,231 @@
+//! `automoe translate`: translate text with a saved model.
+//!
+//! A model directory is what [`SubnetModel::save`] writes (`model.safetensors`, `model.json`)
+//! plus the `tokenizer.json` the model was trained with. Input: one sentence per line (stdin or
+//! `--input`); output: one translation per line, in input order (stdout or `--output`, written
+//! atomically). Empty lines translate to empty lines without running the model. Sentences are
+//! sorted by length and decoded in batches of `--batch-size`, so that a batch wastes little on
+//! padding.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::data::tokenizer::{write_atomic, EOS_ID};
+use crate::data::{read_lines, Tokenizer};
+use crate::decode::{translate_ids, SearchOptions, MAX_POSITIONS};
+use crate::model::{ModelView, SubnetModel};
+use crate::{Error, Result};
+
+/// The tokenizer's file name inside a model directory.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// Decoding settings shared by `translate` and `evaluate`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DecodeArgs {
+    /// Sentences decoded together.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Beam size (1: greedy search). AutoMoE evaluates with 4.
+    #[arg(long, default_value_t = 4)]
+    pub beam: usize,
+    /// Length penalty: hypotheses are ranked by score / len^lenpen (fairseq's).
+    #[arg(long, default_value_t = 0.6)]
+    pub lenpen: f64,
+    /// Maximum output length max_len_a * source tokens + max_len_b (fairseq's --max-len-a/b).
+    #[arg(long, default_value_t = 1.2)]
+    pub max_len_a: f64,
+    #[arg(long, default_value_t = 10)]
+    pub max_len_b: usize,
+    /// Longest source accepted, in tokens including the end-of-sentence token.
+    #[arg(long, default_value_t = MAX_POSITIONS)]
+    pub max_source_len: usize,
+    /// Cut sources longer than --max-source-len instead of stopping with an error.
+    #[arg(long)]
+    pub truncate: bool,
+    /// CPU threads (default: all cores, or RAYON_NUM_THREADS).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl Default for DecodeArgs {
+    fn default() -> Self {
+        DecodeArgs {
+            batch_size: 32,
+            beam: 4,
+            lenpen: 0.6,
+            max_len_a: 1.2,
+            max_len_b: 10,
+            max_source_len: MAX_POSITIONS,
+            truncate: false,
+            threads: None,
+        }
+    }
+}
+
+impl DecodeArgs {
+    pub fn search_options(&self) -> Result<SearchOptions> {
+        let o = SearchOptions {
+            beam: self.beam,
+            len_penalty: self.lenpen,
+            max_len_a: self.max_len_a,
+            max_len_b: self.max_len_b,
+            ..SearchOptions::default()
+        };
+        o.check()?;
+        if self.batch_size == 0 {
+            return Err(Error::invalid("decode", "--batch-size must be at least 1"));
+        }
+        if self.max_source_len < 2 {
+            return Err(Error::invalid("decode", "--max-source-len must be at least 2 (one token and the end of sentence)"));
+        }
+        Ok(o)
+    }
+
+    /// Runs `f` on `--threads` threads (a dedicated rayon pool), or on the global pool.
+    pub fn with_threads<T>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T>
+    where
+        T: Send,
+    {
+        match self.threads {
+            None => f(),
+            Some(0) => Err(Error::invalid("decode", "--threads must be at least 1")),
+            Some(n) => rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .map_err(|e| Error::invalid("decode", format!("cannot start {n} threads: {e}")))?
+                .install(f),
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model directory: model.safetensors, model.json and tokenizer.json.
+    pub model: PathBuf,
+    /// Input text, one sentence per line (default: stdin). `.gz` files are decompressed.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Where to write the translations (default: stdout); written to a temporary file and renamed.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub decode: DecodeArgs,
+}
+
+/// Loads a model directory's model and tokenizer, checking that they belong together.
+pub fn load_model_dir(dir: &Path) -> Result<(SubnetModel, Tokenizer)> {
+    if !dir.is_dir() {
+        return Err(Error::invalid("model directory", format!("{} is not a directory", dir.display())));
+    }
+    let tok_path = dir.join(TOKENIZER_FILE);
+    if !tok_path.is_file() {
+        return Err(Error::Format {
+            path: dir.to_path_buf(),
+            msg: format!("no {TOKENIZER_FILE} in the model directory: copy the tokenizer the model was trained with next to its weights"),
+        });
+    }
+    let model = SubnetModel::load(dir)?;
+    let tok = Tokenizer::load(&tok_path)?;
+    if tok.vocab_size() != model.vocab {
+        return Err(Error::Format {
+            path: tok_path,
+            msg: format!(
+                "the tokenizer has {} tokens but the model's vocabulary has {}: not the model's tokenizer",
+                tok.vocab_size(),
+                model.vocab
+            ),
+        });
+    }
+    Ok((model, tok))
+}
+
+/// Encodes `lines` (empty lines to no tokens), enforcing the source length limit: a longer line is
+/// an error naming its 1-based line number, or is cut (keeping its end-of-sentence) when
+/// `truncate` is set.
+pub fn encode_lines(tok: &Tokenizer, lines: &[String], max_source_len: usize, truncate: bool) -> Result<Vec<Vec<u32>>> {
+    let mut out = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        let text = line.trim();
+        if text.is_empty() {
+            out.push(Vec::new());
+            continue;
+        }
+        let mut ids = tok.encode(text)?;
+        if ids.len() > max_source_len {
+            if !truncate {
+                return Err(Error::invalid(
+                    "translate",
+                    format!(
+                        "line {}: {} tokens, more than the maximum source length {max_source_len} (use --truncate to cut long lines)",
+                        i + 1,
+                        ids.len()
+                    ),
+                ));
+            }
+            ids.truncate(max_source_len - 1);
+            ids.push(EOS_ID);
+        }
+        out.push(ids);
+    }
+    Ok(out)
+}
+
+/// Translates `lines` (one sentence each) with the settings of `args`; one output line per input
+/// line, in order.
+pub fn translate_lines(model: &ModelView, tok: &Tokenizer, lines: &[String], args: &DecodeArgs) -> Result<Vec<String>> {
+    let opts = args.search_options()?;
+    let sources = encode_lines(tok, lines, args.max_source_len, args.truncate)?;
+    let mut order: Vec<usize> = (0..sources.len()).filter(|&i| !sources[i].is_empty()).collect();
+    // Longest first: similar lengths share a batch, and the slowest batch shows up early.
+    order.sort_by_key(|&i| std::cmp::Reverse(sources[i].len()));
+    let mut out = vec![String::new(); lines.len()];
+    for chunk in order.chunks(args.batch_size) {
+        let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| sources[i].clone()).collect();
+        let hyps = translate_ids(model, &batch, &opts)?;
+        for (&i, h) in chunk.iter().zip(hyps) {
+            out[i] = tok.decode(&h.tokens)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Reads lines from a file (`.gz` allowed) or, with `None`, from stdin.
+pub fn read_input(path: Option<&Path>) -> Result<Vec<String>> {
+    match path {
+        Some(p) => read_lines(p),
+        None => {
+            let mut bytes = Vec::new();
+            std::io::stdin().read_to_end(&mut bytes).map_err(|e| Error::io("<stdin>", e))?;
+            let text = String::from_utf8(bytes).map_err(|e| Error::Format {
+                path: "<stdin>".into(),
+                msg: format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()),
+            })?;
+            Ok(text.lines().map(|l| l.trim().to_string()).collect())
+        }
+    }
+}
+
+/// Writes one line per entry to a file (atomically) or, with `None`, to stdout.
+pub fn write_output(path: Option<&Path>, lines: &[String]) -> Result<()> {
+    let mut text = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for l in lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    match path {
+        Some(p) => write_atomic(p, text.as_bytes()),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes()).and_then(|_| out.flush()).map_err(|e| Error::io("<stdout>", e))
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    args.decode.search_options()?;
+    let (model, tok) = load_model_dir(&args.model)?;
+    let lines = read_input(args.input.as_deref())?;
+    let view = model.view()?;
+    let out = args.decode.with_threads(|| translate_lines(&view, &tok, &lines, &args.decode))?;
+    write_output(args.output.as_deref(), &out)
+}

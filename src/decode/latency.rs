@@ -1,0 +1,187 @@
+//! Translation latency by AutoMoE's protocol (inherited from HAT): batch 1, a 30-token source,
+//! the encoder once, then 30 incremental decoder steps at beam 5, exactly 30 (eos is forbidden,
+//! so a random or a trained model does the same work); 5 warm-up runs, then timed runs whose
+//! top and bottom 10 % are dropped, separately for the encoder and the decoder as HAT does;
+//! latency = mean encoder time + mean decoder time.
+//!
+//! The decoder time holds what translating costs after the encoder: projecting each decoder
+//! layer's encoder keys and values (fairseq does this in its first decoder step), expanding the
+//! sentence into the beam, and per step the decoder, the log-softmax over the vocabulary, the
+//! choice of the best `2 * beam` candidates and the reordering of the caches.
+//!
+//! Used by the search (issue 9) as its latency measurement, and by `benches/translate_latency.rs`.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::search::{log_softmax, top_candidates, Allowed};
+use crate::data::tokenizer::{EOS_ID, PAD_ID};
+use crate::model::{ModelView, SourceBatch};
+use crate::{Error, Result};
+
+/// What to time. [`Default`] is the paper's protocol with 20 timed runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatencyProtocol {
+    /// Source tokens, including the eos.
+    pub src_len: usize,
+    /// Decoder steps (target tokens), always all of them.
+    pub steps: usize,
+    pub beam: usize,
+    pub warmup: usize,
+    /// Timed runs before trimming.
+    pub runs: usize,
+    /// Fraction of the timed runs dropped at each end (0.1: the fastest and slowest 10 %).
+    pub trim: f64,
+    /// Threads to run on (a dedicated rayon pool); `None`: the current pool.
+    pub threads: Option<usize>,
+}
+
+impl Default for LatencyProtocol {
+    fn default() -> Self {
+        LatencyProtocol { src_len: 30, steps: 30, beam: 5, warmup: 5, runs: 20, trim: 0.1, threads: None }
+    }
+}
+
+/// Mean times of the kept runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatencyReport {
+    pub encoder_ms: f64,
+    pub decoder_ms: f64,
+    /// `encoder_ms + decoder_ms`.
+    pub total_ms: f64,
+    /// Threads the runs had.
+    pub threads: usize,
+    /// Timed runs averaged (after trimming).
+    pub runs_kept: usize,
+}
+
+impl LatencyProtocol {
+    pub fn check(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::invalid("LatencyProtocol", msg));
+        if self.src_len == 0 || self.steps == 0 || self.beam == 0 || self.runs == 0 {
+            return bad(format!(
+                "src_len {}, steps {}, beam {} and runs {} must all be positive",
+                self.src_len, self.steps, self.beam, self.runs
+            ));
+        }
+        if !(0.0..0.5).contains(&self.trim) {
+            return bad(format!("trim {} must be in [0, 0.5)", self.trim));
+        }
+        if self.threads == Some(0) {
+            return bad("threads must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Runs dropped at each end.
+    fn dropped(&self) -> usize {
+        ((self.runs as f64 * self.trim).floor() as usize).min((self.runs - 1) / 2)
+    }
+}
+
+/// Measures `model` by the protocol (see the module doc).
+pub fn measure(model: &ModelView, proto: &LatencyProtocol) -> Result<LatencyReport> {
+    proto.check()?;
+    match proto.threads {
+        None => measure_here(model, proto),
+        Some(n) => {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .map_err(|e| Error::invalid("latency", format!("cannot start {n} threads: {e}")))?;
+            pool.install(|| measure_here(model, proto))
+        }
+    }
+}
+
+fn measure_here(model: &ModelView, proto: &LatencyProtocol) -> Result<LatencyReport> {
+    let mut enc_ms = Vec::with_capacity(proto.runs);
+    let mut dec_ms = Vec::with_capacity(proto.runs);
+    for run in 0..proto.warmup + proto.runs {
+        let (e, d) = time_one_run(model, proto)?;
+        if run >= proto.warmup {
+            enc_ms.push(e);
+            dec_ms.push(d);
+        }
+    }
+    let drop = proto.dropped();
+    let (encoder_ms, decoder_ms) = (trimmed_mean(enc_ms, drop), trimmed_mean(dec_ms, drop));
+    Ok(LatencyReport {
+        encoder_ms,
+        decoder_ms,
+        total_ms: encoder_ms + decoder_ms,
+        threads: rayon::current_num_threads(),
+        runs_kept: proto.runs - 2 * drop,
+    })
+}
+
+/// The protocol's source: `src_len - 1` ordinary tokens spread over the vocabulary (never the
+/// specials 0..4), then eos.
+pub fn latency_source(vocab: usize, src_len: usize) -> Result<Vec<u32>> {
+    if vocab <= 4 {
+        return Err(Error::invalid("latency", format!("a vocabulary of {vocab} has no ordinary tokens to feed")));
+    }
+    let mut src: Vec<u32> = (0..src_len.saturating_sub(1)).map(|i| 4 + ((i * 7919) % (vocab - 4)) as u32).collect();
+    src.push(EOS_ID);
+    Ok(src)
+}
+
+/// One timed run of the protocol on the current thread pool (no warm-up, no repetition):
+/// `(encoder ms, decoder ms)`. For callers that schedule runs themselves (the search's meter).
+pub fn time_one_run(model: &ModelView, proto: &LatencyProtocol) -> Result<(f64, f64)> {
+    proto.check()?;
+    let batch = SourceBatch::from_sentences(&[latency_source(model.vocab(), proto.src_len)?], PAD_ID)?;
+    let t0 = Instant::now();
+    let enc = model.encode(&batch)?;
+    let t1 = Instant::now();
+    decode_fixed(model, &enc, proto)?;
+    let t2 = Instant::now();
+    Ok(((t1 - t0).as_secs_f64() * 1e3, (t2 - t1).as_secs_f64() * 1e3))
+}
+
+/// Beam search of exactly `steps` tokens (eos forbidden) for one sentence.
+fn decode_fixed(model: &ModelView, enc: &crate::model::EncoderOutput, proto: &LatencyProtocol) -> Result<()> {
+    let v = model.vocab();
+    let mut state = model.start(enc)?;
+    state.reorder(&vec![0; proto.beam])?;
+    let mut scores = vec![0.0f64; proto.beam];
+    let mut tokens = vec![crate::data::tokenizer::BOS_ID; proto.beam];
+    for step in 0..proto.steps {
+        let lp = log_softmax(&model.step(&mut state, &tokens)?)?;
+        // The beam's rows are identical at the first step: only the first one proposes.
+        let live = if step == 0 { 1 } else { proto.beam };
+        let rows: Vec<usize> = (0..live).collect();
+        let cands = top_candidates(&lp, v, &scores[..live], &rows, 2 * proto.beam, Allowed::Tokens { eos: false });
+        let keep: Vec<_> = cands.iter().take(proto.beam).collect();
+        if keep.len() < proto.beam {
+            return Err(Error::invalid("latency", format!("only {} candidates for a beam of {}", keep.len(), proto.beam)));
+        }
+        let order: Vec<u32> = keep.iter().map(|c| c.hyp as u32).collect();
+        scores = keep.iter().map(|c| c.score).collect();
+        tokens = keep.iter().map(|c| c.token).collect();
+        state.reorder(&order)?;
+    }
+    Ok(())
+}
+
+fn trimmed_mean(mut xs: Vec<f64>, drop: usize) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let kept = &xs[drop..xs.len() - drop];
+    kept.iter().sum::<f64>() / kept.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trimming() {
+        let p = LatencyProtocol::default();
+        assert_eq!(p.dropped(), 2);
+        assert_eq!(trimmed_mean(vec![100.0, 1.0, 2.0, 3.0, 0.0], 1), 2.0);
+        assert_eq!(LatencyProtocol { runs: 2, ..p.clone() }.dropped(), 0);
+        assert!(LatencyProtocol { trim: 0.5, ..p.clone() }.check().is_err());
+        assert!(LatencyProtocol { threads: Some(0), ..p }.check().is_err());
+    }
+}

@@ -1,0 +1,400 @@
+//! Greedy and beam search over the incremental decoder ([`crate::model::ModelView`]), batched
+//! across sentences, recording nothing on any tape.
+//!
+//! The beam search follows fairseq's `SequenceGenerator` (AutoMoE evaluates with fairseq):
+//! * a hypothesis's score is the sum of its tokens' log-probabilities (log-softmax of the logits,
+//!   computed in f64);
+//! * each step takes, per sentence, the best `2 * beam` (hypothesis, token) candidates; an eos
+//!   among the first `beam` of them finishes that hypothesis, and the first `beam` other
+//!   candidates continue as the new beam;
+//! * a finished hypothesis is ranked by `score / len^lenpen`, `len` = its tokens including the eos
+//!   (fairseq's length penalty, not GNMT's `((5 + len) / 6)^lp`);
+//! * a sentence is done once it holds `beam` finished hypotheses (fairseq's early stop), or at its
+//!   maximum length, where only eos is allowed: at most `max_len_a * src_len + max_len_b` tokens
+//!   before the eos, `src_len` counting the source's own eos, as fairseq's `max_len_a/b` — but
+//!   per sentence, where fairseq takes the padded width of the whole batch (which would make a
+//!   translation depend on the sentences it is batched with);
+//! * `<pad>` and `<s>` are never generated; eos is forbidden before `min_len` tokens.
+//!
+//! The first step expands each sentence from one hypothesis (fairseq starts `beam` identical
+//! copies and reads only the first; one row computes the same thing). Finished sentences leave
+//! the batch (their rows are dropped from the decoder state), as in fairseq. Ties between equal
+//! scores go to the lower (hypothesis, token) index, in greedy search and beam search alike, so
+//! a beam of 1 is exactly greedy search.
+
+use crate::data::tokenizer::{BOS_ID, EOS_ID, PAD_ID};
+use crate::model::{ModelView, SourceBatch};
+use crate::{DType, Error, Result, Tensor};
+
+/// The longest source (tokens including its eos) and target (tokens before the eos) the decoder
+/// accepts by default. Sinusoidal positions have no hard limit; this bounds memory and time, and
+/// the CLI reports longer lines by number (or truncates them with `--truncate`).
+pub const MAX_POSITIONS: usize = 1024;
+
+/// Search settings. The defaults are AutoMoE's evaluation setting (beam 4, length penalty 0.6)
+/// with a maximum length of `1.2 * src_len + 10`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SearchOptions {
+    /// Hypotheses kept per sentence (1 = greedy).
+    pub beam: usize,
+    /// Exponent of fairseq's length normalisation `score / len^lenpen` (0: raw log-probabilities).
+    pub len_penalty: f64,
+    /// Maximum target length `floor(max_len_a * src_len + max_len_b)`, capped at `max_len_cap`.
+    pub max_len_a: f64,
+    pub max_len_b: usize,
+    /// Upper bound of the maximum length whatever the source length.
+    pub max_len_cap: usize,
+    /// Tokens generated before eos may end a hypothesis.
+    pub min_len: usize,
+}
+
+impl Default for SearchOptions {
+    fn default() -> Self {
+        SearchOptions { beam: 4, len_penalty: 0.6, max_len_a: 1.2, max_len_b: 10, max_len_cap: MAX_POSITIONS - 1, min_len: 0 }
+    }
+}
+
+impl SearchOptions {
+    pub fn check(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::invalid("SearchOptions", msg));
+        if self.beam == 0 {
+            return bad("beam must be at least 1".into());
+        }
+        if !self.len_penalty.is_finite() {
+            return bad(format!("length penalty {} is not finite", self.len_penalty));
+        }
+        if !self.max_len_a.is_finite() || self.max_len_a < 0.0 {
+            return bad(format!("max_len_a {} must be a non-negative number", self.max_len_a));
+        }
+        if self.min_len > self.max_len_cap {
+            return bad(format!("min_len {} exceeds the maximum length cap {}", self.min_len, self.max_len_cap));
+        }
+        Ok(())
+    }
+
+    /// Tokens a hypothesis of a `src_len`-token source may have before its eos.
+    pub fn max_len(&self, src_len: usize) -> usize {
+        let l = (self.max_len_a * src_len as f64 + self.max_len_b as f64).floor() as usize;
+        l.clamp(self.min_len, self.max_len_cap)
+    }
+
+    /// fairseq's normalised score of a finished hypothesis of `tokens` tokens before its eos.
+    pub fn normalize(&self, log_prob: f64, tokens: usize) -> f64 {
+        log_prob / ((tokens + 1) as f64).powf(self.len_penalty)
+    }
+}
+
+/// A finished translation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hypothesis {
+    /// Target ids, without bos and eos.
+    pub tokens: Vec<u32>,
+    /// Sum of the log-probabilities of the tokens and the eos.
+    pub log_prob: f64,
+    /// `log_prob / (tokens + 1)^lenpen`: what hypotheses are ranked by.
+    pub score: f64,
+}
+
+/// Row-wise log-softmax of `logits: [rows, V]`, in f64.
+pub(crate) fn log_softmax(logits: &Tensor) -> Result<Vec<f64>> {
+    let v = match logits.shape() {
+        [_, v] if *v > 0 => *v,
+        s => return Err(Error::invalid("log_softmax", format!("expects [rows, vocab] logits, got {s:?}"))),
+    };
+    if logits.dtype() == DType::F64 {
+        let mut x = logits.to_vec::<f64>()?;
+        for row in x.chunks_mut(v) {
+            let mx = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let lse = mx + row.iter().map(|&a| (a - mx).exp()).sum::<f64>().ln();
+            row.iter_mut().for_each(|a| *a -= lse);
+        }
+        return Ok(x);
+    }
+    // f32 (and bf16) logits: exponentials in f32, their sum in f64 (the crate's softmax
+    // convention); `exp` of f32 costs about half of f64's, and this runs over beam x vocabulary
+    // scores at every step.
+    let x = logits.to_f32_vec()?;
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks(v) {
+        let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let lse = f64::from(mx) + row.iter().map(|&a| f64::from((a - mx).exp())).sum::<f64>().ln();
+        out.extend(row.iter().map(|&a| f64::from(a) - lse));
+    }
+    Ok(out)
+}
+
+/// Which tokens a step may produce.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Allowed {
+    /// Anything but pad, bos and (when `eos` is false) eos.
+    Tokens { eos: bool },
+    /// Only eos (the maximum length is reached).
+    EosOnly,
+}
+
+impl Allowed {
+    fn for_step(step: usize, max_len: usize, min_len: usize) -> Self {
+        if step >= max_len {
+            Allowed::EosOnly
+        } else {
+            Allowed::Tokens { eos: step >= min_len }
+        }
+    }
+
+    #[inline]
+    fn permits(self, tok: u32) -> bool {
+        match self {
+            Allowed::EosOnly => tok == EOS_ID,
+            Allowed::Tokens { eos } => tok != PAD_ID && tok != BOS_ID && (eos || tok != EOS_ID),
+        }
+    }
+}
+
+/// A (hypothesis, token) extension and its cumulative score.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Candidate {
+    pub score: f64,
+    /// Index into the `bases` the candidates were drawn from.
+    pub hyp: usize,
+    pub token: u32,
+}
+
+/// The best `n` extensions of hypotheses with scores `bases`, reading row `rows[i]` of the
+/// log-probabilities `lp: [.., V]` for hypothesis `i`. Sorted best first; equal scores keep the
+/// lower (hypothesis, token) first. Non-finite and forbidden candidates are never returned.
+pub(crate) fn top_candidates(lp: &[f64], v: usize, bases: &[f64], rows: &[usize], n: usize, allowed: Allowed) -> Vec<Candidate> {
+    let mut best: Vec<Candidate> = Vec::with_capacity(n + 1);
+    for (hyp, (&base, &row)) in bases.iter().zip(rows).enumerate() {
+        let r = &lp[row * v..(row + 1) * v];
+        let toks = if allowed == Allowed::EosOnly { EOS_ID as usize..EOS_ID as usize + 1 } else { 0..v };
+        for tok in toks {
+            if !allowed.permits(tok as u32) {
+                continue;
+            }
+            let score = base + r[tok];
+            if !score.is_finite() || (best.len() == n && score <= best[n - 1].score) {
+                continue;
+            }
+            // After every equal score already kept: earlier candidates win ties.
+            let at = best.partition_point(|c| c.score >= score);
+            best.insert(at, Candidate { score, hyp, token: tok as u32 });
+            best.truncate(n);
+        }
+    }
+    best
+}
+
+/// Sentences with no tokens get an empty translation without running the model.
+fn empty_hypothesis() -> Hypothesis {
+    Hypothesis { tokens: Vec::new(), log_prob: 0.0, score: 0.0 }
+}
+
+/// One live hypothesis of a sentence.
+struct Live {
+    tokens: Vec<u32>,
+    score: f64,
+    /// Its row in the decoder state.
+    row: usize,
+}
+
+struct Sentence {
+    index: usize,
+    max_len: usize,
+    live: Vec<Live>,
+    done: Vec<Hypothesis>,
+}
+
+/// Beam search of every source sentence (token ids ending in eos); returns each sentence's
+/// finished hypotheses, best first (at most `beam`). Empty sources give one empty hypothesis.
+pub fn beam_search(model: &ModelView, sources: &[Vec<u32>], opts: &SearchOptions) -> Result<Vec<Vec<Hypothesis>>> {
+    opts.check()?;
+    let mut out: Vec<Vec<Hypothesis>> = vec![Vec::new(); sources.len()];
+    let run: Vec<usize> = (0..sources.len()).filter(|&i| !sources[i].is_empty()).collect();
+    for i in (0..sources.len()).filter(|i| sources[*i].is_empty()) {
+        out[i] = vec![empty_hypothesis()];
+    }
+    if run.is_empty() {
+        return Ok(out);
+    }
+    let src: Vec<Vec<u32>> = run.iter().map(|&i| sources[i].clone()).collect();
+    let enc = model.encode(&SourceBatch::from_sentences(&src, PAD_ID)?)?;
+    let mut state = model.start(&enc)?;
+    let v = model.vocab();
+    let beam = opts.beam;
+    let mut sents: Vec<Sentence> = run
+        .iter()
+        .enumerate()
+        .map(|(row, &index)| Sentence {
+            index,
+            max_len: opts.max_len(sources[index].len()),
+            live: vec![Live { tokens: Vec::new(), score: 0.0, row }],
+            done: Vec::new(),
+        })
+        .collect();
+    let mut step = 0usize;
+    while !sents.is_empty() {
+        let tokens: Vec<u32> = sents.iter().flat_map(|s| s.live.iter().map(|l| l.tokens.last().copied().unwrap_or(BOS_ID))).collect();
+        let lp = log_softmax(&model.step(&mut state, &tokens)?)?;
+        let mut keep_rows: Vec<u32> = Vec::new();
+        let mut next = Vec::with_capacity(sents.len());
+        for mut s in sents {
+            let allowed = Allowed::for_step(step, s.max_len, opts.min_len);
+            let bases: Vec<f64> = s.live.iter().map(|l| l.score).collect();
+            let rows: Vec<usize> = s.live.iter().map(|l| l.row).collect();
+            let mut live = Vec::with_capacity(beam);
+            for (rank, c) in top_candidates(&lp, v, &bases, &rows, 2 * beam, allowed).into_iter().enumerate() {
+                let parent = &s.live[c.hyp];
+                if c.token == EOS_ID {
+                    if rank < beam && s.done.len() < beam {
+                        let n = parent.tokens.len();
+                        s.done.push(Hypothesis { tokens: parent.tokens.clone(), log_prob: c.score, score: opts.normalize(c.score, n) });
+                    }
+                } else if live.len() < beam {
+                    let mut t = parent.tokens.clone();
+                    t.push(c.token);
+                    live.push(Live { tokens: t, score: c.score, row: parent.row });
+                }
+            }
+            if s.done.len() >= beam || allowed == Allowed::EosOnly || live.is_empty() {
+                out[s.index] = finish(s.done, &s.live, opts);
+                continue;
+            }
+            for l in &mut live {
+                keep_rows.push(l.row as u32);
+                l.row = keep_rows.len() - 1;
+            }
+            s.live = live;
+            next.push(s);
+        }
+        sents = next;
+        if !sents.is_empty() {
+            state.reorder(&keep_rows)?;
+        }
+        step += 1;
+    }
+    Ok(out)
+}
+
+/// The finished hypotheses best first; should nothing have finished (every extension was
+/// forbidden or non-finite), the best live hypothesis stands in, unterminated.
+fn finish(mut done: Vec<Hypothesis>, live: &[Live], opts: &SearchOptions) -> Vec<Hypothesis> {
+    if done.is_empty() {
+        if let Some(l) = live.iter().max_by(|a, b| a.score.total_cmp(&b.score)) {
+            done.push(Hypothesis { tokens: l.tokens.clone(), log_prob: l.score, score: opts.normalize(l.score, l.tokens.len()) });
+        } else {
+            done.push(empty_hypothesis());
+        }
+    }
+    // Stable: equal scores keep the order they finished in.
+    done.sort_by(|a, b| b.score.total_cmp(&a.score));
+    done
+}
+
+/// Greedy search (the most probable token at every step), batched; the same stopping rules and
+/// scores as [`beam_search`] with a beam of 1.
+pub fn greedy(model: &ModelView, sources: &[Vec<u32>], opts: &SearchOptions) -> Result<Vec<Hypothesis>> {
+    opts.check()?;
+    let mut out: Vec<Option<Hypothesis>> = vec![None; sources.len()];
+    let mut active: Vec<usize> = (0..sources.len()).filter(|&i| !sources[i].is_empty()).collect();
+    for i in (0..sources.len()).filter(|i| sources[*i].is_empty()) {
+        out[i] = Some(empty_hypothesis());
+    }
+    if !active.is_empty() {
+        let src: Vec<Vec<u32>> = active.iter().map(|&i| sources[i].clone()).collect();
+        let enc = model.encode(&SourceBatch::from_sentences(&src, PAD_ID)?)?;
+        let mut state = model.start(&enc)?;
+        let v = model.vocab();
+        let mut hyps: Vec<(Vec<u32>, f64)> = vec![(Vec::new(), 0.0); active.len()];
+        let mut step = 0usize;
+        while !active.is_empty() {
+            let tokens: Vec<u32> = hyps.iter().map(|(t, _)| t.last().copied().unwrap_or(BOS_ID)).collect();
+            let lp = log_softmax(&model.step(&mut state, &tokens)?)?;
+            let (mut keep, mut next_active, mut next_hyps) = (Vec::new(), Vec::new(), Vec::new());
+            for (r, (&i, (mut toks, score))) in active.iter().zip(hyps).enumerate() {
+                let allowed = Allowed::for_step(step, opts.max_len(sources[i].len()), opts.min_len);
+                let row = &lp[r * v..(r + 1) * v];
+                let mut best: Option<(u32, f64)> = None;
+                for tok in 0..v as u32 {
+                    let s = score + row[tok as usize];
+                    if allowed.permits(tok) && s.is_finite() && best.is_none_or(|(_, b)| s > b) {
+                        best = Some((tok, s));
+                    }
+                }
+                match best {
+                    Some((tok, s)) if tok != EOS_ID => {
+                        toks.push(tok);
+                        keep.push(r as u32);
+                        next_active.push(i);
+                        next_hyps.push((toks, s));
+                    }
+                    Some((_, s)) => {
+                        let n = toks.len();
+                        out[i] = Some(Hypothesis { tokens: toks, log_prob: s, score: opts.normalize(s, n) });
+                    }
+                    None => {
+                        let n = toks.len();
+                        out[i] = Some(Hypothesis { tokens: toks, log_prob: score, score: opts.normalize(score, n) });
+                    }
+                }
+            }
+            active = next_active;
+            hyps = next_hyps;
+            if !active.is_empty() {
+                state.reorder(&keep)?;
+            }
+            step += 1;
+        }
+    }
+    Ok(out.into_iter().map(|h| h.unwrap_or_else(empty_hypothesis)).collect())
+}
+
+/// The best translation of every source: greedy search for a beam of 1, beam search otherwise.
+pub fn translate_ids(model: &ModelView, sources: &[Vec<u32>], opts: &SearchOptions) -> Result<Vec<Hypothesis>> {
+    if opts.beam == 1 {
+        return greedy(model, sources, opts);
+    }
+    Ok(beam_search(model, sources, opts)?.into_iter().map(|mut n| n.swap_remove(0)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_sorted_with_ties_to_the_lower_index() {
+        // Two hypotheses over a vocabulary of 6 (0 pad, 1 bos, 2 eos).
+        let lp = vec![0.0, 0.0, -1.0, -2.0, -0.5, -0.5, 0.0, 0.0, -3.0, -0.5, -4.0, -0.1];
+        let c = top_candidates(&lp, 6, &[0.0, -0.4], &[0, 1], 4, Allowed::Tokens { eos: true });
+        let got: Vec<(usize, u32)> = c.iter().map(|c| (c.hyp, c.token)).collect();
+        assert_eq!(got, vec![(0, 4), (0, 5), (1, 5), (1, 3)]);
+        let no_eos = top_candidates(&lp, 6, &[0.0], &[0], 10, Allowed::Tokens { eos: false });
+        assert!(no_eos.iter().all(|c| c.token > 2));
+        let eos = top_candidates(&lp, 6, &[0.0, -0.4], &[0, 1], 4, Allowed::EosOnly);
+        assert_eq!(eos.iter().map(|c| (c.hyp, c.token)).collect::<Vec<_>>(), vec![(0, 2), (1, 2)]);
+    }
+
+    #[test]
+    fn fairseq_length_rules() {
+        let o = SearchOptions::default();
+        assert_eq!(o.max_len(10), 22); // floor(1.2 * 10 + 10)
+        assert_eq!(SearchOptions { max_len_cap: 15, ..o.clone() }.max_len(10), 15);
+        // score / len^0.6 with len counting the eos.
+        assert!((o.normalize(-3.0, 2) - (-3.0 / 3f64.powf(0.6))).abs() < 1e-15);
+        assert!(SearchOptions { beam: 0, ..o.clone() }.check().is_err());
+        assert!(SearchOptions { max_len_a: f64::NAN, ..o }.check().is_err());
+    }
+
+    #[test]
+    fn log_softmax_rows_sum_to_one() {
+        let v = vec![1.0f64, 2.0, 3.0, 0.0, 0.0, 0.0];
+        let t64 = Tensor::from_vec(v.clone(), &[2, 3]).unwrap();
+        let t32 = t64.to_dtype(DType::F32).unwrap();
+        for (t, tol) in [(t64, 1e-12), (t32, 1e-6)] {
+            let lp = log_softmax(&t).unwrap();
+            for r in lp.chunks(3) {
+                assert!((r.iter().map(|x| x.exp()).sum::<f64>() - 1.0).abs() < tol);
+            }
+            assert!((lp[2] - (3.0 - (1f64.exp() + 2f64.exp() + 3f64.exp()).ln())).abs() < tol);
+        }
+    }
+}

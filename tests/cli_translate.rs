@@ -1,0 +1,156 @@
+//! `automoe translate` / `evaluate` end to end on a tiny randomly initialised saved model with a
+//! tokenizer trained on a few sentences: the library entry points the binary calls, and the binary
+//! itself on stdin.
+
+mod common;
+
+use std::path::Path;
+
+use automoe::cli::evaluate::{self, evaluate};
+use automoe::cli::translate::{self, DecodeArgs, TOKENIZER_FILE};
+use automoe::data::{BpeConfig, Tokenizer};
+use automoe::model::{ModelOptions, Supernet};
+use automoe::DType;
+use common::{moe_config, tiny_space};
+
+const TEXT: &[&str] = &[
+    "a man is riding a bike",
+    "two dogs play in the park",
+    "ein mann fährt fahrrad",
+    "zwei hunde spielen im park",
+    "the woman reads a book",
+    "die frau liest ein buch",
+];
+
+/// Saves a random MoE model and a tokenizer into `dir`; returns the tokenizer.
+fn make_model_dir(dir: &Path) -> Tokenizer {
+    let tok = Tokenizer::train(TEXT.iter(), &BpeConfig { vocab_size: 80, min_frequency: 1, limit_alphabet: None }).unwrap();
+    let sup = Supernet::new(tiny_space(), tok.vocab_size(), ModelOptions::default(), 3, DType::F32).unwrap();
+    sup.extract(&moe_config()).unwrap().save(dir).unwrap();
+    tok.save(dir.join(TOKENIZER_FILE)).unwrap();
+    tok
+}
+
+fn small_decode() -> DecodeArgs {
+    DecodeArgs { batch_size: 2, beam: 3, max_len_a: 0.0, max_len_b: 6, threads: Some(1), ..DecodeArgs::default() }
+}
+
+#[test]
+fn translate_files_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("model");
+    let tok = make_model_dir(&model_dir);
+    let input = tmp.path().join("in.txt");
+    std::fs::write(&input, "a man reads a book\n\ntwo dogs\n   \nein mann fährt im park\n").unwrap();
+    let output = tmp.path().join("out.txt");
+    let args =
+        translate::Args { model: model_dir.clone(), input: Some(input.clone()), output: Some(output.clone()), decode: small_decode() };
+    translate::run(args).unwrap();
+    let out = std::fs::read_to_string(&output).unwrap();
+    let lines: Vec<&str> = out.split('\n').collect();
+    assert_eq!(lines.len(), 6, "five lines and the final newline: {out:?}");
+    assert_eq!(lines[1], "", "an empty line stays empty");
+    assert_eq!(lines[3], "", "a blank line is empty");
+    assert_eq!(lines[5], "");
+    // Random weights translate to something of at most 6 tokens; it decodes without specials.
+    for l in [lines[0], lines[2], lines[4]] {
+        assert!(tok.encode(l).unwrap().len() <= 7, "{l:?}");
+        assert!(!l.contains("</s>") && !l.contains("<pad>"));
+    }
+    // The same through the library call with greedy search in one batch: line count kept.
+    let (model, tok) = translate::load_model_dir(&model_dir).unwrap();
+    let lines: Vec<String> = ["", "a man"].iter().map(|s| s.to_string()).collect();
+    let greedy = DecodeArgs { beam: 1, ..small_decode() };
+    let out = translate::translate_lines(&model.view().unwrap(), &tok, &lines, &greedy).unwrap();
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0], "");
+}
+
+#[test]
+fn long_lines_are_errors_or_truncated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("model");
+    make_model_dir(&model_dir);
+    let input = tmp.path().join("in.txt");
+    std::fs::write(&input, "a man\ntwo dogs\ntwo dogs play in the park and a man is riding a bike\n").unwrap();
+    let output = tmp.path().join("out.txt");
+    let decode = DecodeArgs { max_source_len: 8, ..small_decode() };
+    let args =
+        translate::Args { model: model_dir.clone(), input: Some(input.clone()), output: Some(output.clone()), decode: decode.clone() };
+    let err = translate::run(args).unwrap_err().to_string();
+    assert!(err.contains("line 3") && err.contains("--truncate"), "{err}");
+    assert!(!output.exists(), "nothing is written after an error");
+    let decode = DecodeArgs { truncate: true, ..decode };
+    translate::run(translate::Args { model: model_dir, input: Some(input), output: Some(output.clone()), decode }).unwrap();
+    assert_eq!(std::fs::read_to_string(&output).unwrap().lines().count(), 3);
+}
+
+#[test]
+fn bad_model_directories_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("model");
+    make_model_dir(&model_dir);
+    // A tokenizer with another vocabulary size.
+    let other = Tokenizer::train(TEXT.iter(), &BpeConfig { vocab_size: 40, min_frequency: 1, limit_alphabet: None }).unwrap();
+    other.save(model_dir.join(TOKENIZER_FILE)).unwrap();
+    let err = translate::load_model_dir(&model_dir).err().unwrap().to_string();
+    assert!(err.contains("not the model's tokenizer"), "{err}");
+    std::fs::remove_file(model_dir.join(TOKENIZER_FILE)).unwrap();
+    let err = translate::load_model_dir(&model_dir).err().unwrap().to_string();
+    assert!(err.contains("no tokenizer.json"), "{err}");
+    let err = translate::load_model_dir(&tmp.path().join("missing")).err().unwrap().to_string();
+    assert!(err.contains("not a directory"), "{err}");
+}
+
+#[test]
+fn evaluate_scores_and_writes_hypotheses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("model");
+    make_model_dir(&model_dir);
+    let (src, reference) = (tmp.path().join("test.en"), tmp.path().join("test.de"));
+    std::fs::write(&src, "a man is riding a bike\ntwo dogs play in the park\n").unwrap();
+    std::fs::write(&reference, "ein mann fährt fahrrad\nzwei hunde spielen im park\n").unwrap();
+    let hyp_out = tmp.path().join("hyp.de");
+    let args = evaluate::Args {
+        model: model_dir.clone(),
+        src: src.clone(),
+        reference: reference.clone(),
+        hyp_out: Some(hyp_out.clone()),
+        decode: small_decode(),
+    };
+    let e = evaluate(&args).unwrap();
+    assert_eq!(e.sentences, 2);
+    assert!((0.0..=100.0).contains(&e.bleu.score) && (0.0..=100.0).contains(&e.chrf.score));
+    evaluate::run(args).unwrap();
+    assert_eq!(std::fs::read_to_string(&hyp_out).unwrap().lines().count(), 2);
+    // Misaligned files.
+    std::fs::write(&reference, "nur eine zeile\n").unwrap();
+    let args = evaluate::Args { model: model_dir, src, reference, hyp_out: None, decode: small_decode() };
+    assert!(evaluate(&args).unwrap_err().to_string().contains("has 2 lines"));
+}
+
+#[test]
+fn binary_translates_stdin() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("model");
+    make_model_dir(&model_dir);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_automoe"))
+        .args(["translate", model_dir.to_str().unwrap(), "--beam", "2", "--max-len-a", "0", "--max-len-b", "4", "--threads", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all("the woman reads\n\ndie frau\n".as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 3, "{text:?}");
+    assert_eq!(text.lines().nth(1), Some(""));
+    // A missing model directory fails with a message, not a panic.
+    let out = Command::new(env!("CARGO_BIN_EXE_automoe")).args(["translate", "/nonexistent/model"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
+}
