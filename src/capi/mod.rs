@@ -10,6 +10,7 @@ mod boundary;
 #[rustfmt::skip]
 pub mod header;
 mod model;
+mod translate;
 
 pub use boundary::last_error_message;
 pub use model::ModelHandle;
@@ -47,5 +48,33 @@ mod tests {
             super::model::automoe_model_config_json as unsafe extern "C" fn(_, _) -> _,
         );
         same(h::automoe_string_free as unsafe extern "C" fn(_), super::model::automoe_string_free as unsafe extern "C" fn(_));
+        same(
+            h::automoe_translate as unsafe extern "C" fn(_, _, _, _, _) -> _,
+            super::translate::automoe_translate as unsafe extern "C" fn(_, _, _, _, _) -> _,
+        );
+        same(
+            h::automoe_translate_ids as unsafe extern "C" fn(_, _, _, _, _, _) -> _,
+            super::translate::automoe_translate_ids as unsafe extern "C" fn(_, _, _, _, _, _) -> _,
+        );
+        same(
+            h::automoe_translations_count as unsafe extern "C" fn(_) -> _,
+            super::translate::automoe_translations_count as unsafe extern "C" fn(_) -> _,
+        );
+        same(
+            h::automoe_translations_text as unsafe extern "C" fn(_, _) -> _,
+            super::translate::automoe_translations_text as unsafe extern "C" fn(_, _) -> _,
+        );
+        same(
+            h::automoe_translations_ids as unsafe extern "C" fn(_, _, _, _) -> _,
+            super::translate::automoe_translations_ids as unsafe extern "C" fn(_, _, _, _) -> _,
+        );
+        same(
+            h::automoe_translations_score as unsafe extern "C" fn(_, _) -> _,
+            super::translate::automoe_translations_score as unsafe extern "C" fn(_, _) -> _,
+        );
+        same(
+            h::automoe_translations_free as unsafe extern "C" fn(_),
+            super::translate::automoe_translations_free as unsafe extern "C" fn(_),
+        );
     }
 }

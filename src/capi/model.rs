@@ -27,15 +27,10 @@ impl ModelHandle {
         if device != Device::Cpu {
             return Err(Error::Unsupported { op: "translation", device });
         }
-        let model = SubnetModel::load(dir)?;
-        let tok_path = dir.join("tokenizer.json");
-        let tokenizer = Tokenizer::load(&tok_path)?;
-        if tokenizer.vocab_size() != model.vocab {
-            return Err(Error::Format {
-                path: tok_path,
-                msg: format!("the tokenizer has {} entries but the model's vocabulary is {}", tokenizer.vocab_size(), model.vocab),
-            });
+        if !dir.exists() {
+            return Err(Error::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, "no such model directory")));
         }
+        let (model, tokenizer) = crate::cli::translate::load_model_dir(dir)?;
         let params = param_report(&model.config, model.vocab, model.options.pre_norm, &Routing::Uniform)?;
         let flops = flop_report(&model.config, model.vocab, PAPER_SRC_LEN, PAPER_TGT_LEN, &Routing::Uniform)?;
         let info = automoe_model_info {

@@ -1,0 +1,224 @@
+//! Translation through the C ABI: UTF-8 sentences or token ids in, a result object out.
+
+use std::ffi::{c_char, CString};
+
+use super::boundary::{ffi_call, str_arg, Failure};
+use super::header::*;
+use super::model::{model_ref, ModelHandle};
+use crate::cli::translate::encode_lines;
+use crate::data::EOS_ID;
+use crate::decode::search::{translate_ids, SearchOptions, MAX_POSITIONS};
+
+/// Sentences translated per call of the search: similar lengths share a batch.
+const BATCH: usize = 32;
+
+/// What an `automoe_translations*` points to.
+struct Translations {
+    texts: Vec<CString>,
+    ids: Vec<Vec<u32>>,
+    scores: Vec<f64>,
+}
+
+fn search_options(p: *const automoe_decode_options, function: &str) -> Result<SearchOptions, Failure> {
+    let mut o = automoe_decode_options { beam: 4, length_penalty: 0.6, max_len_a: 1.2, max_len_b: 10 };
+    if !p.is_null() {
+        // SAFETY: a non-null `options` points to a readable automoe_decode_options (the contract).
+        o = unsafe { p.read() };
+    }
+    let opts = SearchOptions {
+        beam: o.beam as usize,
+        len_penalty: f64::from(o.length_penalty),
+        max_len_a: f64::from(o.max_len_a),
+        max_len_b: o.max_len_b as usize,
+        ..SearchOptions::default()
+    };
+    opts.check().map_err(|e| Failure::new(AUTOMOE_INVALID_ARGUMENT, format!("{function}: {e}")))?;
+    Ok(opts)
+}
+
+/// Translates `sources` (token ids ending in eos; empty = empty output), longest first in batches.
+fn run(m: &ModelHandle, sources: &[Vec<u32>], opts: &SearchOptions) -> crate::Result<Translations> {
+    let view = m.model.view()?;
+    let mut order: Vec<usize> = (0..sources.len()).filter(|&i| !sources[i].is_empty()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(sources[i].len()));
+    let n = sources.len();
+    let mut out = Translations { texts: vec![CString::default(); n], ids: vec![Vec::new(); n], scores: vec![0.0; n] };
+    for chunk in order.chunks(BATCH) {
+        let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| sources[i].clone()).collect();
+        for (&i, h) in chunk.iter().zip(translate_ids(&view, &batch, opts)?) {
+            let text = m.tokenizer.decode(&h.tokens)?;
+            // Decoded text cannot hold NUL unless the vocabulary does; replace rather than fail.
+            out.texts[i] = CString::new(text.replace('\0', "\u{FFFD}")).unwrap_or_default();
+            out.ids[i] = h.tokens;
+            out.scores[i] = h.score;
+        }
+    }
+    Ok(out)
+}
+
+fn write_result(out: *mut *mut automoe_translations, t: Translations) {
+    // SAFETY: callers check `out` is non-null; it is writable per the contract.
+    unsafe { out.write(Box::into_raw(Box::new(t)) as *mut automoe_translations) };
+}
+
+/// # Safety
+/// `model` NULL or live; `sentences` NULL (only with `count == 0`) or `count` pointers to
+/// NUL-terminated strings; `options` NULL or readable; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn automoe_translate(
+    model: *const automoe_model,
+    sentences: *const *const c_char,
+    count: usize,
+    options: *const automoe_decode_options,
+    out: *mut *mut automoe_translations,
+) -> automoe_status {
+    ffi_call(|| {
+        const F: &str = "automoe_translate";
+        // SAFETY: forwarded from this function's contract.
+        let m = unsafe { model_ref(model, F)? };
+        if out.is_null() {
+            return Err(Failure::null("out", F));
+        }
+        if sentences.is_null() && count > 0 {
+            return Err(Failure::null("sentences", F));
+        }
+        let opts = search_options(options, F)?;
+        let mut lines = Vec::with_capacity(count);
+        for i in 0..count {
+            // SAFETY: `sentences` has `count` readable entries (the contract).
+            let p = unsafe { *sentences.add(i) };
+            // SAFETY: each entry is NULL or a NUL-terminated string (the contract).
+            lines.push(unsafe { str_arg(p, &format!("sentences[{i}]"), F)? }.to_string());
+        }
+        let sources = encode_lines(&m.tokenizer, &lines, MAX_POSITIONS, false)?;
+        write_result(out, run(m, &sources, &opts)?);
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `model` NULL or live; `ids` and `lengths` NULL (only with `count == 0`) or `count` entries,
+/// `ids[i]` pointing to `lengths[i]` readable ids (NULL allowed when the length is 0); `options`
+/// NULL or readable; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn automoe_translate_ids(
+    model: *const automoe_model,
+    ids: *const *const u32,
+    lengths: *const usize,
+    count: usize,
+    options: *const automoe_decode_options,
+    out: *mut *mut automoe_translations,
+) -> automoe_status {
+    ffi_call(|| {
+        const F: &str = "automoe_translate_ids";
+        // SAFETY: forwarded from this function's contract.
+        let m = unsafe { model_ref(model, F)? };
+        if out.is_null() {
+            return Err(Failure::null("out", F));
+        }
+        if count > 0 && (ids.is_null() || lengths.is_null()) {
+            return Err(Failure::null(if ids.is_null() { "ids" } else { "lengths" }, F));
+        }
+        let opts = search_options(options, F)?;
+        let vocab = m.model.vocab;
+        let mut sources = Vec::with_capacity(count);
+        for i in 0..count {
+            // SAFETY: `ids` and `lengths` have `count` readable entries (the contract).
+            let (p, len) = unsafe { (*ids.add(i), *lengths.add(i)) };
+            if len == 0 {
+                sources.push(Vec::new());
+                continue;
+            }
+            if p.is_null() {
+                return Err(Failure::null(&format!("ids[{i}]"), F));
+            }
+            if len + 1 > MAX_POSITIONS {
+                return Err(Failure::new(
+                    AUTOMOE_INVALID_ARGUMENT,
+                    format!("{F}: sentence {i} has {len} ids, more than {}", MAX_POSITIONS - 1),
+                ));
+            }
+            // SAFETY: `ids[i]` points to `lengths[i]` readable ids (the contract).
+            let mut s = unsafe { std::slice::from_raw_parts(p, len) }.to_vec();
+            if let Some((j, &bad)) = s.iter().enumerate().find(|(_, &t)| t as usize >= vocab) {
+                return Err(Failure::new(AUTOMOE_OUT_OF_RANGE, format!("{F}: ids[{i}][{j}] = {bad} is outside the vocabulary of {vocab}")));
+            }
+            s.push(EOS_ID);
+            sources.push(s);
+        }
+        write_result(out, run(m, &sources, &opts)?);
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `t` NULL or a live result.
+unsafe fn translations_ref<'a>(t: *const automoe_translations) -> Option<&'a Translations> {
+    // SAFETY: a non-null pointer came from Box::into_raw(Box<Translations>) (the contract).
+    unsafe { (t as *const Translations).as_ref() }
+}
+
+/// # Safety
+/// `translations` NULL or a live result.
+#[no_mangle]
+pub unsafe extern "C" fn automoe_translations_count(translations: *const automoe_translations) -> usize {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { translations_ref(translations) }.map_or(0, |t| t.texts.len())
+}
+
+/// # Safety
+/// `translations` NULL or a live result.
+#[no_mangle]
+pub unsafe extern "C" fn automoe_translations_text(translations: *const automoe_translations, index: usize) -> *const c_char {
+    // SAFETY: forwarded from this function's contract.
+    match unsafe { translations_ref(translations) }.and_then(|t| t.texts.get(index)) {
+        Some(s) => s.as_ptr(),
+        None => std::ptr::null(),
+    }
+}
+
+/// # Safety
+/// `translations` NULL or a live result; `out_ids`, `out_length` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn automoe_translations_ids(
+    translations: *const automoe_translations,
+    index: usize,
+    out_ids: *mut *const u32,
+    out_length: *mut usize,
+) -> automoe_status {
+    ffi_call(|| {
+        const F: &str = "automoe_translations_ids";
+        // SAFETY: forwarded from this function's contract.
+        let t = unsafe { translations_ref(translations) }.ok_or_else(|| Failure::null("translations", F))?;
+        if out_ids.is_null() || out_length.is_null() {
+            return Err(Failure::null(if out_ids.is_null() { "out_ids" } else { "out_length" }, F));
+        }
+        let ids = t.ids.get(index).ok_or_else(|| {
+            Failure::new(AUTOMOE_OUT_OF_RANGE, format!("{F}: index {index} but the result has {} sentences", t.ids.len()))
+        })?;
+        // SAFETY: both out-pointers are non-null and writable (the contract).
+        unsafe {
+            out_ids.write(ids.as_ptr());
+            out_length.write(ids.len());
+        }
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `translations` NULL or a live result.
+#[no_mangle]
+pub unsafe extern "C" fn automoe_translations_score(translations: *const automoe_translations, index: usize) -> f64 {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { translations_ref(translations) }.and_then(|t| t.scores.get(index).copied()).unwrap_or(0.0)
+}
+
+/// # Safety
+/// `translations` NULL or a live result, freed once.
+#[no_mangle]
+pub unsafe extern "C" fn automoe_translations_free(translations: *mut automoe_translations) {
+    if !translations.is_null() {
+        // SAFETY: the pointer came from Box::into_raw(Box<Translations>) and is freed once.
+        drop(unsafe { Box::from_raw(translations as *mut Translations) });
+    }
+}
