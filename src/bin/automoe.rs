@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use automoe::cli;
 
 #[derive(Parser)]
-#[command(name = "automoe", version, about = "Search, train and run heterogeneous Mixture-of-Experts translation models under a compute budget (AutoMoE)")]
+#[command(
+    name = "automoe",
+    version,
+    about = "Search, train and run heterogeneous Mixture-of-Experts translation models under a compute budget (AutoMoE)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
