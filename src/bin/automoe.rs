@@ -20,6 +20,12 @@ struct Cli {
 enum Command {
     /// Print the devices this build can use (the CPU always; CUDA when a driver and GPU exist).
     Devices(cli::devices::Args),
+    /// Measure a subnet's latency (AutoMoE protocol) or build the latency dataset of N sampled subnets.
+    Latency(cli::latency::Args),
+    /// Train and evaluate the latency predictor (MLP) on a latency dataset.
+    Predictor(cli::predictor::Args),
+    /// Evolutionary search over a trained supernet under latency / GFLOPs / active-parameter constraints.
+    Search(cli::search::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -32,6 +38,9 @@ fn main() -> std::process::ExitCode {
             Ok(())
         }
         Some(Command::Devices(a)) => cli::devices::run(a),
+        Some(Command::Latency(a)) => cli::latency::run(a),
+        Some(Command::Predictor(a)) => cli::predictor::run(a),
+        Some(Command::Search(a)) => cli::search::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -2,3 +2,6 @@
 //! dispatches). Each subcommand is a module with a clap `Args` struct and a `run(args) -> Result<()>`.
 
 pub mod devices;
+pub mod latency;
+pub mod predictor;
+pub mod search;
