@@ -195,7 +195,7 @@ impl LatencyPredictor {
         if train.len() < 2 {
             return Err(Error::invalid("LatencyPredictor::train", format!("needs at least 2 training subnets, got {}", train.len())));
         }
-        if config.hidden == 0 || config.epochs == 0 || config.batch_size == 0 || !(config.lr > 0.0) {
+        if config.hidden == 0 || config.epochs == 0 || config.batch_size == 0 || !config.lr.is_finite() || config.lr <= 0.0 {
             return Err(Error::invalid(
                 "LatencyPredictor::train",
                 format!("hidden, epochs, batch_size and lr must be positive: {config:?}"),
