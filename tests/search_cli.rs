@@ -76,10 +76,19 @@ fn latency_predictor_and_search_commands_end_to_end() {
     // A supernet checkpoint the way `train-supernet` writes one: the space in the meta.
     let net = Supernet::new(space.clone(), tok.vocab_size(), ModelOptions::default(), 5, DType::F32).unwrap();
     let mut meta = CheckpointMeta::new(0, 5, LrSchedule::Constant { lr: 1e-3 }, AdamConfig::default());
+    // Shaped like train-supernet's run description: extra keys beside space, options and vocab.
     meta.model_config = SupernetMeta::of(&net).to_value().unwrap();
+    meta.model_config["label_smoothing"] = serde_json::json!(0.1);
+    meta.model_config["data"] = serde_json::json!({"synthetic": true});
     meta.tokenizer_hash = Some(tok.hash().unwrap());
     let ckpt = d.join("ckpt");
     save_checkpoint(&ckpt, &net.store, &Adam::new(AdamConfig::default()), &meta).unwrap();
+    let mut subnet_meta = meta.clone();
+    subnet_meta.model_config["mode"] = serde_json::json!("subnet");
+    let subnet_ckpt = d.join("subnet_ckpt");
+    save_checkpoint(&subnet_ckpt, &net.store, &Adam::new(AdamConfig::default()), &subnet_meta).unwrap();
+    let msg = load_supernet(&subnet_ckpt).err().unwrap().to_string();
+    assert!(msg.contains("a checkpoint of a `subnet` run"), "{msg}");
     let (loaded, _) = load_supernet(&ckpt).unwrap();
     assert_eq!(loaded.space, space);
     let cfg = space.largest();

@@ -25,9 +25,13 @@ impl<F: FnMut(&SubnetConfig) -> Result<f64>> Fitness for F {
 
 /// What a supernet checkpoint's `meta.json` holds under `model_config`: enough to rebuild the
 /// supernet's parameter store before loading the weights into it. Fields other than these are
-/// ignored, so the training command may record more.
+/// ignored, so the training command may record more (its run description adds `mode`, label
+/// smoothing and data settings beside `space`, `options` and `vocab`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SupernetMeta {
+    /// `"supernet"` in a training run's description; a `"subnet"` run is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
     pub space: SearchSpace,
     #[serde(alias = "model_options")]
     pub options: ModelOptions,
@@ -37,7 +41,7 @@ pub struct SupernetMeta {
 
 impl SupernetMeta {
     pub fn of(net: &Supernet) -> Self {
-        SupernetMeta { space: net.space.clone(), options: net.options.clone(), vocab: net.vocab }
+        SupernetMeta { mode: Some("supernet".into()), space: net.space.clone(), options: net.options.clone(), vocab: net.vocab }
     }
 
     /// The value to store as `CheckpointMeta::model_config`.
@@ -50,11 +54,15 @@ impl SupernetMeta {
 /// whose `model_config` is a [`SupernetMeta`].
 pub fn load_supernet(dir: &Path) -> Result<(Supernet, CheckpointMeta)> {
     let meta = read_checkpoint_meta(dir)?;
+    let meta_path = dir.join(crate::train::checkpoint::META_FILE);
+    if let Some(mode) = meta.model_config.get("mode").and_then(|m| m.as_str()).filter(|&m| m != "supernet") {
+        return Err(Error::Format { path: meta_path, msg: format!("a checkpoint of a `{mode}` run, not of a supernet") });
+    }
     let sm: SupernetMeta = serde_json::from_value(meta.model_config.clone()).map_err(|e| Error::Format {
-        path: dir.join(crate::train::checkpoint::META_FILE),
+        path: meta_path.clone(),
         msg: format!("model_config is not a supernet description (needs `space`, `options`, `vocab`): {e}"),
     })?;
-    sm.space.check().map_err(|e| Error::Format { path: dir.join(crate::train::checkpoint::META_FILE), msg: e.to_string() })?;
+    sm.space.check().map_err(|e| Error::Format { path: meta_path, msg: e.to_string() })?;
     // The seed only initialises values that the checkpoint then overwrites.
     let mut net = Supernet::new(sm.space, sm.vocab, sm.options, 0, DType::F32)?;
     load_checkpoint(dir, &mut net.store)?;
