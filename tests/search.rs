@@ -7,8 +7,8 @@ use std::cell::RefCell;
 use automoe::model::{ModelOptions, SearchSpace, SubnetConfig, SubnetCost, Supernet};
 use automoe::search::report::{pareto_front, save_search};
 use automoe::search::{
-    search, split_records, Constraints, CpuLatencyMeter, Fitness, Latency, LatencyDataset, LatencyMeter, LatencyPredictor, LatencyProtocol,
-    PredictorConfig, SearchConfig, SupernetLoss,
+    search, split_records, Clock, Constraints, CpuLatencyMeter, Fitness, Latency, LatencyDataset, LatencyMeter, LatencyPredictor,
+    LatencyProtocol, PredictorConfig, SearchConfig, SupernetLoss,
 };
 use automoe::{DType, Result};
 
@@ -195,12 +195,20 @@ fn predictor_beats_a_constant_and_round_trips() {
 fn cpu_meter_and_supernet_fitness_run_on_a_tiny_model_and_outputs_are_written() {
     let space = space();
     let net = Supernet::new(space.clone(), 40, ModelOptions::default(), 3, DType::F32).unwrap();
-    let protocol = LatencyProtocol { src_len: 6, steps: 3, beam: 2, warmup: 1, runs: 3, trim: 0.0 };
+    let protocol = LatencyProtocol { src_len: 6, steps: 3, beam: 2, warmup: 1, runs: 3, trim: 0.0, clock: Clock::Wall };
     let mut meter = CpuLatencyMeter::new(&net, protocol, 1, 0).unwrap();
     assert!(meter.describe().contains("1 thread"));
     let lat = meter.measure(&space.largest()).unwrap();
     assert!(lat.encoder_ms > 0.0 && lat.decoder_ms > 0.0, "{lat:?}");
     assert!(CpuLatencyMeter::new(&net, protocol, 0, 0).is_err());
+    // The thread-CPU clock (for shared machines) times the same passes, on one thread only.
+    let cpu_protocol = LatencyProtocol { clock: Clock::Cpu, ..protocol };
+    let msg = CpuLatencyMeter::new(&net, cpu_protocol, 2, 0).err().unwrap().to_string();
+    assert!(msg.contains("needs 1 thread"), "{msg}");
+    let mut cpu_meter = CpuLatencyMeter::new(&net, cpu_protocol, 1, 0).unwrap();
+    assert!(cpu_meter.describe().contains("thread-CPU clock"));
+    let l = cpu_meter.measure(&space.largest()).unwrap();
+    assert!(l.encoder_ms > 0.0 && l.decoder_ms > 0.0, "{l:?}");
 
     let pairs: Vec<automoe::data::TokenizedPair> =
         (0..6u32).map(|i| automoe::data::TokenizedPair { src: vec![4 + i, 5 + i, 2], tgt: vec![6 + i, 7, 8, 2] }).collect();

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::model::{ModelOptions, SearchSpace, SubnetConfig, Supernet};
+use crate::search::latency::Clock;
 use crate::search::{load_supernet, CpuLatencyMeter, LatencyDataset, LatencyMeter, LatencyProtocol};
 use crate::{DType, Error, Result};
 
@@ -32,6 +33,18 @@ pub struct ProtocolArgs {
     /// CPU threads used for timing (fixed, so timings compare).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// `wall` (the protocol) or `cpu`: the timing thread's CPU time, which estimates idle-machine
+    /// latency on a shared, loaded machine (needs --threads 1).
+    #[arg(long, default_value = "wall", value_parser = parse_clock)]
+    pub clock: Clock,
+}
+
+fn parse_clock(s: &str) -> std::result::Result<Clock, String> {
+    match s {
+        "wall" => Ok(Clock::Wall),
+        "cpu" => Ok(Clock::Cpu),
+        _ => Err(format!("`{s}` is not a clock (wall or cpu)")),
+    }
 }
 
 impl ProtocolArgs {
@@ -44,6 +57,7 @@ impl ProtocolArgs {
             warmup: self.warmup.unwrap_or(base.warmup),
             runs: self.runs.unwrap_or(base.runs),
             trim: self.trim.unwrap_or(base.trim),
+            clock: self.clock,
         }
     }
 }

@@ -50,6 +50,41 @@ pub trait LatencyMeter {
     fn describe(&self) -> String;
 }
 
+/// What a timing reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Clock {
+    /// Wall-clock time: the protocol's latency, on a machine the timing has to itself.
+    #[default]
+    Wall,
+    /// CPU time of the (single) timing thread: on a shared machine, where other processes take
+    /// the cores away at random, this estimates what the wall clock would read on an idle one.
+    /// Only meaningful with one thread (all work then runs on that thread).
+    Cpu,
+}
+
+impl Clock {
+    /// Current reading in milliseconds.
+    fn now_ms(self, start: Instant) -> Result<f64> {
+        match self {
+            Clock::Wall => Ok(start.elapsed().as_secs_f64() * 1e3),
+            Clock::Cpu => thread_cpu_ms(),
+        }
+    }
+}
+
+/// CPU time consumed by the calling thread, milliseconds.
+fn thread_cpu_ms() -> Result<f64> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call; the clock id is a
+    // constant the platform defines.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Err(Error::invalid("latency clock", format!("the thread CPU clock is unavailable: {}", std::io::Error::last_os_error())));
+    }
+    Ok(ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6)
+}
+
 /// The timing protocol. [`LatencyProtocol::paper`] is AutoMoE's; [`LatencyProtocol::fast`] trades
 /// repetitions for speed when many subnets are measured (the dataset of the predictor).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -67,11 +102,14 @@ pub struct LatencyProtocol {
     pub runs: usize,
     /// Fraction of the fastest and of the slowest timed runs dropped (paper: 0.1).
     pub trim: f64,
+    /// Wall clock (the protocol) or thread CPU time (shared machines, one thread).
+    #[serde(default)]
+    pub clock: Clock,
 }
 
 impl LatencyProtocol {
     pub fn paper() -> Self {
-        LatencyProtocol { src_len: 30, steps: 30, beam: 5, warmup: 5, runs: 10, trim: 0.1 }
+        LatencyProtocol { src_len: 30, steps: 30, beam: 5, warmup: 5, runs: 10, trim: 0.1, clock: Clock::Wall }
     }
 
     /// Same shapes as the paper, fewer repetitions (one warm-up, five timed runs, the fastest and
@@ -128,6 +166,12 @@ impl<'a> CpuLatencyMeter<'a> {
     /// are drawn once from `seed` among the non-special ids of the supernet's vocabulary.
     pub fn new(supernet: &'a Supernet, protocol: LatencyProtocol, threads: usize, seed: u64) -> Result<Self> {
         protocol.check()?;
+        if protocol.clock == Clock::Cpu && threads != 1 {
+            return Err(Error::invalid(
+                "CpuLatencyMeter",
+                format!("the CPU clock measures one thread's time, so it needs 1 thread (got {threads}); use the wall clock for more"),
+            ));
+        }
         if threads == 0 {
             return Err(Error::invalid(
                 "CpuLatencyMeter",
@@ -172,10 +216,11 @@ impl<'a> CpuLatencyMeter<'a> {
             let b = Batch::new(batch, p.src_len, tgt_len, src, vec![false; batch * p.src_len], tgt, vec![false; batch * tgt_len])?;
             let mut tape = Tape::inference();
             let start = Instant::now();
+            let t0 = p.clock.now_ms(start)?;
             let out = model.forward(&mut tape, &b, RunMode::inference())?;
             // Touch the result so that nothing about the pass can be skipped.
             std::hint::black_box(&out.logits);
-            Ok(start.elapsed().as_secs_f64() * 1e3)
+            Ok(p.clock.now_ms(start)? - t0)
         };
         let encoder = pass(1, 1)?;
         let mut decoder = 0.0;
@@ -217,9 +262,19 @@ impl LatencyMeter for CpuLatencyMeter<'_> {
     fn describe(&self) -> String {
         let p = &self.protocol;
         format!(
-            "cpu, {} thread(s); source {} tokens, {} decoder steps at beam {}, {} warm-up + {} timed runs, trim {}; \
+            "cpu, {} thread(s), {} clock; source {} tokens, {} decoder steps at beam {}, {} warm-up + {} timed runs, trim {}; \
              decoder = full-recompute teacher-forced passes (no incremental decoder yet)",
-            self.threads, p.src_len, p.steps, p.beam, p.warmup, p.runs, p.trim
+            self.threads,
+            match p.clock {
+                Clock::Wall => "wall",
+                Clock::Cpu => "thread-CPU",
+            },
+            p.src_len,
+            p.steps,
+            p.beam,
+            p.warmup,
+            p.runs,
+            p.trim
         )
     }
 }

@@ -92,7 +92,7 @@ impl std::fmt::Display for PredictorReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} held-out subnets: RMSE {:.3} ms, MAPE {:.2} %, Kendall tau {:.3} (constant baseline: RMSE {:.3} ms, MAPE {:.2} %)",
+            "{} subnets: RMSE {:.3} ms, MAPE {:.2} %, Kendall tau {:.3} (constant baseline: RMSE {:.3} ms, MAPE {:.2} %)",
             self.n, self.rmse_ms, self.mape_pct, self.kendall_tau, self.baseline_rmse_ms, self.baseline_mape_pct
         )
     }
