@@ -168,7 +168,7 @@ fn predictor_beats_a_constant_and_round_trips() {
     let ds = LatencyDataset::build(&space, &mut SyntheticLatency, 200, 5, |_| {}).unwrap();
     let (train, test) = split_records(&ds.records, 0.2, 1).unwrap();
     assert_eq!(test.len(), 40);
-    let cfg = PredictorConfig { hidden: 32, layers: 2, epochs: 60, batch_size: 16, lr: 3e-3, seed: 3 };
+    let cfg = PredictorConfig { hidden: 32, layers: 2, epochs: 60, batch_size: 16, lr: 3e-3, weight_decay: 0.0, seed: 3 };
     let p = LatencyPredictor::train(&ds, &train, cfg, |_| {}).unwrap();
     let baseline = train.iter().map(|r| r.latency.total_ms()).sum::<f64>() / train.len() as f64;
     let rep = p.evaluate(&test, baseline).unwrap();

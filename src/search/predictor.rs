@@ -36,12 +36,15 @@ pub struct PredictorConfig {
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
+    /// Decoupled (AdamW) weight decay; a few hundred noisy measurements are easy to memorise.
+    #[serde(default)]
+    pub weight_decay: f64,
     pub seed: u64,
 }
 
 impl Default for PredictorConfig {
     fn default() -> Self {
-        PredictorConfig { hidden: 400, layers: 3, epochs: 300, batch_size: 32, lr: 1e-3, seed: 0 }
+        PredictorConfig { hidden: 400, layers: 3, epochs: 300, batch_size: 32, lr: 1e-3, weight_decay: 0.5, seed: 0 }
     }
 }
 
@@ -195,6 +198,9 @@ impl LatencyPredictor {
         if train.len() < 2 {
             return Err(Error::invalid("LatencyPredictor::train", format!("needs at least 2 training subnets, got {}", train.len())));
         }
+        if !config.weight_decay.is_finite() || config.weight_decay < 0.0 {
+            return Err(Error::invalid("LatencyPredictor::train", format!("weight_decay {} must be non-negative", config.weight_decay)));
+        }
         if config.hidden == 0 || config.epochs == 0 || config.batch_size == 0 || !config.lr.is_finite() || config.lr <= 0.0 {
             return Err(Error::invalid(
                 "LatencyPredictor::train",
@@ -254,7 +260,7 @@ impl LatencyPredictor {
             })
             .collect();
         let mut mlp = Mlp::from_layers(&pred.layers)?;
-        let mut adam = Adam::new(AdamConfig::default());
+        let mut adam = Adam::new(AdamConfig { weight_decay: config.weight_decay, decoupled_weight_decay: true, ..AdamConfig::default() });
         let mut order: Vec<usize> = (0..train.len()).collect();
         for epoch in 0..config.epochs {
             order.shuffle(&mut rng);
