@@ -185,10 +185,10 @@ impl Searcher<'_> {
         }
         let cost = SubnetCost::of(cfg, self.cfg.vocab, self.cfg.pre_norm, &Routing::Uniform)?;
         let (gflops, active) = (cost.flops.paper_gflops(), cost.params.active_without_embedding());
-        // Latency is the expensive part: measured only when a constraint the cheap costs already
-        // break does not rule the candidate out.
+        // Latency is the expensive part: measured only for candidates the cheap constraints let
+        // through (a rejected one needs no latency, for the constraint or for the report).
         let cheap_ok = self.constraints.gflops.is_none_or(|b| gflops <= b) && self.constraints.active_params.is_none_or(|b| active <= b);
-        let latency = match (&mut self.meter, cheap_ok || self.constraints.latency_ms.is_none()) {
+        let latency = match (&mut self.meter, cheap_ok) {
             (Some(m), true) => Some(m.measure(cfg)?),
             _ => None,
         };
