@@ -201,6 +201,11 @@ fn cpu_meter_and_supernet_fitness_run_on_a_tiny_model_and_outputs_are_written() 
     let lat = meter.measure(&space.largest()).unwrap();
     assert!(lat.encoder_ms > 0.0 && lat.decoder_ms > 0.0, "{lat:?}");
     assert!(CpuLatencyMeter::new(&net, protocol, 0, 0).is_err());
+    let mut rounds = Vec::new();
+    let both =
+        meter.measure_interleaved(&[space.largest(), space.sample(&mut automoe::rng::seeded(1)).unwrap()], |r| rounds.push(r)).unwrap();
+    assert_eq!(rounds, vec![1, 2, 3]);
+    assert!(both.len() == 2 && both.iter().all(|l| l.encoder_ms > 0.0 && l.decoder_ms > 0.0), "{both:?}");
     // The thread-CPU clock (for shared machines) times the same passes, on one thread only.
     let cpu_protocol = LatencyProtocol { clock: Clock::Cpu, ..protocol };
     let msg = CpuLatencyMeter::new(&net, cpu_protocol, 2, 0).err().unwrap().to_string();

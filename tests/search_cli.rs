@@ -102,6 +102,18 @@ fn latency_predictor_and_search_commands_end_to_end() {
     args.extend(tiny);
     run(&args).unwrap();
     assert!(d.join("lat/ds.csv").is_file());
+    // The same subnets measured in interleaved rounds.
+    args[6] = "6";
+    let ds2 = p("lat/ds2.json");
+    args[8] = &ds2;
+    args.push("--interleave");
+    run(&args).unwrap();
+    let (a, b) = (
+        automoe::search::LatencyDataset::load_json(Path::new(&ds)).unwrap(),
+        automoe::search::LatencyDataset::load_json(Path::new(&ds2)).unwrap(),
+    );
+    assert!(b.meter.contains("interleaved") && b.records.len() == 6);
+    assert!(a.records.iter().zip(&b.records).all(|(x, y)| x.config == y.config));
     std::fs::write(d.join("best_in.json"), cfg.to_json().unwrap()).unwrap();
     let mut one = vec!["latency", "--space", &space_path, "--vocab", "50", "--config"];
     let best_in = p("best_in.json");

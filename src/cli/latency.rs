@@ -83,6 +83,10 @@ pub struct Args {
     /// Dataset file (JSON); a CSV with the same stem is written beside it.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Measure the dataset in rounds over all subnets (one timed run each per round) instead of
+    /// subnet by subnet: load drift on a shared machine then hits every subnet alike.
+    #[arg(long, requires = "samples")]
+    pub interleave: bool,
     /// Seeds the sampled subnets and the input tokens.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -124,9 +128,17 @@ pub fn run(args: Args) -> Result<()> {
             Ok(())
         }
         (None, Some(n), Some(out)) => {
-            let pb = bar(n as u64, "measuring");
-            let ds = LatencyDataset::build(&net.space, &mut meter, n, args.seed, |i| pb.set_position(i as u64))?;
-            pb.finish_and_clear();
+            let ds = if args.interleave {
+                let pb = bar(meter.protocol().runs as u64, "rounds");
+                let ds = LatencyDataset::build_interleaved(&net.space, &meter, n, args.seed, |i| pb.set_position(i as u64))?;
+                pb.finish_and_clear();
+                ds
+            } else {
+                let pb = bar(n as u64, "measuring");
+                let ds = LatencyDataset::build(&net.space, &mut meter, n, args.seed, |i| pb.set_position(i as u64))?;
+                pb.finish_and_clear();
+                ds
+            };
             ds.save_json(out)?;
             let csv = out.with_extension("csv");
             ds.save_csv(&csv)?;

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::features::{feature_names, features, FEATURE_VERSION};
-use super::latency::{Latency, LatencyMeter};
+use super::latency::{CpuLatencyMeter, Latency, LatencyMeter};
 use super::write_file;
 use crate::model::{SearchSpace, SubnetConfig};
 use crate::{Error, Result};
@@ -50,6 +50,25 @@ impl LatencyDataset {
             let latency = meter.measure(&config)?;
             ds.records.push(LatencyRecord { features: features(&config, space)?, config, latency });
             progress(i + 1);
+        }
+        Ok(ds)
+    }
+
+    /// Like [`LatencyDataset::build`] (the same subnets for a seed), measured in interleaved rounds
+    /// ([`CpuLatencyMeter::measure_interleaved`]); `progress` gets the rounds done.
+    pub fn build_interleaved(
+        space: &SearchSpace,
+        meter: &CpuLatencyMeter,
+        n: usize,
+        seed: u64,
+        progress: impl FnMut(usize) + Send,
+    ) -> Result<Self> {
+        let mut rng = crate::rng::seeded(seed);
+        let configs: Vec<SubnetConfig> = (0..n).map(|_| space.sample(&mut rng)).collect::<Result<_>>()?;
+        let latencies = meter.measure_interleaved(&configs, progress)?;
+        let mut ds = LatencyDataset::new(space.clone(), format!("{}; interleaved rounds", meter.describe()));
+        for (config, latency) in configs.into_iter().zip(latencies) {
+            ds.records.push(LatencyRecord { features: features(&config, space)?, config, latency });
         }
         Ok(ds)
     }

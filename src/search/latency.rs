@@ -253,6 +253,43 @@ impl<'a> CpuLatencyMeter<'a> {
     }
 }
 
+impl CpuLatencyMeter<'_> {
+    /// Measures many subnets in rounds: each round extracts every subnet in turn and gives it
+    /// `warmup` untimed runs and one timed run; the trimmed mean over `runs` rounds is its
+    /// latency. On a shared machine whose load drifts over minutes, this spreads every subnet's
+    /// timings over the whole measurement, so the drift hits all subnets alike instead of ranking
+    /// them by when they happened to be measured. `progress` gets the rounds done.
+    pub fn measure_interleaved(&self, cfgs: &[SubnetConfig], mut progress: impl FnMut(usize) + Send) -> Result<Vec<Latency>> {
+        let p = self.protocol;
+        let mut enc = vec![Vec::with_capacity(p.runs); cfgs.len()];
+        let mut dec = vec![Vec::with_capacity(p.runs); cfgs.len()];
+        self.pool.install(|| -> Result<()> {
+            for round in 0..p.runs {
+                for (i, cfg) in cfgs.iter().enumerate() {
+                    // Re-extracted each round: keeping every model would hold them all in memory.
+                    let model = self.supernet.extract(cfg)?;
+                    for _ in 0..p.warmup {
+                        self.time_one_run(&model)?;
+                    }
+                    let (e, d) = self.time_one_run(&model)?;
+                    enc[i].push(e);
+                    dec[i].push(d);
+                }
+                progress(round + 1);
+            }
+            Ok(())
+        })?;
+        Ok(enc
+            .iter()
+            .zip(&dec)
+            .map(|(e, d)| Latency {
+                encoder_ms: trimmed_mean(e, p.trim).unwrap_or(f64::NAN),
+                decoder_ms: trimmed_mean(d, p.trim).unwrap_or(f64::NAN),
+            })
+            .collect())
+    }
+}
+
 impl LatencyMeter for CpuLatencyMeter<'_> {
     fn measure(&mut self, cfg: &SubnetConfig) -> Result<Latency> {
         let model = self.supernet.extract(cfg)?;
