@@ -16,6 +16,7 @@ pub mod error;
 pub mod model;
 pub mod moe;
 pub mod rng;
+pub mod search;
 pub mod tensor;
 pub mod train;
 

@@ -29,6 +29,12 @@ enum Command {
     Translate(cli::translate::Args),
     /// Translate a test set and score it with BLEU and chrF (sacreBLEU-compatible).
     Evaluate(cli::evaluate::Args),
+    /// Measure a subnet's latency (AutoMoE protocol) or build the latency dataset of N sampled subnets.
+    Latency(cli::latency::Args),
+    /// Train and evaluate the latency predictor (MLP) on a latency dataset.
+    Predictor(cli::predictor::Args),
+    /// Evolutionary search over a trained supernet under latency / GFLOPs / active-parameter constraints.
+    Search(cli::search::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -45,6 +51,9 @@ fn main() -> std::process::ExitCode {
         Some(Command::TrainSupernet(a)) => cli::train_supernet::run(a),
         Some(Command::Translate(a)) => cli::translate::run(a),
         Some(Command::Evaluate(a)) => cli::evaluate::run(a),
+        Some(Command::Latency(a)) => cli::latency::run(a),
+        Some(Command::Predictor(a)) => cli::predictor::run(a),
+        Some(Command::Search(a)) => cli::search::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -3,6 +3,9 @@
 
 pub mod devices;
 pub mod evaluate;
+pub mod latency;
+pub mod predictor;
+pub mod search;
 pub mod train;
 pub mod train_supernet;
 pub mod translate;

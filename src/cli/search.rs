@@ -1,0 +1,192 @@
+//! `automoe search`: evolutionary search over a trained supernet (checkpoint directory) for the
+//! subnet with the lowest validation loss under latency / GFLOPs / active-parameter constraints.
+//! Writes `best.json`, `population.json` and `pareto.svg` into `--out`.
+
+use std::path::{Path, PathBuf};
+
+use crate::data::{filter_pairs, read_parallel, LengthFilter, Tokenizer};
+use crate::search::report::save_search;
+use crate::search::{load_supernet, search, Constraints, CpuLatencyMeter, LatencyMeter, LatencyPredictor, SearchConfig, SupernetLoss};
+use crate::{Error, Result};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Supernet checkpoint directory (written by `automoe train-supernet`).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Validation source and target files (line-aligned; `.gz` allowed).
+    #[arg(long)]
+    pub valid_src: PathBuf,
+    #[arg(long)]
+    pub valid_tgt: PathBuf,
+    /// Tokenizer (`tokenizer.json`); default: `tokenizer.json` in the checkpoint directory or its
+    /// parent.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Validation pairs used for fitness (the first N after length filtering; fixed for the run).
+    #[arg(long, default_value_t = 500)]
+    pub valid_sentences: usize,
+    /// Token budget of one validation batch.
+    #[arg(long, default_value_t = 4096)]
+    pub max_tokens: usize,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Latency bound in milliseconds (total of encoder and decoder); needs --predictor or
+    /// --measure-latency.
+    #[arg(long)]
+    pub latency_ms: Option<f64>,
+    /// GFLOPs bound (the paper's: 30-token source and target, no output projection).
+    #[arg(long)]
+    pub gflops: Option<f64>,
+    /// Active parameters per token without the embedding, e.g. `45M`, `800K` or `1200000`.
+    #[arg(long, value_parser = parse_count)]
+    pub active_params: Option<f64>,
+    /// Latencies from this predictor (`automoe predictor --out`).
+    #[arg(long, conflicts_with = "measure_latency")]
+    pub predictor: Option<PathBuf>,
+    /// Measure every candidate's latency on the CPU (slow; see `automoe latency`).
+    #[arg(long)]
+    pub measure_latency: bool,
+    #[command(flatten)]
+    pub protocol: super::latency::ProtocolArgs,
+    #[arg(long, default_value_t = 15)]
+    pub iterations: usize,
+    #[arg(long, default_value_t = 25)]
+    pub parents: usize,
+    #[arg(long, default_value_t = 50)]
+    pub mutations: usize,
+    #[arg(long, default_value_t = 50)]
+    pub crossovers: usize,
+    #[arg(long, default_value_t = 0.3)]
+    pub mutation_prob: f64,
+    #[arg(long, default_value_t = 0.5)]
+    pub crossover_prob: f64,
+    /// Draws per population slot before the constraints are declared unsatisfiable.
+    #[arg(long, default_value_t = 1000)]
+    pub max_retries: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// `45M` -> 45e6, `800K` -> 8e5, `1.5G` -> 1.5e9, `1200` -> 1200.
+pub fn parse_count(s: &str) -> std::result::Result<f64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 1e3),
+        Some('M') => (&t[..t.len() - 1], 1e6),
+        Some('G') => (&t[..t.len() - 1], 1e9),
+        _ => (t, 1.0),
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v * mult),
+        _ => Err(format!("`{s}` is not a count (a non-negative number, optionally with K, M or G)")),
+    }
+}
+
+fn find_tokenizer(explicit: Option<&PathBuf>, checkpoint: &Path) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.clone());
+    }
+    let candidates = [checkpoint.join("tokenizer.json"), checkpoint.parent().unwrap_or(Path::new(".")).join("tokenizer.json")];
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        Error::invalid(
+            "automoe search",
+            format!("no --tokenizer given and none found at {} or {}", candidates[0].display(), candidates[1].display()),
+        )
+    })
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let (net, meta) = load_supernet(&args.checkpoint)?;
+    eprintln!("supernet: space `{}`, vocabulary {}, update {}", net.space.name, net.vocab, meta.update);
+    let tok_path = find_tokenizer(args.tokenizer.as_ref(), &args.checkpoint)?;
+    let tok = Tokenizer::load(&tok_path)?;
+    if let Some(want) = &meta.tokenizer_hash {
+        let got = tok.hash()?;
+        if &got != want {
+            return Err(Error::Format {
+                path: tok_path,
+                msg: format!("tokenizer hash {got} differs from the checkpoint's {want}: not the tokenizer the supernet was trained with"),
+            });
+        }
+    }
+    if tok.vocab_size() > net.vocab {
+        return Err(Error::Format { path: tok_path, msg: format!("vocabulary {} exceeds the supernet's {}", tok.vocab_size(), net.vocab) });
+    }
+    let raw = read_parallel(&args.valid_src, &args.valid_tgt)?;
+    let (mut pairs, report) = filter_pairs(&raw, &LengthFilter::default(), |s| tok.encode(s))?;
+    pairs.truncate(args.valid_sentences);
+    eprintln!("validation: {report}; using {} pairs", pairs.len());
+    let mut fitness = SupernetLoss::new(&net, &pairs, args.max_tokens)?;
+
+    let mut predictor = match &args.predictor {
+        Some(p) => {
+            let pred = LatencyPredictor::load(p)?;
+            if pred.space != net.space {
+                return Err(Error::Format {
+                    path: p.clone(),
+                    msg: format!("trained for space `{}`, not the supernet's `{}`", pred.space.name, net.space.name),
+                });
+            }
+            Some(pred)
+        }
+        None => None,
+    };
+    let mut cpu = if args.measure_latency {
+        Some(CpuLatencyMeter::new(&net, args.protocol.protocol(), args.protocol.threads, args.seed)?)
+    } else {
+        None
+    };
+    let meter: Option<&mut dyn LatencyMeter> = match (predictor.as_mut(), cpu.as_mut()) {
+        (Some(p), _) => Some(p),
+        (None, Some(c)) => Some(c),
+        (None, None) => None,
+    };
+    if let Some(m) = &meter {
+        eprintln!("latency: {}", m.describe());
+    }
+    let constraints = Constraints { latency_ms: args.latency_ms, gflops: args.gflops, active_params: args.active_params };
+    let config = SearchConfig {
+        parents: args.parents,
+        mutations: args.mutations,
+        crossovers: args.crossovers,
+        mutation_prob: args.mutation_prob,
+        crossover_prob: args.crossover_prob,
+        iterations: args.iterations,
+        max_retries: args.max_retries,
+        seed: args.seed,
+        vocab: net.vocab,
+        pre_norm: net.options.pre_norm,
+    };
+    eprintln!("constraints: {}; population {} for {} iterations", constraints.describe(), config.population(), config.iterations);
+    let pb = super::latency::bar(args.iterations as u64 + 1, "generations");
+    let result = search(&net.space, config, constraints, &mut fitness, meter, |i, _| pb.set_position(i as u64 + 1))?;
+    pb.finish_and_clear();
+    save_search(&result, &args.out)?;
+    let b = &result.best;
+    let lat = b.latency.map(|l| format!(", latency {:.2} ms", l.total_ms())).unwrap_or_default();
+    println!(
+        "best: loss {:.4}, {:.3} GFLOPs, {:.2} M active params{lat}; {} subnets evaluated, {} draws rejected",
+        b.loss,
+        b.gflops,
+        b.active_params / 1e6,
+        result.evaluated,
+        result.rejected
+    );
+    println!("wrote best.json, population.json, pareto.svg to {}", args.out.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_count;
+
+    #[test]
+    fn counts_with_suffixes() {
+        assert_eq!(parse_count("45M"), Ok(45e6));
+        assert_eq!(parse_count("800k"), Ok(8e5));
+        assert_eq!(parse_count("1200"), Ok(1200.0));
+        assert!(parse_count("-1").is_err() && parse_count("abc").is_err() && parse_count("").is_err());
+    }
+}

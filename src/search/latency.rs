@@ -1,0 +1,339 @@
+//! Latency of a subnet by the AutoMoE protocol: batch 1, a `src_len`-token source, the encoder
+//! once, then `steps` decoder steps at beam `beam`; `warmup` untimed runs, then `runs` timed runs
+//! whose top and bottom `trim` fraction are dropped; latency = mean encoder + mean decoder time.
+//!
+//! The search only needs *some* meter, so measurement is a trait ([`LatencyMeter`]): the CPU meter
+//! here, the incremental decoder's meter when it lands, a predictor ([`super::LatencyPredictor`]),
+//! or a synthetic function in tests.
+//!
+//! **What [`CpuLatencyMeter`] times today (full-recompute decoder).** There is no incremental
+//! decoder (KV cache) in the crate yet, and [`SubnetModel::forward`] always runs encoder and
+//! decoder together. So the meter times:
+//! - encoder: one pass at batch 1 with the `src_len`-token source and a 1-token target (the encoder
+//!   plus one 1-token decoder step and its output projection);
+//! - decoder: `steps` teacher-forced passes at batch `beam` (the source repeated per beam) with
+//!   target lengths 1, 2, …, `steps`, summed. Each pass recomputes the encoder and every earlier
+//!   target position, which is what a decoder without a cache costs on this API.
+//!
+//! Both are upper bounds of what an incremental decoder costs, and they rank subnets by the same
+//! work (depth, widths, experts, spans), which is what the predictor and the search consume. When
+//! `decode::latency::measure` (incremental, encoder once) exists, it replaces the body of
+//! [`CpuLatencyMeter::time_one_run`]; nothing else changes.
+
+use std::time::Instant;
+
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+
+use crate::autograd::Tape;
+use crate::data::{BOS_ID, EOS_ID, SPECIAL_TOKENS};
+use crate::model::{Batch, RunMode, SubnetConfig, SubnetModel, Supernet};
+use crate::{Error, Result};
+
+/// Mean encoder and decoder time of one translation, milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    pub encoder_ms: f64,
+    pub decoder_ms: f64,
+}
+
+impl Latency {
+    pub fn total_ms(&self) -> f64 {
+        self.encoder_ms + self.decoder_ms
+    }
+}
+
+/// Anything that can give a subnet's latency: a measurement or a prediction.
+pub trait LatencyMeter {
+    fn measure(&mut self, cfg: &SubnetConfig) -> Result<Latency>;
+    /// One line saying what is measured and how (device, threads, protocol), for reports.
+    fn describe(&self) -> String;
+}
+
+/// What a timing reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Clock {
+    /// Wall-clock time: the protocol's latency, on a machine the timing has to itself.
+    #[default]
+    Wall,
+    /// CPU time of the (single) timing thread: on a shared machine, where other processes take
+    /// the cores away at random, this estimates what the wall clock would read on an idle one.
+    /// Only meaningful with one thread (all work then runs on that thread).
+    Cpu,
+}
+
+impl Clock {
+    /// Current reading in milliseconds.
+    fn now_ms(self, start: Instant) -> Result<f64> {
+        match self {
+            Clock::Wall => Ok(start.elapsed().as_secs_f64() * 1e3),
+            Clock::Cpu => thread_cpu_ms(),
+        }
+    }
+}
+
+/// CPU time consumed by the calling thread, milliseconds.
+fn thread_cpu_ms() -> Result<f64> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call; the clock id is a
+    // constant the platform defines.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Err(Error::invalid("latency clock", format!("the thread CPU clock is unavailable: {}", std::io::Error::last_os_error())));
+    }
+    Ok(ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6)
+}
+
+/// The timing protocol. [`LatencyProtocol::paper`] is AutoMoE's; [`LatencyProtocol::fast`] trades
+/// repetitions for speed when many subnets are measured (the dataset of the predictor).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyProtocol {
+    /// Source length in tokens (paper: 30).
+    pub src_len: usize,
+    /// Decoder steps (paper: 30).
+    pub steps: usize,
+    /// Beam size: the batch of every decoder step (paper: 5).
+    pub beam: usize,
+    /// Untimed runs before timing (paper: 5).
+    pub warmup: usize,
+    /// Timed runs (the reference implementation uses 10 or more).
+    pub runs: usize,
+    /// Fraction of the fastest and of the slowest timed runs dropped (paper: 0.1).
+    pub trim: f64,
+    /// Wall clock (the protocol) or thread CPU time (shared machines, one thread).
+    #[serde(default)]
+    pub clock: Clock,
+}
+
+impl LatencyProtocol {
+    pub fn paper() -> Self {
+        LatencyProtocol { src_len: 30, steps: 30, beam: 5, warmup: 5, runs: 10, trim: 0.1, clock: Clock::Wall }
+    }
+
+    /// Same shapes as the paper, fewer repetitions (one warm-up, five timed runs, the fastest and
+    /// slowest dropped by the trim).
+    pub fn fast() -> Self {
+        LatencyProtocol { warmup: 1, runs: 5, trim: 0.2, ..Self::paper() }
+    }
+
+    pub fn check(&self) -> Result<()> {
+        if self.src_len == 0 || self.steps == 0 || self.beam == 0 || self.runs == 0 {
+            return Err(Error::invalid(
+                "LatencyProtocol",
+                format!(
+                    "src_len ({}), steps ({}), beam ({}) and runs ({}) must be positive",
+                    self.src_len, self.steps, self.beam, self.runs
+                ),
+            ));
+        }
+        if !(0.0..0.5).contains(&self.trim) {
+            return Err(Error::invalid("LatencyProtocol", format!("trim {} is not in [0, 0.5)", self.trim)));
+        }
+        Ok(())
+    }
+}
+
+/// Mean of `samples` without the `floor(trim * n)` smallest and largest values (at least one value
+/// is always kept). `None` for no samples.
+pub fn trimmed_mean(samples: &[f64], trim: f64) -> Option<f64> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    let cut = ((trim.clamp(0.0, 0.5) * s.len() as f64).floor() as usize).min((s.len() - 1) / 2);
+    let kept = &s[cut..s.len() - cut];
+    Some(kept.iter().sum::<f64>() / kept.len() as f64)
+}
+
+/// Measures subnets of a supernet on the CPU: each config is extracted into a standalone model
+/// (so the timing sees exactly the subnet's tensors) and timed by the protocol inside a rayon pool
+/// of a fixed thread count.
+pub struct CpuLatencyMeter<'a> {
+    supernet: &'a Supernet,
+    protocol: LatencyProtocol,
+    pool: rayon::ThreadPool,
+    threads: usize,
+    /// Source and target token ids (fixed for the meter, so every subnet sees the same input).
+    src: Vec<u32>,
+    tgt: Vec<u32>,
+}
+
+impl<'a> CpuLatencyMeter<'a> {
+    /// `threads` CPU threads (0 is refused: the count must be fixed to compare timings). Token ids
+    /// are drawn once from `seed` among the non-special ids of the supernet's vocabulary.
+    pub fn new(supernet: &'a Supernet, protocol: LatencyProtocol, threads: usize, seed: u64) -> Result<Self> {
+        protocol.check()?;
+        if protocol.clock == Clock::Cpu && threads != 1 {
+            return Err(Error::invalid(
+                "CpuLatencyMeter",
+                format!("the CPU clock measures one thread's time, so it needs 1 thread (got {threads}); use the wall clock for more"),
+            ));
+        }
+        if threads == 0 {
+            return Err(Error::invalid(
+                "CpuLatencyMeter",
+                "the thread count must be at least 1 (timings are only comparable at a fixed count)",
+            ));
+        }
+        let first = SPECIAL_TOKENS.len() as u32;
+        if supernet.vocab <= first as usize {
+            return Err(Error::invalid("CpuLatencyMeter", format!("vocabulary of {} has no ordinary tokens", supernet.vocab)));
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("automoe-latency-{i}"))
+            .build()
+            .map_err(|e| Error::invalid("CpuLatencyMeter", format!("cannot start {threads} threads: {e}")))?;
+        let mut rng = crate::rng::seeded(seed);
+        let mut draw = |n: usize| -> Vec<u32> { (0..n).map(|_| rng.random_range(first..supernet.vocab as u32)).collect() };
+        // A realistic source ends with </s>; the decoder input starts with <s>.
+        let mut src = draw(protocol.src_len);
+        if let Some(last) = src.last_mut() {
+            *last = EOS_ID;
+        }
+        let mut tgt = draw(protocol.steps);
+        tgt[0] = BOS_ID;
+        Ok(CpuLatencyMeter { supernet, protocol, pool, threads, src, tgt })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    pub fn protocol(&self) -> LatencyProtocol {
+        self.protocol
+    }
+
+    /// One run of the protocol on `model`: (encoder ms, decoder ms).
+    fn time_one_run(&self, model: &SubnetModel) -> Result<(f64, f64)> {
+        let p = &self.protocol;
+        let pass = |batch: usize, tgt_len: usize| -> Result<f64> {
+            let src: Vec<u32> = (0..batch).flat_map(|_| self.src.iter().copied()).collect();
+            let tgt: Vec<u32> = (0..batch).flat_map(|_| self.tgt[..tgt_len].iter().copied()).collect();
+            let b = Batch::new(batch, p.src_len, tgt_len, src, vec![false; batch * p.src_len], tgt, vec![false; batch * tgt_len])?;
+            let mut tape = Tape::inference();
+            let start = Instant::now();
+            let t0 = p.clock.now_ms(start)?;
+            let out = model.forward(&mut tape, &b, RunMode::inference())?;
+            // Touch the result so that nothing about the pass can be skipped.
+            std::hint::black_box(&out.logits);
+            Ok(p.clock.now_ms(start)? - t0)
+        };
+        let encoder = pass(1, 1)?;
+        let mut decoder = 0.0;
+        for t in 1..=p.steps {
+            decoder += pass(p.beam, t)?;
+        }
+        Ok((encoder, decoder))
+    }
+
+    /// Times an already extracted model.
+    pub fn measure_model(&self, model: &SubnetModel) -> Result<Latency> {
+        let p = self.protocol;
+        self.pool.install(|| {
+            for _ in 0..p.warmup {
+                self.time_one_run(model)?;
+            }
+            let mut enc = Vec::with_capacity(p.runs);
+            let mut dec = Vec::with_capacity(p.runs);
+            for _ in 0..p.runs {
+                let (e, d) = self.time_one_run(model)?;
+                enc.push(e);
+                dec.push(d);
+            }
+            // `runs >= 1` is checked, so both means exist.
+            Ok(Latency {
+                encoder_ms: trimmed_mean(&enc, p.trim).unwrap_or(f64::NAN),
+                decoder_ms: trimmed_mean(&dec, p.trim).unwrap_or(f64::NAN),
+            })
+        })
+    }
+}
+
+impl CpuLatencyMeter<'_> {
+    /// Measures many subnets in rounds: each round extracts every subnet in turn and gives it
+    /// `warmup` untimed runs and one timed run; the trimmed mean over `runs` rounds is its
+    /// latency. On a shared machine whose load drifts over minutes, this spreads every subnet's
+    /// timings over the whole measurement, so the drift hits all subnets alike instead of ranking
+    /// them by when they happened to be measured. `progress` gets the rounds done.
+    pub fn measure_interleaved(&self, cfgs: &[SubnetConfig], mut progress: impl FnMut(usize) + Send) -> Result<Vec<Latency>> {
+        let p = self.protocol;
+        let mut enc = vec![Vec::with_capacity(p.runs); cfgs.len()];
+        let mut dec = vec![Vec::with_capacity(p.runs); cfgs.len()];
+        self.pool.install(|| -> Result<()> {
+            for round in 0..p.runs {
+                for (i, cfg) in cfgs.iter().enumerate() {
+                    // Re-extracted each round: keeping every model would hold them all in memory.
+                    let model = self.supernet.extract(cfg)?;
+                    for _ in 0..p.warmup {
+                        self.time_one_run(&model)?;
+                    }
+                    let (e, d) = self.time_one_run(&model)?;
+                    enc[i].push(e);
+                    dec[i].push(d);
+                }
+                progress(round + 1);
+            }
+            Ok(())
+        })?;
+        Ok(enc
+            .iter()
+            .zip(&dec)
+            .map(|(e, d)| Latency {
+                encoder_ms: trimmed_mean(e, p.trim).unwrap_or(f64::NAN),
+                decoder_ms: trimmed_mean(d, p.trim).unwrap_or(f64::NAN),
+            })
+            .collect())
+    }
+}
+
+impl LatencyMeter for CpuLatencyMeter<'_> {
+    fn measure(&mut self, cfg: &SubnetConfig) -> Result<Latency> {
+        let model = self.supernet.extract(cfg)?;
+        self.measure_model(&model)
+    }
+
+    fn describe(&self) -> String {
+        let p = &self.protocol;
+        format!(
+            "cpu, {} thread(s), {} clock; source {} tokens, {} decoder steps at beam {}, {} warm-up + {} timed runs, trim {}; \
+             decoder = full-recompute teacher-forced passes (no incremental decoder yet)",
+            self.threads,
+            match p.clock {
+                Clock::Wall => "wall",
+                Clock::Cpu => "thread-CPU",
+            },
+            p.src_len,
+            p.steps,
+            p.beam,
+            p.warmup,
+            p.runs,
+            p.trim
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trimmed_mean_drops_both_tails() {
+        assert_eq!(trimmed_mean(&[], 0.1), None);
+        assert_eq!(trimmed_mean(&[5.0], 0.4), Some(5.0));
+        // 10 values, trim 0.1: drop 1 at each end.
+        let v: Vec<f64> = (1..=9).map(f64::from).chain([1000.0]).collect();
+        assert_eq!(trimmed_mean(&v, 0.1), Some((2..=9).map(f64::from).sum::<f64>() / 8.0));
+        assert_eq!(trimmed_mean(&[1.0, 2.0, 3.0], 0.0), Some(2.0));
+    }
+
+    #[test]
+    fn protocol_is_checked() {
+        assert!(LatencyProtocol::paper().check().is_ok());
+        assert!(LatencyProtocol { runs: 0, ..LatencyProtocol::paper() }.check().is_err());
+        assert!(LatencyProtocol { trim: 0.5, ..LatencyProtocol::paper() }.check().is_err());
+    }
+}

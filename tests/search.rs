@@ -1,0 +1,236 @@
+//! The hardware-aware search: evolution against synthetic fitness and latency functions with known
+//! answers, constraint handling, reproducibility, the latency predictor, and the real CPU latency
+//! meter and supernet fitness on a tiny model.
+
+use std::cell::RefCell;
+
+use automoe::model::{ModelOptions, SearchSpace, SubnetConfig, SubnetCost, Supernet};
+use automoe::search::report::{pareto_front, save_search};
+use automoe::search::{
+    search, split_records, Clock, Constraints, CpuLatencyMeter, Fitness, Latency, LatencyDataset, LatencyMeter, LatencyPredictor,
+    LatencyProtocol, PredictorConfig, SearchConfig, SupernetLoss,
+};
+use automoe::{DType, Result};
+
+const SPACE: &str = r#"
+name = "test"
+encoder_embed_dim = [16, 8]
+decoder_embed_dim = [16, 8]
+qkv_dim = 8
+encoder_layers = [2]
+decoder_layers = [1, 2, 3]
+encoder_heads = [2, 1]
+decoder_self_heads = [2, 1]
+decoder_cross_heads = [2, 1]
+cross_attention_span = [-1, 1]
+ffn_widths = [32, 16]
+max_experts = 2
+route_k = [1]
+"#;
+
+fn space() -> SearchSpace {
+    SearchSpace::from_toml_str(SPACE).unwrap()
+}
+
+/// A latency that grows with the decoder depth only: 1 ms per decoder layer.
+struct DepthLatency;
+
+impl LatencyMeter for DepthLatency {
+    fn measure(&mut self, cfg: &SubnetConfig) -> Result<Latency> {
+        Ok(Latency { encoder_ms: 0.0, decoder_ms: cfg.decoder.len() as f64 })
+    }
+    fn describe(&self) -> String {
+        "1 ms per decoder layer".into()
+    }
+}
+
+/// Loss 0 for the largest subnet; 100 per decoder layer short of the deepest (so depth dominates),
+/// plus 1 per gene below its largest choice. Under "latency <= 2 ms" (2 decoder layers) the optimum
+/// is the largest subnet cut to 2 decoder layers, at loss 100.
+fn synthetic_loss(space: &SearchSpace, cfg: &SubnetConfig) -> f64 {
+    let big = space.largest();
+    let mut loss = 100.0 * (big.decoder.len() - cfg.decoder.len()) as f64;
+    let miss = |a: usize, b: usize| f64::from(u8::from(a != b));
+    loss += miss(cfg.encoder_embed_dim, big.encoder_embed_dim) + miss(cfg.decoder_embed_dim, big.decoder_embed_dim);
+    for l in &cfg.encoder {
+        loss += miss(l.self_heads, 2) + miss(l.experts, 2) + l.expert_widths.iter().map(|&w| miss(w, 32)).sum::<f64>();
+    }
+    for l in &cfg.decoder {
+        loss += miss(l.self_heads, 2) + miss(l.cross_heads, 2) + miss(l.experts, 2);
+        loss += f64::from(u8::from(l.cross_span != 1)) + l.expert_widths.iter().map(|&w| miss(w, 32)).sum::<f64>();
+    }
+    loss
+}
+
+fn the_optimum(space: &SearchSpace) -> SubnetConfig {
+    let mut c = space.largest();
+    c.decoder.truncate(2);
+    c
+}
+
+fn config(seed: u64, iterations: usize) -> SearchConfig {
+    SearchConfig { iterations, seed, vocab: 50, ..SearchConfig::default() }
+}
+
+#[test]
+fn finds_the_known_optimum_under_a_latency_constraint_and_respects_every_constraint() {
+    let space = space();
+    let optimum = the_optimum(&space);
+    let gflops_budget = SubnetCost::of(&optimum, 50, false, &automoe::model::Routing::Uniform).unwrap().flops.paper_gflops();
+    let seen = RefCell::new(Vec::new());
+    let mut fitness = |cfg: &SubnetConfig| -> Result<f64> {
+        seen.borrow_mut().push(cfg.clone());
+        Ok(synthetic_loss(&space, cfg))
+    };
+    let constraints = Constraints { latency_ms: Some(2.0), gflops: Some(gflops_budget), active_params: None };
+    let mut meter = DepthLatency;
+    let r = search(&space, config(1, 30), constraints, &mut fitness, Some(&mut meter), |_, _| {}).unwrap();
+    assert_eq!(r.best.config, optimum, "loss {}", r.best.loss);
+    assert_eq!(r.best.loss, 100.0);
+    assert_eq!(r.population.len(), 125);
+    let seen = seen.into_inner();
+    assert!(seen.len() > 125);
+    for cfg in &seen {
+        assert!(cfg.decoder.len() <= 2, "evaluated a subnet over the latency budget: {} layers", cfg.decoder.len());
+        let g = SubnetCost::of(cfg, 50, false, &automoe::model::Routing::Uniform).unwrap().flops.paper_gflops();
+        assert!(g <= gflops_budget, "evaluated a subnet over the GFLOPs budget: {g} > {gflops_budget}");
+        space.validate(cfg).unwrap();
+    }
+    assert!(r.rejected > 0, "the latency constraint should have rejected some draws");
+    // History: the best loss never gets worse (parents survive).
+    assert!(r.history.windows(2).all(|w| w[1].best_loss <= w[0].best_loss));
+}
+
+#[test]
+fn active_params_constraint_holds_for_every_candidate() {
+    let space = space();
+    let largest = SubnetCost::of(&space.largest(), 50, false, &automoe::model::Routing::Uniform).unwrap();
+    let budget = largest.params.active_without_embedding() * 0.6;
+    let mut fitness = |cfg: &SubnetConfig| -> Result<f64> { Ok(synthetic_loss(&space, cfg)) };
+    let c = Constraints { active_params: Some(budget), ..Constraints::default() };
+    let r = search(&space, config(2, 5), c, &mut fitness, None, |_, _| {}).unwrap();
+    assert!(r.population.iter().all(|c| c.active_params <= budget && c.latency.is_none()));
+}
+
+#[test]
+fn same_seed_same_result_and_different_seed_differs() {
+    let space = space();
+    let run = |seed: u64| {
+        let mut fitness = |cfg: &SubnetConfig| -> Result<f64> { Ok(synthetic_loss(&space, cfg)) };
+        let mut meter = DepthLatency;
+        let c = Constraints { latency_ms: Some(2.0), ..Constraints::default() };
+        search(&space, config(seed, 3), c, &mut fitness, Some(&mut meter), |_, _| {}).unwrap()
+    };
+    let (a, b, c) = (run(7), run(7), run(8));
+    assert_eq!(a, b);
+    assert_ne!(a.population, c.population);
+}
+
+#[test]
+fn infeasible_constraints_give_a_clear_error() {
+    let space = space();
+    let mut fitness = |cfg: &SubnetConfig| -> Result<f64> { Ok(synthetic_loss(&space, cfg)) };
+    let c = Constraints { gflops: Some(1e-9), ..Constraints::default() };
+    let cfg = SearchConfig { max_retries: 50, ..config(0, 2) };
+    let msg = search(&space, cfg, c, &mut fitness, None, |_, _| {}).unwrap_err().to_string();
+    assert!(msg.contains("no random subnet satisfying the constraints") && msg.contains("GFLOPs <= 0.000000001"), "{msg}");
+    assert!(msg.contains("smallest costs seen"), "{msg}");
+    // A latency constraint without a meter is refused up front.
+    let c = Constraints { latency_ms: Some(1.0), ..Constraints::default() };
+    let msg = search(&space, config(0, 1), c, &mut fitness, None, |_, _| {}).unwrap_err().to_string();
+    assert!(msg.contains("needs a latency meter"), "{msg}");
+}
+
+/// A nonlinear synthetic latency: what the predictor must learn.
+struct SyntheticLatency;
+
+impl LatencyMeter for SyntheticLatency {
+    fn measure(&mut self, cfg: &SubnetConfig) -> Result<Latency> {
+        let enc: f64 = cfg.encoder.iter().map(|l| (cfg.encoder_embed_dim * l.expert_widths.iter().max().unwrap()) as f64).sum();
+        let dec: f64 = cfg
+            .decoder
+            .iter()
+            .map(|l| {
+                (cfg.decoder_embed_dim * (l.expert_widths.iter().max().unwrap() + 8 * l.self_heads)) as f64
+                    * (1.0 + l.cross_span.max(0) as f64)
+            })
+            .sum();
+        Ok(Latency { encoder_ms: 0.5 + enc / 500.0, decoder_ms: 1.0 + dec / 300.0 })
+    }
+    fn describe(&self) -> String {
+        "synthetic".into()
+    }
+}
+
+#[test]
+fn predictor_beats_a_constant_and_round_trips() {
+    let space = space();
+    let ds = LatencyDataset::build(&space, &mut SyntheticLatency, 200, 5, |_| {}).unwrap();
+    let (train, test) = split_records(&ds.records, 0.2, 1).unwrap();
+    assert_eq!(test.len(), 40);
+    let cfg = PredictorConfig { hidden: 32, layers: 2, epochs: 60, batch_size: 16, lr: 3e-3, weight_decay: 0.0, seed: 3 };
+    let p = LatencyPredictor::train(&ds, &train, cfg, |_| {}).unwrap();
+    let baseline = train.iter().map(|r| r.latency.total_ms()).sum::<f64>() / train.len() as f64;
+    let rep = p.evaluate(&test, baseline).unwrap();
+    assert!(rep.mape_pct < 0.5 * rep.baseline_mape_pct && rep.rmse_ms < 0.5 * rep.baseline_rmse_ms, "{rep}");
+    assert!(rep.kendall_tau > 0.7, "{rep}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.json");
+    p.save(&path).unwrap();
+    let q = LatencyPredictor::load(&path).unwrap();
+    assert_eq!(p.predict(&test[0].config).unwrap(), q.predict(&test[0].config).unwrap());
+    // The dataset round-trips and its features are rechecked on load.
+    let ds_path = dir.path().join("d.json");
+    ds.save_json(&ds_path).unwrap();
+    assert!(LatencyDataset::load_json(&ds_path).unwrap() == ds, "the dataset did not round-trip");
+    ds.save_csv(&dir.path().join("d.csv")).unwrap();
+    let mut bad = ds.clone();
+    bad.records[0].features[0] += 1.0;
+    bad.save_json(&ds_path).unwrap();
+    let msg = LatencyDataset::load_json(&ds_path).unwrap_err().to_string();
+    assert!(msg.contains("stored features differ"), "{msg}");
+}
+
+#[test]
+fn cpu_meter_and_supernet_fitness_run_on_a_tiny_model_and_outputs_are_written() {
+    let space = space();
+    let net = Supernet::new(space.clone(), 40, ModelOptions::default(), 3, DType::F32).unwrap();
+    let protocol = LatencyProtocol { src_len: 6, steps: 3, beam: 2, warmup: 1, runs: 3, trim: 0.0, clock: Clock::Wall };
+    let mut meter = CpuLatencyMeter::new(&net, protocol, 1, 0).unwrap();
+    assert!(meter.describe().contains("1 thread"));
+    let lat = meter.measure(&space.largest()).unwrap();
+    assert!(lat.encoder_ms > 0.0 && lat.decoder_ms > 0.0, "{lat:?}");
+    assert!(CpuLatencyMeter::new(&net, protocol, 0, 0).is_err());
+    let mut rounds = Vec::new();
+    let both =
+        meter.measure_interleaved(&[space.largest(), space.sample(&mut automoe::rng::seeded(1)).unwrap()], |r| rounds.push(r)).unwrap();
+    assert_eq!(rounds, vec![1, 2, 3]);
+    assert!(both.len() == 2 && both.iter().all(|l| l.encoder_ms > 0.0 && l.decoder_ms > 0.0), "{both:?}");
+    // The thread-CPU clock (for shared machines) times the same passes, on one thread only.
+    let cpu_protocol = LatencyProtocol { clock: Clock::Cpu, ..protocol };
+    let msg = CpuLatencyMeter::new(&net, cpu_protocol, 2, 0).err().unwrap().to_string();
+    assert!(msg.contains("needs 1 thread"), "{msg}");
+    let mut cpu_meter = CpuLatencyMeter::new(&net, cpu_protocol, 1, 0).unwrap();
+    assert!(cpu_meter.describe().contains("thread-CPU clock"));
+    let l = cpu_meter.measure(&space.largest()).unwrap();
+    assert!(l.encoder_ms > 0.0 && l.decoder_ms > 0.0, "{l:?}");
+
+    let pairs: Vec<automoe::data::TokenizedPair> =
+        (0..6u32).map(|i| automoe::data::TokenizedPair { src: vec![4 + i, 5 + i, 2], tgt: vec![6 + i, 7, 8, 2] }).collect();
+    let mut loss = SupernetLoss::new(&net, &pairs, 12).unwrap();
+    assert_eq!(loss.tokens(), 24);
+    let l = loss.loss(&space.largest()).unwrap();
+    // Untrained: close to ln(vocab).
+    assert!(l.is_finite() && (l - (40f64).ln()).abs() < 1.5, "{l}");
+
+    let cfg = SearchConfig { parents: 3, mutations: 3, crossovers: 3, iterations: 1, ..config(0, 1) };
+    let r = search(&space, cfg, Constraints::default(), &mut loss, Some(&mut meter), |_, _| {}).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    save_search(&r, dir.path()).unwrap();
+    let best = SubnetConfig::from_json(&std::fs::read_to_string(dir.path().join("best.json")).unwrap()).unwrap();
+    assert_eq!(best, r.best.config);
+    let svg = std::fs::read_to_string(dir.path().join("pareto.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("Pareto"), "{}", &svg[..svg.len().min(200)]);
+    let pts: Vec<(f64, f64)> = r.population.iter().map(|c| (c.latency.unwrap().total_ms(), c.loss)).collect();
+    assert!(!pareto_front(&pts).is_empty());
+}

@@ -1,0 +1,169 @@
+//! The search pipeline through its CLI modules on a tiny supernet checkpoint: `latency` builds a
+//! dataset, `predictor` trains on it, `search` loads the checkpoint (space in the meta), measures
+//! fitness on validation text and writes best config, population and Pareto plot.
+
+use std::path::Path;
+
+use automoe::cli;
+use automoe::data::{synthetic_corpus, BpeConfig, Tokenizer};
+use automoe::model::{ModelOptions, SearchSpace, SubnetConfig, Supernet};
+use automoe::search::{load_supernet, SupernetMeta};
+use automoe::train::{save_checkpoint, Adam, AdamConfig, CheckpointMeta, LrSchedule};
+use automoe::DType;
+use clap::Parser;
+
+const SPACE: &str = r#"
+name = "cli-test"
+encoder_embed_dim = [16, 8]
+decoder_embed_dim = [16, 8]
+qkv_dim = 8
+encoder_layers = [2]
+decoder_layers = [1, 2]
+encoder_heads = [2, 1]
+decoder_self_heads = [2, 1]
+decoder_cross_heads = [2, 1]
+cross_attention_span = [-1, 1]
+ffn_widths = [32, 16]
+max_experts = 2
+route_k = [1]
+"#;
+
+#[derive(Parser)]
+struct Cmd {
+    #[command(subcommand)]
+    sub: Sub,
+}
+
+#[derive(clap::Subcommand)]
+enum Sub {
+    Latency(cli::latency::Args),
+    Predictor(cli::predictor::Args),
+    Search(cli::search::Args),
+}
+
+fn run(args: &[&str]) -> automoe::Result<()> {
+    let cmd = Cmd::try_parse_from(std::iter::once("automoe").chain(args.iter().copied())).unwrap_or_else(|e| panic!("{e}"));
+    match cmd.sub {
+        Sub::Latency(a) => cli::latency::run(a),
+        Sub::Predictor(a) => cli::predictor::run(a),
+        Sub::Search(a) => cli::search::run(a),
+    }
+}
+
+fn write_lines(path: &Path, lines: impl Iterator<Item = String>) {
+    std::fs::write(path, lines.collect::<Vec<_>>().join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn latency_predictor_and_search_commands_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = |name: &str| d.join(name).to_string_lossy().into_owned();
+    let space = SearchSpace::from_toml_str(SPACE).unwrap();
+    std::fs::write(d.join("space.toml"), SPACE).unwrap();
+
+    // A tokenizer and validation text from the built-in synthetic corpus.
+    let corpus = synthetic_corpus(1, 200, 12, 0);
+    let tok = Tokenizer::train(
+        corpus.train.iter().flat_map(|(s, t)| [s.as_str(), t.as_str()]),
+        &BpeConfig { vocab_size: 120, ..Default::default() },
+    )
+    .unwrap();
+    tok.save(d.join("tokenizer.json")).unwrap();
+    write_lines(&d.join("valid.src"), corpus.valid.iter().map(|(s, _)| s.clone()));
+    write_lines(&d.join("valid.tgt"), corpus.valid.iter().map(|(_, t)| t.clone()));
+
+    // A supernet checkpoint the way `train-supernet` writes one: the space in the meta.
+    let net = Supernet::new(space.clone(), tok.vocab_size(), ModelOptions::default(), 5, DType::F32).unwrap();
+    let mut meta = CheckpointMeta::new(0, 5, LrSchedule::Constant { lr: 1e-3 }, AdamConfig::default());
+    // Shaped like train-supernet's run description: extra keys beside space, options and vocab.
+    meta.model_config = SupernetMeta::of(&net).to_value().unwrap();
+    meta.model_config["label_smoothing"] = serde_json::json!(0.1);
+    meta.model_config["data"] = serde_json::json!({"synthetic": true});
+    meta.tokenizer_hash = Some(tok.hash().unwrap());
+    let ckpt = d.join("ckpt");
+    save_checkpoint(&ckpt, &net.store, &Adam::new(AdamConfig::default()), &meta).unwrap();
+    let mut subnet_meta = meta.clone();
+    subnet_meta.model_config["mode"] = serde_json::json!("subnet");
+    let subnet_ckpt = d.join("subnet_ckpt");
+    save_checkpoint(&subnet_ckpt, &net.store, &Adam::new(AdamConfig::default()), &subnet_meta).unwrap();
+    let msg = load_supernet(&subnet_ckpt).err().unwrap().to_string();
+    assert!(msg.contains("a checkpoint of a `subnet` run"), "{msg}");
+    let (loaded, _) = load_supernet(&ckpt).unwrap();
+    assert_eq!(loaded.space, space);
+    let cfg = space.largest();
+    assert_eq!(loaded.store.value(loaded.params.embed).to_f32_vec().unwrap(), net.store.value(net.params.embed).to_f32_vec().unwrap());
+
+    let tiny = ["--src-len", "4", "--steps", "2", "--beam", "2", "--warmup", "0", "--runs", "1"];
+    let space_path = p("space.toml");
+    let mut args = vec!["latency", "--space", &space_path, "--vocab", "50", "--samples", "12", "--out"];
+    let ds = p("lat/ds.json");
+    args.push(&ds);
+    args.extend(tiny);
+    run(&args).unwrap();
+    assert!(d.join("lat/ds.csv").is_file());
+    // The same subnets measured in interleaved rounds.
+    args[6] = "6";
+    let ds2 = p("lat/ds2.json");
+    args[8] = &ds2;
+    args.push("--interleave");
+    run(&args).unwrap();
+    let (a, b) = (
+        automoe::search::LatencyDataset::load_json(Path::new(&ds)).unwrap(),
+        automoe::search::LatencyDataset::load_json(Path::new(&ds2)).unwrap(),
+    );
+    assert!(b.meter.contains("interleaved") && b.records.len() == 6);
+    assert!(a.records.iter().zip(&b.records).all(|(x, y)| x.config == y.config));
+    std::fs::write(d.join("best_in.json"), cfg.to_json().unwrap()).unwrap();
+    let mut one = vec!["latency", "--space", &space_path, "--vocab", "50", "--config"];
+    let best_in = p("best_in.json");
+    one.push(&best_in);
+    one.extend(tiny);
+    run(&one).unwrap();
+    let msg = run(&["latency", "--space", &space_path]).unwrap_err().to_string();
+    assert!(msg.contains("--samples"), "{msg}");
+
+    let pred = p("pred.json");
+    run(&["predictor", "--dataset", &ds, "--out", &pred, "--hidden", "8", "--layers", "1", "--epochs", "3"]).unwrap();
+
+    let out = p("search");
+    let ck = ckpt.to_string_lossy().into_owned();
+    let base = [
+        "search",
+        "--checkpoint",
+        &ck,
+        "--valid-src",
+        &p("valid.src"),
+        "--valid-tgt",
+        &p("valid.tgt"),
+        "--out",
+        &out,
+        "--iterations",
+        "1",
+        "--parents",
+        "2",
+        "--mutations",
+        "2",
+        "--crossovers",
+        "2",
+    ];
+    let mut with_pred = base.to_vec();
+    with_pred.extend(["--predictor", &pred, "--latency-ms", "1e9", "--active-params", "10M"]);
+    run(&with_pred).unwrap();
+    let best = SubnetConfig::from_json(&std::fs::read_to_string(d.join("search/best.json")).unwrap()).unwrap();
+    space.validate(&best).unwrap();
+    let pop: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("search/population.json")).unwrap()).unwrap();
+    assert_eq!(pop["population"].as_array().unwrap().len(), 6);
+    assert!(pop["population"][0]["latency"]["encoder_ms"].as_f64().unwrap() > 0.0);
+    assert!(std::fs::read_to_string(d.join("search/pareto.svg")).unwrap().contains("latency (ms)"));
+
+    // An impossible budget ends in the clear error, not a loop.
+    let mut impossible = base.to_vec();
+    impossible.extend(["--gflops", "0", "--max-retries", "20"]);
+    let msg = run(&impossible).unwrap_err().to_string();
+    assert!(msg.contains("no random subnet satisfying the constraints (GFLOPs <= 0)"), "{msg}");
+    // A latency bound without a latency source is refused.
+    let mut no_meter = base.to_vec();
+    no_meter.extend(["--latency-ms", "5"]);
+    assert!(run(&no_meter).unwrap_err().to_string().contains("latency meter"));
+}
