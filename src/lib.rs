@@ -15,6 +15,7 @@ pub mod device;
 pub mod error;
 pub mod model;
 pub mod moe;
+pub mod pipeline;
 pub mod rng;
 pub mod search;
 pub mod tensor;

@@ -18,6 +18,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole AutoMoE method on the built-in synthetic corpus, sized for ~15 minutes on 2 cores:
+    /// supernet, latency predictor, search, final training, baselines, evaluation, report.
+    Demo(cli::pipeline::DemoArgs),
+    /// The whole AutoMoE method as a configuration file describes it (configs/pipeline_*.toml).
+    Pipeline(cli::pipeline::Args),
     /// Print the devices this build can use (the CPU always; CUDA when a driver and GPU exist).
     Devices(cli::devices::Args),
     /// Train a subnet from scratch (`--subnet-config FILE.json`, `--largest`, `--smallest` or
@@ -47,6 +52,8 @@ fn main() -> std::process::ExitCode {
             Ok(())
         }
         Some(Command::Devices(a)) => cli::devices::run(a),
+        Some(Command::Demo(a)) => cli::pipeline::run_demo(a),
+        Some(Command::Pipeline(a)) => cli::pipeline::run(a),
         Some(Command::Train(a)) => cli::train::run(a),
         Some(Command::TrainSupernet(a)) => cli::train_supernet::run(a),
         Some(Command::Translate(a)) => cli::translate::run(a),

@@ -4,6 +4,7 @@
 pub mod devices;
 pub mod evaluate;
 pub mod latency;
+pub mod pipeline;
 pub mod predictor;
 pub mod search;
 pub mod train;

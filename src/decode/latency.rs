@@ -130,14 +130,21 @@ pub fn latency_source(vocab: usize, src_len: usize) -> Result<Vec<u32>> {
 /// One timed run of the protocol on the current thread pool (no warm-up, no repetition):
 /// `(encoder ms, decoder ms)`. For callers that schedule runs themselves (the search's meter).
 pub fn time_one_run(model: &ModelView, proto: &LatencyProtocol) -> Result<(f64, f64)> {
+    let start = Instant::now();
+    time_one_run_with(model, proto, &|| Ok(start.elapsed().as_secs_f64() * 1e3))
+}
+
+/// [`time_one_run`] with another clock (`now_ms` reads milliseconds since any fixed origin), e.g.
+/// the timing thread's CPU time on a shared machine.
+pub fn time_one_run_with(model: &ModelView, proto: &LatencyProtocol, now_ms: &dyn Fn() -> Result<f64>) -> Result<(f64, f64)> {
     proto.check()?;
     let batch = SourceBatch::from_sentences(&[latency_source(model.vocab(), proto.src_len)?], PAD_ID)?;
-    let t0 = Instant::now();
+    let t0 = now_ms()?;
     let enc = model.encode(&batch)?;
-    let t1 = Instant::now();
+    let t1 = now_ms()?;
     decode_fixed(model, &enc, proto)?;
-    let t2 = Instant::now();
-    Ok(((t1 - t0).as_secs_f64() * 1e3, (t2 - t1).as_secs_f64() * 1e3))
+    let t2 = now_ms()?;
+    Ok((t1 - t0, t2 - t1))
 }
 
 /// Beam search of exactly `steps` tokens (eos forbidden) for one sentence.

@@ -3,31 +3,21 @@
 //! whose top and bottom `trim` fraction are dropped; latency = mean encoder + mean decoder time.
 //!
 //! The search only needs *some* meter, so measurement is a trait ([`LatencyMeter`]): the CPU meter
-//! here, the incremental decoder's meter when it lands, a predictor ([`super::LatencyPredictor`]),
+//! here (incremental decoder), a predictor ([`super::LatencyPredictor`]),
 //! or a synthetic function in tests.
 //!
-//! **What [`CpuLatencyMeter`] times today (full-recompute decoder).** There is no incremental
-//! decoder (KV cache) in the crate yet, and [`SubnetModel::forward`] always runs encoder and
-//! decoder together. So the meter times:
-//! - encoder: one pass at batch 1 with the `src_len`-token source and a 1-token target (the encoder
-//!   plus one 1-token decoder step and its output projection);
-//! - decoder: `steps` teacher-forced passes at batch `beam` (the source repeated per beam) with
-//!   target lengths 1, 2, …, `steps`, summed. Each pass recomputes the encoder and every earlier
-//!   target position, which is what a decoder without a cache costs on this API.
-//!
-//! Both are upper bounds of what an incremental decoder costs, and they rank subnets by the same
-//! work (depth, widths, experts, spans), which is what the predictor and the search consume. When
-//! `decode::latency::measure` (incremental, encoder once) exists, it replaces the body of
-//! [`CpuLatencyMeter::time_one_run`]; nothing else changes.
+//! [`CpuLatencyMeter`] times the extracted standalone model with the incremental decoder
+//! (`decode::latency::time_one_run_with`): the encoder once, then `steps` beam steps with cached
+//! self-attention keys and values and encoder keys and values computed once per layer — the same
+//! code path that translates, so the search ranks subnets by what translation costs.
 
 use std::time::Instant;
 
-use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
-use crate::autograd::Tape;
-use crate::data::{BOS_ID, EOS_ID, SPECIAL_TOKENS};
-use crate::model::{Batch, RunMode, SubnetConfig, SubnetModel, Supernet};
+use crate::data::SPECIAL_TOKENS;
+use crate::decode::latency::{time_one_run_with, LatencyProtocol as DecodeProtocol};
+use crate::model::{ModelView, SubnetConfig, SubnetModel, Supernet};
 use crate::{Error, Result};
 
 /// Mean encoder and decoder time of one translation, milliseconds.
@@ -156,15 +146,13 @@ pub struct CpuLatencyMeter<'a> {
     protocol: LatencyProtocol,
     pool: rayon::ThreadPool,
     threads: usize,
-    /// Source and target token ids (fixed for the meter, so every subnet sees the same input).
-    src: Vec<u32>,
-    tgt: Vec<u32>,
 }
 
 impl<'a> CpuLatencyMeter<'a> {
-    /// `threads` CPU threads (0 is refused: the count must be fixed to compare timings). Token ids
-    /// are drawn once from `seed` among the non-special ids of the supernet's vocabulary.
-    pub fn new(supernet: &'a Supernet, protocol: LatencyProtocol, threads: usize, seed: u64) -> Result<Self> {
+    /// `threads` CPU threads (0 is refused: the count must be fixed to compare timings). The source
+    /// is `decode::latency::latency_source` (fixed, so every subnet sees the same input); `_seed`
+    /// is kept for callers' reproducibility records.
+    pub fn new(supernet: &'a Supernet, protocol: LatencyProtocol, threads: usize, _seed: u64) -> Result<Self> {
         protocol.check()?;
         if protocol.clock == Clock::Cpu && threads != 1 {
             return Err(Error::invalid(
@@ -187,16 +175,7 @@ impl<'a> CpuLatencyMeter<'a> {
             .thread_name(|i| format!("automoe-latency-{i}"))
             .build()
             .map_err(|e| Error::invalid("CpuLatencyMeter", format!("cannot start {threads} threads: {e}")))?;
-        let mut rng = crate::rng::seeded(seed);
-        let mut draw = |n: usize| -> Vec<u32> { (0..n).map(|_| rng.random_range(first..supernet.vocab as u32)).collect() };
-        // A realistic source ends with </s>; the decoder input starts with <s>.
-        let mut src = draw(protocol.src_len);
-        if let Some(last) = src.last_mut() {
-            *last = EOS_ID;
-        }
-        let mut tgt = draw(protocol.steps);
-        tgt[0] = BOS_ID;
-        Ok(CpuLatencyMeter { supernet, protocol, pool, threads, src, tgt })
+        Ok(CpuLatencyMeter { supernet, protocol, pool, threads })
     }
 
     pub fn threads(&self) -> usize {
@@ -207,40 +186,28 @@ impl<'a> CpuLatencyMeter<'a> {
         self.protocol
     }
 
-    /// One run of the protocol on `model`: (encoder ms, decoder ms).
-    fn time_one_run(&self, model: &SubnetModel) -> Result<(f64, f64)> {
+    /// One run of the protocol on `model` with the incremental decoder (the same code path that
+    /// translates): the encoder once, then `steps` beam steps with cached keys and values.
+    /// Returns (encoder ms, decoder ms) by the protocol's clock.
+    fn time_one_run(&self, view: &ModelView) -> Result<(f64, f64)> {
         let p = &self.protocol;
-        let pass = |batch: usize, tgt_len: usize| -> Result<f64> {
-            let src: Vec<u32> = (0..batch).flat_map(|_| self.src.iter().copied()).collect();
-            let tgt: Vec<u32> = (0..batch).flat_map(|_| self.tgt[..tgt_len].iter().copied()).collect();
-            let b = Batch::new(batch, p.src_len, tgt_len, src, vec![false; batch * p.src_len], tgt, vec![false; batch * tgt_len])?;
-            let mut tape = Tape::inference();
-            let start = Instant::now();
-            let t0 = p.clock.now_ms(start)?;
-            let out = model.forward(&mut tape, &b, RunMode::inference())?;
-            // Touch the result so that nothing about the pass can be skipped.
-            std::hint::black_box(&out.logits);
-            Ok(p.clock.now_ms(start)? - t0)
-        };
-        let encoder = pass(1, 1)?;
-        let mut decoder = 0.0;
-        for t in 1..=p.steps {
-            decoder += pass(p.beam, t)?;
-        }
-        Ok((encoder, decoder))
+        let proto = DecodeProtocol { src_len: p.src_len, steps: p.steps, beam: p.beam, warmup: 0, runs: 1, trim: 0.0, threads: None };
+        let start = Instant::now();
+        time_one_run_with(view, &proto, &|| p.clock.now_ms(start))
     }
 
     /// Times an already extracted model.
     pub fn measure_model(&self, model: &SubnetModel) -> Result<Latency> {
         let p = self.protocol;
+        let view = model.view()?;
         self.pool.install(|| {
             for _ in 0..p.warmup {
-                self.time_one_run(model)?;
+                self.time_one_run(&view)?;
             }
             let mut enc = Vec::with_capacity(p.runs);
             let mut dec = Vec::with_capacity(p.runs);
             for _ in 0..p.runs {
-                let (e, d) = self.time_one_run(model)?;
+                let (e, d) = self.time_one_run(&view)?;
                 enc.push(e);
                 dec.push(d);
             }
@@ -268,10 +235,11 @@ impl CpuLatencyMeter<'_> {
                 for (i, cfg) in cfgs.iter().enumerate() {
                     // Re-extracted each round: keeping every model would hold them all in memory.
                     let model = self.supernet.extract(cfg)?;
+                    let view = model.view()?;
                     for _ in 0..p.warmup {
-                        self.time_one_run(&model)?;
+                        self.time_one_run(&view)?;
                     }
-                    let (e, d) = self.time_one_run(&model)?;
+                    let (e, d) = self.time_one_run(&view)?;
                     enc[i].push(e);
                     dec[i].push(d);
                 }
@@ -300,7 +268,7 @@ impl LatencyMeter for CpuLatencyMeter<'_> {
         let p = &self.protocol;
         format!(
             "cpu, {} thread(s), {} clock; source {} tokens, {} decoder steps at beam {}, {} warm-up + {} timed runs, trim {}; \
-             decoder = full-recompute teacher-forced passes (no incremental decoder yet)",
+             incremental decoder",
             self.threads,
             match p.clock {
                 Clock::Wall => "wall",

@@ -1,0 +1,49 @@
+//! `automoe pipeline --config FILE` and `automoe demo`: the whole AutoMoE method in one command.
+
+use std::path::PathBuf;
+
+use crate::pipeline::{self, PipelineConfig};
+use crate::Result;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Pipeline configuration (TOML; see configs/pipeline_*.toml).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Run directory: every stage's outputs; rerunning resumes where a run stopped.
+    #[arg(long, default_value = "runs/pipeline")]
+    pub out: PathBuf,
+    /// Worker threads for training and search (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Run directory (rerunning resumes).
+    #[arg(long, default_value = "runs/demo")]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+fn with_threads(threads: Option<usize>, f: impl FnOnce() -> Result<()> + Send) -> Result<()> {
+    match threads {
+        None => f(),
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build()
+            .map_err(|e| crate::Error::invalid("--threads", e.to_string()))?
+            .install(f),
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let cfg = PipelineConfig::from_file(&args.config)?;
+    with_threads(args.threads, || pipeline::run(&cfg, &args.out).map(|_| ()))
+}
+
+pub fn run_demo(args: DemoArgs) -> Result<()> {
+    let cfg = PipelineConfig::demo()?;
+    with_threads(args.threads, || pipeline::run(&cfg, &args.out).map(|_| ()))
+}

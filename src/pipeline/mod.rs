@@ -1,0 +1,48 @@
+//! The end-to-end AutoMoE pipeline: tokenizer → supernet training → latency dataset + predictor →
+//! evolutionary search under the latency budget → training the found subnet (and the baselines)
+//! from scratch → evaluation (BLEU, chrF, latency, GFLOPs, params) → export → report.
+//!
+//! Every stage writes its outputs under the run directory and is skipped when they exist, so an
+//! interrupted run resumes where it stopped (a training stage resumes from its checkpoint).
+
+pub mod config;
+mod report;
+mod stages;
+
+use std::path::{Path, PathBuf};
+
+pub use config::PipelineConfig;
+pub use report::{SystemResult, REPORT_FILE};
+
+use crate::Result;
+
+/// Writes progress lines to stderr (the report goes to stdout).
+pub(crate) fn say(msg: impl AsRef<str>) {
+    eprintln!("[pipeline] {}", msg.as_ref());
+}
+
+/// Runs every stage for `cfg` in `out`; returns the evaluated systems (AutoMoE first).
+pub fn run(cfg: &PipelineConfig, out: &Path) -> Result<Vec<SystemResult>> {
+    std::fs::create_dir_all(out).map_err(|e| crate::Error::io(out, e))?;
+    let cfg_path = out.join("pipeline.toml");
+    let text = toml::to_string(cfg).map_err(|e| crate::Error::invalid("pipeline", e.to_string()))?;
+    crate::data::tokenizer::write_atomic(&cfg_path, text.as_bytes())?;
+    let t0 = std::time::Instant::now();
+    let ctx = stages::Context::new(cfg, out)?;
+    let supernet_dir = ctx.train_supernet()?;
+    let predictor = ctx.latency_predictor(&supernet_dir)?;
+    let systems = ctx.choose_systems(&supernet_dir, &predictor)?;
+    let mut results = Vec::new();
+    for sys in &systems {
+        let model_dir = ctx.train_system(sys)?;
+        results.push(ctx.evaluate_system(sys, &model_dir)?);
+    }
+    let export = ctx.export(&systems[0])?;
+    report::write(out, cfg, &results, &export, t0.elapsed().as_secs_f64())?;
+    Ok(results)
+}
+
+/// The run directory's exported model (what the C ABI and `automoe translate` load).
+pub fn export_dir(out: &Path) -> PathBuf {
+    out.join("export")
+}

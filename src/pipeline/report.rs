@@ -1,0 +1,100 @@
+//! The pipeline's report: one row per system, as markdown (`report.md`) and on stdout.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::config::PipelineConfig;
+use crate::data::tokenizer::write_atomic;
+use crate::model::SubnetConfig;
+use crate::Result;
+
+pub const REPORT_FILE: &str = "report.md";
+
+/// One evaluated system.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SystemResult {
+    pub name: String,
+    pub description: String,
+    pub bleu: f64,
+    pub chrf: f64,
+    pub bleu_signature: String,
+    pub test_sentences: usize,
+    /// AutoMoE's protocol: encoder + 30 incremental decoder steps at beam 5, batch 1.
+    pub latency_ms: f64,
+    pub encoder_ms: f64,
+    pub decoder_ms: f64,
+    pub latency_threads: usize,
+    /// The paper's GFLOPs: 30-token source and target, no output projection, uniform routing.
+    pub gflops: f64,
+    /// Expected parameters per token without the embedding (uniform routing).
+    pub active_params: f64,
+    /// Stored parameters without the embedding.
+    pub total_params: usize,
+    /// Experts per layer, encoder then decoder (e.g. `1-4-2 / 3-1`).
+    pub experts: String,
+    pub config: SubnetConfig,
+}
+
+impl SystemResult {
+    pub fn experts_of(cfg: &SubnetConfig) -> String {
+        let enc: Vec<String> = cfg.encoder.iter().map(|l| l.experts.to_string()).collect();
+        let dec: Vec<String> = cfg.decoder.iter().map(|l| l.experts.to_string()).collect();
+        format!("{} / {}", enc.join("-"), dec.join("-"))
+    }
+}
+
+/// The markdown table of `results`.
+pub fn table(results: &[SystemResult]) -> String {
+    let mut s = String::from("| system | BLEU | chrF | latency ms | GFLOPs | active params (M) | total params (M) | experts enc / dec |\n");
+    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
+    for r in results {
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} | {:.2} | {:.1} | {:.3} | {:.2} | {:.2} | {} |",
+            r.name,
+            r.bleu,
+            r.chrf,
+            r.latency_ms,
+            r.gflops,
+            r.active_params / 1e6,
+            r.total_params as f64 / 1e6,
+            r.experts
+        );
+    }
+    s
+}
+
+/// Writes `report.md` and prints the table.
+pub fn write(out: &Path, cfg: &PipelineConfig, results: &[SystemResult], export: &Path, seconds: f64) -> Result<()> {
+    let mut md = format!("# AutoMoE pipeline report: {}\n\n", cfg.name);
+    let data = cfg
+        .data
+        .dir
+        .as_ref()
+        .map(|d| format!("{} ({}→{})", d.display(), cfg.data.src, cfg.data.tgt))
+        .unwrap_or_else(|| "the built-in synthetic corpus".into());
+    let _ =
+        writeln!(md, "Data: {data}; search space `{}`; {} test sentences.\n", cfg.space, results.first().map_or(0, |r| r.test_sentences));
+    md.push_str(&table(results));
+    md.push('\n');
+    for r in results {
+        let _ = writeln!(md, "- **{}**: {}.", r.name, r.description);
+    }
+    let threads = results.first().map_or(1, |r| r.latency_threads);
+    let _ = writeln!(
+        md,
+        "\nLatency: batch 1, a 30-token source, the encoder once plus 30 incremental decoder steps at beam 5, \
+         trimmed mean, {threads} thread(s) on this machine. GFLOPs: 30-token source and target, as the paper counts. \
+         BLEU: {}.\n\nPareto front of the search (validation loss against predicted latency): `search/pareto.svg`. \
+         Exported AutoMoE model: `{}`. Wall time: {:.0} s.",
+        results.first().map_or(String::new(), |r| r.bleu_signature.clone()),
+        export.display(),
+        seconds
+    );
+    write_atomic(&out.join(REPORT_FILE), md.as_bytes())?;
+    println!("{}", table(results));
+    println!("report: {}", out.join(REPORT_FILE).display());
+    Ok(())
+}

@@ -1,0 +1,350 @@
+//! The pipeline's stages. Each checks for its outputs first and skips when they are complete.
+
+use std::path::{Path, PathBuf};
+
+use super::config::{PipelineConfig, TrainSection};
+use super::report::SystemResult;
+use super::say;
+use crate::cli::evaluate::{evaluate, Args as EvalArgs};
+use crate::cli::translate::{load_model_dir, DecodeArgs, TOKENIZER_FILE};
+use crate::data::corpus::{filter_pairs, read_parallel, LengthFilter};
+use crate::data::tokenizer::write_atomic;
+use crate::data::{synthetic_corpus, Tokenizer};
+use crate::decode::latency::{measure, LatencyProtocol as DecodeLatency};
+use crate::model::{flop_report, param_report, ModelOptions, Routing, SearchSpace, SubnetConfig, PAPER_SRC_LEN, PAPER_TGT_LEN};
+use crate::search::{
+    load_supernet, report::save_search, search, split_records, Constraints, CpuLatencyMeter, LatencyDataset, LatencyMeter,
+    LatencyPredictor, LatencyProtocol, PredictorConfig, SearchConfig, SearchResult, SupernetLoss,
+};
+use crate::train::mt::data::{read_source, train_tokenizer, DataConfig, DataSource};
+use crate::train::mt::{self, Mode, RunSpec};
+use crate::train::{LrSchedule, TrainConfig};
+use crate::{Error, Result};
+
+/// Marks a finished training stage (its directory is otherwise resumed).
+const DONE: &str = "DONE";
+
+/// One system of the comparison.
+#[derive(Clone, Debug)]
+pub struct System {
+    pub name: String,
+    pub description: String,
+    pub config: SubnetConfig,
+}
+
+pub struct Context<'a> {
+    cfg: &'a PipelineConfig,
+    out: &'a Path,
+    space: SearchSpace,
+    source: DataSource,
+    tok_path: PathBuf,
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string_pretty(v).map_err(|e| Error::invalid("pipeline", e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&s).map_err(|e| Error::Format { path: path.to_path_buf(), msg: e.to_string() })
+}
+
+impl<'a> Context<'a> {
+    /// Resolves the space and the data, and trains (or loads) the pipeline's one tokenizer.
+    pub fn new(cfg: &'a PipelineConfig, out: &'a Path) -> Result<Self> {
+        let space = match cfg.space.as_str() {
+            "small" => mt::small_space()?,
+            "wmt14" => SearchSpace::from_toml_str(include_str!("../../configs/space_wmt14.toml"))?,
+            path => SearchSpace::from_toml_file(path)?,
+        };
+        let d = &cfg.data;
+        let source = match &d.dir {
+            Some(dir) => DataSource::Files {
+                dir: std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?,
+                src: d.src.clone(),
+                tgt: d.tgt.clone(),
+            },
+            None => DataSource::Synthetic { seed: cfg.seed, n_train: d.synthetic_train, n_valid: d.synthetic_valid },
+        };
+        let tok_path = out.join(TOKENIZER_FILE);
+        if tok_path.exists() {
+            say(format!("tokenizer: {} exists, kept", tok_path.display()));
+        } else {
+            let (train, _) = read_source(&source)?;
+            let tok = train_tokenizer(&train, d.vocab_size)?;
+            tok.save(&tok_path)?;
+            say(format!("tokenizer: {} entries trained on {} pairs", tok.vocab_size(), train.len()));
+        }
+        Ok(Context { cfg, out, space, source, tok_path })
+    }
+
+    fn data_config(&self) -> DataConfig {
+        DataConfig { max_tokens: self.cfg.data.max_tokens, vocab_size: self.cfg.data.vocab_size, ..DataConfig::new(self.source.clone()) }
+    }
+
+    /// Trains `mode` into `dir` (resuming an interrupted run; skipping a finished one).
+    fn train(&self, dir: &Path, mode: Mode, section: &TrainSection, seed: u64) -> Result<()> {
+        if dir.join(DONE).exists() {
+            say(format!("{}: trained already, kept", dir.display()));
+            return Ok(());
+        }
+        let resume = crate::train::checkpoint::resolve_checkpoint_dir(&mt::checkpoint_dir(dir)).exists();
+        let spec = RunSpec {
+            mode,
+            options: ModelOptions { dropout: section.dropout, ..ModelOptions::default() },
+            data: self.data_config(),
+            label_smoothing: 0.1,
+            train: TrainConfig {
+                max_updates: section.updates,
+                clip_norm: 1.0,
+                schedule: LrSchedule::WarmupCosine {
+                    lr: section.lr,
+                    warmup: section.warmup,
+                    total: section.updates,
+                    min_lr: section.lr * 0.01,
+                },
+                log_every: (section.updates / 10).max(1),
+                valid_every: 0,
+                checkpoint_every: (section.updates / 4).max(1),
+                seed,
+                quiet: true,
+                ..TrainConfig::default()
+            },
+            out: dir.to_path_buf(),
+            resume,
+            tokenizer: Some(self.tok_path.clone()),
+            verbose: false,
+        };
+        let s = mt::run(&spec)?;
+        let last = s.valid.last().map(|(_, m)| format!("{m:?}")).unwrap_or_default();
+        say(format!("{}: {} updates in {:.0} s ({:.0} tokens/s); valid {last}", dir.display(), section.updates, s.wall_s, s.tokens_per_s));
+        write_atomic(&dir.join(DONE), b"done\n")
+    }
+
+    /// Stage 2: the weight-sharing supernet.
+    pub fn train_supernet(&self) -> Result<PathBuf> {
+        let dir = self.out.join("supernet");
+        say(format!("supernet: {} updates over space `{}`", self.cfg.supernet.updates, self.space.name));
+        self.train(&dir, Mode::Supernet { space: self.space.clone() }, &self.cfg.supernet, self.cfg.seed)?;
+        Ok(dir)
+    }
+
+    /// Stage 3: measured latencies of sampled subnets, and the predictor trained on them.
+    pub fn latency_predictor(&self, supernet_dir: &Path) -> Result<LatencyPredictor> {
+        let dir = self.out.join("latency");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let pred_path = dir.join("predictor.json");
+        if pred_path.exists() {
+            say(format!("latency predictor: {} exists, kept", pred_path.display()));
+            return LatencyPredictor::load(&pred_path);
+        }
+        let ds_path = dir.join("dataset.json");
+        let ds = if ds_path.exists() {
+            LatencyDataset::load_json(&ds_path)?
+        } else {
+            let (net, _) = load_supernet(&mt::checkpoint_dir(supernet_dir))?;
+            let mut meter = CpuLatencyMeter::new(&net, LatencyProtocol::fast(), self.cfg.latency.threads, self.cfg.seed)?;
+            say(format!("latency: measuring {} subnets ({})", self.cfg.latency.samples, meter.describe()));
+            let ds = LatencyDataset::build(&net.space, &mut meter, self.cfg.latency.samples, self.cfg.seed, |_| {})?;
+            ds.save_json(&ds_path)?;
+            ds.save_csv(&dir.join("dataset.csv"))?;
+            ds
+        };
+        let (train, test) = split_records(&ds.records, self.cfg.latency.holdout, self.cfg.seed)?;
+        let config = PredictorConfig { epochs: self.cfg.latency.predictor_epochs, seed: self.cfg.seed, ..PredictorConfig::default() };
+        let pred = LatencyPredictor::train(&ds, &train, config, |_| {})?;
+        let baseline = train.iter().map(|r| r.latency.total_ms()).sum::<f64>() / train.len().max(1) as f64;
+        let report = pred.evaluate(&test, baseline)?;
+        say(format!("latency predictor on {} held-out subnets: {report}", test.len()));
+        write_atomic(&dir.join("predictor_report.txt"), format!("{report}\n").as_bytes())?;
+        pred.save(&pred_path)?;
+        Ok(pred)
+    }
+
+    /// Validation pairs for the search's fitness, tokenised.
+    fn fitness_pairs(&self, tok: &Tokenizer) -> Result<Vec<crate::data::TokenizedPair>> {
+        let (_, valid) = read_source(&self.source)?;
+        let (mut pairs, _) = filter_pairs(&valid, &LengthFilter::default(), |s| tok.encode(s))?;
+        pairs.truncate(self.cfg.search.valid_sentences.max(1));
+        Ok(pairs)
+    }
+
+    /// One evolutionary search into `dir` (skipped when `dir/population.json` exists).
+    fn run_search(
+        &self,
+        dir: &Path,
+        space: &SearchSpace,
+        supernet_dir: &Path,
+        predictor: &LatencyPredictor,
+        budget_ms: Option<f64>,
+    ) -> Result<SearchResult> {
+        let pop = dir.join("population.json");
+        if pop.exists() {
+            say(format!("search: {} exists, kept", pop.display()));
+            return from_json(&pop);
+        }
+        let (net, _) = load_supernet(&mt::checkpoint_dir(supernet_dir))?;
+        let tok = Tokenizer::load(&self.tok_path)?;
+        let pairs = self.fitness_pairs(&tok)?;
+        let mut fitness = SupernetLoss::new(&net, &pairs, self.cfg.data.max_tokens)?;
+        let mut meter = predictor.clone();
+        let s = &self.cfg.search;
+        let constraints = Constraints { latency_ms: budget_ms, gflops: s.gflops, active_params: s.active_params };
+        let config = SearchConfig {
+            parents: s.parents,
+            mutations: s.mutations,
+            crossovers: s.crossovers,
+            iterations: s.iterations,
+            seed: self.cfg.seed,
+            vocab: net.vocab,
+            pre_norm: net.options.pre_norm,
+            ..SearchConfig::default()
+        };
+        say(format!(
+            "search in `{}`: {}, population {} for {} iterations",
+            space.name,
+            constraints.describe(),
+            config.population(),
+            config.iterations
+        ));
+        let result = search(space, config, constraints, &mut fitness, Some(&mut meter as &mut dyn LatencyMeter), |_, _| {})?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        save_search(&result, dir)?;
+        Ok(result)
+    }
+
+    /// Stage 4: the searched AutoMoE subnet, the HAT-style dense search (experts fixed to 1) under
+    /// the same budget, and the fixed baselines.
+    pub fn choose_systems(&self, supernet_dir: &Path, predictor: &LatencyPredictor) -> Result<Vec<System>> {
+        let dense = self.space.dense();
+        let budget = match (self.cfg.search.latency_ms, self.cfg.search.latency_fraction) {
+            (Some(ms), _) => Some(ms),
+            (None, Some(f)) => Some(f * predictor.predict(&dense)?.total_ms()),
+            (None, None) => None,
+        };
+        let automoe = self.run_search(&self.out.join("search"), &self.space, supernet_dir, predictor, budget)?;
+        let budget_note = budget.map(|b| format!("predicted latency <= {b:.1} ms")).unwrap_or_else(|| "no latency budget".into());
+        let mut systems = vec![System {
+            name: "automoe".into(),
+            description: format!("AutoMoE search ({budget_note})"),
+            config: automoe.best.config.clone(),
+        }];
+        if self.cfg.baselines {
+            let dense_space = SearchSpace { name: format!("{}-dense", self.space.name), max_experts: 1, ..self.space.clone() };
+            let hat = self.run_search(&self.out.join("search_dense"), &dense_space, supernet_dir, predictor, budget)?;
+            systems.push(System {
+                name: "dense_searched".into(),
+                description: format!("HAT-style search, 1 expert per layer ({budget_note})"),
+                config: hat.best.config,
+            });
+            systems.push(System {
+                name: "dense_large".into(),
+                description: "dense Transformer, largest of the space".into(),
+                config: dense,
+            });
+            systems.push(System {
+                name: "switch".into(),
+                description: format!("Switch-style MoE: {} experts of the largest width in every layer", self.space.max_experts),
+                config: self.space.largest(),
+            });
+        }
+        Ok(systems)
+    }
+
+    /// Stage 5: trains a system from scratch; returns its exported model directory.
+    pub fn train_system(&self, sys: &System) -> Result<PathBuf> {
+        let dir = self.out.join("systems").join(&sys.name);
+        say(format!("{}: training from scratch ({})", sys.name, sys.description));
+        self.train(&dir, Mode::Subnet { config: sys.config.clone() }, &self.cfg.final_train, self.cfg.seed + 1)?;
+        Ok(mt::model_dir(&dir))
+    }
+
+    /// The test split as two files under the run directory (truncated to `eval.max_sentences`).
+    fn test_files(&self) -> Result<(PathBuf, PathBuf)> {
+        let dir = self.out.join("data");
+        let (s, t) = (dir.join("test.src"), dir.join("test.ref"));
+        if s.exists() && t.exists() {
+            return Ok((s, t));
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let d = &self.cfg.data;
+        let mut pairs = match &d.dir {
+            Some(dir) => read_parallel(dir.join(format!("{}.{}", d.test, d.src)), dir.join(format!("{}.{}", d.test, d.tgt)))?,
+            None => synthetic_corpus(self.cfg.seed, d.synthetic_train, d.synthetic_valid, d.synthetic_test).test,
+        };
+        if self.cfg.eval.max_sentences > 0 {
+            pairs.truncate(self.cfg.eval.max_sentences);
+        }
+        let join = |side: fn(&(String, String)) -> &String| pairs.iter().map(|p| format!("{}\n", side(p))).collect::<String>();
+        write_atomic(&s, join(|p| &p.0).as_bytes())?;
+        write_atomic(&t, join(|p| &p.1).as_bytes())?;
+        Ok((s, t))
+    }
+
+    /// Stage 6: BLEU and chrF on the test split, latency by the AutoMoE protocol (incremental
+    /// decoder, fixed thread count), GFLOPs and parameters.
+    pub fn evaluate_system(&self, sys: &System, model_dir: &Path) -> Result<SystemResult> {
+        let path = self.out.join("eval").join(format!("{}.json", sys.name));
+        if path.exists() {
+            return from_json(&path);
+        }
+        let (src, reference) = self.test_files()?;
+        let decode = DecodeArgs {
+            beam: self.cfg.eval.beam,
+            lenpen: self.cfg.eval.lenpen,
+            threads: Some(self.cfg.latency.threads.max(1)),
+            ..DecodeArgs::default()
+        };
+        let args = EvalArgs {
+            model: model_dir.to_path_buf(),
+            src,
+            reference,
+            hyp_out: Some(self.out.join("eval").join(format!("{}.hyp", sys.name))),
+            decode,
+        };
+        std::fs::create_dir_all(self.out.join("eval")).map_err(|e| Error::io(self.out, e))?;
+        let e = evaluate(&args)?;
+        if let Some(h) = &args.hyp_out {
+            crate::cli::translate::write_output(Some(h), &e.hypotheses)?;
+        }
+        let (model, _) = load_model_dir(model_dir)?;
+        let threads = self.cfg.latency.threads.max(1);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| Error::invalid("latency", e.to_string()))?;
+        let lat = pool.install(|| measure(&model.view()?, &DecodeLatency::default()))?;
+        let params = param_report(&model.config, model.vocab, model.options.pre_norm, &Routing::Uniform)?;
+        let flops = flop_report(&model.config, model.vocab, PAPER_SRC_LEN, PAPER_TGT_LEN, &Routing::Uniform)?;
+        let r = SystemResult {
+            name: sys.name.clone(),
+            description: sys.description.clone(),
+            bleu: e.bleu.score,
+            chrf: e.chrf.score,
+            bleu_signature: e.bleu.signature(),
+            test_sentences: e.sentences,
+            latency_ms: lat.total_ms,
+            encoder_ms: lat.encoder_ms,
+            decoder_ms: lat.decoder_ms,
+            latency_threads: lat.threads,
+            gflops: flops.paper_gflops(),
+            active_params: params.active_without_embedding(),
+            total_params: params.total_without_embedding(),
+            experts: SystemResult::experts_of(&model.config),
+            config: model.config.clone(),
+        };
+        write_atomic(&path, to_json(&r)?.as_bytes())?;
+        say(format!("{}: BLEU {:.2}, chrF {:.2}, latency {:.1} ms, {:.3} GFLOPs", r.name, r.bleu, r.chrf, r.latency_ms, r.gflops));
+        Ok(r)
+    }
+
+    /// Stage 7: the AutoMoE model directory as the C ABI and `automoe translate` load it.
+    pub fn export(&self, sys: &System) -> Result<PathBuf> {
+        let from = mt::model_dir(&self.out.join("systems").join(&sys.name));
+        let to = super::export_dir(self.out);
+        std::fs::create_dir_all(&to).map_err(|e| Error::io(&to, e))?;
+        for entry in std::fs::read_dir(&from).map_err(|e| Error::io(&from, e))? {
+            let entry = entry.map_err(|e| Error::io(&from, e))?;
+            let bytes = std::fs::read(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+            write_atomic(&to.join(entry.file_name()), &bytes)?;
+        }
+        Ok(to)
+    }
+}
