@@ -1,0 +1,81 @@
+//! The pipeline end to end on a tiny budget: every stage runs, the report has every system, the
+//! export loads, and a second run finds every output and redoes nothing.
+
+use std::path::Path;
+
+use automoe::pipeline::{self, PipelineConfig, REPORT_FILE};
+
+const TINY: &str = r#"
+name = "tiny"
+seed = 3
+space = "small"
+[data]
+vocab_size = 300
+max_tokens = 1024
+synthetic_train = 400
+synthetic_valid = 40
+synthetic_test = 12
+[supernet]
+updates = 6
+warmup = 2
+[latency]
+samples = 10
+holdout = 0.2
+predictor_epochs = 5
+[search]
+iterations = 1
+parents = 2
+mutations = 2
+crossovers = 2
+valid_sentences = 20
+[final_train]
+updates = 3
+warmup = 1
+[eval]
+beam = 2
+"#;
+
+fn modified(p: &Path) -> std::time::SystemTime {
+    std::fs::metadata(p).unwrap().modified().unwrap()
+}
+
+#[test]
+fn tiny_pipeline_runs_every_stage_and_resumes_without_redoing_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let cfg = PipelineConfig::from_toml_str(TINY, Path::new("tiny.toml")).unwrap();
+    let results = pipeline::run(&cfg, &out).unwrap();
+    let names: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["automoe", "dense_searched", "dense_large", "switch"]);
+    for r in &results {
+        assert!(r.latency_ms > 0.0 && r.gflops > 0.0 && r.total_params > 0, "{r:?}");
+        assert!((0.0..=100.0).contains(&r.bleu) && r.test_sentences == 12, "{r:?}");
+    }
+    let report = std::fs::read_to_string(out.join(REPORT_FILE)).unwrap();
+    for n in names {
+        assert!(report.contains(&format!("| {n} |")), "{report}");
+    }
+    for f in ["search/best.json", "search/population.json", "search/pareto.svg", "latency/predictor.json", "export/tokenizer.json"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    // The export is what `automoe translate` and the C ABI load.
+    automoe::cli::translate::load_model_dir(&pipeline::export_dir(&out)).unwrap();
+
+    // A second run redoes nothing: stage outputs keep their times, the results are equal.
+    let marks = ["supernet/DONE", "latency/predictor.json", "search/population.json", "systems/switch/DONE", "eval/switch.json"];
+    let before: Vec<_> = marks.iter().map(|m| modified(&out.join(m))).collect();
+    let again = pipeline::run(&cfg, &out).unwrap();
+    assert_eq!(again, results);
+    let after: Vec<_> = marks.iter().map(|m| modified(&out.join(m))).collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn bad_configs_are_clear_errors() {
+    let err = PipelineConfig::from_toml_str("space = 3", Path::new("p.toml")).unwrap_err().to_string();
+    assert!(err.contains("p.toml"), "{err}");
+    let cfg = PipelineConfig::from_toml_str("space = \"no/such/space.toml\"", Path::new("p.toml")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let err = pipeline::run(&cfg, tmp.path()).unwrap_err().to_string();
+    assert!(err.contains("no/such/space.toml"), "{err}");
+}
