@@ -23,3 +23,28 @@ for bin in translate_shared translate_static; do
     fi
 done
 echo "ci-ffi-package: pkg-config build of the example works (shared and static)"
+# The CMake package, when cmake is installed (it is not part of the base image).
+if command -v cmake >/dev/null 2>&1; then
+    mkdir -p "$prefix/cmake-check"
+    cat > "$prefix/cmake-check/CMakeLists.txt" <<CMAKE
+cmake_minimum_required(VERSION 3.16)
+project(automoe_check CXX)
+set(CMAKE_CXX_STANDARD 17)
+find_package(automoe REQUIRED)
+add_executable(translate_shared "$PWD/ffi/examples/translate.cpp")
+target_link_libraries(translate_shared PRIVATE automoe::automoe)
+add_executable(translate_static "$PWD/ffi/examples/translate.cpp")
+target_link_libraries(translate_static PRIVATE automoe::automoe_static)
+CMAKE
+    cmake -S "$prefix/cmake-check" -B "$prefix/cmake-check/build" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+    cmake --build "$prefix/cmake-check/build" >/dev/null
+    for bin in translate_shared translate_static; do
+        if "$prefix/cmake-check/build/$bin" "$prefix/no-model" </dev/null >/dev/null 2>&1; then
+            echo "ci-ffi-package: CMake-built $bin should fail on a missing model" >&2
+            exit 1
+        fi
+    done
+    echo "ci-ffi-package: CMake package works (automoe::automoe and automoe::automoe_static)"
+else
+    echo "ci-ffi-package: cmake not installed; CMake package check skipped"
+fi
