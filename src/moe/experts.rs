@@ -12,8 +12,9 @@ use rayon::prelude::*;
 use crate::cpu::matmul::{gemm_acc, gemm_into, MatView};
 use crate::tensor::Float;
 
-/// Rows per task: large enough for the GEMM to run near its peak, small enough to balance threads.
-pub const ROW_TILE: usize = 256;
+/// Rows per task: large enough that packing each expert's weights is amortised (512 measured ~7 %
+/// faster than 256 at 512 rows per expert), small enough to balance threads.
+pub const ROW_TILE: usize = 512;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
