@@ -20,7 +20,9 @@ struct Translations {
 }
 
 fn search_options(p: *const automoe_decode_options, function: &str) -> Result<SearchOptions, Failure> {
-    let mut o = automoe_decode_options { beam: 4, length_penalty: 0.6, max_len_a: 1.2, max_len_b: 10 };
+    let mut o = automoe_decode_options::default();
+    // SAFETY: `o` is a valid, writable options struct; the defaults live in one place.
+    unsafe { super::model::automoe_decode_options_init(&mut o) };
     if !p.is_null() {
         // SAFETY: a non-null `options` points to a readable automoe_decode_options (the contract).
         o = unsafe { p.read() };
