@@ -178,6 +178,202 @@ typedef struct GroupedColSumParams {
     int max_width; /* >= every width; sets the grid */
 } GroupedColSumParams;
 
+/* ---- Tensor ops of the tape: cuda/elementwise.cu, reduce.cu, norm.cu, softmax.cu, loss.cu,
+ * embedding.cu, optim.cu. Entry points come as _f32 and _bf16 (element type T of the tensors; math
+ * and accumulation in f32). n: element count; strides and offsets in elements, not bytes. */
+#define AUTOMOE_MAX_RANK 6
+
+/* copy_{f32_f32,bf16_bf16,f32_bf16,bf16_f32} (source_destination): for every index i over `shape`,
+ * dst[dst_offset + i.dst_stride] (+)= src[src_offset + i.src_stride]; a cast rounds to nearest
+ * even. Makes views contiguous, concatenates, adds a slice's gradient into its parent's. */
+typedef struct CopyParams {
+    automoe_dptr src;
+    automoe_dptr dst;
+    long long n; /* product of shape */
+    long long shape[AUTOMOE_MAX_RANK];
+    long long src_stride[AUTOMOE_MAX_RANK];
+    long long dst_stride[AUTOMOE_MAX_RANK];
+    long long src_offset;
+    long long dst_offset;
+    int rank;       /* 0..=AUTOMOE_MAX_RANK */
+    int accumulate; /* nonzero: dst += src */
+} CopyParams;
+
+/* BinaryParams.op */
+#define AUTOMOE_BINARY_ADD 0
+#define AUTOMOE_BINARY_SUB 1
+#define AUTOMOE_BINARY_MUL 2
+#define AUTOMOE_BINARY_DIV 3
+
+/* binary_{f32,bf16}: out[i] = a[i] (op) b[i] over the broadcast output shape; a broadcast
+ * dimension has stride 0, so a bias row is read in place. */
+typedef struct BinaryParams {
+    automoe_dptr a;
+    automoe_dptr b;
+    automoe_dptr out; /* [n] contiguous over shape */
+    long long n;
+    long long shape[AUTOMOE_MAX_RANK];
+    long long a_stride[AUTOMOE_MAX_RANK];
+    long long b_stride[AUTOMOE_MAX_RANK];
+    long long a_offset;
+    long long b_offset;
+    int rank;
+    int op; /* AUTOMOE_BINARY_* */
+} BinaryParams;
+
+/* UnaryParams.op */
+#define AUTOMOE_UNARY_SCALE 0    /* out = alpha * x */
+#define AUTOMOE_UNARY_RELU 1     /* out = max(x, 0) */
+#define AUTOMOE_UNARY_GELU 2     /* out = gelu(x), tanh approximation as in src/cpu/elementwise.rs */
+#define AUTOMOE_UNARY_RELU_BWD 3 /* out = dy * (x > 0) */
+#define AUTOMOE_UNARY_GELU_BWD 4 /* out = dy * gelu'(x) */
+#define AUTOMOE_UNARY_FILL 5     /* out = alpha (x unused) */
+
+/* unary_{f32,bf16}: contiguous x, dy, out of n elements. */
+typedef struct UnaryParams {
+    automoe_dptr x;   /* [n] */
+    automoe_dptr dy;  /* [n] for the _BWD ops, else 0 */
+    automoe_dptr out; /* [n] out */
+    long long n;
+    float alpha;
+    int op; /* AUTOMOE_UNARY_* */
+} UnaryParams;
+
+/* dropout_mask_{f32,bf16}: out[i] = (hash64(seed, i) >> 32) >= threshold ? keep_scale : 0, with
+ * src/rng.rs's hash64, so every backend draws the same mask from the same seed. */
+typedef struct DropoutParams {
+    automoe_dptr out; /* [n] out */
+    unsigned long long seed;
+    unsigned long long threshold; /* p * 2^32 */
+    long long n;
+    float keep_scale; /* 1 / (1 - p) */
+    int reserved;     /* must be 0 */
+} DropoutParams;
+
+/* sum_to_{f32,bf16}: one block per output element; out[o] = sum over the reduced index space of
+ * x, in a fixed order (deterministic, no atomics). The output is contiguous over out_shape; the
+ * input index of (o, r) is x_offset + o.out_stride + r.red_stride. */
+typedef struct SumToParams {
+    automoe_dptr x;
+    automoe_dptr out; /* [out_n] out */
+    long long out_n;
+    long long red_n;
+    long long out_shape[AUTOMOE_MAX_RANK];
+    long long out_stride[AUTOMOE_MAX_RANK]; /* x's stride of each kept dimension */
+    long long red_shape[AUTOMOE_MAX_RANK];
+    long long red_stride[AUTOMOE_MAX_RANK]; /* x's stride of each reduced dimension */
+    long long x_offset;
+    int out_rank;
+    int red_rank;
+} SumToParams;
+
+/* sumsq_partial_{f32,bf16}: partial[b] = sum of x[i]^2 over block b's grid-strided share of the
+ * n elements, f32, fixed order (the host adds the partials in f64): gradient norms. */
+typedef struct SumSquaresParams {
+    automoe_dptr x;       /* [n] */
+    automoe_dptr partial; /* [blocks] f32 out */
+    long long n;
+    int blocks; /* the launch's grid */
+    int reserved;
+} SumSquaresParams;
+
+/* layer_norm_{fwd,bwd,dparams}_{f32,bf16} over the last dimension d of [rows, d]:
+ *   fwd:     y = (x - mean) * rstd * gamma + beta, saving mean and rstd (f32)
+ *   bwd:     dx from dy, x, gamma, mean, rstd (one row per warp)
+ *   dparams: dgamma = sum_rows dy * xhat, dbeta = sum_rows dy (one column per thread, fixed order) */
+typedef struct LayerNormParams {
+    automoe_dptr x;      /* [rows, d] */
+    automoe_dptr gamma;  /* [d] */
+    automoe_dptr beta;   /* [d] (fwd) */
+    automoe_dptr y;      /* [rows, d] out (fwd) */
+    automoe_dptr mean;   /* [rows] f32, out of fwd, in of bwd/dparams */
+    automoe_dptr rstd;   /* [rows] f32, out of fwd, in of bwd/dparams */
+    automoe_dptr dy;     /* [rows, d] (bwd, dparams) */
+    automoe_dptr dx;     /* [rows, d] out (bwd) */
+    automoe_dptr dgamma; /* [d] out (dparams) */
+    automoe_dptr dbeta;  /* [d] out (dparams) */
+    int rows;
+    int d;
+    float eps;
+    int reserved;
+} LayerNormParams;
+
+/* softmax_{fwd,bwd}_{f32,bf16} over the last dimension tk, one warp per row, with the masks of
+ * src/cpu/softmax.rs: row r belongs to batch r / rows_per_batch and query r % tq; causal hides
+ * keys after the query; key_padding hides padded keys; a fully hidden row is all zeros.
+ *   fwd: y = softmax(x);  bwd: dx = y * (dy - sum(dy * y)) */
+typedef struct SoftmaxParams {
+    automoe_dptr x;           /* [rows, tk] (fwd) */
+    automoe_dptr y;           /* [rows, tk] out of fwd, in of bwd */
+    automoe_dptr dy;          /* [rows, tk] (bwd) */
+    automoe_dptr dx;          /* [rows, tk] out (bwd) */
+    automoe_dptr key_padding; /* [batch, tk] u8, 1 = padding, or 0 for none */
+    int rows;
+    int tk;
+    int tq;
+    int rows_per_batch;
+    int causal;
+    int reserved;
+} SoftmaxParams;
+
+/* cross_entropy_{fwd,bwd}_{f32,bf16}: label-smoothed cross-entropy of [rows, v] logits, one block
+ * per row, as src/cpu/loss.rs: q = (1 - eps) one_hot(target) + eps / v.
+ *   fwd: loss[r], nll[r] (f32; 0 for an ignored row); the host adds them in f64
+ *   bwd: dlogits = scale * (softmax - q), 0 for an ignored row */
+typedef struct CrossEntropyParams {
+    automoe_dptr logits;  /* [rows, v] */
+    automoe_dptr targets; /* [rows] i32 */
+    automoe_dptr loss;    /* [rows] f32 out (fwd) */
+    automoe_dptr nll;     /* [rows] f32 out (fwd) */
+    automoe_dptr dlogits; /* [rows, v] out (bwd) */
+    int rows;
+    int v;
+    int ignore; /* target id to skip, or -1 */
+    float eps;
+    float scale; /* bwd */
+    int reserved;
+} CrossEntropyParams;
+
+/* embedding_fwd_{f32,bf16}: out[i] = table[ids[i], :d] (table rows ld apart: a front slice of a
+ * wider parent is read in place).
+ * embedding_bwd_{f32,bf16}: dtable[v] = sum of dy[order[j]] for j in starts[v]..starts[v+1], in
+ * that order (the host sorts positions by id, stably): a deterministic scatter-add. */
+typedef struct EmbeddingParams {
+    automoe_dptr table;  /* [vocab, ld] (fwd) */
+    automoe_dptr ids;    /* [n] i32 (fwd) */
+    automoe_dptr out;    /* [n, d] out (fwd) */
+    automoe_dptr dy;     /* [n, d] (bwd) */
+    automoe_dptr order;  /* [n] i32 (bwd) */
+    automoe_dptr starts; /* [vocab + 1] i32 (bwd) */
+    automoe_dptr dtable; /* [vocab, d] out (bwd) */
+    int n;
+    int d;
+    int ld;
+    int vocab;
+} EmbeddingParams;
+
+/* adam_f32: one Adam(W) step in place on f32 master weights, as src/train/optim.rs:
+ *   g = grad_scale * grad (+ weight_decay * w unless decoupled)
+ *   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+ *   w -= lr (m / bc1) / (sqrt(v / bc2) + eps)  (and lr * weight_decay * w_old if decoupled) */
+typedef struct AdamParams {
+    automoe_dptr w; /* [n] f32, in place */
+    automoe_dptr g; /* [n] f32 */
+    automoe_dptr m; /* [n] f32, in place */
+    automoe_dptr v; /* [n] f32, in place */
+    long long n;
+    float lr;
+    float beta1;
+    float beta2;
+    float eps;
+    float weight_decay;
+    float grad_scale; /* global-norm clipping folded in; 1 otherwise */
+    float bc1;        /* 1 - beta1^step */
+    float bc2;        /* 1 - beta2^step */
+    int decoupled;
+    int reserved;
+} AdamParams;
+
 /* emutest_*: the emulator's self-test kernels (cuda/emu/tests.cu); not built by NVRTC. */
 typedef struct EmuTestParams {
     automoe_dptr in;  /* kernel-specific, see cuda/emu/tests.cu */

@@ -8,6 +8,9 @@ pub enum Device {
     #[default]
     Cpu,
     Cuda(usize),
+    /// The CUDA kernels run on the SIMT emulator (`cuda/emu/`, on the CPU): every CUDA code path
+    /// without a GPU. Slow; for tests and small runs.
+    Emu,
 }
 
 impl fmt::Display for Device {
@@ -15,6 +18,7 @@ impl fmt::Display for Device {
         match self {
             Device::Cpu => write!(f, "cpu"),
             Device::Cuda(i) => write!(f, "cuda:{i}"),
+            Device::Emu => write!(f, "emu"),
         }
     }
 }
@@ -22,11 +26,12 @@ impl fmt::Display for Device {
 impl std::str::FromStr for Device {
     type Err = crate::Error;
 
-    /// Parses `cpu`, `cuda` (ordinal 0) or `cuda:N`.
+    /// Parses `cpu`, `cuda` (ordinal 0), `cuda:N` or `emu` (the CUDA kernels on the emulator).
     fn from_str(s: &str) -> crate::Result<Self> {
-        let bad = || crate::Error::invalid("device", format!("`{s}` is not a device (expected `cpu`, `cuda` or `cuda:N`)"));
+        let bad = || crate::Error::invalid("device", format!("`{s}` is not a device (expected `cpu`, `cuda`, `cuda:N` or `emu`)"));
         match s.trim() {
             "cpu" => Ok(Device::Cpu),
+            "emu" => Ok(Device::Emu),
             "cuda" => Ok(Device::Cuda(0)),
             other => {
                 let n = other.strip_prefix("cuda:").ok_or_else(bad)?;
@@ -37,11 +42,16 @@ impl std::str::FromStr for Device {
 }
 
 impl Device {
+    /// Whether tensors on this device are run by the CUDA kernels (on a GPU or the emulator).
+    pub fn is_cuda(self) -> bool {
+        !matches!(self, Device::Cpu)
+    }
+
     /// Checks that the device can be used right now: the CPU always; a CUDA ordinal only when the
     /// driver loads and the ordinal exists.
     pub fn check_available(self) -> crate::Result<()> {
         match self {
-            Device::Cpu => Ok(()),
+            Device::Cpu | Device::Emu => Ok(()),
             Device::Cuda(i) => {
                 let n = crate::cuda::device_count()?;
                 if i < n {

@@ -6,6 +6,13 @@
 #include "../gating.cu"
 #include "../permute.cu"
 #include "../grouped_gemm.cu"
+#include "../elementwise.cu"
+#include "../reduce.cu"
+#include "../norm.cu"
+#include "../softmax.cu"
+#include "../loss.cu"
+#include "../embedding.cu"
+#include "../optim.cu"
 #include "../ptx_selftest.cu"
 #include "tests.cu"
 

@@ -14,6 +14,17 @@ pub const AUTOMOE_GEMM_SHIFT_A: u32 = 1;
 pub const AUTOMOE_GEMM_SHIFT_B: u32 = 2;
 pub const AUTOMOE_GEMM_SHIFT_C: u32 = 4;
 pub const AUTOMOE_GEMM_SHIFT_AUX: u32 = 8;
+pub const AUTOMOE_MAX_RANK: u32 = 6;
+pub const AUTOMOE_BINARY_ADD: u32 = 0;
+pub const AUTOMOE_BINARY_SUB: u32 = 1;
+pub const AUTOMOE_BINARY_MUL: u32 = 2;
+pub const AUTOMOE_BINARY_DIV: u32 = 3;
+pub const AUTOMOE_UNARY_SCALE: u32 = 0;
+pub const AUTOMOE_UNARY_RELU: u32 = 1;
+pub const AUTOMOE_UNARY_GELU: u32 = 2;
+pub const AUTOMOE_UNARY_RELU_BWD: u32 = 3;
+pub const AUTOMOE_UNARY_GELU_BWD: u32 = 4;
+pub const AUTOMOE_UNARY_FILL: u32 = 5;
 pub type automoe_dptr = ::std::os::raw::c_ulonglong;
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
@@ -301,6 +312,327 @@ const _: () = {
     ["Offset of field: GroupedColSumParams::ld"][::std::mem::offset_of!(GroupedColSumParams, ld) - 36usize];
     ["Offset of field: GroupedColSumParams::out_stride"][::std::mem::offset_of!(GroupedColSumParams, out_stride) - 40usize];
     ["Offset of field: GroupedColSumParams::max_width"][::std::mem::offset_of!(GroupedColSumParams, max_width) - 44usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
+pub struct CopyParams {
+    pub src: automoe_dptr,
+    pub dst: automoe_dptr,
+    pub n: ::std::os::raw::c_longlong,
+    pub shape: [::std::os::raw::c_longlong; 6usize],
+    pub src_stride: [::std::os::raw::c_longlong; 6usize],
+    pub dst_stride: [::std::os::raw::c_longlong; 6usize],
+    pub src_offset: ::std::os::raw::c_longlong,
+    pub dst_offset: ::std::os::raw::c_longlong,
+    pub rank: ::std::os::raw::c_int,
+    pub accumulate: ::std::os::raw::c_int,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of CopyParams"][::std::mem::size_of::<CopyParams>() - 192usize];
+    ["Alignment of CopyParams"][::std::mem::align_of::<CopyParams>() - 8usize];
+    ["Offset of field: CopyParams::src"][::std::mem::offset_of!(CopyParams, src) - 0usize];
+    ["Offset of field: CopyParams::dst"][::std::mem::offset_of!(CopyParams, dst) - 8usize];
+    ["Offset of field: CopyParams::n"][::std::mem::offset_of!(CopyParams, n) - 16usize];
+    ["Offset of field: CopyParams::shape"][::std::mem::offset_of!(CopyParams, shape) - 24usize];
+    ["Offset of field: CopyParams::src_stride"][::std::mem::offset_of!(CopyParams, src_stride) - 72usize];
+    ["Offset of field: CopyParams::dst_stride"][::std::mem::offset_of!(CopyParams, dst_stride) - 120usize];
+    ["Offset of field: CopyParams::src_offset"][::std::mem::offset_of!(CopyParams, src_offset) - 168usize];
+    ["Offset of field: CopyParams::dst_offset"][::std::mem::offset_of!(CopyParams, dst_offset) - 176usize];
+    ["Offset of field: CopyParams::rank"][::std::mem::offset_of!(CopyParams, rank) - 184usize];
+    ["Offset of field: CopyParams::accumulate"][::std::mem::offset_of!(CopyParams, accumulate) - 188usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
+pub struct BinaryParams {
+    pub a: automoe_dptr,
+    pub b: automoe_dptr,
+    pub out: automoe_dptr,
+    pub n: ::std::os::raw::c_longlong,
+    pub shape: [::std::os::raw::c_longlong; 6usize],
+    pub a_stride: [::std::os::raw::c_longlong; 6usize],
+    pub b_stride: [::std::os::raw::c_longlong; 6usize],
+    pub a_offset: ::std::os::raw::c_longlong,
+    pub b_offset: ::std::os::raw::c_longlong,
+    pub rank: ::std::os::raw::c_int,
+    pub op: ::std::os::raw::c_int,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of BinaryParams"][::std::mem::size_of::<BinaryParams>() - 200usize];
+    ["Alignment of BinaryParams"][::std::mem::align_of::<BinaryParams>() - 8usize];
+    ["Offset of field: BinaryParams::a"][::std::mem::offset_of!(BinaryParams, a) - 0usize];
+    ["Offset of field: BinaryParams::b"][::std::mem::offset_of!(BinaryParams, b) - 8usize];
+    ["Offset of field: BinaryParams::out"][::std::mem::offset_of!(BinaryParams, out) - 16usize];
+    ["Offset of field: BinaryParams::n"][::std::mem::offset_of!(BinaryParams, n) - 24usize];
+    ["Offset of field: BinaryParams::shape"][::std::mem::offset_of!(BinaryParams, shape) - 32usize];
+    ["Offset of field: BinaryParams::a_stride"][::std::mem::offset_of!(BinaryParams, a_stride) - 80usize];
+    ["Offset of field: BinaryParams::b_stride"][::std::mem::offset_of!(BinaryParams, b_stride) - 128usize];
+    ["Offset of field: BinaryParams::a_offset"][::std::mem::offset_of!(BinaryParams, a_offset) - 176usize];
+    ["Offset of field: BinaryParams::b_offset"][::std::mem::offset_of!(BinaryParams, b_offset) - 184usize];
+    ["Offset of field: BinaryParams::rank"][::std::mem::offset_of!(BinaryParams, rank) - 192usize];
+    ["Offset of field: BinaryParams::op"][::std::mem::offset_of!(BinaryParams, op) - 196usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
+pub struct UnaryParams {
+    pub x: automoe_dptr,
+    pub dy: automoe_dptr,
+    pub out: automoe_dptr,
+    pub n: ::std::os::raw::c_longlong,
+    pub alpha: f32,
+    pub op: ::std::os::raw::c_int,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of UnaryParams"][::std::mem::size_of::<UnaryParams>() - 40usize];
+    ["Alignment of UnaryParams"][::std::mem::align_of::<UnaryParams>() - 8usize];
+    ["Offset of field: UnaryParams::x"][::std::mem::offset_of!(UnaryParams, x) - 0usize];
+    ["Offset of field: UnaryParams::dy"][::std::mem::offset_of!(UnaryParams, dy) - 8usize];
+    ["Offset of field: UnaryParams::out"][::std::mem::offset_of!(UnaryParams, out) - 16usize];
+    ["Offset of field: UnaryParams::n"][::std::mem::offset_of!(UnaryParams, n) - 24usize];
+    ["Offset of field: UnaryParams::alpha"][::std::mem::offset_of!(UnaryParams, alpha) - 32usize];
+    ["Offset of field: UnaryParams::op"][::std::mem::offset_of!(UnaryParams, op) - 36usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
+pub struct DropoutParams {
+    pub out: automoe_dptr,
+    pub seed: ::std::os::raw::c_ulonglong,
+    pub threshold: ::std::os::raw::c_ulonglong,
+    pub n: ::std::os::raw::c_longlong,
+    pub keep_scale: f32,
+    pub reserved: ::std::os::raw::c_int,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of DropoutParams"][::std::mem::size_of::<DropoutParams>() - 40usize];
+    ["Alignment of DropoutParams"][::std::mem::align_of::<DropoutParams>() - 8usize];
+    ["Offset of field: DropoutParams::out"][::std::mem::offset_of!(DropoutParams, out) - 0usize];
+    ["Offset of field: DropoutParams::seed"][::std::mem::offset_of!(DropoutParams, seed) - 8usize];
+    ["Offset of field: DropoutParams::threshold"][::std::mem::offset_of!(DropoutParams, threshold) - 16usize];
+    ["Offset of field: DropoutParams::n"][::std::mem::offset_of!(DropoutParams, n) - 24usize];
+    ["Offset of field: DropoutParams::keep_scale"][::std::mem::offset_of!(DropoutParams, keep_scale) - 32usize];
+    ["Offset of field: DropoutParams::reserved"][::std::mem::offset_of!(DropoutParams, reserved) - 36usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
+pub struct SumToParams {
+    pub x: automoe_dptr,
+    pub out: automoe_dptr,
+    pub out_n: ::std::os::raw::c_longlong,
+    pub red_n: ::std::os::raw::c_longlong,
+    pub out_shape: [::std::os::raw::c_longlong; 6usize],
+    pub out_stride: [::std::os::raw::c_longlong; 6usize],
+    pub red_shape: [::std::os::raw::c_longlong; 6usize],
+    pub red_stride: [::std::os::raw::c_longlong; 6usize],
+    pub x_offset: ::std::os::raw::c_longlong,
+    pub out_rank: ::std::os::raw::c_int,
+    pub red_rank: ::std::os::raw::c_int,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of SumToParams"][::std::mem::size_of::<SumToParams>() - 240usize];
+    ["Alignment of SumToParams"][::std::mem::align_of::<SumToParams>() - 8usize];
+    ["Offset of field: SumToParams::x"][::std::mem::offset_of!(SumToParams, x) - 0usize];
+    ["Offset of field: SumToParams::out"][::std::mem::offset_of!(SumToParams, out) - 8usize];
+    ["Offset of field: SumToParams::out_n"][::std::mem::offset_of!(SumToParams, out_n) - 16usize];
+    ["Offset of field: SumToParams::red_n"][::std::mem::offset_of!(SumToParams, red_n) - 24usize];
+    ["Offset of field: SumToParams::out_shape"][::std::mem::offset_of!(SumToParams, out_shape) - 32usize];
+    ["Offset of field: SumToParams::out_stride"][::std::mem::offset_of!(SumToParams, out_stride) - 80usize];
+    ["Offset of field: SumToParams::red_shape"][::std::mem::offset_of!(SumToParams, red_shape) - 128usize];
+    ["Offset of field: SumToParams::red_stride"][::std::mem::offset_of!(SumToParams, red_stride) - 176usize];
+    ["Offset of field: SumToParams::x_offset"][::std::mem::offset_of!(SumToParams, x_offset) - 224usize];
+    ["Offset of field: SumToParams::out_rank"][::std::mem::offset_of!(SumToParams, out_rank) - 232usize];
+    ["Offset of field: SumToParams::red_rank"][::std::mem::offset_of!(SumToParams, red_rank) - 236usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
+pub struct SumSquaresParams {
+    pub x: automoe_dptr,
+    pub partial: automoe_dptr,
+    pub n: ::std::os::raw::c_longlong,
+    pub blocks: ::std::os::raw::c_int,
+    pub reserved: ::std::os::raw::c_int,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of SumSquaresParams"][::std::mem::size_of::<SumSquaresParams>() - 32usize];
+    ["Alignment of SumSquaresParams"][::std::mem::align_of::<SumSquaresParams>() - 8usize];
+    ["Offset of field: SumSquaresParams::x"][::std::mem::offset_of!(SumSquaresParams, x) - 0usize];
+    ["Offset of field: SumSquaresParams::partial"][::std::mem::offset_of!(SumSquaresParams, partial) - 8usize];
+    ["Offset of field: SumSquaresParams::n"][::std::mem::offset_of!(SumSquaresParams, n) - 16usize];
+    ["Offset of field: SumSquaresParams::blocks"][::std::mem::offset_of!(SumSquaresParams, blocks) - 24usize];
+    ["Offset of field: SumSquaresParams::reserved"][::std::mem::offset_of!(SumSquaresParams, reserved) - 28usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
+pub struct LayerNormParams {
+    pub x: automoe_dptr,
+    pub gamma: automoe_dptr,
+    pub beta: automoe_dptr,
+    pub y: automoe_dptr,
+    pub mean: automoe_dptr,
+    pub rstd: automoe_dptr,
+    pub dy: automoe_dptr,
+    pub dx: automoe_dptr,
+    pub dgamma: automoe_dptr,
+    pub dbeta: automoe_dptr,
+    pub rows: ::std::os::raw::c_int,
+    pub d: ::std::os::raw::c_int,
+    pub eps: f32,
+    pub reserved: ::std::os::raw::c_int,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of LayerNormParams"][::std::mem::size_of::<LayerNormParams>() - 96usize];
+    ["Alignment of LayerNormParams"][::std::mem::align_of::<LayerNormParams>() - 8usize];
+    ["Offset of field: LayerNormParams::x"][::std::mem::offset_of!(LayerNormParams, x) - 0usize];
+    ["Offset of field: LayerNormParams::gamma"][::std::mem::offset_of!(LayerNormParams, gamma) - 8usize];
+    ["Offset of field: LayerNormParams::beta"][::std::mem::offset_of!(LayerNormParams, beta) - 16usize];
+    ["Offset of field: LayerNormParams::y"][::std::mem::offset_of!(LayerNormParams, y) - 24usize];
+    ["Offset of field: LayerNormParams::mean"][::std::mem::offset_of!(LayerNormParams, mean) - 32usize];
+    ["Offset of field: LayerNormParams::rstd"][::std::mem::offset_of!(LayerNormParams, rstd) - 40usize];
+    ["Offset of field: LayerNormParams::dy"][::std::mem::offset_of!(LayerNormParams, dy) - 48usize];
+    ["Offset of field: LayerNormParams::dx"][::std::mem::offset_of!(LayerNormParams, dx) - 56usize];
+    ["Offset of field: LayerNormParams::dgamma"][::std::mem::offset_of!(LayerNormParams, dgamma) - 64usize];
+    ["Offset of field: LayerNormParams::dbeta"][::std::mem::offset_of!(LayerNormParams, dbeta) - 72usize];
+    ["Offset of field: LayerNormParams::rows"][::std::mem::offset_of!(LayerNormParams, rows) - 80usize];
+    ["Offset of field: LayerNormParams::d"][::std::mem::offset_of!(LayerNormParams, d) - 84usize];
+    ["Offset of field: LayerNormParams::eps"][::std::mem::offset_of!(LayerNormParams, eps) - 88usize];
+    ["Offset of field: LayerNormParams::reserved"][::std::mem::offset_of!(LayerNormParams, reserved) - 92usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
+pub struct SoftmaxParams {
+    pub x: automoe_dptr,
+    pub y: automoe_dptr,
+    pub dy: automoe_dptr,
+    pub dx: automoe_dptr,
+    pub key_padding: automoe_dptr,
+    pub rows: ::std::os::raw::c_int,
+    pub tk: ::std::os::raw::c_int,
+    pub tq: ::std::os::raw::c_int,
+    pub rows_per_batch: ::std::os::raw::c_int,
+    pub causal: ::std::os::raw::c_int,
+    pub reserved: ::std::os::raw::c_int,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of SoftmaxParams"][::std::mem::size_of::<SoftmaxParams>() - 64usize];
+    ["Alignment of SoftmaxParams"][::std::mem::align_of::<SoftmaxParams>() - 8usize];
+    ["Offset of field: SoftmaxParams::x"][::std::mem::offset_of!(SoftmaxParams, x) - 0usize];
+    ["Offset of field: SoftmaxParams::y"][::std::mem::offset_of!(SoftmaxParams, y) - 8usize];
+    ["Offset of field: SoftmaxParams::dy"][::std::mem::offset_of!(SoftmaxParams, dy) - 16usize];
+    ["Offset of field: SoftmaxParams::dx"][::std::mem::offset_of!(SoftmaxParams, dx) - 24usize];
+    ["Offset of field: SoftmaxParams::key_padding"][::std::mem::offset_of!(SoftmaxParams, key_padding) - 32usize];
+    ["Offset of field: SoftmaxParams::rows"][::std::mem::offset_of!(SoftmaxParams, rows) - 40usize];
+    ["Offset of field: SoftmaxParams::tk"][::std::mem::offset_of!(SoftmaxParams, tk) - 44usize];
+    ["Offset of field: SoftmaxParams::tq"][::std::mem::offset_of!(SoftmaxParams, tq) - 48usize];
+    ["Offset of field: SoftmaxParams::rows_per_batch"][::std::mem::offset_of!(SoftmaxParams, rows_per_batch) - 52usize];
+    ["Offset of field: SoftmaxParams::causal"][::std::mem::offset_of!(SoftmaxParams, causal) - 56usize];
+    ["Offset of field: SoftmaxParams::reserved"][::std::mem::offset_of!(SoftmaxParams, reserved) - 60usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
+pub struct CrossEntropyParams {
+    pub logits: automoe_dptr,
+    pub targets: automoe_dptr,
+    pub loss: automoe_dptr,
+    pub nll: automoe_dptr,
+    pub dlogits: automoe_dptr,
+    pub rows: ::std::os::raw::c_int,
+    pub v: ::std::os::raw::c_int,
+    pub ignore: ::std::os::raw::c_int,
+    pub eps: f32,
+    pub scale: f32,
+    pub reserved: ::std::os::raw::c_int,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of CrossEntropyParams"][::std::mem::size_of::<CrossEntropyParams>() - 64usize];
+    ["Alignment of CrossEntropyParams"][::std::mem::align_of::<CrossEntropyParams>() - 8usize];
+    ["Offset of field: CrossEntropyParams::logits"][::std::mem::offset_of!(CrossEntropyParams, logits) - 0usize];
+    ["Offset of field: CrossEntropyParams::targets"][::std::mem::offset_of!(CrossEntropyParams, targets) - 8usize];
+    ["Offset of field: CrossEntropyParams::loss"][::std::mem::offset_of!(CrossEntropyParams, loss) - 16usize];
+    ["Offset of field: CrossEntropyParams::nll"][::std::mem::offset_of!(CrossEntropyParams, nll) - 24usize];
+    ["Offset of field: CrossEntropyParams::dlogits"][::std::mem::offset_of!(CrossEntropyParams, dlogits) - 32usize];
+    ["Offset of field: CrossEntropyParams::rows"][::std::mem::offset_of!(CrossEntropyParams, rows) - 40usize];
+    ["Offset of field: CrossEntropyParams::v"][::std::mem::offset_of!(CrossEntropyParams, v) - 44usize];
+    ["Offset of field: CrossEntropyParams::ignore"][::std::mem::offset_of!(CrossEntropyParams, ignore) - 48usize];
+    ["Offset of field: CrossEntropyParams::eps"][::std::mem::offset_of!(CrossEntropyParams, eps) - 52usize];
+    ["Offset of field: CrossEntropyParams::scale"][::std::mem::offset_of!(CrossEntropyParams, scale) - 56usize];
+    ["Offset of field: CrossEntropyParams::reserved"][::std::mem::offset_of!(CrossEntropyParams, reserved) - 60usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
+pub struct EmbeddingParams {
+    pub table: automoe_dptr,
+    pub ids: automoe_dptr,
+    pub out: automoe_dptr,
+    pub dy: automoe_dptr,
+    pub order: automoe_dptr,
+    pub starts: automoe_dptr,
+    pub dtable: automoe_dptr,
+    pub n: ::std::os::raw::c_int,
+    pub d: ::std::os::raw::c_int,
+    pub ld: ::std::os::raw::c_int,
+    pub vocab: ::std::os::raw::c_int,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of EmbeddingParams"][::std::mem::size_of::<EmbeddingParams>() - 72usize];
+    ["Alignment of EmbeddingParams"][::std::mem::align_of::<EmbeddingParams>() - 8usize];
+    ["Offset of field: EmbeddingParams::table"][::std::mem::offset_of!(EmbeddingParams, table) - 0usize];
+    ["Offset of field: EmbeddingParams::ids"][::std::mem::offset_of!(EmbeddingParams, ids) - 8usize];
+    ["Offset of field: EmbeddingParams::out"][::std::mem::offset_of!(EmbeddingParams, out) - 16usize];
+    ["Offset of field: EmbeddingParams::dy"][::std::mem::offset_of!(EmbeddingParams, dy) - 24usize];
+    ["Offset of field: EmbeddingParams::order"][::std::mem::offset_of!(EmbeddingParams, order) - 32usize];
+    ["Offset of field: EmbeddingParams::starts"][::std::mem::offset_of!(EmbeddingParams, starts) - 40usize];
+    ["Offset of field: EmbeddingParams::dtable"][::std::mem::offset_of!(EmbeddingParams, dtable) - 48usize];
+    ["Offset of field: EmbeddingParams::n"][::std::mem::offset_of!(EmbeddingParams, n) - 56usize];
+    ["Offset of field: EmbeddingParams::d"][::std::mem::offset_of!(EmbeddingParams, d) - 60usize];
+    ["Offset of field: EmbeddingParams::ld"][::std::mem::offset_of!(EmbeddingParams, ld) - 64usize];
+    ["Offset of field: EmbeddingParams::vocab"][::std::mem::offset_of!(EmbeddingParams, vocab) - 68usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
+pub struct AdamParams {
+    pub w: automoe_dptr,
+    pub g: automoe_dptr,
+    pub m: automoe_dptr,
+    pub v: automoe_dptr,
+    pub n: ::std::os::raw::c_longlong,
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub grad_scale: f32,
+    pub bc1: f32,
+    pub bc2: f32,
+    pub decoupled: ::std::os::raw::c_int,
+    pub reserved: ::std::os::raw::c_int,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of AdamParams"][::std::mem::size_of::<AdamParams>() - 80usize];
+    ["Alignment of AdamParams"][::std::mem::align_of::<AdamParams>() - 8usize];
+    ["Offset of field: AdamParams::w"][::std::mem::offset_of!(AdamParams, w) - 0usize];
+    ["Offset of field: AdamParams::g"][::std::mem::offset_of!(AdamParams, g) - 8usize];
+    ["Offset of field: AdamParams::m"][::std::mem::offset_of!(AdamParams, m) - 16usize];
+    ["Offset of field: AdamParams::v"][::std::mem::offset_of!(AdamParams, v) - 24usize];
+    ["Offset of field: AdamParams::n"][::std::mem::offset_of!(AdamParams, n) - 32usize];
+    ["Offset of field: AdamParams::lr"][::std::mem::offset_of!(AdamParams, lr) - 40usize];
+    ["Offset of field: AdamParams::beta1"][::std::mem::offset_of!(AdamParams, beta1) - 44usize];
+    ["Offset of field: AdamParams::beta2"][::std::mem::offset_of!(AdamParams, beta2) - 48usize];
+    ["Offset of field: AdamParams::eps"][::std::mem::offset_of!(AdamParams, eps) - 52usize];
+    ["Offset of field: AdamParams::weight_decay"][::std::mem::offset_of!(AdamParams, weight_decay) - 56usize];
+    ["Offset of field: AdamParams::grad_scale"][::std::mem::offset_of!(AdamParams, grad_scale) - 60usize];
+    ["Offset of field: AdamParams::bc1"][::std::mem::offset_of!(AdamParams, bc1) - 64usize];
+    ["Offset of field: AdamParams::bc2"][::std::mem::offset_of!(AdamParams, bc2) - 68usize];
+    ["Offset of field: AdamParams::decoupled"][::std::mem::offset_of!(AdamParams, decoupled) - 72usize];
+    ["Offset of field: AdamParams::reserved"][::std::mem::offset_of!(AdamParams, reserved) - 76usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]

@@ -33,6 +33,16 @@ pub struct DeviceBuf<T> {
     len: usize,
 }
 
+impl<T> DeviceBuf<T> {
+    /// Logical length in elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 impl CudaExec {
     /// Device `ordinal`; [`Error::NoCudaDevice`] without a driver or device, [`Error::Cuda`] without
     /// NVRTC.
@@ -49,6 +59,36 @@ impl CudaExec {
             .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(cuda_err("multiprocessor count"))?;
         Ok(CudaExec { ordinal, stream, arch: nvrtc::arch_for(major, minor), sms: sms.max(1) as u32, modules: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+
+    /// A zero-filled device buffer of `n` elements.
+    pub fn alloc_zeros<T: Elem>(&self, n: usize) -> Result<DeviceBuf<T>> {
+        // SAFETY: the memory is zeroed below before anything can read it; every Elem is Pod, for
+        // which all-zero bytes are a valid value.
+        let mut slice = unsafe { self.stream.alloc::<T>(n.max(1)) }.map_err(cuda_err("alloc"))?;
+        let (ptr, _guard) = slice.device_ptr_mut(&self.stream);
+        // SAFETY: ptr is a live allocation of n.max(1) elements on this stream.
+        unsafe { cudarc::driver::result::memset_d8_async(ptr, 0, n.max(1) * std::mem::size_of::<T>(), self.stream.cu_stream()) }
+            .map_err(cuda_err("memset"))?;
+        drop(_guard);
+        Ok(DeviceBuf { slice, len: n })
+    }
+
+    /// A device-to-device copy of `buf`.
+    pub fn duplicate<T: Elem>(&self, buf: &DeviceBuf<T>) -> Result<DeviceBuf<T>> {
+        // SAFETY: every element is overwritten by the copy below before anything reads it.
+        let mut slice = unsafe { self.stream.alloc::<T>(buf.slice.len()) }.map_err(cuda_err("alloc"))?;
+        self.stream.memcpy_dtod(&buf.slice, &mut slice).map_err(cuda_err("device copy"))?;
+        Ok(DeviceBuf { slice, len: buf.len })
+    }
+
+    /// Waits for every kernel queued on this device's stream, naming a failure of one of them.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(|e| Error::Cuda(format!("a queued kernel failed on cuda:{}: {e}", self.ordinal)))
     }
 
     pub fn stream(&self) -> &Arc<CudaStream> {

@@ -84,6 +84,39 @@ emu_kernels! {
     GROUPED_GEMM_WGRAD_BF16 = emu_launch_grouped_gemm_wgrad_bf16("grouped_gemm_wgrad_bf16", GroupedGemmParams);
     GROUPED_GEMM_DBIAS_F32 = emu_launch_grouped_gemm_dbias_f32("grouped_gemm_dbias_f32", GroupedColSumParams);
     GROUPED_GEMM_DBIAS_BF16 = emu_launch_grouped_gemm_dbias_bf16("grouped_gemm_dbias_bf16", GroupedColSumParams);
+    COPY_F32_F32 = emu_launch_copy_f32_f32("copy_f32_f32", CopyParams);
+    COPY_BF16_BF16 = emu_launch_copy_bf16_bf16("copy_bf16_bf16", CopyParams);
+    COPY_F32_BF16 = emu_launch_copy_f32_bf16("copy_f32_bf16", CopyParams);
+    COPY_BF16_F32 = emu_launch_copy_bf16_f32("copy_bf16_f32", CopyParams);
+    BINARY_F32 = emu_launch_binary_f32("binary_f32", BinaryParams);
+    BINARY_BF16 = emu_launch_binary_bf16("binary_bf16", BinaryParams);
+    UNARY_F32 = emu_launch_unary_f32("unary_f32", UnaryParams);
+    UNARY_BF16 = emu_launch_unary_bf16("unary_bf16", UnaryParams);
+    DROPOUT_MASK_F32 = emu_launch_dropout_mask_f32("dropout_mask_f32", DropoutParams);
+    DROPOUT_MASK_BF16 = emu_launch_dropout_mask_bf16("dropout_mask_bf16", DropoutParams);
+    SUM_TO_F32 = emu_launch_sum_to_f32("sum_to_f32", SumToParams);
+    SUM_TO_BF16 = emu_launch_sum_to_bf16("sum_to_bf16", SumToParams);
+    SUMSQ_PARTIAL_F32 = emu_launch_sumsq_partial_f32("sumsq_partial_f32", SumSquaresParams);
+    SUMSQ_PARTIAL_BF16 = emu_launch_sumsq_partial_bf16("sumsq_partial_bf16", SumSquaresParams);
+    LAYER_NORM_FWD_F32 = emu_launch_layer_norm_fwd_f32("layer_norm_fwd_f32", LayerNormParams);
+    LAYER_NORM_FWD_BF16 = emu_launch_layer_norm_fwd_bf16("layer_norm_fwd_bf16", LayerNormParams);
+    LAYER_NORM_BWD_F32 = emu_launch_layer_norm_bwd_f32("layer_norm_bwd_f32", LayerNormParams);
+    LAYER_NORM_BWD_BF16 = emu_launch_layer_norm_bwd_bf16("layer_norm_bwd_bf16", LayerNormParams);
+    LAYER_NORM_DPARAMS_F32 = emu_launch_layer_norm_dparams_f32("layer_norm_dparams_f32", LayerNormParams);
+    LAYER_NORM_DPARAMS_BF16 = emu_launch_layer_norm_dparams_bf16("layer_norm_dparams_bf16", LayerNormParams);
+    SOFTMAX_FWD_F32 = emu_launch_softmax_fwd_f32("softmax_fwd_f32", SoftmaxParams);
+    SOFTMAX_FWD_BF16 = emu_launch_softmax_fwd_bf16("softmax_fwd_bf16", SoftmaxParams);
+    SOFTMAX_BWD_F32 = emu_launch_softmax_bwd_f32("softmax_bwd_f32", SoftmaxParams);
+    SOFTMAX_BWD_BF16 = emu_launch_softmax_bwd_bf16("softmax_bwd_bf16", SoftmaxParams);
+    CROSS_ENTROPY_FWD_F32 = emu_launch_cross_entropy_fwd_f32("cross_entropy_fwd_f32", CrossEntropyParams);
+    CROSS_ENTROPY_FWD_BF16 = emu_launch_cross_entropy_fwd_bf16("cross_entropy_fwd_bf16", CrossEntropyParams);
+    CROSS_ENTROPY_BWD_F32 = emu_launch_cross_entropy_bwd_f32("cross_entropy_bwd_f32", CrossEntropyParams);
+    CROSS_ENTROPY_BWD_BF16 = emu_launch_cross_entropy_bwd_bf16("cross_entropy_bwd_bf16", CrossEntropyParams);
+    EMBEDDING_FWD_F32 = emu_launch_embedding_fwd_f32("embedding_fwd_f32", EmbeddingParams);
+    EMBEDDING_FWD_BF16 = emu_launch_embedding_fwd_bf16("embedding_fwd_bf16", EmbeddingParams);
+    EMBEDDING_BWD_F32 = emu_launch_embedding_bwd_f32("embedding_bwd_f32", EmbeddingParams);
+    EMBEDDING_BWD_BF16 = emu_launch_embedding_bwd_bf16("embedding_bwd_bf16", EmbeddingParams);
+    ADAM_F32 = emu_launch_adam_f32("adam_f32", AdamParams);
     EMUTEST_BLOCK_REDUCE_F32 = emu_launch_emutest_block_reduce_f32("emutest_block_reduce_f32", EmuTestParams);
     EMUTEST_TRANSPOSE_F32 = emu_launch_emutest_transpose_f32("emutest_transpose_f32", EmuTestParams);
     EMUTEST_WARP_SCAN_I32 = emu_launch_emutest_warp_scan_i32("emutest_warp_scan_i32", EmuTestParams);
@@ -152,6 +185,17 @@ kernel_params! {
         GROUPED_GEMM_FWD_BF16, GROUPED_GEMM_DGRAD_BF16, GROUPED_GEMM_WGRAD_BF16
     ];
     GroupedColSumParams: [GROUPED_GEMM_DBIAS_F32, GROUPED_GEMM_DBIAS_BF16];
+    CopyParams: [COPY_F32_F32, COPY_BF16_BF16, COPY_F32_BF16, COPY_BF16_F32];
+    BinaryParams: [BINARY_F32, BINARY_BF16];
+    UnaryParams: [UNARY_F32, UNARY_BF16];
+    DropoutParams: [DROPOUT_MASK_F32, DROPOUT_MASK_BF16];
+    SumToParams: [SUM_TO_F32, SUM_TO_BF16];
+    SumSquaresParams: [SUMSQ_PARTIAL_F32, SUMSQ_PARTIAL_BF16];
+    LayerNormParams: [LAYER_NORM_FWD_F32, LAYER_NORM_FWD_BF16, LAYER_NORM_BWD_F32, LAYER_NORM_BWD_BF16, LAYER_NORM_DPARAMS_F32, LAYER_NORM_DPARAMS_BF16];
+    SoftmaxParams: [SOFTMAX_FWD_F32, SOFTMAX_FWD_BF16, SOFTMAX_BWD_F32, SOFTMAX_BWD_BF16];
+    CrossEntropyParams: [CROSS_ENTROPY_FWD_F32, CROSS_ENTROPY_FWD_BF16, CROSS_ENTROPY_BWD_F32, CROSS_ENTROPY_BWD_BF16];
+    EmbeddingParams: [EMBEDDING_FWD_F32, EMBEDDING_FWD_BF16, EMBEDDING_BWD_F32, EMBEDDING_BWD_BF16];
+    AdamParams: [ADAM_F32];
     EmuTestParams: [
         EMUTEST_BLOCK_REDUCE_F32, EMUTEST_TRANSPOSE_F32, EMUTEST_WARP_SCAN_I32, EMUTEST_WARP_OPS_I32,
         EMUTEST_RACE_F32, EMUTEST_ATOMIC_I32, EMUTEST_BF16_I32, EMUTEST_DIVERGENT_SHFL_I32,

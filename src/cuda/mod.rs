@@ -4,11 +4,13 @@
 pub mod abi;
 pub mod device_exec;
 pub mod emu;
+pub mod gpu;
 pub mod grouped_gemm;
 pub mod moe_exec;
 pub mod moe_layer;
 pub mod moe_ops;
 pub mod nvrtc;
+pub mod ops;
 mod storage;
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,6 +19,7 @@ use cudarc::driver::{CudaContext, CudaStream};
 
 pub use device_exec::CudaExec;
 pub use emu::Emu;
+pub use gpu::{GBuf, Gpu};
 pub use storage::{CudaData, CudaStorage};
 
 use crate::{Error, Result};

@@ -1,0 +1,1 @@
+//! SKELETON: launchers of cuda/embedding.cu (being written).

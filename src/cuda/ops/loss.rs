@@ -1,0 +1,1 @@
+//! SKELETON: launchers of cuda/loss.cu (being written).

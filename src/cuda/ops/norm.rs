@@ -1,0 +1,1 @@
+//! SKELETON: launchers of cuda/norm.cu (being written).

@@ -1,0 +1,1 @@
+//! SKELETON: launchers of cuda/softmax.cu (being written).
