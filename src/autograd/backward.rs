@@ -79,7 +79,7 @@ pub(crate) fn backward_node(node: &Node, g: &Tensor, grads: &mut [Option<Tensor>
             }
             let mut acc = match grads[*x].take() {
                 Some(t) => t,
-                None => Tensor::zeros(full, g.dtype()),
+                None => Tensor::zeros_on(full, g.dtype(), g.device())?,
             };
             acc.add_into_view(&view, g)?;
             grads[*x] = Some(acc);

@@ -100,7 +100,7 @@ impl Tape {
         if p == 0.0 {
             return Ok(x.clone());
         }
-        let mask = Tensor::dropout_mask(x.shape(), p, seed, x.value.dtype())?;
+        let mask = Tensor::dropout_mask_on(x.shape(), p, seed, x.value.dtype(), x.value.device())?;
         let y = x.value.mul(&mask)?;
         Ok(match x.id {
             Some(id) => self.record(y, &[x], || Op::Dropout { x: id, mask }),
@@ -127,7 +127,7 @@ impl Tape {
         let t = logits.value.cross_entropy_totals(targets, eps, ignore)?;
         let n = t.count.max(1) as f64;
         let stats = LossStats { loss: t.loss_sum / n, nll: t.nll_sum / n, count: t.count };
-        let y = Tensor::full(&[], stats.loss, logits.value.dtype());
+        let y = Tensor::full_on(&[], stats.loss, logits.value.dtype(), logits.value.device())?;
         let var = self.record(y, &[logits], || Op::CrossEntropy {
             logits: logits.clone(),
             targets: Arc::new(targets.to_vec()),

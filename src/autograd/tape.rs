@@ -281,7 +281,7 @@ impl Tape {
             return Err(Error::invalid("backward", format!("the loss must have one element, got shape {:?}", loss.shape())));
         }
         let mut grads: Vec<Option<Tensor>> = vec![None; root + 1];
-        grads[root] = Some(Tensor::ones(loss.shape(), loss.value.dtype()));
+        grads[root] = Some(Tensor::ones_on(loss.shape(), loss.value.dtype(), loss.value.device())?);
         let mut leaves = BTreeMap::new();
         for i in (0..=root).rev() {
             let node = &self.nodes[i];

@@ -24,6 +24,8 @@ pub struct CudaExec {
     arch: String,
     sms: u32,
     modules: Mutex<HashMap<String, Arc<CudaModule>>>,
+    /// cuBLAS on this device's stream, created at the first dense product.
+    blas: std::sync::OnceLock<cudarc::cublas::CudaBlas>,
 }
 
 /// A device buffer with its logical length (zero-length requests allocate one element, because a
@@ -58,11 +60,24 @@ impl CudaExec {
             .context()
             .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(cuda_err("multiprocessor count"))?;
-        Ok(CudaExec { ordinal, stream, arch: nvrtc::arch_for(major, minor), sms: sms.max(1) as u32, modules: Mutex::new(HashMap::new()) })
+        Ok(CudaExec { ordinal, stream, arch: nvrtc::arch_for(major, minor), sms: sms.max(1) as u32, modules: Mutex::new(HashMap::new()), blas: std::sync::OnceLock::new() })
     }
 
     pub fn ordinal(&self) -> usize {
         self.ordinal
+    }
+
+    /// cuBLAS bound to this device's stream; a clear error when libcublas cannot be loaded.
+    pub fn blas(&self) -> Result<&cudarc::cublas::CudaBlas> {
+        if let Some(b) = self.blas.get() {
+            return Ok(b);
+        }
+        // SAFETY: only probes whether the shared library can be opened.
+        if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+            return Err(Error::Cuda("cuBLAS (libcublas.so.13) cannot be loaded; put it on LD_LIBRARY_PATH".into()));
+        }
+        let b = cudarc::cublas::CudaBlas::new(self.stream.clone()).map_err(|e| Error::Cuda(format!("creating a cuBLAS handle: {e}")))?;
+        Ok(self.blas.get_or_init(|| b))
     }
 
     /// A zero-filled device buffer of `n` elements.

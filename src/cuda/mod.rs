@@ -12,6 +12,7 @@ pub mod moe_ops;
 pub mod nvrtc;
 pub mod ops;
 mod storage;
+pub mod tensor;
 
 use std::sync::{Arc, Mutex, OnceLock};
 

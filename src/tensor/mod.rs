@@ -84,6 +84,22 @@ impl Tensor {
         Self::from_parts(Storage::Cpu(s), Layout::contiguous(shape))
     }
 
+    /// [`Tensor::full`] on `device`.
+    pub fn full_on(shape: &[usize], value: f64, dtype: DType, device: Device) -> Result<Self> {
+        if device.is_cuda() {
+            return crate::cuda::tensor::full(&crate::cuda::Gpu::of(device)?, shape, value, dtype);
+        }
+        Ok(Self::full(shape, value, dtype))
+    }
+
+    pub fn zeros_on(shape: &[usize], dtype: DType, device: Device) -> Result<Self> {
+        Self::full_on(shape, 0.0, dtype, device)
+    }
+
+    pub fn ones_on(shape: &[usize], dtype: DType, device: Device) -> Result<Self> {
+        Self::full_on(shape, 1.0, dtype, device)
+    }
+
     pub fn zeros(shape: &[usize], dtype: DType) -> Self {
         Self::full(shape, 0.0, dtype)
     }
@@ -130,6 +146,11 @@ impl Tensor {
     pub fn dtype(&self) -> DType {
         self.storage.dtype()
     }
+    /// Whether the tensor lives on a CUDA backend (a device or the emulator).
+    pub fn is_cuda(&self) -> bool {
+        matches!(&*self.storage, Storage::Cuda(_))
+    }
+
     pub fn device(&self) -> Device {
         self.storage.device()
     }
@@ -164,6 +185,15 @@ impl Tensor {
     pub(crate) fn cpu_data<T: Element>(&self, op: &'static str) -> Result<Cow<'_, [T]>> {
         let (data, layout) = self.cpu_raw::<T>(op)?;
         Ok(view_data(data, layout))
+    }
+
+    /// The CUDA storage of this tensor, taken out without copying when nothing else shares it.
+    pub(crate) fn into_cuda_storage(self) -> Result<crate::cuda::CudaStorage> {
+        let device = self.device();
+        match Arc::try_unwrap(self.storage).unwrap_or_else(|shared| (*shared).clone()) {
+            Storage::Cuda(c) => Ok(c),
+            Storage::Cpu(_) => Err(Error::invalid("into_cuda_storage", format!("the tensor is on {device}"))),
+        }
     }
 
     fn view(&self, layout: Layout) -> Tensor {
@@ -204,7 +234,7 @@ impl Tensor {
         }
         match Arc::make_mut(&mut self.storage) {
             Storage::Cpu(c) => T::slice_of_mut(c).ok_or(Error::DTypeMismatch { op: "data_mut", expected: T::DTYPE, got: DType::F32 }),
-            Storage::Cuda(_) => Err(Error::Unsupported { op: "data_mut", device: Device::Cuda(0) }),
+            Storage::Cuda(_) => Err(Error::Unsupported { op: "data_mut", device: Device::Emu }),
         }
     }
 
@@ -237,8 +267,8 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        if self.device() != Device::Cpu {
-            return Err(Error::Unsupported { op: "to_dtype", device: self.device() });
+        if self.is_cuda() {
+            return crate::cuda::tensor::cast_contiguous(self, dtype);
         }
         Ok(Self::from_f64_vec(self.to_f64_vec()?, self.shape(), dtype))
     }
@@ -248,18 +278,19 @@ impl Tensor {
         if device == self.device() {
             return Ok(self.clone());
         }
-        let c = self.contiguous()?;
-        let shape = c.shape().to_vec();
-        match (&*c.storage, device) {
-            (Storage::Cpu(host), Device::Cuda(i)) => {
-                let host = slice_cpu_storage(host, c.layout.offset(), c.numel());
-                Ok(Self::from_parts(Storage::Cuda(crate::cuda::CudaStorage::upload(i, &host)?), Layout::contiguous(&shape)))
+        let shape = self.shape().to_vec();
+        match (self.is_cuda(), device.is_cuda()) {
+            (false, true) => {
+                let c = self.contiguous()?;
+                let host = slice_cpu_storage(c.cpu_storage("to_device")?, c.layout.offset(), c.numel());
+                let gpu = crate::cuda::Gpu::of(device)?;
+                Ok(Self::from_parts(Storage::Cuda(crate::cuda::CudaStorage::upload(&gpu, &host)?), Layout::contiguous(&shape)))
             }
-            (Storage::Cuda(_), Device::Cpu) => {
-                let host = match c.dtype() {
-                    DType::F32 => CpuStorage::F32(c.to_vec()?),
-                    DType::F64 => CpuStorage::F64(c.to_vec()?),
-                    DType::BF16 => CpuStorage::BF16(c.to_vec()?),
+            (true, false) => {
+                let host = match self.dtype() {
+                    DType::F32 => CpuStorage::F32(self.to_vec()?),
+                    DType::F64 => CpuStorage::F64(self.to_vec()?),
+                    DType::BF16 => CpuStorage::BF16(self.to_vec()?),
                 };
                 Ok(Self::from_parts(Storage::Cpu(host), Layout::contiguous(&shape)))
             }
@@ -312,6 +343,9 @@ impl Tensor {
         if self.layout.is_contiguous() {
             return Ok(self.clone());
         }
+        if self.is_cuda() {
+            return crate::cuda::tensor::copy_contiguous(self);
+        }
         let s = match self.cpu_storage("contiguous")? {
             CpuStorage::F32(v) => CpuStorage::F32(view_data(v, &self.layout).into_owned()),
             CpuStorage::F64(v) => CpuStorage::F64(view_data(v, &self.layout).into_owned()),
@@ -358,6 +392,9 @@ impl Tensor {
         }
         let mut shape = first.shape().to_vec();
         shape[dim] = parts.iter().map(|p| p.shape()[dim]).sum();
+        if first.is_cuda() {
+            return crate::cuda::tensor::concat(parts, dim, &shape);
+        }
         // Row-major: the output is, for each outer index, the parts' inner blocks one after another.
         let outer: usize = shape[..dim].iter().product();
         macro_rules! cat {

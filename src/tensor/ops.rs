@@ -1,5 +1,5 @@
 //! Tensor arithmetic: each op checks shapes, dispatches once on backend and dtype, and calls a
-//! kernel in `crate::cpu`. CUDA tensors get `Error::Unsupported` until the CUDA tape backend lands.
+//! kernel in `crate::cpu`, or for CUDA tensors (a device or the emulator) to `crate::cuda::tensor`.
 
 use std::sync::Arc;
 
@@ -96,6 +96,9 @@ impl Tensor {
     pub fn binary(&self, other: &Tensor, op: BinaryOp) -> Result<Tensor> {
         let name = op.name();
         let shape = super::broadcast_shape(name, self.shape(), other.shape())?;
+        if self.is_cuda() || other.is_cuda() {
+            return crate::cuda::tensor::binary(self, other, op, &shape);
+        }
         float_op2!(name, self, other, |x, y: T| {
             let f = move |a: T, b: T| match op {
                 BinaryOp::Add => a + b,
@@ -133,15 +136,24 @@ impl Tensor {
 
     /// `self * s`.
     pub fn scale(&self, s: f64) -> Result<Tensor> {
+        if self.is_cuda() {
+            return crate::cuda::tensor::scale(self, s);
+        }
         float_op!("scale", self, |x: T| Ok(cpu_tensor(cpu::elementwise::map(&x, |v| v * T::of_f64(s)), self.shape())))
     }
 
     pub fn relu(&self) -> Result<Tensor> {
+        if self.is_cuda() {
+            return crate::cuda::tensor::relu(self);
+        }
         float_op!("relu", self, |x: T| Ok(cpu_tensor(cpu::elementwise::map(&x, cpu::elementwise::relu), self.shape())))
     }
 
     /// `dy * [x > 0]`.
     pub fn relu_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        if x.is_cuda() {
+            return crate::cuda::tensor::relu_backward(x, dy);
+        }
         float_op2!("relu_backward", x, dy, |a, b: T| {
             let out = cpu::elementwise::zip_map(&view_data(a, x.layout()), &view_data(b, dy.layout()), |v, g| {
                 if v > T::of_f64(0.0) {
@@ -155,10 +167,16 @@ impl Tensor {
     }
 
     pub fn gelu(&self) -> Result<Tensor> {
+        if self.is_cuda() {
+            return crate::cuda::tensor::gelu(self);
+        }
         float_op!("gelu", self, |x: T| Ok(cpu_tensor(cpu::elementwise::map(&x, cpu::elementwise::gelu), self.shape())))
     }
 
     pub fn gelu_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        if x.is_cuda() {
+            return crate::cuda::tensor::gelu_backward(x, dy);
+        }
         float_op2!("gelu_backward", x, dy, |a, b: T| {
             let out =
                 cpu::elementwise::zip_map(&view_data(a, x.layout()), &view_data(b, dy.layout()), |v, g| cpu::elementwise::gelu_grad(v) * g);
@@ -168,6 +186,9 @@ impl Tensor {
 
     /// Sum of all elements as a 0-d tensor.
     pub fn sum_all(&self) -> Result<Tensor> {
+        if self.is_cuda() {
+            return crate::cuda::tensor::sum_all(self);
+        }
         float_op!("sum_all", self, |x: T| Ok(cpu_tensor(vec![T::of_f64(cpu::elementwise::sum_all(&x))], &[])))
     }
 
@@ -180,6 +201,9 @@ impl Tensor {
             return Err(Error::ShapeMismatch { op: "sum_to", lhs: self.shape().to_vec(), rhs: shape.to_vec() });
         }
         let (from, to) = (self.shape().to_vec(), shape.to_vec());
+        if self.is_cuda() {
+            return crate::cuda::tensor::sum_to(self, &to);
+        }
         float_op!("sum_to", self, |x: T| {
             let trailing = to.iter().skip_while(|&&d| d == 1).count();
             let out = if to[to.len() - trailing..] == from[from.len() - trailing..] && trailing > 0 {
@@ -194,6 +218,9 @@ impl Tensor {
     /// `self @ other` for `[..., m, k] @ [..., k, n]`, batch dims broadcast. Views (transposes,
     /// front slices) are read in place.
     pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
+        if self.is_cuda() || other.is_cuda() {
+            return crate::cuda::tensor::matmul(self, other);
+        }
         float_op2!("matmul", self, other, |a, b: T| {
             let (out, shape) = cpu::matmul::matmul(a, self.layout(), b, other.layout())?;
             Ok(cpu_tensor(out, &shape))
@@ -215,11 +242,17 @@ impl Tensor {
                 return Err(Error::ShapeMismatch { op: "softmax key padding", lhs: vec![batch, tk], rhs: vec![pad.len()] });
             }
         }
+        if self.is_cuda() {
+            return crate::cuda::tensor::softmax(self, mask, tk, tq, rows_per_batch);
+        }
         float_op!("softmax", self, |x: T| Ok(cpu_tensor(cpu::softmax::softmax_fwd(&x, tk, tq, rows_per_batch, mask), &shape)))
     }
 
     /// Backward of softmax given its output `y`.
     pub fn softmax_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        if y.is_cuda() {
+            return crate::cuda::tensor::softmax_backward(y, dy);
+        }
         let tk = *y.shape().last().unwrap_or(&1);
         float_op2!("softmax_backward", y, dy, |a, b: T| {
             Ok(cpu_tensor(cpu::softmax::softmax_bwd(&view_data(a, y.layout()), &view_data(b, dy.layout()), tk), y.shape()))
@@ -234,6 +267,9 @@ impl Tensor {
                 return Err(Error::ShapeMismatch { op: "layer_norm", lhs: self.shape().to_vec(), rhs: p.shape().to_vec() });
             }
         }
+        if self.is_cuda() {
+            return crate::cuda::tensor::layer_norm(self, gamma, beta, eps);
+        }
         let rows = self.numel() / d.max(1);
         float_op2!("layer_norm", self, gamma, |xs, gs: T| {
             let (CpuStorage::F32(_) | CpuStorage::F64(_)) = beta.cpu_storage("layer_norm")? else { return Err(bf16_arith("layer_norm")) };
@@ -246,6 +282,9 @@ impl Tensor {
 
     /// Layer norm gradients `(dx, dgamma, dbeta)`.
     pub fn layer_norm_backward(x: &Tensor, gamma: &Tensor, mean: &Tensor, rstd: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        if x.is_cuda() {
+            return crate::cuda::tensor::layer_norm_backward(x, gamma, mean, rstd, dy);
+        }
         let d = gamma.numel();
         float_op2!("layer_norm_backward", x, dy, |xs, gs: T| {
             let conv = |t: &Tensor| -> Result<Vec<T>> { Ok(t.to_f64_vec()?.into_iter().map(<T as Float>::of_f64).collect()) };
@@ -262,6 +301,9 @@ impl Tensor {
         }
         let (vocab, d) = (self.shape()[0], self.shape()[1]);
         check_ids("embedding", ids, vocab)?;
+        if self.is_cuda() {
+            return crate::cuda::tensor::embedding(self, ids);
+        }
         float_op!("embedding", self, |w: T| Ok(cpu_tensor(cpu::embedding::gather_rows(&w, ids, d), &[ids.len(), d])))
     }
 
@@ -269,18 +311,27 @@ impl Tensor {
     pub fn embedding_backward(dy: &Tensor, ids: &[u32], vocab: usize) -> Result<Tensor> {
         let d = *dy.shape().last().unwrap_or(&0);
         check_ids("embedding_backward", ids, vocab)?;
+        if dy.is_cuda() {
+            return crate::cuda::tensor::embedding_backward(dy, ids, vocab);
+        }
         float_op!("embedding_backward", dy, |g: T| Ok(cpu_tensor(cpu::embedding::scatter_add_rows(&g, ids, vocab, d), &[vocab, d])))
     }
 
     /// Label-smoothed cross-entropy totals of `[rows, vocab]` logits.
     pub fn cross_entropy_totals(&self, targets: &[u32], eps: f64, ignore: Option<u32>) -> Result<cpu::loss::CeTotals> {
         let v = self.ce_check(targets, ignore)?;
+        if self.is_cuda() {
+            return crate::cuda::tensor::cross_entropy_totals(self, targets, eps, ignore);
+        }
         float_op!("cross_entropy", self, |x: T| Ok(cpu::loss::cross_entropy_fwd(&x, targets, v, eps, ignore)))
     }
 
     /// `scale * (softmax - q)` for each counted row.
     pub fn cross_entropy_backward(&self, targets: &[u32], eps: f64, ignore: Option<u32>, scale: f64) -> Result<Tensor> {
         let v = self.ce_check(targets, ignore)?;
+        if self.is_cuda() {
+            return crate::cuda::tensor::cross_entropy_backward(self, targets, eps, ignore, scale);
+        }
         float_op!("cross_entropy_backward", self, |x: T| Ok(cpu_tensor(
             cpu::loss::cross_entropy_bwd(&x, targets, v, eps, ignore, scale),
             self.shape()
@@ -306,6 +357,9 @@ impl Tensor {
         if view.shape() != g.shape() {
             return Err(Error::ShapeMismatch { op: "add_into_view", lhs: view.shape().to_vec(), rhs: g.shape().to_vec() });
         }
+        if self.is_cuda() {
+            return crate::cuda::tensor::add_into_view(self, view, g);
+        }
         if !self.layout.is_contiguous() || self.layout.offset() != 0 || view.storage_extent() > self.numel() {
             *self = self.contiguous_owned()?;
         }
@@ -321,14 +375,25 @@ impl Tensor {
 
     /// A contiguous tensor with offset 0 that owns a storage of exactly its elements.
     pub(crate) fn contiguous_owned(&self) -> Result<Tensor> {
+        if self.is_cuda() {
+            return crate::cuda::tensor::copy_contiguous(self);
+        }
         float_op!("contiguous", self, |x: T| Ok(cpu_tensor(x.into_owned(), self.shape())))
     }
 
     /// A 0/scale mask for inverted dropout with keep probability `1 - p`, from a counter-based
     /// hash of (seed, element index): the same seed gives the same mask on every backend.
     pub fn dropout_mask(shape: &[usize], p: f64, seed: u64, dtype: super::DType) -> Result<Tensor> {
+        Self::dropout_mask_on(shape, p, seed, dtype, crate::Device::Cpu)
+    }
+
+    /// [`Tensor::dropout_mask`] drawn on `device` (the same mask on every backend).
+    pub fn dropout_mask_on(shape: &[usize], p: f64, seed: u64, dtype: super::DType, device: crate::Device) -> Result<Tensor> {
         if !(0.0..1.0).contains(&p) {
             return Err(Error::invalid("dropout", format!("probability {p} is not in [0, 1)")));
+        }
+        if device.is_cuda() {
+            return crate::cuda::tensor::dropout_mask(&crate::cuda::Gpu::of(device)?, shape, p, seed, dtype);
         }
         let n: usize = shape.iter().product();
         let keep_scale = 1.0 / (1.0 - p);

@@ -46,7 +46,7 @@ impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
-            Storage::Cuda(c) => Device::Cuda(c.ordinal()),
+            Storage::Cuda(c) => c.device(),
         }
     }
 

@@ -66,12 +66,27 @@ impl Adam {
         let cfg = self.config;
         for (id, p) in store.iter_mut() {
             let Some(grad) = p.grad.as_ref() else { continue };
-            let st = self.state[id.0].get_or_insert_with(|| AdamState {
-                m: Tensor::zeros(p.value.shape(), p.value.dtype()),
-                v: Tensor::zeros(p.value.shape(), p.value.dtype()),
-                steps: 0,
-            });
+            if self.state[id.0].is_none() {
+                let zeros = || Tensor::zeros_on(p.value.shape(), p.value.dtype(), p.value.device());
+                self.state[id.0] = Some(AdamState { m: zeros()?, v: zeros()?, steps: 0 });
+            }
+            let Some(st) = self.state[id.0].as_mut() else { continue };
             st.steps += 1;
+            if p.value.is_cuda() {
+                let h = crate::cuda::tensor::AdamStep {
+                    lr,
+                    beta1: cfg.beta1,
+                    beta2: cfg.beta2,
+                    eps: cfg.eps,
+                    weight_decay: cfg.weight_decay,
+                    decoupled: cfg.decoupled_weight_decay,
+                    step: st.steps,
+                    grad_scale: 1.0,
+                };
+                crate::cuda::tensor::adam_step(&mut p.value, grad, &mut st.m, &mut st.v, h)
+                    .map_err(|e| Error::invalid("Adam", format!("parameter `{}`: {e}", p.name)))?;
+                continue;
+            }
             match p.value.dtype() {
                 DType::F32 => update::<f32>(&mut p.value, grad, st, cfg, lr)?,
                 DType::F64 => update::<f64>(&mut p.value, grad, st, cfg, lr)?,
@@ -121,7 +136,7 @@ pub fn clip_grad_norm(store: &mut ParamStore, max_norm: f64) -> Result<f64> {
     let mut sq = 0.0;
     for (_, p) in store.iter() {
         if let Some(g) = &p.grad {
-            let s: f64 = g.to_f64_vec()?.iter().map(|x| x * x).sum();
+            let s: f64 = if g.is_cuda() { crate::cuda::tensor::sum_squares(g)? } else { g.to_f64_vec()?.iter().map(|x| x * x).sum() };
             if !s.is_finite() {
                 return Err(Error::NonFinite(format!("gradient of `{}`", p.name)));
             }
