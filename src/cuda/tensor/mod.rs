@@ -6,23 +6,7 @@
 
 mod elementwise;
 mod matmul;
-#[cfg(any())]
 mod nn;
-#[cfg(all())]
-mod nn {
-    // TEMPORARY until the helpers' kernels merge.
-    use crate::tensor::{MaskSpec, Tensor};
-    use crate::{Error, Result};
-    fn u() -> Error { Error::invalid("pending", "pending") }
-    pub fn layer_norm(_: &Tensor, _: &Tensor, _: &Tensor, _: f64) -> Result<(Tensor, Tensor, Tensor)> { Err(u()) }
-    pub fn layer_norm_backward(_: &Tensor, _: &Tensor, _: &Tensor, _: &Tensor, _: &Tensor) -> Result<(Tensor, Tensor, Tensor)> { Err(u()) }
-    pub fn softmax(_: &Tensor, _: &MaskSpec, _: usize, _: usize, _: usize) -> Result<Tensor> { Err(u()) }
-    pub fn softmax_backward(_: &Tensor, _: &Tensor) -> Result<Tensor> { Err(u()) }
-    pub fn embedding(_: &Tensor, _: &[u32]) -> Result<Tensor> { Err(u()) }
-    pub fn embedding_backward(_: &Tensor, _: &[u32], _: usize) -> Result<Tensor> { Err(u()) }
-    pub fn cross_entropy_totals(_: &Tensor, _: &[u32], _: f64, _: Option<u32>) -> Result<crate::cpu::loss::CeTotals> { Err(u()) }
-    pub fn cross_entropy_backward(_: &Tensor, _: &[u32], _: f64, _: Option<u32>, _: f64) -> Result<Tensor> { Err(u()) }
-}
 mod optim;
 mod reduce;
 

@@ -16,7 +16,7 @@ pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result
     let d = gamma.numel();
     let rows = x.numel() / d.max(1);
     by_dtype!(OP, x.dtype(), T => {
-        let out = norm::layer_norm_fwd::<T>(&gpu, &whole_buf::<T>(OP, x)?, &whole_buf::<T>(OP, gamma)?, &whole_buf::<T>(OP, beta)?, rows, d, eps as f32)?;
+        let out = norm::layer_norm_fwd::<T>(&gpu, &*whole_buf::<T>(OP, x)?, &*whole_buf::<T>(OP, gamma)?, &*whole_buf::<T>(OP, beta)?, rows, d, eps as f32)?;
         Ok((tensor_of(&gpu, out.y, x.shape()), tensor_of(&gpu, out.mean, &[rows]), tensor_of(&gpu, out.rstd, &[rows])))
     })
 }
@@ -29,7 +29,7 @@ pub fn layer_norm_backward(x: &Tensor, gamma: &Tensor, mean: &Tensor, rstd: &Ten
     let rows = x.numel() / d.max(1);
     let (mean, rstd) = (whole_buf::<f32>(OP, mean)?, whole_buf::<f32>(OP, rstd)?);
     by_dtype!(OP, x.dtype(), T => {
-        let out = norm::layer_norm_bwd::<T>(&gpu, &whole_buf::<T>(OP, x)?, &whole_buf::<T>(OP, gamma)?, &mean, &rstd, &whole_buf::<T>(OP, dy)?, rows, d)?;
+        let out = norm::layer_norm_bwd::<T>(&gpu, &*whole_buf::<T>(OP, x)?, &*whole_buf::<T>(OP, gamma)?, &*mean, &*rstd, &*whole_buf::<T>(OP, dy)?, rows, d)?;
         Ok((tensor_of(&gpu, out.dx, x.shape()), tensor_of(&gpu, out.dgamma, &[d]), tensor_of(&gpu, out.dbeta, &[d])))
     })
 }
@@ -44,7 +44,7 @@ pub fn softmax(x: &Tensor, mask: &MaskSpec, tk: usize, tq: usize, rows_per_batch
         None => None,
     };
     by_dtype!(OP, x.dtype(), T => {
-        let y = sm::softmax_fwd::<T>(&gpu, &whole_buf::<T>(OP, x)?, rows, tk, tq, rows_per_batch, mask.causal, pad.as_ref())?;
+        let y = sm::softmax_fwd::<T>(&gpu, &*whole_buf::<T>(OP, x)?, rows, tk, tq, rows_per_batch, mask.causal, pad.as_ref())?;
         Ok(tensor_of(&gpu, y, x.shape()))
     })
 }
@@ -55,7 +55,7 @@ pub fn softmax_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
     let tk = *y.shape().last().unwrap_or(&1);
     let rows = y.numel() / tk.max(1);
     by_dtype!(OP, y.dtype(), T => {
-        let dx = sm::softmax_bwd::<T>(&gpu, &whole_buf::<T>(OP, y)?, &whole_buf::<T>(OP, dy)?, rows, tk)?;
+        let dx = sm::softmax_bwd::<T>(&gpu, &*whole_buf::<T>(OP, y)?, &*whole_buf::<T>(OP, dy)?, rows, tk)?;
         Ok(tensor_of(&gpu, dx, y.shape()))
     })
 }
@@ -78,7 +78,7 @@ pub fn embedding(table: &Tensor, ids: &[u32]) -> Result<Tensor> {
     let s = storage(OP, t)?;
     by_dtype!(OP, t.dtype(), T => {
         let buf = T::buf_of_storage(s)?;
-        let out = emb::embedding_fwd::<T>(&gpu, &buf, t.layout().offset(), ld, vocab, d, ids)?;
+        let out = emb::embedding_fwd::<T>(&gpu, &*buf, t.layout().offset(), ld, vocab, d, ids)?;
         Ok(tensor_of(&gpu, out, &[ids.len(), d]))
     })
 }
@@ -89,7 +89,7 @@ pub fn embedding_backward(dy: &Tensor, ids: &[u32], vocab: usize) -> Result<Tens
     let gpu = storage(OP, dy)?.gpu().clone();
     let d = *dy.shape().last().unwrap_or(&0);
     by_dtype!(OP, dy.dtype(), T => {
-        let out = emb::embedding_bwd::<T>(&gpu, &whole_buf::<T>(OP, dy)?, ids, vocab, d)?;
+        let out = emb::embedding_bwd::<T>(&gpu, &*whole_buf::<T>(OP, dy)?, ids, vocab, d)?;
         Ok(tensor_of(&gpu, out, &[vocab, d]))
     })
 }
@@ -99,7 +99,7 @@ pub fn cross_entropy_totals(logits: &Tensor, targets: &[u32], eps: f64, ignore: 
     const OP: &str = "cross_entropy";
     let gpu = storage(OP, logits)?.gpu().clone();
     let (rows, v) = (logits.shape()[0], logits.shape()[1]);
-    let r = by_dtype!(OP, logits.dtype(), T => loss::cross_entropy_fwd::<T>(&gpu, &whole_buf::<T>(OP, logits)?, targets, rows, v, eps as f32, ignore))?;
+    let r = by_dtype!(OP, logits.dtype(), T => loss::cross_entropy_fwd::<T>(&gpu, &*whole_buf::<T>(OP, logits)?, targets, rows, v, eps as f32, ignore))?;
     let (l, n) = (gpu.download(&r.loss)?, gpu.download(&r.nll)?);
     let count = targets.iter().filter(|&&t| Some(t) != ignore).count();
     Ok(CeTotals { loss_sum: l.iter().map(|&x| x as f64).sum(), nll_sum: n.iter().map(|&x| x as f64).sum(), count })
@@ -111,7 +111,7 @@ pub fn cross_entropy_backward(logits: &Tensor, targets: &[u32], eps: f64, ignore
     let gpu = storage(OP, logits)?.gpu().clone();
     let (rows, v) = (logits.shape()[0], logits.shape()[1]);
     by_dtype!(OP, logits.dtype(), T => {
-        let d = loss::cross_entropy_bwd::<T>(&gpu, &whole_buf::<T>(OP, logits)?, targets, rows, v, eps as f32, ignore, scale as f32)?;
+        let d = loss::cross_entropy_bwd::<T>(&gpu, &*whole_buf::<T>(OP, logits)?, targets, rows, v, eps as f32, ignore, scale as f32)?;
         Ok(tensor_of(&gpu, d, logits.shape()))
     })
 }
