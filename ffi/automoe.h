@@ -79,7 +79,8 @@ const char *automoe_status_name(automoe_status status);
 void automoe_decode_options_init(automoe_decode_options *options);
 
 /* Loads the model directory `dir` (model.safetensors, model.json, tokenizer.json, as written by
- * `automoe train` / `automoe pipeline`) onto `device` ("cpu", "cuda:N"; NULL means "cpu").
+ * `automoe train` / `automoe pipeline`) onto `device`: "cpu", "cuda:N" (a GPU), or "emu" (the CUDA
+ * kernels on the CPU emulator: slow, for testing); NULL means "cpu".
  * On success *out_model receives a model to release with automoe_model_free. */
 automoe_status automoe_model_load(const char *dir, const char *device, automoe_model **out_model);
 

@@ -41,6 +41,19 @@ impl std::str::FromStr for Device {
     }
 }
 
+impl serde::Serialize for Device {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Device {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(|e: crate::Error| serde::de::Error::custom(e.to_string()))
+    }
+}
+
 impl Device {
     /// Whether tensors on this device are run by the CUDA kernels (on a GPU or the emulator).
     pub fn is_cuda(self) -> bool {

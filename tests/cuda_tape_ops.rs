@@ -95,6 +95,12 @@ fn elementwise_and_broadcasting() {
     });
     check("gelu", &[rand(&[4, 5], 26)], |t, v| t.gelu(&v[0]));
     check("dropout", &[rand(&[4, 6], 27)], |t, v| t.dropout(&v[0], 0.3, 77));
+    check("cast to bf16 and back", &[rand(&[4, 6], 28)], |t, v| {
+        let dt = v[0].value().dtype();
+        // No arithmetic between the casts: the CPU reference has no bf16 arithmetic.
+        let b = t.cast(&v[0], DType::BF16)?;
+        t.cast(&b, dt)
+    });
 }
 
 #[test]
@@ -167,11 +173,11 @@ fn mixed_devices_and_f64_are_clear_errors() {
 fn adam_and_clipping_match_the_cpu() {
     use automoe::autograd::ParamStore;
     use automoe::train::{clip_grad_norm, Adam, AdamConfig};
-    let cfgs = [AdamConfig::default(), AdamConfig { weight_decay: 0.1, ..AdamConfig::default() }, AdamConfig {
-        weight_decay: 0.1,
-        decoupled_weight_decay: false,
-        ..AdamConfig::default()
-    }];
+    let cfgs = [
+        AdamConfig::default(),
+        AdamConfig { weight_decay: 0.1, ..AdamConfig::default() },
+        AdamConfig { weight_decay: 0.1, decoupled_weight_decay: false, ..AdamConfig::default() },
+    ];
     for device in backends() {
         for cfg in cfgs {
             let mut stores: Vec<ParamStore> = Vec::new();

@@ -151,3 +151,17 @@ fn front_slice_gradients_land_in_and_add_up_in_their_slices() {
         }
     }
 }
+
+/// f64 -> f32 -> f64 casts: the gradient passes through converted. A looser check than the
+/// others, because the f32 leg rounds every value (about 6e-8 relative).
+#[test]
+fn cast_round_trip() {
+    let report = check_gradients(&[rand(&[3, 4], 60)], 1e-2, |t, v| {
+        let x = t.cast(&v[0], DType::F32)?;
+        let x = t.scale(&x, 3.0)?;
+        let y = t.cast(&x, DType::F64)?;
+        weighted_sum(t, &y)
+    })
+    .unwrap();
+    assert!(report.max_rel_error < 1e-4, "cast: gradient mismatch {report:?}");
+}

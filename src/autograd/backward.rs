@@ -101,6 +101,7 @@ pub(crate) fn backward_node(node: &Node, g: &Tensor, grads: &mut [Option<Tensor>
             }
             accumulate(grads, Some(*x), g.permute(&inv)?)?;
         }
+        Op::Cast { x, from } => accumulate(grads, Some(*x), g.to_dtype(*from)?)?,
         Op::TopK { probs, probs_value, idx, gates, k, renormalize } => {
             accumulate(grads, Some(*probs), moe::ops::topk_backward(probs_value, idx, gates, g, *k, *renormalize)?)?;
         }

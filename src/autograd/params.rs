@@ -43,6 +43,17 @@ impl ParamStore {
         Ok(id)
     }
 
+    /// The same parameters with values (and gradients) moved to `device`.
+    pub fn to_device(mut self, device: crate::Device) -> Result<Self> {
+        for p in &mut self.params {
+            p.value = p.value.to_device(device)?;
+            if let Some(g) = p.grad.take() {
+                p.grad = Some(g.to_device(device)?);
+            }
+        }
+        Ok(self)
+    }
+
     pub fn id(&self, name: &str) -> Option<ParamId> {
         self.by_name.get(name).copied()
     }

@@ -120,6 +120,12 @@ pub enum Op {
         x: usize,
         perm: Vec<usize>,
     },
+    /// A dtype conversion (mixed precision reads f32 master weights as bf16): the gradient is
+    /// converted back.
+    Cast {
+        x: usize,
+        from: crate::DType,
+    },
     /// Top-k selection from router probabilities `[T, E]` (the output of a softmax node): the
     /// output is the gates `[T, k]`.
     TopK {
@@ -173,6 +179,7 @@ impl Op {
             Op::Concat { .. } => "concat",
             Op::Reshape { .. } => "reshape",
             Op::Permute { .. } => "permute",
+            Op::Cast { .. } => "cast",
             Op::TopK { .. } => "topk_gating",
             Op::MoePermute { .. } => "moe_permute",
             Op::MoeCombine { .. } => "moe_combine",
@@ -193,6 +200,9 @@ pub(crate) struct Node {
 pub struct Tape {
     pub(crate) nodes: Vec<Node>,
     recording: bool,
+    /// Mixed precision: parameters are read as copies in this dtype (their f32 master weights
+    /// stay in the store and receive f32 gradients through [`Op::Cast`]).
+    param_dtype: Option<crate::DType>,
 }
 
 impl Default for Tape {
@@ -204,12 +214,12 @@ impl Default for Tape {
 impl Tape {
     /// A recording tape (training).
     pub fn new() -> Self {
-        Tape { nodes: Vec::new(), recording: true }
+        Tape { nodes: Vec::new(), recording: true, param_dtype: None }
     }
 
     /// A tape that never records (inference, search).
     pub fn inference() -> Self {
-        Tape { nodes: Vec::new(), recording: false }
+        Tape { nodes: Vec::new(), recording: false, param_dtype: None }
     }
 
     pub fn is_recording(&self) -> bool {
@@ -247,9 +257,42 @@ impl Tape {
         self.push_leaf(value, None)
     }
 
-    /// A parameter of the store. Its gradient is collected by [`Gradients::param_grads`].
+    /// Reads parameters as `dtype` copies (mixed precision: bf16 compute over f32 master weights,
+    /// on a CUDA backend); `None` reads them as stored.
+    pub fn set_param_dtype(&mut self, dtype: Option<crate::DType>) {
+        self.param_dtype = dtype;
+    }
+
+    pub fn param_dtype(&self) -> Option<crate::DType> {
+        self.param_dtype
+    }
+
+    /// A parameter of the store. Its gradient is collected by [`Gradients::param_grads`]. Under
+    /// [`Tape::set_param_dtype`] the value is a converted copy whose gradient converts back.
     pub fn param(&mut self, store: &ParamStore, id: ParamId) -> Var {
-        self.push_leaf(store.value(id).clone(), Some(id))
+        let leaf = self.push_leaf(store.value(id).clone(), Some(id));
+        match self.param_dtype {
+            Some(dt) if dt != leaf.value.dtype() => match self.cast(&leaf, dt) {
+                Ok(v) => v,
+                // A conversion the backend cannot do (bf16 arithmetic on the CPU) surfaces at the
+                // first op that uses the value; keep the stored dtype here.
+                Err(_) => leaf,
+            },
+            _ => leaf,
+        }
+    }
+
+    /// `x` converted to `dtype` (its gradient is converted back).
+    pub fn cast(&mut self, x: &Var, dtype: crate::DType) -> Result<Var> {
+        if x.value.dtype() == dtype {
+            return Ok(x.clone());
+        }
+        let from = x.value.dtype();
+        let y = x.value.to_dtype(dtype)?;
+        Ok(match x.id {
+            Some(id) => self.record(y, &[x], || Op::Cast { x: id, from }),
+            None => self.constant(y),
+        })
     }
 
     fn push_leaf(&mut self, value: Tensor, param: Option<ParamId>) -> Var {

@@ -24,13 +24,11 @@ impl ModelHandle {
     /// `tokenizer.json`, whose vocabulary must match the model's.
     pub fn load(dir: &Path, device: Device) -> crate::Result<Self> {
         device.check_available()?;
-        if device != Device::Cpu {
-            return Err(Error::Unsupported { op: "translation", device });
-        }
         if !dir.exists() {
             return Err(Error::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, "no such model directory")));
         }
         let (model, tokenizer) = crate::cli::translate::load_model_dir(dir)?;
+        let model = model.to_device(device)?;
         let params = param_report(&model.config, model.vocab, model.options.pre_norm, &Routing::Uniform)?;
         let flops = flop_report(&model.config, model.vocab, PAPER_SRC_LEN, PAPER_TGT_LEN, &Routing::Uniform)?;
         let info = automoe_model_info {

@@ -60,6 +60,7 @@ pub fn evaluate(args: &Args) -> Result<Evaluation> {
         ));
     }
     let (model, tok) = load_model_dir(&args.model)?;
+    let model = model.to_device(args.decode.device)?;
     let view = model.view()?;
     let start = Instant::now();
     let hyps = args.decode.with_threads(|| translate_lines(&view, &tok, &src, &args.decode))?;

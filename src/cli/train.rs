@@ -12,6 +12,11 @@ use crate::train::mt::{self, Mode, RunSpec, RunSummary};
 use crate::train::{AdamConfig, LrSchedule, TrainConfig};
 use crate::{Error, Result};
 
+/// clap parser for `--device` (`cpu`, `cuda`, `cuda:N`, `emu`).
+pub fn parse_device(s: &str) -> std::result::Result<crate::Device, String> {
+    s.parse().map_err(|e: Error| e.to_string())
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Schedule {
     /// Linear warmup, then a cosine decay to `--min-lr` at `--max-updates` (AutoMoE's recipe).
@@ -58,6 +63,14 @@ pub struct CommonArgs {
     /// Micro-batches per update (gradient accumulation).
     #[arg(long, default_value_t = 1)]
     pub accumulate: usize,
+    /// Where to train: `cpu`, `cuda` / `cuda:N` (a GPU), or `emu` (the CUDA kernels on the CPU
+    /// emulator: slow, for checking the CUDA path without a GPU).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: crate::Device,
+    /// Mixed precision on a CUDA device: bf16 activations and parameter copies, f32 master
+    /// weights, f32 optimizer state and accumulation.
+    #[arg(long)]
+    pub mixed_precision: bool,
     /// Training pairs with a side longer than this many tokens are dropped.
     #[arg(long, default_value_t = 128)]
     pub max_len: usize,
@@ -176,6 +189,8 @@ impl CommonArgs {
                 log_path: None,
                 seed: self.seed,
                 quiet: self.quiet,
+                device: self.device,
+                mixed_precision: self.mixed_precision,
             },
             out: self.out.clone(),
             resume: self.resume,

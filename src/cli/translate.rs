@@ -45,6 +45,10 @@ pub struct DecodeArgs {
     /// CPU threads (default: all cores, or RAYON_NUM_THREADS).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Where to run the model: `cpu`, `cuda` / `cuda:N`, or `emu` (the CUDA kernels on the CPU
+    /// emulator; slow).
+    #[arg(long, default_value = "cpu", value_parser = super::train::parse_device)]
+    pub device: crate::Device,
 }
 
 impl Default for DecodeArgs {
@@ -58,6 +62,7 @@ impl Default for DecodeArgs {
             max_source_len: MAX_POSITIONS,
             truncate: false,
             threads: None,
+            device: crate::Device::Cpu,
         }
     }
 }
@@ -224,6 +229,7 @@ pub fn write_output(path: Option<&Path>, lines: &[String]) -> Result<()> {
 pub fn run(args: Args) -> Result<()> {
     args.decode.search_options()?;
     let (model, tok) = load_model_dir(&args.model)?;
+    let model = model.to_device(args.decode.device)?;
     let lines = read_input(args.input.as_deref())?;
     let view = model.view()?;
     let out = args.decode.with_threads(|| translate_lines(&view, &tok, &lines, &args.decode))?;

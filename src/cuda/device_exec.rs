@@ -60,7 +60,14 @@ impl CudaExec {
             .context()
             .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(cuda_err("multiprocessor count"))?;
-        Ok(CudaExec { ordinal, stream, arch: nvrtc::arch_for(major, minor), sms: sms.max(1) as u32, modules: Mutex::new(HashMap::new()), blas: std::sync::OnceLock::new() })
+        Ok(CudaExec {
+            ordinal,
+            stream,
+            arch: nvrtc::arch_for(major, minor),
+            sms: sms.max(1) as u32,
+            modules: Mutex::new(HashMap::new()),
+            blas: std::sync::OnceLock::new(),
+        })
     }
 
     pub fn ordinal(&self) -> usize {

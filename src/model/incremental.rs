@@ -26,7 +26,7 @@
 use std::sync::Arc;
 
 use super::layers::{
-    attend, attention_keys_values, attention_query, cross_attention_memory, ffn, sinusoidal_positions, AttnDims, Ctx, Part,
+    attend, attention_keys_values, attention_query, cross_attention_memory, ffn, sinusoidal_positions_on, AttnDims, Ctx, Part,
 };
 use super::params::NetParams;
 use super::space::{span_layers, SubnetConfig};
@@ -235,7 +235,7 @@ impl<'a> ModelView<'a> {
     pub fn encode(&self, src: &SourceBatch) -> Result<EncoderOutput> {
         check_ids(&src.ids, self.vocab, "source")?;
         let mut tape = Tape::inference();
-        let mut ctx = Ctx::new(&mut tape, self.store, false, 0, self.dtype);
+        let mut ctx = Ctx::new(&mut tape, self.store, false, 0, self.dtype, self.store.value(self.net.embed).device());
         let enc = encode_stack(&mut ctx, self.net, self.opts, self.cfg, &src.ids, &src.pad, src.batch, src.src_len)?;
         let keep = self.cfg.max_span_layers();
         let states = enc.states[enc.states.len() - keep..].iter().map(|v| v.value().clone()).collect();
@@ -254,7 +254,7 @@ impl<'a> ModelView<'a> {
         let (b, s, qkv) = (enc.batch, enc.src_len, self.cfg.qkv_dim);
         let mut tape = Tape::inference();
         let states: Vec<_> = enc.states.iter().map(|t| tape.constant(t.clone())).collect();
-        let mut ctx = Ctx::new(&mut tape, self.store, false, 0, self.dtype);
+        let mut ctx = Ctx::new(&mut tape, self.store, false, 0, self.dtype, self.store.value(self.net.embed).device());
         ctx.part = Part::Decoder;
         let any_pad = enc.src_pad.iter().any(|&p| p);
         let mut cross = Vec::with_capacity(self.cfg.decoder.len());
@@ -276,7 +276,12 @@ impl<'a> ModelView<'a> {
             self_k: vec![None; n],
             self_v: vec![None; n],
             cross,
-            positions: sinusoidal_positions(POSITIONS_INIT, self.cfg.decoder_embed_dim, self.dtype)?,
+            positions: sinusoidal_positions_on(
+                POSITIONS_INIT,
+                self.cfg.decoder_embed_dim,
+                self.dtype,
+                self.store.value(self.net.embed).device(),
+            )?,
         })
     }
 
@@ -290,12 +295,12 @@ impl<'a> ModelView<'a> {
         check_ids(tokens, self.vocab, "target")?;
         let (rows, pos, dd, qkv) = (state.rows, state.position, self.cfg.decoder_embed_dim, self.cfg.qkv_dim);
         if pos >= state.positions.shape()[0] {
-            state.positions = sinusoidal_positions(2 * (pos + 1), dd, self.dtype)?;
+            state.positions = sinusoidal_positions_on(2 * (pos + 1), dd, self.dtype, self.store.value(self.net.embed).device())?;
         }
         let moe_opts = MoeOptions { capacity_factor: None, balance_coef: 0.0, ..self.opts.moe() };
         let pre_norm = self.opts.pre_norm;
         let mut tape = Tape::inference();
-        let mut ctx = Ctx::new(&mut tape, self.store, false, 0, self.dtype);
+        let mut ctx = Ctx::new(&mut tape, self.store, false, 0, self.dtype, self.store.value(self.net.embed).device());
         ctx.part = Part::Decoder;
 
         // The same embedding as the full pass (`transformer::embed`), at position `pos` only.

@@ -67,12 +67,15 @@ pub(crate) struct Ctx<'a> {
     site: u64,
     pub part: Part,
     pub flops: FlopCount,
+    /// Element type of activations and constants (bf16 under mixed precision).
     pub dtype: DType,
+    /// Where the parameters live; constants (positions, padding rows) are made there.
+    pub device: crate::Device,
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(tape: &'a mut Tape, store: &'a ParamStore, train: bool, seed: u64, dtype: DType) -> Self {
-        Ctx { tape, store, train, seed, site: 0, part: Part::Encoder, flops: FlopCount::default(), dtype }
+    pub fn new(tape: &'a mut Tape, store: &'a ParamStore, train: bool, seed: u64, dtype: DType, device: crate::Device) -> Self {
+        Ctx { tape, store, train, seed, site: 0, part: Part::Encoder, flops: FlopCount::default(), dtype, device }
     }
 
     pub fn count(&mut self, flops: u64) {
@@ -238,7 +241,7 @@ pub(crate) fn ffn(
     let y = match real_rows {
         Some(r) => {
             // Scatter back: row t of the output is row pos[t] of [y; 0], the extra zero row for pads.
-            let zero = ctx.tape.constant(Tensor::zeros(&[1, d], ctx.dtype));
+            let zero = ctx.tape.constant(Tensor::zeros_on(&[1, d], ctx.dtype, ctx.device)?);
             let padded = ctx.tape.concat(&[&out.y, &zero], 0)?;
             let mut pos = vec![r.len() as u32; rows];
             for (i, &t) in r.iter().enumerate() {
@@ -254,6 +257,11 @@ pub(crate) fn ffn(
 /// Sinusoidal positions `[len, d]` (fairseq's layout: sines in the first half of the channels,
 /// cosines in the second, frequencies `10000^(-i/(half-1))`; an odd last channel is zero).
 pub fn sinusoidal_positions(len: usize, d: usize, dtype: DType) -> Result<Tensor> {
+    sinusoidal_positions_on(len, d, dtype, crate::Device::Cpu)
+}
+
+/// [`sinusoidal_positions`] made on `device`.
+pub fn sinusoidal_positions_on(len: usize, d: usize, dtype: DType, device: crate::Device) -> Result<Tensor> {
     let half = d / 2;
     let step = if half > 1 { (10000f64).ln() / (half - 1) as f64 } else { 0.0 };
     let mut v = vec![0.0f64; len * d];
@@ -264,7 +272,7 @@ pub fn sinusoidal_positions(len: usize, d: usize, dtype: DType) -> Result<Tensor
             v[p * d + half + i] = a.cos();
         }
     }
-    Tensor::from_vec(v, &[len, d])?.to_dtype(dtype)
+    Tensor::from_vec(v, &[len, d])?.to_dtype_device(dtype, device)
 }
 
 /// The memory of an encoder–decoder attention with a span over `m` encoder layers: the last `m`

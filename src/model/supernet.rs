@@ -173,6 +173,20 @@ impl SubnetModel {
         write_atomic(&dir.join(CONFIG_FILE), json.as_bytes())
     }
 
+    /// The same model with its weights on `device` (f64 weights become f32 on a CUDA backend).
+    pub fn to_device(mut self, device: crate::Device) -> Result<Self> {
+        if device.is_cuda() {
+            device.check_available()?;
+            for (_, p) in self.store.iter_mut() {
+                if p.value.dtype() == DType::F64 {
+                    p.value = p.value.to_dtype(DType::F32)?;
+                }
+            }
+        }
+        self.store = self.store.to_device(device)?;
+        Ok(self)
+    }
+
     /// Loads a model written by [`SubnetModel::save`], checking every tensor's shape against the
     /// config.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {

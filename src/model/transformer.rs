@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::layers::{attention, cross_attention_memory, ffn, sinusoidal_positions, AttnDims, Ctx, FlopCount, LayerRouting, Part};
+use super::layers::{attention, cross_attention_memory, ffn, sinusoidal_positions_on, AttnDims, Ctx, FlopCount, LayerRouting, Part};
 use super::params::{LnParams, NetParams};
 use super::space::{span_layers, SubnetConfig};
 use crate::autograd::{ParamStore, Tape, Var};
@@ -232,7 +232,7 @@ pub(crate) fn embed(ctx: &mut Ctx, net: &NetParams, ids: &[u32], batch: usize, l
     let rows = ctx.tape.embedding(&table, ids)?;
     let x = ctx.tape.front_slice(&rows, &[ids.len(), d])?;
     let x = ctx.tape.scale(&x, (d as f64).sqrt())?;
-    let pos = sinusoidal_positions(len, d, ctx.dtype)?;
+    let pos = sinusoidal_positions_on(len, d, ctx.dtype, ctx.device)?;
     let pos = ctx.tape.constant(pos.broadcast_to(&[batch, len, d])?.reshape(&[batch * len, d])?);
     let x = ctx.tape.add(&x, &pos)?;
     ctx.dropout(&x, dropout)
@@ -358,10 +358,11 @@ pub(crate) fn forward(
     let vocab = check_model(store, net, opts, cfg)?;
     check_ids(&b.src, vocab, "source")?;
     check_ids(&b.tgt, vocab, "target")?;
-    let dtype = store.value(net.embed).dtype();
+    let dtype = tape.param_dtype().unwrap_or(store.value(net.embed).dtype());
+    let device = store.value(net.embed).device();
     let (dd, qkv) = (cfg.decoder_embed_dim, cfg.qkv_dim);
     let moe_opts = opts.moe();
-    let mut ctx = Ctx::new(tape, store, run.train, run.seed, dtype);
+    let mut ctx = Ctx::new(tape, store, run.train, run.seed, dtype, device);
     let mut routing = PassRouting::default();
 
     // ---- encoder ----

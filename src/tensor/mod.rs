@@ -298,6 +298,15 @@ impl Tensor {
         }
     }
 
+    /// A copy with `dtype` on `device` (host data is converted before an upload, so f64 host
+    /// values reach a CUDA device as f32 or bf16 without a detour through an unsupported dtype).
+    pub fn to_dtype_device(&self, dtype: DType, device: Device) -> Result<Tensor> {
+        if self.is_cuda() || !device.is_cuda() {
+            return self.to_device(device)?.to_dtype(dtype);
+        }
+        self.to_dtype(dtype)?.to_device(device)
+    }
+
     // ---- views: no data is copied ----
 
     /// Elements `start..start + len` along `dim` (a view).

@@ -59,6 +59,15 @@ impl Adam {
     }
 
     /// One update with learning rate `lr` from the gradients in the store.
+    /// Moves every moment estimate to `device` (after loading a checkpoint on the host).
+    pub fn to_device(&mut self, device: crate::Device) -> Result<()> {
+        for s in self.state.iter_mut().flatten() {
+            s.m = s.m.to_device(device)?;
+            s.v = s.v.to_device(device)?;
+        }
+        Ok(())
+    }
+
     pub fn step(&mut self, store: &mut ParamStore, lr: f64) -> Result<()> {
         if self.state.len() < store.len() {
             self.state.resize(store.len(), None);

@@ -75,6 +75,13 @@ pub struct TrainConfig {
     pub seed: u64,
     /// No progress bar (it is also hidden when stderr is not a terminal).
     pub quiet: bool,
+    /// Where the parameters, optimizer state and every op of the step live.
+    #[serde(default)]
+    pub device: crate::Device,
+    /// bf16 activations and parameter copies over f32 master weights and f32 optimizer state
+    /// (CUDA backends only).
+    #[serde(default)]
+    pub mixed_precision: bool,
 }
 
 impl Default for TrainConfig {
@@ -92,6 +99,8 @@ impl Default for TrainConfig {
             log_path: None,
             seed: 0,
             quiet: false,
+            device: crate::Device::Cpu,
+            mixed_precision: false,
         }
     }
 }
@@ -148,6 +157,14 @@ impl Trainer {
         if config.accumulate == 0 {
             return Err(Error::invalid("TrainConfig", "accumulate must be at least 1"));
         }
+        if config.mixed_precision && !config.device.is_cuda() {
+            return Err(Error::invalid(
+                "TrainConfig",
+                format!("mixed precision (bf16) needs a CUDA device (cuda:N, or emu for the emulator), not {}", config.device),
+            ));
+        }
+        config.device.check_available()?;
+        let store = store.to_device(config.device)?;
         let adam = Adam::new(config.adam);
         Ok(Trainer {
             config,
@@ -179,7 +196,9 @@ impl Trainer {
             ));
         }
         adam.config = config.adam;
+        let device = config.device;
         let mut t = Trainer::new(config, store)?;
+        adam.to_device(device)?;
         t.adam = adam;
         t.update = meta.update;
         t.epoch = meta.epoch;
@@ -319,6 +338,9 @@ impl Trainer {
             let weight = if total_tokens > 0 { batch.n_tokens as f64 / total_tokens as f64 } else { 1.0 / picks.len() as f64 };
             let ctx = UpdateCtx { update: k, micro, seed: hash64(hash64(self.config.seed ^ UPDATE_DOMAIN, k), micro as u64) };
             let mut tape = Tape::new();
+            if self.config.mixed_precision {
+                tape.set_param_dtype(Some(crate::DType::BF16));
+            }
             let (loss, stats) = loss_fn(&mut tape, &self.store, batch, ctx)?;
             let value = loss.value().to_scalar()?;
             if !value.is_finite() {

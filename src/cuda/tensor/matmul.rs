@@ -95,7 +95,13 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         return super::full(&gpu, &out_shape, 0.0, a.dtype());
     }
     // Operands whose inner matrix is not unit-stride in either direction are copied first.
-    let fix = |t: &Tensor| -> Result<Tensor> { if operand(t.layout()).is_some() { Ok(t.clone()) } else { copy_contiguous(t) } };
+    let fix = |t: &Tensor| -> Result<Tensor> {
+        if operand(t.layout()).is_some() {
+            Ok(t.clone())
+        } else {
+            copy_contiguous(t)
+        }
+    };
     let (mut a, mut b) = (fix(a)?, fix(b)?);
     let (mut pa, mut pb) = (batch_progression(a.layout(), &batch_shape)?, batch_progression(b.layout(), &batch_shape)?);
     // A batch layout no single stride describes (e.g. one operand broadcast over an inner batch
@@ -113,8 +119,12 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         b = expand(&b)?;
         pb = batch_progression(b.layout(), &batch_shape)?;
     }
-    let ((a0, sa), (b0, sb)) = (pa.ok_or_else(|| Error::invalid(OP, "batch layout"))?, pb.ok_or_else(|| Error::invalid(OP, "batch layout"))?);
-    let (oa, ob) = (operand(a.layout()).unwrap_or(Operand { col_major_view: false, ld: k }), operand(b.layout()).unwrap_or(Operand { col_major_view: false, ld: n }));
+    let ((a0, sa), (b0, sb)) =
+        (pa.ok_or_else(|| Error::invalid(OP, "batch layout"))?, pb.ok_or_else(|| Error::invalid(OP, "batch layout"))?);
+    let (oa, ob) = (
+        operand(a.layout()).unwrap_or(Operand { col_major_view: false, ld: k }),
+        operand(b.layout()).unwrap_or(Operand { col_major_view: false, ld: n }),
+    );
     let elem = a.dtype().size_in_bytes();
     // Row-major C = A B is column-major C^T = B^T A^T: cuBLAS's first operand is B. Read
     // column-major, a row-major B is already B^T (no transpose); a column-major view is B itself.
@@ -162,7 +172,8 @@ fn run(gpu: &Gpu, dtype: DType, g: &GemmCall) -> Result<()> {
             };
             let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
             let (alpha, beta) = (1.0f32, 0.0f32);
-            let int = |v: usize| i32::try_from(v).map_err(|_| Error::invalid("matmul", format!("dimension {v} exceeds cuBLAS's 32-bit sizes")));
+            let int =
+                |v: usize| i32::try_from(v).map_err(|_| Error::invalid("matmul", format!("dimension {v} exceeds cuBLAS's 32-bit sizes")));
             // SAFETY: addresses are live device allocations of this device; sizes and strides were
             // derived from the operands' layouts; the handle is bound to this device's stream.
             unsafe {

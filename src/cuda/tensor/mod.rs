@@ -179,7 +179,10 @@ pub(crate) fn packed_dims(op: &'static str, shape: &[usize], strides: &[&[usize]
         merged.push((size, st));
     }
     if merged.len() > MAX {
-        return Err(Error::invalid(op, format!("a view of shape {shape:?} needs {} strided dimensions; the kernels take {MAX}", merged.len())));
+        return Err(Error::invalid(
+            op,
+            format!("a view of shape {shape:?} needs {} strided dimensions; the kernels take {MAX}", merged.len()),
+        ));
     }
     let mut sh = [1i64; 6];
     let mut out = vec![[0i64; 6]; strides.len()];

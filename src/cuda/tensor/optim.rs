@@ -98,6 +98,13 @@ pub fn sum_squares(x: &Tensor) -> Result<f64> {
     let mut partial = gpu.uninit(blocks, f32::NAN)?;
     let p = SumSquaresParams { x: super::addr(&x)?, partial: gpu.addr_mut(&mut partial), n: n as i64, blocks: blocks as i32, reserved: 0 };
     // SAFETY: x is contiguous with n elements; partial holds `blocks` floats.
-    unsafe { gpu.enqueue("reduce.cu", &format!("sumsq_partial_{}", suffix(OP, x.dtype())?), Geometry { grid: blocks as u32, block: 256, smem_bytes: 0 }, &p)? };
+    unsafe {
+        gpu.enqueue(
+            "reduce.cu",
+            &format!("sumsq_partial_{}", suffix(OP, x.dtype())?),
+            Geometry { grid: blocks as u32, block: 256, smem_bytes: 0 },
+            &p,
+        )?
+    };
     Ok(gpu.download(&partial)?.iter().map(|&v| v as f64).sum())
 }
