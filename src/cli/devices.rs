@@ -6,6 +6,7 @@ pub struct Args {}
 
 pub fn run(_args: Args) -> crate::Result<()> {
     println!("cpu: {} threads (rayon)", rayon::current_num_threads());
+    println!("emu: the CUDA kernels on the SIMT emulator (always present; slow, for tests)");
     match crate::cuda::device_count() {
         Ok(n) => {
             for i in 0..n {

@@ -141,6 +141,8 @@ pub fn time_one_run_with(model: &ModelView, proto: &LatencyProtocol, now_ms: &dy
     let batch = SourceBatch::from_sentences(&[latency_source(model.vocab(), proto.src_len)?], PAD_ID)?;
     let t0 = now_ms()?;
     let enc = model.encode(&batch)?;
+    // On a GPU the encoder's kernels are queued: wait for them, or their time lands in the decoder's.
+    model.synchronize()?;
     let t1 = now_ms()?;
     decode_fixed(model, &enc, proto)?;
     let t2 = now_ms()?;

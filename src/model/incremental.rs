@@ -219,6 +219,16 @@ impl<'a> ModelView<'a> {
     }
 
     /// Rows of the shared embedding (the output vocabulary).
+    /// Waits for every kernel queued on the model's device (nothing to wait for on the CPU or the
+    /// emulator, which run each op at once).
+    pub fn synchronize(&self) -> Result<()> {
+        let device = self.store.value(self.net.embed).device();
+        if let crate::Device::Cuda(_) = device {
+            crate::cuda::Gpu::of(device)?.synchronize()?;
+        }
+        Ok(())
+    }
+
     pub fn vocab(&self) -> usize {
         self.vocab
     }

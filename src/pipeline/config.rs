@@ -139,6 +139,9 @@ pub struct PipelineConfig {
     pub eval: EvalSection,
     /// Train and evaluate the dense, HAT-style dense-searched and Switch baselines too.
     pub baselines: bool,
+    /// Where the training stages run (`cpu`, `cuda:N`, `emu`); latency is measured, and models
+    /// are evaluated, on the CPU.
+    pub device: crate::Device,
 }
 
 impl Default for PipelineConfig {
@@ -154,6 +157,7 @@ impl Default for PipelineConfig {
             final_train: TrainSection::default(),
             eval: EvalSection::default(),
             baselines: true,
+            device: crate::Device::Cpu,
         }
     }
 }

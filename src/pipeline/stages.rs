@@ -108,6 +108,7 @@ impl<'a> Context<'a> {
                 checkpoint_every: (section.updates / 4).max(1),
                 seed,
                 quiet: true,
+                device: self.cfg.device,
                 ..TrainConfig::default()
             },
             out: dir.to_path_buf(),

@@ -1,0 +1,117 @@
+//! The CUDA tape backend end to end: training tokens/s (forward, backward, clipping, Adam, all on
+//! the device) for the small space's supernet (a sampled subnet per update) and its dense baseline,
+//! in f32 and in mixed precision (bf16 activations over f32 master weights); then translation
+//! latency by AutoMoE's protocol (batch 1, 30-token source, 30 decoder steps at beam 5, trimmed
+//! mean of 20 runs) for the dense baseline, the largest subnet and a heterogeneous MoE subnet.
+//!
+//! ```sh
+//! cargo bench --bench cuda_train_translate                        # cuda:0
+//! AUTOMOE_BENCH_DEVICE=emu AUTOMOE_BENCH_UPDATES=1 cargo bench --bench cuda_train_translate
+//! ```
+//! Without a usable device it says so and exits successfully (the emulator run is a smoke test of
+//! the benchmark itself, not a speed measurement: it is thousands of times slower).
+
+use std::time::Instant;
+
+use automoe::decode::{measure, LatencyProtocol};
+use automoe::model::{ModelOptions, RunMode, SubnetModel};
+use automoe::train::mt::data::{prepare, DataConfig, DataSource};
+use automoe::train::mt::{self, Mode, RunDescription};
+use automoe::train::{LrSchedule, TrainConfig, Trainer};
+use automoe::Device;
+
+fn main() -> automoe::Result<()> {
+    let device: Device = std::env::var("AUTOMOE_BENCH_DEVICE").unwrap_or_else(|_| "cuda:0".into()).parse()?;
+    if let Err(e) = automoe::cuda::Gpu::of(device) {
+        println!("cuda_train_translate: skipped, {device} is not usable: {e}");
+        return Ok(());
+    }
+    let emu = device == Device::Emu;
+    let timed: u64 = std::env::var("AUTOMOE_BENCH_UPDATES").ok().and_then(|s| s.parse().ok()).unwrap_or(if emu { 1 } else { 20 });
+    let warmup = if emu { 0 } else { 3 };
+    let mut data_cfg = DataConfig::new(DataSource::Synthetic { seed: 0, n_train: 5000, n_valid: 100 });
+    if emu {
+        data_cfg.max_tokens = 64;
+    }
+    let data = prepare(&data_cfg, None, 1)?;
+    let space = mt::small_space()?;
+    println!(
+        "device {device}: {} training batches, mean {:.0} target tokens per batch; vocab {}; {warmup} warm-up + {timed} timed updates",
+        data.train.len(),
+        data.train_tokens as f64 / data.train.len() as f64,
+        data.tokenizer.vocab_size()
+    );
+    println!("{:<34} {:>10} {:>10} {:>12} {:>12}", "model", "precision", "params", "ms/update", "tokens/s");
+    for (name, mode) in [
+        ("supernet (small space, sampled)", Mode::Supernet { space: space.clone() }),
+        ("dense baseline (128, 3+3, 512)", Mode::Subnet { config: space.dense() }),
+    ] {
+        for mixed in [false, true] {
+            let desc = RunDescription {
+                mode: mode.clone(),
+                options: ModelOptions { dropout: 0.1, attention_dropout: 0.1, ..ModelOptions::default() },
+                vocab: data.tokenizer.vocab_size(),
+                label_smoothing: 0.1,
+                data: data_cfg.clone(),
+            };
+            let net = mt::build_net(&desc, 1)?;
+            let params = net.store.numel();
+            let cfg = TrainConfig {
+                max_updates: warmup + timed,
+                clip_norm: 1.0,
+                schedule: LrSchedule::Constant { lr: 5e-4 },
+                seed: 1,
+                quiet: true,
+                device,
+                mixed_precision: mixed,
+                ..TrainConfig::default()
+            };
+            let mut trainer = Trainer::new(cfg, net.store)?;
+            let mut loss_fn = |tape: &mut automoe::autograd::Tape,
+                               store: &automoe::autograd::ParamStore,
+                               batch: &automoe::data::Batch,
+                               ctx: automoe::train::UpdateCtx| {
+                let sub = match &desc.mode {
+                    Mode::Supernet { space } => mt::sampled_subnet(space, 1, ctx.update)?,
+                    Mode::Subnet { config } => config.clone(),
+                };
+                mt::batch_loss(tape, store, &net.params, &desc, &sub, batch, RunMode::train(ctx.seed))
+            };
+            for _ in 0..warmup {
+                trainer.step(&data.train, &mut loss_fn)?;
+            }
+            let t0 = Instant::now();
+            let mut tokens = 0;
+            for _ in 0..timed {
+                tokens += trainer.step(&data.train, &mut loss_fn)?.tokens;
+            }
+            // step() reads the loss back every micro-batch, so the device is idle here.
+            let secs = t0.elapsed().as_secs_f64();
+            let precision = if mixed { "bf16+f32" } else { "f32" };
+            println!("{name:<34} {precision:>10} {params:>10} {:>12.1} {:>12.0}", 1e3 * secs / timed as f64, tokens as f64 / secs);
+        }
+    }
+
+    let vocab = data.tokenizer.vocab_size();
+    let supernet = automoe::model::Supernet::new(space.clone(), vocab, ModelOptions::default(), 2, automoe::DType::F32)?;
+    let mut moe = space.largest();
+    // A heterogeneous MoE subnet: every FFN layer with the space's most experts, widths cycling
+    // through the space's choices.
+    let widths: Vec<usize> = (0..space.max_experts).map(|i| space.ffn_widths[i % space.ffn_widths.len()]).collect();
+    for l in &mut moe.encoder {
+        (l.experts, l.expert_widths) = (space.max_experts, widths.clone());
+    }
+    for l in &mut moe.decoder {
+        (l.experts, l.expert_widths) = (space.max_experts, widths.clone());
+    }
+    let proto = if emu { LatencyProtocol { warmup: 0, runs: 1, trim: 0.0, steps: 2, ..LatencyProtocol::default() } } else { LatencyProtocol::default() };
+    println!("\ntranslation latency on {device} ({} steps, beam {}, trimmed mean of {} runs)", proto.steps, proto.beam, proto.runs);
+    println!("{:<34} {:>12} {:>12} {:>12}", "subnet", "encoder ms", "decoder ms", "total ms");
+    for (name, cfg) in [("dense baseline", space.dense()), ("largest (dense FFNs)", space.largest()), ("heterogeneous MoE", moe)] {
+        let model: SubnetModel = supernet.extract(&cfg)?.to_device(device)?;
+        let view = model.view()?;
+        let r = measure(&view, &proto)?;
+        println!("{name:<34} {:>12.2} {:>12.2} {:>12.2}", r.encoder_ms, r.decoder_ms, r.total_ms);
+    }
+    Ok(())
+}
