@@ -204,7 +204,7 @@ pub fn balance_loss(tape: &mut Tape, probs: &Var, dispatch: &Dispatch, coef: f64
     let (t, n) = (dispatch.tokens, dispatch.experts);
     let pairs = (t * dispatch.k).max(1) as f64;
     let frac: Vec<f64> = dispatch.routed.iter().map(|&r| r as f64 / pairs).collect();
-    let f = tape.constant(Tensor::from_vec(frac, &[n])?.to_dtype(probs.value().dtype())?);
+    let f = tape.constant(Tensor::from_vec(frac, &[n])?.to_dtype(probs.value().dtype())?.to_device(probs.value().device())?);
     let p_sum = tape.sum_to(probs, &[n])?;
     let fp = tape.mul(&p_sum, &f)?;
     let s = tape.sum(&fp)?;
