@@ -43,7 +43,12 @@ fn rel_err(a: &[f64], b: &[f64]) -> f64 {
 /// Output and input gradients of `f` on `device` in `dtype`; the loss is `sum(y * r)` with a
 /// fixed random `r`, so every output element matters.
 #[allow(clippy::type_complexity)]
-fn run(device: Device, dtype: DType, inputs: &[Tensor], f: &dyn Fn(&mut Tape, &[Var]) -> Result<Var>) -> Result<(Vec<f64>, Vec<Option<Vec<f64>>>)> {
+fn run(
+    device: Device,
+    dtype: DType,
+    inputs: &[Tensor],
+    f: &dyn Fn(&mut Tape, &[Var]) -> Result<Var>,
+) -> Result<(Vec<f64>, Vec<Option<Vec<f64>>>)> {
     let mut t = Tape::new();
     let vars: Vec<Var> = inputs.iter().map(|x| Ok(t.input(x.to_dtype(dtype)?.to_device(device)?))).collect::<Result<_>>()?;
     let y = f(&mut t, &vars)?;
@@ -151,11 +156,15 @@ fn grouped_ffn_through_front_slices() {
         }
     }
     // A transposed weight view is copied contiguous first; a single expert owning every row.
-    check("grouped_ffn transposed weight, 1 expert", &[rand(&[5, 8], 60), rand(&[8, 4], 61), rand(&[4], 62), rand(&[8, 4], 63), rand(&[8], 64)], |t, v| {
-        let w1 = t.transpose(&v[1], 0, 1)?;
-        let ev = ExpertVars { w1, b1: v[2].clone(), w2: v[3].clone(), b2: v[4].clone() };
-        t.grouped_ffn(&v[0], &[ev], &[0, 5], Activation::Relu)
-    });
+    check(
+        "grouped_ffn transposed weight, 1 expert",
+        &[rand(&[5, 8], 60), rand(&[8, 4], 61), rand(&[4], 62), rand(&[8, 4], 63), rand(&[8], 64)],
+        |t, v| {
+            let w1 = t.transpose(&v[1], 0, 1)?;
+            let ev = ExpertVars { w1, b1: v[2].clone(), w2: v[3].clone(), b2: v[4].clone() };
+            t.grouped_ffn(&v[0], &[ev], &[0, 5], Activation::Relu)
+        },
+    );
 }
 
 // ---- The whole layer -----------------------------------------------------------------------------
@@ -192,14 +201,27 @@ struct LayerRun {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_layer(device: Device, dtype: DType, seed: u64, starve: Option<usize>, sub: &MoeSubnet, opts: &MoeOptions, routed: bool, x: &Tensor) -> Result<LayerRun> {
+fn run_layer(
+    device: Device,
+    dtype: DType,
+    seed: u64,
+    starve: Option<usize>,
+    sub: &MoeSubnet,
+    opts: &MoeOptions,
+    routed: bool,
+    x: &Tensor,
+) -> Result<LayerRun> {
     let (mut store, p) = layer(seed, starve, dtype == DType::BF16);
     for (_, prm) in store.iter_mut() {
         prm.value = prm.value.to_dtype(dtype)?.to_device(device)?;
     }
     let mut tape = Tape::new();
     let xv = tape.input(x.to_dtype(dtype)?.to_device(device)?);
-    let out = if routed { moe_forward_routed(&mut tape, &store, &p, sub, opts, &xv)? } else { moe_forward(&mut tape, &store, &p, sub, opts, &xv)? };
+    let out = if routed {
+        moe_forward_routed(&mut tape, &store, &p, sub, opts, &xv)?
+    } else {
+        moe_forward(&mut tape, &store, &p, sub, opts, &xv)?
+    };
     assert_eq!(out.y.value().device(), device);
     let r = tape.constant(rand(out.y.shape(), 4242).to_dtype(dtype)?.to_device(device)?);
     let prod = tape.mul(&out.y, &r)?;
@@ -231,7 +253,13 @@ fn moe_layer_forward_and_backward() {
     let relu = MoeOptions { renormalize: false, ..Default::default() };
     // (name, subnet, options, starved expert, routed path forced, tokens)
     let cases = [
-        ("k=2 renorm, starved expert", MoeSubnet { d: 8, widths: vec![16, 8, 4, 8], k: 2 }, MoeOptions { renormalize: true, ..relu }, Some(2), false),
+        (
+            "k=2 renorm, starved expert",
+            MoeSubnet { d: 8, widths: vec![16, 8, 4, 8], k: 2 },
+            MoeOptions { renormalize: true, ..relu },
+            Some(2),
+            false,
+        ),
         ("k=1, d=6 of 8", MoeSubnet { d: 6, widths: vec![16, 8, 4, 8], k: 1 }, relu, None, false),
         (
             "k=2 gelu, capacity, balance loss",
@@ -248,7 +276,8 @@ fn moe_layer_forward_and_backward() {
         let x = rand(&[10, sub.d], 200 + ci as u64);
         for (dtype, tol) in [(DType::F32, F32_TOL), (DType::BF16, BF16_TOL)] {
             let xr = if dtype == DType::BF16 { round_bf16(&x) } else { x.clone() };
-            let want = run_layer(Device::Cpu, DType::F32, seed, *starve, sub, opts, *routed, &xr).unwrap_or_else(|e| panic!("{name} on the CPU: {e}"));
+            let want = run_layer(Device::Cpu, DType::F32, seed, *starve, sub, opts, *routed, &xr)
+                .unwrap_or_else(|e| panic!("{name} on the CPU: {e}"));
             if let Some(e) = starve {
                 assert_eq!(want.dispatch.counts[*e], 0, "{name}: the starved expert gets no token");
             }

@@ -228,7 +228,17 @@ fn bias_f32(op: &'static str, b: &Tensor) -> Result<Mat> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn group(a: automoe_dptr, lda: usize, b: automoe_dptr, ldb: usize, c: automoe_dptr, ldc: usize, m: usize, n: usize, k: usize) -> GemmGroupParams {
+fn group(
+    a: automoe_dptr,
+    lda: usize,
+    b: automoe_dptr,
+    ldb: usize,
+    c: automoe_dptr,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> GemmGroupParams {
     GemmGroupParams {
         a,
         b,
@@ -271,7 +281,10 @@ impl Experts {
             }
         }
         if ex.len() > super::super::grouped_gemm::MAX_GROUPS {
-            return Err(Error::invalid(op, format!("{} experts: the grouped GEMMs take at most {}", ex.len(), super::super::grouped_gemm::MAX_GROUPS)));
+            return Err(Error::invalid(
+                op,
+                format!("{} experts: the grouped GEMMs take at most {}", ex.len(), super::super::grouped_gemm::MAX_GROUPS),
+            ));
         }
         let (rows, d) = (xp.shape()[0], xp.shape()[1]);
         let widths: Vec<usize> = ex.iter().map(|e| e.w1.shape()[0]).collect();
@@ -332,9 +345,8 @@ fn grouped_ffn_t<T: GpuElem>(xp: &Tensor, ex: &[ExpertVars], offsets: &[usize], 
     let mut y = gpu.uninit::<T>(rows * d, T::poison())?;
     let (xa, ha) = (gpu.addr(&*xb), gpu.addr_mut(&mut hidden));
     // fc1: hidden[:, :h_e] = xp_e W1_e^T + b1_e (ReLU fused), W1_e [h_e, d] stored [N, K].
-    let fc1: Vec<_> = (0..n)
-        .map(|e| GemmGroupParams { bias: b1[e].addr, ..group(xa, d, s.w1[e].addr, s.w1[e].ld, ha, hm, 0, s.widths[e], d) })
-        .collect();
+    let fc1: Vec<_> =
+        (0..n).map(|e| GemmGroupParams { bias: b1[e].addr, ..group(xa, d, s.w1[e].addr, s.w1[e].ld, ha, hm, 0, s.widths[e], d) }).collect();
     let relu = act == Activation::Relu;
     // SAFETY: xp and hidden have `rows` rows of d and hm; W1_e and b1_e hold [h_e, d] and [h_e].
     unsafe { s.run::<T>(GemmStage::Fwd, &fc1, if relu { AUTOMOE_GEMM_RELU } else { 0 })? };
@@ -344,9 +356,8 @@ fn grouped_ffn_t<T: GpuElem>(xp: &Tensor, ex: &[ExpertVars], offsets: &[usize], 
     let aa = super::addr(a)?;
     let ya = gpu.addr_mut(&mut y);
     // fc2: y_e = a_e[:, :h_e] W2_e^T + b2_e, W2_e [d, h_e] stored [N, K].
-    let fc2: Vec<_> = (0..n)
-        .map(|e| GemmGroupParams { bias: b2[e].addr, ..group(aa, hm, s.w2[e].addr, s.w2[e].ld, ya, d, 0, d, s.widths[e]) })
-        .collect();
+    let fc2: Vec<_> =
+        (0..n).map(|e| GemmGroupParams { bias: b2[e].addr, ..group(aa, hm, s.w2[e].addr, s.w2[e].ld, ya, d, 0, d, s.widths[e]) }).collect();
     // SAFETY: a and y have `rows` rows of hm and d; W2_e and b2_e hold [d, h_e] and [d].
     unsafe { s.run::<T>(GemmStage::Fwd, &fc2, 0)? };
     Ok((tensor_of(gpu, y, &[rows, d]), saved))
@@ -431,7 +442,9 @@ fn grouped_ffn_backward_t<T: GpuElem>(
     let out = |buf: GBuf<f32>, shape: &[usize]| -> Result<Tensor> { tensor_of(gpu, buf, shape).to_dtype(dtype) };
     let (gb1, gb2) = (tensor_of(gpu, gb1, &[n, hm]), tensor_of(gpu, gb2, &[n, d]));
     // Row e of a bias-gradient matrix, its first `w` columns, contiguous in `dtype`.
-    let row = |m: &Tensor, e: usize, w: usize| -> Result<Tensor> { cast_contiguous(&m.narrow(0, e, 1)?.reshape(&[m.shape()[1]])?.narrow(0, 0, w)?, dtype) };
+    let row = |m: &Tensor, e: usize, w: usize| -> Result<Tensor> {
+        cast_contiguous(&m.narrow(0, e, 1)?.reshape(&[m.shape()[1]])?.narrow(0, 0, w)?, dtype)
+    };
     let mut grads = Vec::with_capacity(n);
     for (e, (w1, w2)) in gw1.into_iter().zip(gw2).enumerate() {
         if offsets[e + 1] == offsets[e] {
