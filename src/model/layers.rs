@@ -238,7 +238,7 @@ pub(crate) fn ffn(
     let y = match real_rows {
         Some(r) => {
             // Scatter back: row t of the output is row pos[t] of [y; 0], the extra zero row for pads.
-            let zero = ctx.tape.constant(Tensor::zeros(&[1, d], ctx.dtype));
+            let zero = ctx.tape.constant(Tensor::zeros_on(&[1, d], ctx.dtype, out.y.value().device())?);
             let padded = ctx.tape.concat(&[&out.y, &zero], 0)?;
             let mut pos = vec![r.len() as u32; rows];
             for (i, &t) in r.iter().enumerate() {

@@ -233,7 +233,7 @@ pub(crate) fn embed(ctx: &mut Ctx, net: &NetParams, ids: &[u32], batch: usize, l
     let x = ctx.tape.front_slice(&rows, &[ids.len(), d])?;
     let x = ctx.tape.scale(&x, (d as f64).sqrt())?;
     let pos = sinusoidal_positions(len, d, ctx.dtype)?;
-    let pos = ctx.tape.constant(pos.broadcast_to(&[batch, len, d])?.reshape(&[batch * len, d])?);
+    let pos = ctx.tape.constant(pos.broadcast_to(&[batch, len, d])?.reshape(&[batch * len, d])?.to_device(x.value().device())?);
     let x = ctx.tape.add(&x, &pos)?;
     ctx.dropout(&x, dropout)
 }
