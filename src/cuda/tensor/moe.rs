@@ -82,7 +82,7 @@ pub fn moe_permute(x: &Tensor, dis: &Dispatch) -> Result<Tensor> {
     const OP: &str = "moe_permute";
     let gpu = same_gpu(OP, &[x])?;
     let (rows, d) = (dis.rows(), x.shape()[1]);
-    check_i32(OP, rows * d.max(x.shape()[0]))?;
+    check_i32(OP, (rows * d).max(x.numel()))?;
     by_dtype!(OP, x.dtype(), T => {
         let xb = whole_buf::<T>(OP, x)?;
         let mut out = gpu.uninit::<T>(rows * d, T::poison())?;
