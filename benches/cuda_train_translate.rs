@@ -104,7 +104,11 @@ fn main() -> automoe::Result<()> {
     for l in &mut moe.decoder {
         (l.experts, l.expert_widths) = (space.max_experts, widths.clone());
     }
-    let proto = if emu { LatencyProtocol { warmup: 0, runs: 1, trim: 0.0, steps: 2, ..LatencyProtocol::default() } } else { LatencyProtocol::default() };
+    let proto = if emu {
+        LatencyProtocol { warmup: 0, runs: 1, trim: 0.0, steps: 2, ..LatencyProtocol::default() }
+    } else {
+        LatencyProtocol::default()
+    };
     println!("\ntranslation latency on {device} ({} steps, beam {}, trimmed mean of {} runs)", proto.steps, proto.beam, proto.runs);
     println!("{:<34} {:>12} {:>12} {:>12}", "subnet", "encoder ms", "decoder ms", "total ms");
     for (name, cfg) in [("dense baseline", space.dense()), ("largest (dense FFNs)", space.largest()), ("heterogeneous MoE", moe)] {

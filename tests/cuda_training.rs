@@ -77,12 +77,22 @@ fn train(device: Device, mixed: bool, updates: u64, data_cfg: &DataConfig, data:
     (records, store)
 }
 
-fn max_rel(a: &ParamStore, b: &ParamStore) -> f64 {
-    let mut worst = 0.0f64;
+/// The largest per-parameter `max |a - b| / max |b|`, with the parameter's name.
+fn max_rel(a: &ParamStore, b: &ParamStore) -> (f64, String) {
+    let mut worst = (0.0f64, String::new());
     for ((_, p), (_, q)) in a.iter().zip(b.iter()) {
+        // A key projection's bias adds the same amount to every score of a query, which softmax
+        // ignores: its true gradient is zero, and Adam turns the rounding noise left in its place
+        // into full-size steps whose signs differ between backends.
+        if p.name.ends_with("k_proj.bias") {
+            continue;
+        }
         let (x, y) = (p.value.to_f64_vec().unwrap(), q.value.to_f64_vec().unwrap());
         let scale = y.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
-        worst = worst.max(x.iter().zip(&y).fold(0.0f64, |m, (u, v)| m.max((u - v).abs())) / scale);
+        let e = x.iter().zip(&y).fold(0.0f64, |m, (u, v)| m.max((u - v).abs())) / scale;
+        if e > worst.0 {
+            worst = (e, p.name.clone());
+        }
     }
     worst
 }
@@ -100,8 +110,8 @@ fn supernet_updates_match_the_cpu() {
             assert!(rel(g.loss, w.loss) < 1e-4, "{device} update {}: loss {} vs CPU {}", g.update, g.loss, w.loss);
             assert!(rel(g.grad_norm, w.grad_norm) < 1e-3, "{device} update {}: grad norm {} vs CPU {}", g.update, g.grad_norm, w.grad_norm);
         }
-        let e = max_rel(&store, &want_store);
-        assert!(e < 1e-3, "{device}: weights after {updates} updates differ from the CPU's by {e:.2e}");
+        let (e, name) = max_rel(&store, &want_store);
+        assert!(e < 1e-3, "{device}: weights after {updates} updates differ from the CPU's by {e:.2e} (worst: {name})");
     }
 }
 

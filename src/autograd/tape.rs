@@ -148,7 +148,9 @@ pub enum Op {
         gates: Var,
         dispatch: Arc<Dispatch>,
     },
-    /// Every expert's FFN on its segment of the permuted rows; saves the pre-activations.
+    /// Every expert's FFN on its segment of the permuted rows. `z` saves the per-expert
+    /// pre-activations on the CPU; on a CUDA backend, the hidden activations of all experts as
+    /// `[rows, h_max]` matrices (see `crate::cuda::tensor::grouped_ffn`).
     GroupedFfn {
         xp: Var,
         experts: Vec<ExpertVars>,

@@ -64,7 +64,11 @@ impl Tape {
             let (idx, w) = gating::topk_fwd(&p.cpu_data::<T>("topk_gating")?, e, k, renorm);
             Ok((idx, tensor(w, &[p.shape()[0], k])?))
         }
-        let (idx, gates) = by_dtype!("topk_gating", probs.value(), run(probs.value(), e, k, renormalize))?;
+        let (idx, gates) = if probs.value().is_cuda() {
+            crate::cuda::tensor::topk_gating(probs.value(), k, renormalize)?
+        } else {
+            by_dtype!("topk_gating", probs.value(), run(probs.value(), e, k, renormalize))?
+        };
         let idx = Arc::new(idx);
         let _ = t;
         let var = match probs.node() {
@@ -89,7 +93,11 @@ impl Tape {
         fn run<T: Float + Element>(x: &Tensor, d: usize, dis: &Dispatch) -> Result<Tensor> {
             tensor(permute::permute_fwd(&x.cpu_data::<T>("moe_permute")?, d, dis), &[dis.rows(), d])
         }
-        let y = by_dtype!("moe_permute", x.value(), run(x.value(), d, dispatch))?;
+        let y = if x.value().is_cuda() {
+            crate::cuda::tensor::moe_permute(x.value(), dispatch)?
+        } else {
+            by_dtype!("moe_permute", x.value(), run(x.value(), d, dispatch))?
+        };
         Ok(match x.node() {
             Some(id) => self.record(y, &[x], || Op::MoePermute { x: id, d, dispatch: dispatch.clone() }),
             None => self.constant(y),
@@ -106,7 +114,11 @@ impl Tape {
             let y = permute::combine_fwd(&yp.cpu_data::<T>("moe_combine")?, &w.cpu_data::<T>("moe_combine")?, d, dis);
             tensor(y, &[dis.tokens, d])
         }
-        let y = by_dtype!("moe_combine", yp.value(), run(yp.value(), gates.value(), d, dispatch))?;
+        let y = if yp.value().is_cuda() {
+            crate::cuda::tensor::moe_combine(yp.value(), gates.value(), dispatch)?
+        } else {
+            by_dtype!("moe_combine", yp.value(), run(yp.value(), gates.value(), d, dispatch))?
+        };
         Ok(self.record(y, &[yp, gates], || Op::MoeCombine { yp: yp.clone(), gates: gates.clone(), dispatch: dispatch.clone() }))
     }
 
@@ -130,7 +142,13 @@ impl Tape {
                 .collect::<Result<_>>()?;
             Ok((tensor(y, &[offsets[ex.len()], d])?, zs))
         }
-        let (y, z) = by_dtype!("grouped_ffn", xp.value(), run(xp.value(), experts, offsets, d, act))?;
+        // On a CUDA backend `z` holds the saved hidden activations of the grouped GEMMs instead of
+        // the per-expert pre-activations (see `crate::cuda::tensor::grouped_ffn`).
+        let (y, z) = if xp.value().is_cuda() {
+            crate::cuda::tensor::grouped_ffn(xp.value(), experts, offsets, act)?
+        } else {
+            by_dtype!("grouped_ffn", xp.value(), run(xp.value(), experts, offsets, d, act))?
+        };
         let mut inputs: Vec<&Var> = vec![xp];
         for e in experts {
             inputs.extend([&e.w1, &e.b1, &e.w2, &e.b2]);
@@ -212,12 +230,18 @@ pub(crate) fn topk_backward(probs: &Tensor, idx: &[u32], gates: &Tensor, g: &Ten
         let dp = gating::topk_bwd(&p.cpu_data::<T>(op)?, idx, &w.cpu_data::<T>(op)?, &g.cpu_data::<T>(op)?, e, k, renorm);
         tensor(dp, p.shape())
     }
+    if probs.is_cuda() {
+        return crate::cuda::tensor::topk_backward(probs, idx, gates, g, k, renorm);
+    }
     by_dtype!("topk_gating backward", probs, run(probs, idx, gates, g, k, renorm))
 }
 
 pub(crate) fn permute_backward(g: &Tensor, d: usize, dis: &Dispatch) -> Result<Tensor> {
     fn run<T: Float + Element>(g: &Tensor, d: usize, dis: &Dispatch) -> Result<Tensor> {
         tensor(permute::permute_bwd(&g.cpu_data::<T>("moe_permute backward")?, d, dis), &[dis.tokens, d])
+    }
+    if g.is_cuda() {
+        return crate::cuda::tensor::permute_backward(g, d, dis);
     }
     by_dtype!("moe_permute backward", g, run(g, d, dis))
 }
@@ -228,6 +252,9 @@ pub(crate) fn combine_backward(yp: &Tensor, gates: &Tensor, g: &Tensor, dis: &Di
         let d = yp.shape()[1];
         let (dyp, dw) = permute::combine_bwd(&yp.cpu_data::<T>(op)?, &w.cpu_data::<T>(op)?, &g.cpu_data::<T>(op)?, d, dis);
         Ok((tensor(dyp, yp.shape())?, tensor(dw, w.shape())?))
+    }
+    if yp.is_cuda() {
+        return crate::cuda::tensor::combine_backward(yp, gates, g, dis);
     }
     by_dtype!("moe_combine backward", yp, run(yp, gates, g, dis))
 }
@@ -267,6 +294,9 @@ pub(crate) fn grouped_ffn_backward(
             })
             .collect::<Result<_>>()?;
         Ok((tensor(dx, xp.shape())?, per_expert))
+    }
+    if xp.is_cuda() {
+        return crate::cuda::tensor::grouped_ffn_backward(xp, experts, offsets, act, z, g);
     }
     by_dtype!("grouped_ffn backward", xp, run(xp, experts, offsets, act, z, g))
 }

@@ -6,12 +6,14 @@
 
 mod elementwise;
 mod matmul;
+mod moe;
 mod nn;
 mod optim;
 mod reduce;
 
 pub use elementwise::*;
 pub use matmul::matmul;
+pub use moe::*;
 pub use nn::*;
 pub use optim::{adam_step, sum_squares, AdamStep};
 pub use reduce::{sum_all, sum_to};

@@ -29,7 +29,7 @@ pub fn layer_norm_backward(x: &Tensor, gamma: &Tensor, mean: &Tensor, rstd: &Ten
     let rows = x.numel() / d.max(1);
     let (mean, rstd) = (whole_buf::<f32>(OP, mean)?, whole_buf::<f32>(OP, rstd)?);
     by_dtype!(OP, x.dtype(), T => {
-        let out = norm::layer_norm_bwd::<T>(&gpu, &*whole_buf::<T>(OP, x)?, &*whole_buf::<T>(OP, gamma)?, &*mean, &*rstd, &*whole_buf::<T>(OP, dy)?, rows, d)?;
+        let out = norm::layer_norm_bwd::<T>(&gpu, &*whole_buf::<T>(OP, x)?, &*whole_buf::<T>(OP, gamma)?, &mean, &rstd, &*whole_buf::<T>(OP, dy)?, rows, d)?;
         Ok((tensor_of(&gpu, out.dx, x.shape()), tensor_of(&gpu, out.dgamma, &[d]), tensor_of(&gpu, out.dbeta, &[d])))
     })
 }
