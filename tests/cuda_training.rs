@@ -134,3 +134,30 @@ fn mixed_precision_on_the_cpu_is_a_clear_error() {
     let e = Trainer::new(cfg, ParamStore::new()).err().expect("must be refused").to_string();
     assert!(e.contains("CUDA"), "{e}");
 }
+
+/// Batched beam and greedy search (encoder, incremental decoder with KV caches, beam reordering)
+/// on every CUDA backend give the CPU's translations, for a heterogeneous MoE subnet.
+#[test]
+fn translation_matches_the_cpu() {
+    use automoe::decode::{translate_ids, SearchOptions};
+    use automoe::model::Supernet;
+    let space = SearchSpace::from_toml_str(TINY_SPACE).unwrap();
+    let supernet = Supernet::new(space.clone(), 60, ModelOptions::default(), 11, automoe::DType::F32).unwrap();
+    let mut cfg = space.largest();
+    for l in &mut cfg.decoder {
+        (l.experts, l.expert_widths) = (3, vec![64, 32, 64]);
+    }
+    let model = supernet.extract(&cfg).unwrap();
+    // Sources of different lengths (padding in the batch), ending with eos (id 2).
+    let sources: Vec<Vec<u32>> = vec![vec![7, 9, 11, 13, 2], vec![20, 21, 2], vec![30, 31, 32, 33, 34, 35, 2]];
+    for beam in [1, 3] {
+        let opts = SearchOptions { beam, max_len_a: 0.0, max_len_b: 6, ..SearchOptions::default() };
+        let want: Vec<Vec<u32>> = translate_ids(&model.view().unwrap(), &sources, &opts).unwrap().into_iter().map(|h| h.tokens).collect();
+        assert!(want.iter().map(Vec::len).sum::<usize>() >= 6, "the reference decodes too little to compare: {want:?}");
+        for device in backends() {
+            let on = supernet.extract(&cfg).unwrap().to_device(device).unwrap();
+            let got: Vec<Vec<u32>> = translate_ids(&on.view().unwrap(), &sources, &opts).unwrap().into_iter().map(|h| h.tokens).collect();
+            assert_eq!(got, want, "{device}, beam {beam}");
+        }
+    }
+}

@@ -178,3 +178,31 @@ fn supernet_trains_sampled_subnets_and_loads_back() {
     assert_eq!(supernet.space, space);
     assert!(s.model_dir.is_none());
 }
+
+/// `--device emu` runs the CUDA code path through the CLI: a subnet trains, its checkpoint (saved
+/// from the device) resumes onto the device and continues exactly as the CPU run does.
+#[test]
+fn training_on_the_cuda_emulator_checkpoints_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let with = |out: &str, extra: &[&str], max: u64| {
+        let mut a = common(dir.path(), out, max);
+        // Smaller batches than the other tests (the emulator is slow), checkpoints every 2 updates.
+        for (flag, value) in [("--max-tokens", "120"), ("--valid-every", "0"), ("--checkpoint-every", "2"), ("--synthetic-valid", "8")] {
+            let i = a.iter().position(|x| x == flag).unwrap();
+            a[i + 1] = value.to_string();
+        }
+        a.push("--dense".into());
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let cpu = train_run(with("cpu", &[], 4)).unwrap();
+    train_run(with("emu", &["--device", "emu"], 2)).unwrap();
+    let resumed = train_run(with("emu", &["--device", "emu", "--resume"], 4)).unwrap();
+    assert_eq!(resumed.start_update, 2);
+    for (e, c) in resumed.report.updates.iter().zip(&cpu.report.updates[2..]) {
+        assert_eq!(e.update, c.update);
+        assert!((e.loss - c.loss).abs() < 1e-4 * c.loss, "update {}: emulator loss {} vs CPU {}", e.update, e.loss, c.loss);
+    }
+    let e = train_run(with("bad", &["--device", "cpu", "--mixed-precision"], 1)).unwrap_err().to_string();
+    assert!(e.contains("CUDA"), "{e}");
+}
