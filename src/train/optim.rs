@@ -142,15 +142,21 @@ fn update<T: Float + crate::tensor::Element>(
 /// `max_norm <= 0`). Returns the norm before clipping; a non-finite norm is an error naming the
 /// first parameter with a non-finite gradient.
 pub fn clip_grad_norm(store: &mut ParamStore, max_norm: f64) -> Result<f64> {
+    let grads: Vec<(&str, &Tensor)> = store.iter().filter_map(|(_, p)| p.grad.as_ref().map(|g| (p.name.as_str(), g))).collect();
+    // CUDA gradients are reduced on their device, with one download for all of them.
+    let on_cuda: Vec<&Tensor> = grads.iter().filter(|(_, g)| g.is_cuda()).map(|(_, g)| *g).collect();
+    let mut cuda_sums = if on_cuda.is_empty() { vec![] } else { crate::cuda::tensor::sum_squares_many(&on_cuda)? }.into_iter();
     let mut sq = 0.0;
-    for (_, p) in store.iter() {
-        if let Some(g) = &p.grad {
-            let s: f64 = if g.is_cuda() { crate::cuda::tensor::sum_squares(g)? } else { g.to_f64_vec()?.iter().map(|x| x * x).sum() };
-            if !s.is_finite() {
-                return Err(Error::NonFinite(format!("gradient of `{}`", p.name)));
-            }
-            sq += s;
+    for (name, g) in grads {
+        let s: f64 = if g.is_cuda() {
+            cuda_sums.next().ok_or_else(|| Error::invalid("clip_grad_norm", "a device gradient's sum is missing"))?
+        } else {
+            g.to_f64_vec()?.iter().map(|x| x * x).sum()
+        };
+        if !s.is_finite() {
+            return Err(Error::NonFinite(format!("gradient of `{name}`")));
         }
+        sq += s;
     }
     let norm = sq.sqrt();
     if max_norm > 0.0 && norm > max_norm {

@@ -15,7 +15,7 @@ pub use elementwise::*;
 pub use matmul::matmul;
 pub use moe::*;
 pub use nn::*;
-pub use optim::{adam_step, sum_squares, AdamStep};
+pub use optim::{adam_step, sum_squares, sum_squares_many, AdamStep};
 pub use reduce::{sum_all, sum_to};
 
 use std::sync::Arc;

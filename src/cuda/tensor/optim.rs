@@ -86,25 +86,47 @@ const SUMSQ_BLOCKS: usize = 64;
 
 /// Sum of squares of every element, in f64 from fixed-order f32 partial sums.
 pub fn sum_squares(x: &Tensor) -> Result<f64> {
+    Ok(sum_squares_many(&[x])?[0])
+}
+
+/// [`sum_squares`] of several tensors of one backend with a single download (a gradient norm
+/// over every parameter waits for the device once, not once per parameter).
+pub fn sum_squares_many(xs: &[&Tensor]) -> Result<Vec<f64>> {
     const OP: &str = "sum_squares";
-    let x = copy_if_strided(x)?;
-    let s = storage(OP, &x)?;
-    let gpu = s.gpu().clone();
-    let n = x.numel();
-    if n == 0 {
-        return Ok(0.0);
+    let Some(first) = xs.first() else { return Ok(vec![]) };
+    let gpu = storage(OP, first)?.gpu().clone();
+    let blocks: Vec<usize> = xs.iter().map(|x| SUMSQ_BLOCKS.min(x.numel().div_ceil(256))).collect();
+    let total: usize = blocks.iter().sum();
+    let mut partial = gpu.uninit(total.max(1), f32::NAN)?;
+    let base = gpu.addr_mut(&mut partial);
+    let mut at = 0;
+    for (x, &b) in xs.iter().zip(&blocks) {
+        if b > 0 {
+            let x = copy_if_strided(x)?;
+            if storage(OP, &x)?.device() != gpu.device() {
+                return Err(Error::invalid(OP, format!("tensors on {} and {}", gpu.device(), x.device())));
+            }
+            let p = SumSquaresParams {
+                x: super::addr(&x)?,
+                partial: base + (at * std::mem::size_of::<f32>()) as automoe_dptr,
+                n: x.numel() as i64,
+                blocks: b as i32,
+                reserved: 0,
+            };
+            let name = format!("sumsq_partial_{}", suffix(OP, x.dtype())?);
+            // SAFETY: x is contiguous with n elements; partial[at..at + b] lies inside the buffer.
+            unsafe { gpu.enqueue("reduce.cu", &name, Geometry { grid: b as u32, block: 256, smem_bytes: 0 }, &p)? };
+        }
+        at += b;
     }
-    let blocks = SUMSQ_BLOCKS.min(n.div_ceil(256));
-    let mut partial = gpu.uninit(blocks, f32::NAN)?;
-    let p = SumSquaresParams { x: super::addr(&x)?, partial: gpu.addr_mut(&mut partial), n: n as i64, blocks: blocks as i32, reserved: 0 };
-    // SAFETY: x is contiguous with n elements; partial holds `blocks` floats.
-    unsafe {
-        gpu.enqueue(
-            "reduce.cu",
-            &format!("sumsq_partial_{}", suffix(OP, x.dtype())?),
-            Geometry { grid: blocks as u32, block: 256, smem_bytes: 0 },
-            &p,
-        )?
-    };
-    Ok(gpu.download(&partial)?.iter().map(|&v| v as f64).sum())
+    let host = gpu.download(&partial)?;
+    let mut at = 0;
+    Ok(blocks
+        .iter()
+        .map(|&b| {
+            let s = host[at..at + b].iter().map(|&v| v as f64).sum();
+            at += b;
+            s
+        })
+        .collect())
 }
