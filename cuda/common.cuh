@@ -49,6 +49,45 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
+// Offset of linear index i (row-major over shape[0..rank)) in a view with these strides.
+__device__ __forceinline__ long long strided_offset(long long i, int rank, const long long* shape, const long long* stride) {
+    long long off = 0;
+    for (int d = rank - 1; d >= 0; --d) {
+        long long s = shape[d];
+        long long q = i / s;
+        off += (i - q * s) * stride[d];
+        i = q;
+    }
+    return off;
+}
+
+// Tree sum of one value per thread over a block of kThreads threads (a multiple of 32, at most
+// 1024), in a fixed order; every thread gets the total. Every thread of the block must call it.
+template <int kThreads>
+__device__ __forceinline__ float block_sum(float v) {
+    __shared__ float warp_totals[kThreads / 32];
+    v = warp_sum(v);
+    if (lane_id() == 0) warp_totals[threadIdx.x >> 5] = v;
+    __syncthreads();
+    float t = lane_id() < kThreads / 32 ? warp_totals[lane_id()] : 0.0f;
+    t = warp_sum(t);
+    __syncthreads();  // warp_totals is reused by the next call
+    return t;
+}
+
+// Block maximum, as block_sum.
+template <int kThreads>
+__device__ __forceinline__ float block_max(float v) {
+    __shared__ float warp_maxes[kThreads / 32];
+    v = warp_max(v);
+    if (lane_id() == 0) warp_maxes[threadIdx.x >> 5] = v;
+    __syncthreads();
+    float t = lane_id() < kThreads / 32 ? warp_maxes[lane_id()] : neg_inf();
+    t = warp_max(t);
+    __syncthreads();
+    return t;
+}
+
 // Dynamic shared memory: `extern __shared__` in CUDA, the launch's buffer in the emulator.
 #ifdef AUTOMOE_EMU
 #define AUTOMOE_DYN_SMEM(type, name) type* name = reinterpret_cast<type*>(emu::dyn_smem())

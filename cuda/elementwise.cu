@@ -6,18 +6,6 @@
 namespace automoe {
 namespace elementwise {
 
-// Offset of linear index i (row-major over shape) in a strided view.
-__device__ __forceinline__ long long strided_offset(long long i, int rank, const long long* shape, const long long* stride) {
-    long long off = 0;
-    for (int d = rank - 1; d >= 0; --d) {
-        long long s = shape[d];
-        long long q = i / s;
-        off += (i - q * s) * stride[d];
-        i = q;
-    }
-    return off;
-}
-
 __device__ __forceinline__ long long grid_start() { return (long long)blockIdx.x * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ long long grid_step() { return (long long)gridDim.x * blockDim.x; }
 

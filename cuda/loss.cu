@@ -9,30 +9,6 @@ namespace loss {
 
 constexpr int kThreads = 256;  // launches must use this block size
 
-// Tree sum of one value per thread of a kThreads block; every thread gets the total.
-__device__ __forceinline__ float block_sum(float v) {
-    __shared__ float warp_totals[kThreads / 32];
-    v = warp_sum(v);
-    if (lane_id() == 0) warp_totals[threadIdx.x >> 5] = v;
-    __syncthreads();
-    float t = lane_id() < kThreads / 32 ? warp_totals[lane_id()] : 0.0f;
-    t = warp_sum(t);
-    __syncthreads();  // warp_totals is reused by the next call
-    return t;
-}
-
-// Block maximum, as block_sum.
-__device__ __forceinline__ float block_max(float v) {
-    __shared__ float warp_maxes[kThreads / 32];
-    v = warp_max(v);
-    if (lane_id() == 0) warp_maxes[threadIdx.x >> 5] = v;
-    __syncthreads();
-    float t = lane_id() < kThreads / 32 ? warp_maxes[lane_id()] : neg_inf();
-    t = warp_max(t);
-    __syncthreads();
-    return t;
-}
-
 struct RowStats {
     float max;      // max_j x_j
     float sum_exp;  // sum_j exp(x_j - max)
@@ -43,10 +19,10 @@ template <class T>
 __device__ __forceinline__ RowStats row_stats(const T* x, int v) {
     float m = neg_inf();
     for (int j = threadIdx.x; j < v; j += kThreads) m = fmaxf(m, to_f32(x[j]));
-    m = block_max(m);
+    m = block_max<kThreads>(m);
     float s = 0.0f;
     for (int j = threadIdx.x; j < v; j += kThreads) s += expf(to_f32(x[j]) - m);
-    s = block_sum(s);
+    s = block_sum<kThreads>(s);
     return RowStats{m, s};
 }
 
@@ -73,7 +49,7 @@ __device__ void fwd(const CrossEntropyParams& p) {
         // cancellation of subtracting two large numbers.
         float c = 0.0f;
         for (int j = threadIdx.x; j < p.v; j += kThreads) c += to_f32(x[j]) - st.max;
-        c = block_sum(c);
+        c = block_sum<kThreads>(c);
         if (threadIdx.x == 0) {
             const float log_s = logf(st.sum_exp);
             const float n = log_s - (to_f32(x[t]) - st.max);

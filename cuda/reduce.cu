@@ -8,29 +8,6 @@ namespace reduce {
 
 constexpr int kThreads = 256;  // launches must use this block size
 
-__device__ __forceinline__ long long strided_offset(long long i, int rank, const long long* shape, const long long* stride) {
-    long long off = 0;
-    for (int d = rank - 1; d >= 0; --d) {
-        long long s = shape[d];
-        long long q = i / s;
-        off += (i - q * s) * stride[d];
-        i = q;
-    }
-    return off;
-}
-
-// Tree sum of one value per thread of a kThreads block; every thread gets the total.
-__device__ __forceinline__ float block_sum(float v) {
-    __shared__ float warp_totals[kThreads / 32];
-    v = warp_sum(v);
-    if (lane_id() == 0) warp_totals[threadIdx.x >> 5] = v;
-    __syncthreads();
-    float t = lane_id() < kThreads / 32 ? warp_totals[lane_id()] : 0.0f;
-    t = warp_sum(t);
-    __syncthreads();  // warp_totals is reused by the next call
-    return t;
-}
-
 // One block per output element (grid-strided over outputs); each thread sums a strided share of
 // the reduced elements in order, then a fixed tree combines the threads.
 template <class T>
@@ -42,7 +19,7 @@ __device__ void sum_to(const SumToParams& p) {
         const long long base = p.x_offset + strided_offset(o, p.out_rank, p.out_shape, p.out_stride);
         float acc = 0.0f;
         for (long long r = threadIdx.x; r < p.red_n; r += kThreads) acc += to_f32(x[base + strided_offset(r, p.red_rank, p.red_shape, p.red_stride)]);
-        acc = block_sum(acc);
+        acc = block_sum<kThreads>(acc);
         if (threadIdx.x == 0) out[o] = from_f32<T>(acc);
     }
 }
@@ -57,7 +34,7 @@ __device__ void sumsq_partial(const SumSquaresParams& p) {
         float v = to_f32(x[i]);
         acc += v * v;
     }
-    acc = block_sum(acc);
+    acc = block_sum<kThreads>(acc);
     if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 

@@ -4,6 +4,10 @@
 //! with looser tolerances, bf16. The CPU side is checked against finite differences in
 //! tests/moe_layer.rs, so agreeing with it checks the CUDA halves.
 
+mod common;
+
+use common::{cuda_backends, rel_err};
+
 use std::sync::Arc;
 
 use automoe::autograd::{ParamStore, Tape, Var};
@@ -14,14 +18,6 @@ use automoe::{DType, Device, Result, Tensor};
 const F32_TOL: f64 = 2e-5;
 const BF16_TOL: f64 = 5e-2;
 
-fn backends() -> Vec<Device> {
-    let mut v = vec![Device::Emu];
-    if automoe::cuda::Gpu::of(Device::Cuda(0)).is_ok() {
-        v.push(Device::Cuda(0));
-    }
-    v
-}
-
 fn rand(shape: &[usize], seed: u64) -> Tensor {
     Tensor::randn(shape, 1.0, DType::F32, &mut seeded(seed))
 }
@@ -29,13 +25,6 @@ fn rand(shape: &[usize], seed: u64) -> Tensor {
 /// `t` rounded to bf16 and back (so the CPU reference sees what a bf16 backend sees).
 fn round_bf16(t: &Tensor) -> Tensor {
     t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap()
-}
-
-/// max |a - b| / max(max |b|, 1e-6).
-fn rel_err(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
-    a.iter().zip(b).fold(0.0f64, |m, (x, y)| if x.is_nan() || y.is_nan() { f64::INFINITY } else { m.max((x - y).abs()) }) / scale
 }
 
 // ---- Single ops ----------------------------------------------------------------------------------
@@ -77,7 +66,7 @@ fn check(name: &str, inputs: &[Tensor], f: impl Fn(&mut Tape, &[Var]) -> Result<
         // The reference sees the inputs the backend sees (bf16-rounded for bf16).
         let ins: Vec<Tensor> = if dtype == DType::BF16 { inputs.iter().map(round_bf16).collect() } else { inputs.to_vec() };
         let (want_y, want_g) = run(Device::Cpu, DType::F32, &ins, &f).unwrap_or_else(|e| panic!("{name} on the CPU: {e}"));
-        for device in backends() {
+        for device in cuda_backends() {
             let (y, g) = run(device, dtype, &ins, &f).unwrap_or_else(|e| panic!("{name} on {device} ({dtype:?}): {e}"));
             let e = rel_err(&y, &want_y);
             assert!(e < tol, "{name} on {device} ({dtype:?}): forward error {e:.2e}");
@@ -284,7 +273,7 @@ fn moe_layer_forward_and_backward() {
             if opts.capacity_factor.is_some() {
                 assert!(want.dispatch.rows() < 10 * sub.k, "{name}: the capacity drops pairs");
             }
-            for device in backends() {
+            for device in cuda_backends() {
                 let what = format!("{name} on {device} ({dtype:?})");
                 let got = run_layer(device, dtype, seed, *starve, sub, opts, *routed, &xr).unwrap_or_else(|e| panic!("{what}: {e}"));
                 assert_eq!(got.dispatch, want.dispatch, "{what}: routing");

@@ -3,6 +3,10 @@
 //! looser tolerances, bf16 tensors. The CPU side is itself checked against finite differences in
 //! tests/gradcheck_ops.rs, so agreeing with it checks both halves of each CUDA op.
 
+mod common;
+
+use common::{cuda_backends, rel_err};
+
 use std::sync::Arc;
 
 use automoe::autograd::{Tape, Var};
@@ -10,23 +14,8 @@ use automoe::rng::seeded;
 use automoe::tensor::MaskSpec;
 use automoe::{DType, Device, Result, Tensor};
 
-fn backends() -> Vec<Device> {
-    let mut v = vec![Device::Emu];
-    if automoe::cuda::Gpu::of(Device::Cuda(0)).is_ok() {
-        v.push(Device::Cuda(0));
-    }
-    v
-}
-
 fn rand(shape: &[usize], seed: u64) -> Tensor {
     Tensor::randn(shape, 1.0, DType::F32, &mut seeded(seed))
-}
-
-/// max |a - b| / max(max |b|, 1e-6).
-fn rel_err(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
-    a.iter().zip(b).fold(0.0f64, |m, (x, y)| if x.is_nan() || y.is_nan() { f64::INFINITY } else { m.max((x - y).abs()) }) / scale
 }
 
 /// Output and input gradients of `f` on `device` in `dtype`; the loss is `sum(y * r)` with a
@@ -46,7 +35,7 @@ fn run(device: Device, dtype: DType, inputs: &[Tensor], f: &dyn Fn(&mut Tape, &[
 
 fn check(name: &str, inputs: &[Tensor], f: impl Fn(&mut Tape, &[Var]) -> Result<Var>) {
     let (want_y, want_g) = run(Device::Cpu, DType::F32, inputs, &f).unwrap_or_else(|e| panic!("{name} on the CPU: {e}"));
-    for device in backends() {
+    for device in cuda_backends() {
         for (dtype, tol) in [(DType::F32, 2e-5), (DType::BF16, 6e-2)] {
             let (y, g) = run(device, dtype, inputs, &f).unwrap_or_else(|e| panic!("{name} on {device} ({dtype:?}): {e}"));
             let e = rel_err(&y, &want_y);
@@ -147,7 +136,7 @@ fn normalisation_softmax_embedding_and_loss() {
 #[test]
 fn casts_round_like_the_cpu_and_device_round_trips_are_exact() {
     let x = rand(&[7, 9], 70);
-    for device in backends() {
+    for device in cuda_backends() {
         let on = x.to_device(device).unwrap();
         assert_eq!(on.to_vec::<f32>().unwrap(), x.to_vec::<f32>().unwrap(), "{device}: upload + download");
         let b = on.to_dtype(DType::BF16).unwrap();
@@ -178,7 +167,7 @@ fn adam_and_clipping_match_the_cpu() {
         AdamConfig { weight_decay: 0.1, ..AdamConfig::default() },
         AdamConfig { weight_decay: 0.1, decoupled_weight_decay: false, ..AdamConfig::default() },
     ];
-    for device in backends() {
+    for device in cuda_backends() {
         for cfg in cfgs {
             let mut stores: Vec<ParamStore> = Vec::new();
             for d in [Device::Cpu, device] {

@@ -4,6 +4,10 @@
 //! (bf16 activations over f32 master weights) stays within bf16 tolerance of them; and a trained
 //! model translates the same on every backend.
 
+mod common;
+
+use common::cuda_backends;
+
 use automoe::autograd::{ParamStore, Tape};
 use automoe::data::Batch;
 use automoe::model::{ModelOptions, RunMode, SearchSpace};
@@ -27,14 +31,6 @@ ffn_widths = [64, 32]
 max_experts = 3
 route_k = [1, 2]
 "#;
-
-fn backends() -> Vec<Device> {
-    let mut v = vec![Device::Emu];
-    if automoe::cuda::Gpu::of(Device::Cuda(0)).is_ok() {
-        v.push(Device::Cuda(0));
-    }
-    v
-}
 
 fn data() -> (DataConfig, MtData) {
     let mut cfg = DataConfig::new(DataSource::Synthetic { seed: 3, n_train: 300, n_valid: 20 });
@@ -102,7 +98,7 @@ fn supernet_updates_match_the_cpu() {
     let (cfg, d) = data();
     let updates = 4;
     let (want, want_store) = train(Device::Cpu, false, updates, &cfg, &d);
-    for device in backends() {
+    for device in cuda_backends() {
         let (got, store) = train(device, false, updates, &cfg, &d);
         for (g, w) in got.iter().zip(&want) {
             assert_eq!(g.tokens, w.tokens);
@@ -154,7 +150,7 @@ fn translation_matches_the_cpu() {
         let opts = SearchOptions { beam, max_len_a: 0.0, max_len_b: 6, ..SearchOptions::default() };
         let want: Vec<Vec<u32>> = translate_ids(&model.view().unwrap(), &sources, &opts).unwrap().into_iter().map(|h| h.tokens).collect();
         assert!(want.iter().map(Vec::len).sum::<usize>() >= 6, "the reference decodes too little to compare: {want:?}");
-        for device in backends() {
+        for device in cuda_backends() {
             let on = supernet.extract(&cfg).unwrap().to_device(device).unwrap();
             let got: Vec<Vec<u32>> = translate_ids(&on.view().unwrap(), &sources, &opts).unwrap().into_iter().map(|h| h.tokens).collect();
             assert_eq!(got, want, "{device}, beam {beam}");

@@ -79,3 +79,20 @@ pub fn rel_diff(a: &[f64], b: &[f64]) -> f64 {
     let scale = b.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
     a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs())) / scale
 }
+
+/// Every CUDA backend present: the emulator always, `cuda:0` when a device (with NVRTC) exists.
+/// Cross-backend tests run their body once per entry, against the CPU.
+pub fn cuda_backends() -> Vec<automoe::Device> {
+    let mut v = vec![automoe::Device::Emu];
+    if automoe::cuda::Gpu::of(automoe::Device::Cuda(0)).is_ok() {
+        v.push(automoe::Device::Cuda(0));
+    }
+    v
+}
+
+/// `max |a - b| / max(max |b|, 1e-6)` (DESIGN.md's error measure); NaN anywhere is infinite.
+pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    let scale = b.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0.0f64, |m, (x, y)| if x.is_nan() || y.is_nan() { f64::INFINITY } else { m.max((x - y).abs()) }) / scale
+}
