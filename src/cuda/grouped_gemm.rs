@@ -421,3 +421,31 @@ pub fn grouped_dbias<X: Exec, T: KernelFloat + Elem>(
     out.copy_from_slice(&x.download(&outb)?);
     Ok(())
 }
+
+/// One problem of a grouped launch: `C [m, n] = op(A) op(B)` with `k` the inner size and the
+/// operands' leading dimensions (bias, aux and the plan's fields left zero).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn group(
+    a: automoe_dptr,
+    lda: usize,
+    b: automoe_dptr,
+    ldb: usize,
+    c: automoe_dptr,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> GemmGroupParams {
+    GemmGroupParams {
+        a,
+        b,
+        c,
+        lda: lda as i32,
+        ldb: ldb as i32,
+        ldc: ldc as i32,
+        m: m as i32,
+        n: n as i32,
+        k: k as i32,
+        ..Default::default()
+    }
+}

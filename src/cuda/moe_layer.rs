@@ -15,7 +15,7 @@
 //! are accumulated (deterministically) into full-size buffers in the same layout.
 
 use super::abi::*;
-use super::grouped_gemm::{dbias, plan, run, GemmStage};
+use super::grouped_gemm::{dbias, group, plan, run, GemmStage};
 use super::moe_exec::Exec;
 use super::moe_ops::{dispatch_geometry, dispatch_params, warp_per_item, KernelFloat};
 use crate::autograd::ParamStore;
@@ -78,32 +78,6 @@ pub struct ExecMoeGrads {
 /// Address `elems` elements of type `E` past `base`.
 fn at<E>(base: automoe_dptr, elems: usize) -> automoe_dptr {
     base + (elems * std::mem::size_of::<E>()) as automoe_dptr
-}
-
-#[allow(clippy::too_many_arguments)]
-fn group(
-    a: automoe_dptr,
-    lda: usize,
-    b: automoe_dptr,
-    ldb: usize,
-    c: automoe_dptr,
-    ldc: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-) -> GemmGroupParams {
-    GemmGroupParams {
-        a,
-        b,
-        c,
-        lda: lda as i32,
-        ldb: ldb as i32,
-        ldc: ldc as i32,
-        m: m as i32,
-        n: n as i32,
-        k: k as i32,
-        ..Default::default()
-    }
 }
 
 fn zeros<X: Exec, E: KernelFloat>(x: &X, n: usize) -> Result<X::Buf<E>> {

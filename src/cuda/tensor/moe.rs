@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use super::super::abi::*;
 use super::super::gpu::{GBuf, Gpu};
-use super::super::grouped_gemm::{dbias, plan, run, GemmStage};
+use super::super::grouped_gemm::{dbias, group, plan, run, GemmStage};
 use super::super::moe_exec::Exec;
 use super::super::moe_ops::{warp_per_item, KernelFloat};
 use super::{by_dtype, cast_contiguous, copy_contiguous, same_gpu, storage, tensor_of, whole_buf, GpuElem};
@@ -225,32 +225,6 @@ fn bias_f32(op: &'static str, b: &Tensor) -> Result<Mat> {
     let t = if b.dtype() == DType::F32 && unit { b.clone() } else { cast_contiguous(b, DType::F32)? };
     let addr = storage(op, &t)?.addr_at(t.layout().offset());
     Ok(Mat { _keep: t, addr, ld: 1 })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn group(
-    a: automoe_dptr,
-    lda: usize,
-    b: automoe_dptr,
-    ldb: usize,
-    c: automoe_dptr,
-    ldc: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-) -> GemmGroupParams {
-    GemmGroupParams {
-        a,
-        b,
-        c,
-        lda: lda as i32,
-        ldb: ldb as i32,
-        ldc: ldc as i32,
-        m: m as i32,
-        n: n as i32,
-        k: k as i32,
-        ..Default::default()
-    }
 }
 
 /// The experts' operands, checked against `xp`'s backend and dtype.
