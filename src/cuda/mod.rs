@@ -1,5 +1,18 @@
 //! The CUDA side. cudarc loads `libcuda` and NVRTC at run time, so this module always compiles and a
 //! machine without CUDA gets [`crate::Error::NoCudaDevice`] from every entry point.
+//!
+//! Tensors on [`crate::Device::Cuda`] (a GPU) or [`crate::Device::Emu`] (the same kernels on the
+//! SIMT emulator) run every op as CUDA kernels:
+//!
+//! ```
+//! use automoe::{DType, Device, Tensor};
+//! let a = Tensor::randn(&[4, 8], 1.0, DType::F32, &mut automoe::rng::seeded(1)).to_device(Device::Emu)?;
+//! let y = a.matmul(&a.t()?)?.relu()?; // CUDA kernels (emulated); `y` stays on the device
+//! assert_eq!(y.device(), Device::Emu);
+//! let host: Vec<f32> = y.to_vec()?; // back to the host
+//! assert_eq!(host.len(), 16);
+//! # Ok::<(), automoe::Error>(())
+//! ```
 
 pub mod abi;
 pub mod device_exec;
