@@ -39,10 +39,14 @@ fn options() -> automoe_decode_options {
 }
 
 fn load(dir: &Path) -> *mut automoe_model {
+    load_on(dir, c"cpu")
+}
+
+fn load_on(dir: &Path, device: &CStr) -> *mut automoe_model {
     let c = CString::new(dir.to_str().unwrap()).unwrap();
     let mut m = null_mut();
     // SAFETY: valid strings and out-pointer.
-    let s = unsafe { automoe_model_load(c.as_ptr(), c"cpu".as_ptr(), &mut m) };
+    let s = unsafe { automoe_model_load(c.as_ptr(), device.as_ptr(), &mut m) };
     assert_eq!(s, AUTOMOE_OK, "{}", last_error());
     m
 }
@@ -116,6 +120,24 @@ fn translations_equal_the_rust_api_and_info_is_reported() {
         assert_eq!(automoe_translations_ids(t, 99, &mut p, &mut n), AUTOMOE_OUT_OF_RANGE);
         automoe_translations_free(t);
         automoe_model_free(m);
+    }
+}
+
+/// A model loaded onto the CUDA emulator ("emu": the GPU code path without a GPU) translates as
+/// the CPU one does.
+#[test]
+fn a_model_loaded_onto_the_cuda_emulator_translates_like_the_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_model_dir(tmp.path());
+    let (cpu, emu) = (load(tmp.path()), load_on(tmp.path(), c"emu"));
+    let lines = ["a man is riding", "zwei hunde spielen im park"];
+    let want = translate(cpu, &lines).unwrap();
+    assert!(want.iter().any(|t| !t.is_empty()), "nothing to compare: {want:?}");
+    assert_eq!(translate(emu, &lines).unwrap(), want);
+    // SAFETY: each freed once.
+    unsafe {
+        automoe_model_free(cpu);
+        automoe_model_free(emu);
     }
 }
 
