@@ -190,9 +190,9 @@ fn run(x: &CudaExec) -> Result<()> {
     let copy = copy_bandwidth(x)?;
     println!("device {} — device-to-device copy: {:.0} GB/s (read + write)", x.backend_name(), copy / 1e9);
     let mut rows = Vec::new();
-    run_size::<f32>(x, 8192, 64, 2, 1024, &mut rows)?;
-    run_size::<bf16>(x, 8192, 64, 2, 1024, &mut rows)?;
-    run_size::<bf16>(x, 8192, 6, 1, 640, &mut rows)?;
+    run_size::<f32>(x, 16384, 64, 2, 1024, &mut rows)?;
+    run_size::<bf16>(x, 16384, 64, 2, 1024, &mut rows)?;
+    run_size::<bf16>(x, 16384, 6, 1, 640, &mut rows)?;
     for t in [1, 5, 8] {
         run_size::<bf16>(x, t, 6, 1, 640, &mut rows)?;
     }

@@ -1,5 +1,5 @@
 // Top-k gating (the MoE router's softmax + expert choice), forward and backward.
-// One warp per token: E <= 512 logits live in registers, 16 per lane, so softmax and the k rounds of
+// One warp per token: E <= 512 logits live in registers, up to 16 per lane, so softmax and the k rounds of
 // arg-max are warp shuffles with no shared memory and no atomics (deterministic by construction).
 // Ranking compares logits, not probabilities, so ties and near-ties resolve the same way on every
 // backend regardless of how expf rounds; ties go to the lower expert index.
@@ -12,8 +12,11 @@ constexpr int kMaxExperts = 512;
 constexpr int kPerLane = kMaxExperts / 32;
 constexpr int kMaxK = 8;
 
-template <class T>
-__device__ __forceinline__ void fwd(const TopkGatingFwdParams& p) {
+// The forward for E <= 32 * kPer: each lane holds kPer logits. Specialised by size because every
+// slot costs instructions (and an expf) whether or not it holds an expert: a 16-slot body for
+// E = 64 spent most of its time on empty slots.
+template <class T, int kPer>
+__device__ __forceinline__ void fwd_n(const TopkGatingFwdParams& p) {
     const T* logits = ptr<const T>(p.logits);  // [T, E]
     float* probs = ptr<float>(p.probs);        // [T, E]
     int* topk_idx = ptr<int>(p.topk_idx);      // [T, k]
@@ -24,26 +27,28 @@ __device__ __forceinline__ void fwd(const TopkGatingFwdParams& p) {
     const int lane = (int)lane_id();
     const size_t row = (size_t)t * (size_t)E;
 
-    float x[kPerLane];
+    float x[kPer];
     float m = neg_inf();
 #pragma unroll
-    for (int i = 0; i < kPerLane; ++i) {
+    for (int i = 0; i < kPer; ++i) {
         int e = lane + 32 * i;
         x[i] = e < E ? to_f32(logits[row + e]) : neg_inf();
         m = fmaxf(m, x[i]);
     }
     m = warp_max(m);
+    float ex[kPer];
     float s = 0.0f;
 #pragma unroll
-    for (int i = 0; i < kPerLane; ++i) {
+    for (int i = 0; i < kPer; ++i) {
         int e = lane + 32 * i;
-        if (e < E) s += expf(x[i] - m);
+        ex[i] = e < E ? expf(x[i] - m) : 0.0f;
+        s += ex[i];
     }
     s = warp_sum(s);
 #pragma unroll
-    for (int i = 0; i < kPerLane; ++i) {
+    for (int i = 0; i < kPer; ++i) {
         int e = lane + 32 * i;
-        if (e < E) probs[row + e] = expf(x[i] - m) / s;
+        if (e < E) probs[row + e] = ex[i] / s;
     }
 
     // k rounds of a warp arg-max over the not-yet-taken experts; every lane ends with the winner.
@@ -55,7 +60,7 @@ __device__ __forceinline__ void fwd(const TopkGatingFwdParams& p) {
         float bv = neg_inf();
         int bi = 0x7fffffff;
 #pragma unroll
-        for (int i = 0; i < kPerLane; ++i) {
+        for (int i = 0; i < kPer; ++i) {
             int e = lane + 32 * i;
             bool free = e < E && !((taken >> i) & 1u);
             if (free && (x[i] > bv || (x[i] == bv && e < bi))) {
@@ -82,6 +87,22 @@ __device__ __forceinline__ void fwd(const TopkGatingFwdParams& p) {
             topk_w[(size_t)t * p.k + j] = p.renorm ? sel_p[j] / sum_sel : sel_p[j];
         }
     }
+}
+
+// One branch per launch (E is uniform over the grid), so warps never diverge on it.
+template <class T>
+__device__ __forceinline__ void fwd(const TopkGatingFwdParams& p) {
+    const int per = (p.experts + 31) / 32;
+    if (per <= 1)
+        fwd_n<T, 1>(p);
+    else if (per <= 2)
+        fwd_n<T, 2>(p);
+    else if (per <= 4)
+        fwd_n<T, 4>(p);
+    else if (per <= 8)
+        fwd_n<T, 8>(p);
+    else
+        fwd_n<T, kPerLane>(p);
 }
 
 // dlogits = p * (g - <p, g>), where g (nonzero only at the chosen experts) is dL/dp:

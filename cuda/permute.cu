@@ -4,6 +4,34 @@
 #include "common.cuh"
 
 namespace automoe {
+
+// Most slots per token the gather kernels keep in registers (k <= 8, as in gating).
+constexpr int kMaxSlots = 8;
+
+// Whether rows of d elements at these two bases can move 16 bytes per lane.
+template <class T>
+__device__ __forceinline__ bool vec16(int d, automoe_dptr a, automoe_dptr b) {
+    return ((size_t)d * sizeof(T)) % 16 == 0 && a % 16 == 0 && b % 16 == 0;
+}
+
+// acc[i] += scale * src[i] for the 16 / sizeof(T) elements at src (16-byte aligned).
+template <class T>
+__device__ __forceinline__ void add16(float* acc, const T* src, float scale) {
+    __align__(16) T v[16 / sizeof(T)];
+    *reinterpret_cast<uint4*>(v) = *reinterpret_cast<const uint4*>(src);
+#pragma unroll
+    for (int i = 0; i < (int)(16 / sizeof(T)); ++i) acc[i] += scale * to_f32(v[i]);
+}
+
+// dst[i] = acc[i] for 16 bytes of T at dst (16-byte aligned).
+template <class T>
+__device__ __forceinline__ void store16(T* dst, const float* acc) {
+    __align__(16) T v[16 / sizeof(T)];
+#pragma unroll
+    for (int i = 0; i < (int)(16 / sizeof(T)); ++i) v[i] = from_f32<T>(acc[i]);
+    *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(v);
+}
+
 namespace permute {
 
 constexpr int kDispatchWarps = 8;  // permute_dispatch_i32 must be launched with 1 block of 256 threads
@@ -121,7 +149,8 @@ __device__ __forceinline__ void fwd(const PermuteFwdParams& p) {
     }
 }
 
-// One warp per token: dx[t] = sum over its k slots, in slot order.
+// One warp per token: dx[t] = sum over its k slots, in slot order. The slots' rows are read once
+// into registers; columns go 16 bytes per lane when the row size and bases allow it.
 template <class T>
 __device__ __forceinline__ void bwd(const PermuteBwdParams& p) {
     const T* dxp = ptr<const T>(p.dxp);      // [R, d]
@@ -129,12 +158,24 @@ __device__ __forceinline__ void bwd(const PermuteBwdParams& p) {
     T* dx = ptr<T>(p.dx);                    // [T, d]
     const int t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (t >= p.tokens) return;
-    for (int c = (int)lane_id(); c < p.d; c += 32) {
-        float acc = 0.0f;
-        for (int s = 0; s < p.k; ++s) {
-            int r = pos[(size_t)t * p.k + s];
-            if (r >= 0) acc += to_f32(dxp[(size_t)r * p.d + c]);
+    int rows[kMaxSlots];
+    const int k = p.k < kMaxSlots ? p.k : kMaxSlots;
+    for (int s = 0; s < k; ++s) rows[s] = pos[(size_t)t * p.k + s];
+    const int lane = (int)lane_id();
+    if (vec16<T>(p.d, p.dxp, p.dx)) {
+        constexpr int N = 16 / sizeof(T);
+        for (int c = lane * N; c < p.d; c += 32 * N) {
+            float acc[N] = {};
+            for (int s = 0; s < k; ++s)
+                if (rows[s] >= 0) add16<T>(acc, dxp + (size_t)rows[s] * p.d + c, 1.0f);
+            store16<T>(dx + (size_t)t * p.d + c, acc);
         }
+        return;
+    }
+    for (int c = lane; c < p.d; c += 32) {
+        float acc = 0.0f;
+        for (int s = 0; s < k; ++s)
+            if (rows[s] >= 0) acc += to_f32(dxp[(size_t)rows[s] * p.d + c]);
         dx[(size_t)t * p.d + c] = from_f32<T>(acc);
     }
 }
@@ -143,7 +184,8 @@ __device__ __forceinline__ void bwd(const PermuteBwdParams& p) {
 
 namespace combine {
 
-// One warp per token: y[t] = sum_s w[t,s] yp[pos[t,s]], in slot order, f32 accumulation.
+// One warp per token: y[t] = sum_s w[t,s] yp[pos[t,s]], in slot order, f32 accumulation; the
+// slots' rows and weights are read once, columns 16 bytes per lane when aligned.
 template <class T>
 __device__ __forceinline__ void fwd(const CombineFwdParams& p) {
     const T* yp = ptr<const T>(p.yp);        // [R, d]
@@ -152,12 +194,28 @@ __device__ __forceinline__ void fwd(const CombineFwdParams& p) {
     T* y = ptr<T>(p.y);                      // [T, d]
     const int t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (t >= p.tokens) return;
-    for (int c = (int)lane_id(); c < p.d; c += 32) {
-        float acc = 0.0f;
-        for (int s = 0; s < p.k; ++s) {
-            int r = pos[(size_t)t * p.k + s];
-            if (r >= 0) acc += w[(size_t)t * p.k + s] * to_f32(yp[(size_t)r * p.d + c]);
+    int rows[kMaxSlots];
+    float ws[kMaxSlots];
+    const int k = p.k < kMaxSlots ? p.k : kMaxSlots;
+    for (int s = 0; s < k; ++s) {
+        rows[s] = pos[(size_t)t * p.k + s];
+        ws[s] = w[(size_t)t * p.k + s];
+    }
+    const int lane = (int)lane_id();
+    if (vec16<T>(p.d, p.yp, p.y)) {
+        constexpr int N = 16 / sizeof(T);
+        for (int c = lane * N; c < p.d; c += 32 * N) {
+            float acc[N] = {};
+            for (int s = 0; s < k; ++s)
+                if (rows[s] >= 0) add16<T>(acc, yp + (size_t)rows[s] * p.d + c, ws[s]);
+            store16<T>(y + (size_t)t * p.d + c, acc);
         }
+        return;
+    }
+    for (int c = lane; c < p.d; c += 32) {
+        float acc = 0.0f;
+        for (int s = 0; s < k; ++s)
+            if (rows[s] >= 0) acc += ws[s] * to_f32(yp[(size_t)rows[s] * p.d + c]);
         y[(size_t)t * p.d + c] = from_f32<T>(acc);
     }
 }

@@ -49,7 +49,9 @@ fn random_idx(rng: &mut ChaCha8Rng, t: usize, k: usize, e: usize, used: usize) -
     idx
 }
 
-const GATING_SHAPES: &[(usize, usize, usize)] = &[(1, 6, 2), (5, 12, 3), (9, 100, 8), (3, 512, 2), (4, 1, 1), (6, 37, 5)];
+// Expert counts in every register bucket of the kernel (E <= 32, 64, 128, 256, 512) and on their edges.
+const GATING_SHAPES: &[(usize, usize, usize)] =
+    &[(1, 6, 2), (5, 12, 3), (9, 100, 8), (3, 512, 2), (4, 1, 1), (6, 37, 5), (5, 64, 2), (3, 200, 4), (2, 256, 8), (2, 33, 1)];
 
 fn gating_fwd<B: MoeKernels, T: KernelFloat>(b: &B) {
     let mut rng = ChaCha8Rng::seed_from_u64(10);

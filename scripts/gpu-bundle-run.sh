@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Runs the prebuilt GPU check of scripts/gpu-bundle.sh on a device machine (no cargo needed):
+# the device tests of the routing kernels, PTX helpers, grouped GEMMs, the CUDA MoE layer, every
+# tape op and the MoE tape ops against the CPU, supernet training and translation against the CPU,
+# the NVRTC compile test, then the kernel benchmarks and the end-to-end benchmark (training tokens/s
+# in f32 and mixed precision, AutoMoE-protocol latency), and prints a short table. Under 8 minutes.
+#   bash scripts/gpu-bundle-run.sh [--benches-only]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-$(mktemp -d)}"
+log="$out/log"
+: >"$log"
+start=$(date +%s)
+step() { printf '%-40s %s\n' "$1" "$2" | tee -a "$log"; }
+work="$(mktemp -d)"
+tar -C "$work" -xzf .gpu-bundle/bin.tar.gz
+bin="$work/bin"
+# NVRTC and cuBLAS 13: the CUDA install or the pip wheels of the image's Python.
+for lib in libnvrtc.so.13 libcublas.so.13; do
+    d="$(find /usr/local/cuda*/lib64 /usr/local/cuda*/targets/*/lib /opt /usr/lib /usr/local/lib -name "$lib*" -print -quit 2>/dev/null | xargs -r dirname)"
+    [ -n "$d" ] && export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"
+done
+[ -d /usr/local/cuda/include ] && export AUTOMOE_CUDA_INCLUDE=/usr/local/cuda/include
+if [ -z "${AUTOMOE_CUDA_INCLUDE:-}" ]; then
+    inc="$(find / -name cuda_bf16.h -path '*include*' -print -quit 2>/dev/null | xargs -r dirname)"
+    [ -n "$inc" ] && export AUTOMOE_CUDA_INCLUDE="$inc"
+fi
+export AUTOMOE_KERNEL_CACHE="$work/kernel-cache"
+echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH AUTOMOE_CUDA_INCLUDE=${AUTOMOE_CUDA_INCLUDE:-}" >>"$log"
+"$bin/automoe" devices 2>&1 | tee -a "$log"
+"$bin/automoe" devices 2>&1 | grep -q "^cuda:0" || { step "cuda:0" "NOT VISIBLE: stopping"; exit 1; }
+
+status=0
+benches_only=0
+[ "${1:-}" = "--benches-only" ] && benches_only=1
+run_test() { # name, timeout, libtest args...
+    local name="$1" limit="$2"
+    shift 2
+    local t0=$(date +%s) rc=0
+    timeout "$limit" "$bin/$name" "$@" >"$out/$name.log" 2>&1 || rc=$?
+    cat "$out/$name.log" >>"$log"
+    local summary
+    summary="$(grep -E '^test result' "$out/$name.log" | tail -1)"
+    if grep -q "skipped on cuda" "$out/$name.log"; then summary="SKIPPED ON CUDA: $summary"; rc=1; fi
+    step "$name ($(( $(date +%s) - t0 )) s)" "${summary:-exit $rc}"
+    [ $rc -eq 0 ] || { status=1; grep -E "panicked|FAILED|rror" "$out/$name.log" | head -8 | tee -a "$log"; }
+}
+if [ $benches_only = 0 ]; then
+run_test moe_kernels 120 cuda --nocapture
+run_test ptx_helpers 60 --nocapture
+run_test grouped_gemm 120 cuda --nocapture
+run_test moe_layer_cuda 120 --nocapture
+run_test cuda_tape_ops 120
+run_test cuda_moe_tape 120
+run_test cuda_moe_model 120
+run_test cuda_training 180
+AUTOMOE_REQUIRE_NVRTC=1 run_test nvrtc_compile 90
+fi
+
+run_bench() { # name, timeout
+    local t0=$(date +%s)
+    timeout "$2" "$bin/$1" --bench 2>&1 | tee -a "$log" | tee "$out/$1.txt" >/dev/null
+    cat "$out/$1.txt"
+    step "$1" "done in $(( $(date +%s) - t0 )) s"
+}
+run_bench cuda_moe_kernels 90
+run_bench cuda_grouped_gemm 150
+AUTOMOE_BENCH_UPDATES=10 run_bench cuda_train_translate 150
+step "total" "$(( $(date +%s) - start )) s, status $status"
+exit $status
