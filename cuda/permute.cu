@@ -234,11 +234,25 @@ __device__ __forceinline__ void bwd(const CombineBwdParams& p) {
     const int g = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     const int lane = (int)lane_id();
     if (g < p.tokens) {
+        const bool vec = vec16<T>(p.d, p.dy, p.yp) && p.dyp % 16 == 0;
         for (int s = 0; s < p.k; ++s) {
             const int r = pos[(size_t)g * p.k + s];
             const float ws = w[(size_t)g * p.k + s];
             float dot = 0.0f;
-            if (r >= 0) {
+            if (r >= 0 && vec) {
+                constexpr int N = 16 / sizeof(T);
+                for (int c = lane * N; c < p.d; c += 32 * N) {
+                    float v[N] = {}, yv[N] = {}, out[N];
+                    add16<T>(v, dy + (size_t)g * p.d + c, 1.0f);
+                    add16<T>(yv, yp + (size_t)r * p.d + c, 1.0f);
+#pragma unroll
+                    for (int i = 0; i < N; ++i) {
+                        out[i] = ws * v[i];
+                        dot += v[i] * yv[i];
+                    }
+                    store16<T>(dyp + (size_t)r * p.d + c, out);
+                }
+            } else if (r >= 0) {
                 for (int c = lane; c < p.d; c += 32) {
                     float v = to_f32(dy[(size_t)g * p.d + c]);
                     dyp[(size_t)r * p.d + c] = from_f32<T>(ws * v);
