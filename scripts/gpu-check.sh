@@ -4,7 +4,7 @@
 # grouped GEMMs: tests/grouped_gemm.rs module `cuda`; the MoE layer end to end:
 # tests/moe_layer_cuda.rs; every tape op and the MoE tape ops on cuda:0 against the CPU:
 # tests/cuda_tape_ops.rs, tests/cuda_moe_tape.rs; supernet training on the device against the CPU:
-# tests/cuda_training.rs), the NVRTC compile test, the routing kernels' bandwidth/latency benchmark,
+# tests/cuda_moe_model.rs, tests/cuda_training.rs), the NVRTC compile test, the routing kernels' bandwidth/latency benchmark,
 # the grouped GEMM throughput benchmark (cuBLAS from the CUDA install) and the end-to-end benchmark
 # (training tokens/s in f32 and mixed precision, translation latency), then prints a short summary.
 # Budget: under 8 minutes.
@@ -27,7 +27,7 @@ timeout 150 cargo test --release --offline --test moe_kernels --test ptx_helpers
 # These run every backend present in each test (the emulator and cuda:0); a missing device would
 # silently test only the emulator, so the script checks for one first.
 cargo run --release --offline --quiet -- devices 2>&1 | grep -q "cuda:0" || { echo "no cuda:0 visible to automoe devices"; exit 1; }
-timeout 150 cargo test --release --offline --test cuda_tape_ops --test cuda_moe_tape --test cuda_training \
+timeout 200 cargo test --release --offline --test cuda_tape_ops --test cuda_moe_tape --test cuda_moe_model --test cuda_training \
     >>"$log/tests" 2>&1 || status=$?
 if grep -q "skipped on cuda" "$log/tests"; then
     grep -m1 "skipped on cuda" "$log/tests"; exit 1
