@@ -34,22 +34,24 @@ __device__ __forceinline__ void store16(T* dst, const float* acc) {
 
 namespace permute {
 
-constexpr int kDispatchWarps = 8;  // permute_dispatch_i32 must be launched with 1 block of 256 threads
+constexpr int kDispatchWarps = 16;  // permute_dispatch_i32 must be launched with 1 block of 512 threads
 constexpr int kMaxExperts = 512;
 
 // For this lane's expert e among the warp's 32 pairs: how many lower lanes have the same e (its
 // stable rank inside the group) and whether it is the highest lane with e (the one that publishes
-// the group's count). 32 shuffles per 32 pairs; ranks never need atomics.
+// the group's count). The lanes sharing e are found bit by bit with ballots: 10 ballots cover ids
+// below 512 and -1 (bit 9 set only by -1), where comparing against every lane took 32 shuffles.
 __device__ __forceinline__ void group_rank(int e, int lane, int* rank, bool* last) {
-    int r = 0;
-    bool l = true;
-    for (int j = 0; j < 32; ++j) {
-        int ej = __shfl_sync(0xffffffffu, e, j);
-        if (ej == e && j < lane) r++;
-        if (ej == e && j > lane) l = false;
+    const unsigned ue = (unsigned)e;
+    unsigned same = 0xffffffffu;
+#pragma unroll
+    for (int b = 0; b < 10; ++b) {
+        const unsigned bit = (ue >> b) & 1u;
+        const unsigned bal = __ballot_sync(0xffffffffu, bit);
+        same &= bit ? bal : ~bal;
     }
-    *rank = r;
-    *last = l;
+    *rank = __popc(same & ((1u << lane) - 1u));
+    *last = (same >> lane) == 1u;
 }
 
 // Single block: each warp owns a contiguous range of pairs. Pass 1 counts per (warp, expert); a scan

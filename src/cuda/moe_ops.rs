@@ -55,7 +55,7 @@ pub struct Geometry {
 /// Warps per block of the one-warp-per-row kernels (gating, permute, combine).
 pub const WARPS_PER_BLOCK: u32 = 4;
 /// The dispatch kernel's fixed block (cuda/permute.cu: kDispatchWarps * 32).
-pub const DISPATCH_THREADS: u32 = 256;
+pub const DISPATCH_THREADS: u32 = 512;
 /// Largest expert count the kernels handle (registers in gating, shared memory in dispatch).
 pub const MAX_EXPERTS: usize = 512;
 /// Largest k the gating kernels handle.
