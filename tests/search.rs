@@ -214,6 +214,14 @@ fn cpu_meter_and_supernet_fitness_run_on_a_tiny_model_and_outputs_are_written() 
     assert!(cpu_meter.describe().contains("thread-CPU clock"));
     let l = cpu_meter.measure(&space.largest()).unwrap();
     assert!(l.encoder_ms > 0.0 && l.decoder_ms > 0.0, "{l:?}");
+    // The same protocol on the CUDA path (the emulator here): wall clock only.
+    let small = LatencyProtocol { src_len: 4, steps: 2, beam: 2, warmup: 0, runs: 1, trim: 0.0, clock: Clock::Wall };
+    let mut emu_meter = CpuLatencyMeter::new(&net, small, 1, 0).unwrap().on_device(automoe::Device::Emu).unwrap();
+    assert!(emu_meter.describe().starts_with("emu"), "{}", emu_meter.describe());
+    let l = emu_meter.measure(&space.smallest()).unwrap();
+    assert!(l.encoder_ms > 0.0 && l.decoder_ms > 0.0, "{l:?}");
+    let msg = CpuLatencyMeter::new(&net, cpu_protocol, 1, 0).unwrap().on_device(automoe::Device::Emu).err().unwrap().to_string();
+    assert!(msg.contains("wall clock"), "{msg}");
 
     let pairs: Vec<automoe::data::TokenizedPair> =
         (0..6u32).map(|i| automoe::data::TokenizedPair { src: vec![4 + i, 5 + i, 2], tgt: vec![6 + i, 7, 8, 2] }).collect();

@@ -37,6 +37,10 @@ pub struct ProtocolArgs {
     /// latency on a shared, loaded machine (needs --threads 1).
     #[arg(long, default_value = "wall", value_parser = parse_clock)]
     pub clock: Clock,
+    /// Where the timed models run: `cpu`, `cuda:N` (latency on a GPU, the search's target
+    /// hardware then), or `emu` (the CUDA path on the emulator; slow, for testing).
+    #[arg(long, default_value = "cpu", value_parser = super::train::parse_device)]
+    pub device: crate::Device,
 }
 
 fn parse_clock(s: &str) -> std::result::Result<Clock, String> {
@@ -117,7 +121,8 @@ pub(crate) fn bar(total: u64, what: &str) -> indicatif::ProgressBar {
 
 pub fn run(args: Args) -> Result<()> {
     let net = supernet(args.checkpoint.as_ref(), &args.space, args.vocab)?;
-    let mut meter = CpuLatencyMeter::new(&net, args.protocol.protocol(), args.protocol.threads, args.seed)?;
+    let mut meter =
+        CpuLatencyMeter::new(&net, args.protocol.protocol(), args.protocol.threads, args.seed)?.on_device(args.protocol.device)?;
     eprintln!("meter: {}", meter.describe());
     match (&args.config, args.samples, &args.out) {
         (Some(path), _, _) => {

@@ -134,7 +134,7 @@ pub fn run(args: Args) -> Result<()> {
         None => None,
     };
     let mut cpu = if args.measure_latency {
-        Some(CpuLatencyMeter::new(&net, args.protocol.protocol(), args.protocol.threads, args.seed)?)
+        Some(CpuLatencyMeter::new(&net, args.protocol.protocol(), args.protocol.threads, args.seed)?.on_device(args.protocol.device)?)
     } else {
         None
     };

@@ -146,6 +146,8 @@ pub struct CpuLatencyMeter<'a> {
     protocol: LatencyProtocol,
     pool: rayon::ThreadPool,
     threads: usize,
+    /// Where the timed models run: the CPU (the default), or a CUDA device ([`Self::on_device`]).
+    device: crate::Device,
 }
 
 impl<'a> CpuLatencyMeter<'a> {
@@ -175,7 +177,28 @@ impl<'a> CpuLatencyMeter<'a> {
             .thread_name(|i| format!("automoe-latency-{i}"))
             .build()
             .map_err(|e| Error::invalid("CpuLatencyMeter", format!("cannot start {threads} threads: {e}")))?;
-        Ok(CpuLatencyMeter { supernet, protocol, pool, threads })
+        Ok(CpuLatencyMeter { supernet, protocol, pool, threads, device: crate::Device::Cpu })
+    }
+
+    /// Times the models on `device` instead (a GPU, or `emu` to exercise the path), with the same
+    /// protocol; host work (beam bookkeeping) still uses this meter's threads. The thread-CPU clock
+    /// cannot see device time, so only the wall clock is accepted for a CUDA device.
+    pub fn on_device(mut self, device: crate::Device) -> Result<Self> {
+        if device.is_cuda() {
+            if self.protocol.clock == Clock::Cpu {
+                return Err(Error::invalid(
+                    "CpuLatencyMeter",
+                    format!("the thread-CPU clock cannot time work on {device}; use the wall clock"),
+                ));
+            }
+            crate::cuda::Gpu::of(device)?;
+        }
+        self.device = device;
+        Ok(self)
+    }
+
+    pub fn device(&self) -> crate::Device {
+        self.device
     }
 
     pub fn threads(&self) -> usize {
@@ -196,10 +219,14 @@ impl<'a> CpuLatencyMeter<'a> {
         time_one_run_with(view, &proto, &|| p.clock.now_ms(start))
     }
 
-    /// Times an already extracted model.
+    /// Times an already extracted model, which must be on this meter's device.
     pub fn measure_model(&self, model: &SubnetModel) -> Result<Latency> {
         let p = self.protocol;
         let view = model.view()?;
+        let on = model.store.iter().next().map_or(crate::Device::Cpu, |(_, p)| p.value.device());
+        if on != self.device {
+            return Err(Error::invalid("CpuLatencyMeter", format!("the model is on {on} but the meter times on {}", self.device)));
+        }
         self.pool.install(|| {
             for _ in 0..p.warmup {
                 self.time_one_run(&view)?;
@@ -234,7 +261,7 @@ impl CpuLatencyMeter<'_> {
             for round in 0..p.runs {
                 for (i, cfg) in cfgs.iter().enumerate() {
                     // Re-extracted each round: keeping every model would hold them all in memory.
-                    let model = self.supernet.extract(cfg)?;
+                    let model = self.supernet.extract(cfg)?.to_device(self.device)?;
                     let view = model.view()?;
                     for _ in 0..p.warmup {
                         self.time_one_run(&view)?;
@@ -260,16 +287,20 @@ impl CpuLatencyMeter<'_> {
 
 impl LatencyMeter for CpuLatencyMeter<'_> {
     fn measure(&mut self, cfg: &SubnetConfig) -> Result<Latency> {
-        let model = self.supernet.extract(cfg)?;
+        let model = self.supernet.extract(cfg)?.to_device(self.device)?;
         self.measure_model(&model)
     }
 
     fn describe(&self) -> String {
         let p = &self.protocol;
+        let place = if self.device.is_cuda() {
+            format!("{} (host: {} thread(s))", self.device, self.threads)
+        } else {
+            format!("cpu, {} thread(s)", self.threads)
+        };
         format!(
-            "cpu, {} thread(s), {} clock; source {} tokens, {} decoder steps at beam {}, {} warm-up + {} timed runs, trim {}; \
+            "{place}, {} clock; source {} tokens, {} decoder steps at beam {}, {} warm-up + {} timed runs, trim {}; \
              incremental decoder",
-            self.threads,
             match p.clock {
                 Clock::Wall => "wall",
                 Clock::Cpu => "thread-CPU",
