@@ -26,7 +26,7 @@ if [ -z "${AUTOMOE_CUDA_INCLUDE:-}" ]; then
     [ -n "$inc" ] && export AUTOMOE_CUDA_INCLUDE="$inc"
 fi
 export AUTOMOE_KERNEL_CACHE="$work/kernel-cache"
-echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH AUTOMOE_CUDA_INCLUDE=${AUTOMOE_CUDA_INCLUDE:-}" >>"$log"
+echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-} AUTOMOE_CUDA_INCLUDE=${AUTOMOE_CUDA_INCLUDE:-}" >>"$log"
 "$bin/automoe" devices 2>&1 | tee -a "$log"
 "$bin/automoe" devices 2>&1 | grep -q "^cuda:0" || { step "cuda:0" "NOT VISIBLE: stopping"; exit 1; }
 

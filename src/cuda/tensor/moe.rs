@@ -23,6 +23,7 @@ use super::super::gpu::{GBuf, Gpu};
 use super::super::grouped_gemm::{dbias, group, plan, run, GemmStage};
 use super::super::moe_exec::Exec;
 use super::super::moe_ops::{warp_per_item, KernelFloat};
+use super::super::ops::to_i32;
 use super::{by_dtype, cast_contiguous, copy_contiguous, same_gpu, storage, tensor_of, whole_buf, GpuElem};
 use crate::moe::ops::ExpertVars;
 use crate::moe::{gating, Activation, Dispatch};
@@ -31,7 +32,7 @@ use crate::{Error, Result};
 
 /// A host f32 vector as a tensor of `like`'s device and dtype.
 fn upload_like(v: Vec<f32>, shape: &[usize], like: &Tensor) -> Result<Tensor> {
-    Tensor::from_vec(v, shape)?.to_device(like.device())?.to_dtype(like.dtype())
+    Tensor::from_vec(v, shape)?.to_dtype_device(like.dtype(), like.device())
 }
 
 fn check_float(op: &'static str, t: &Tensor) -> Result<()> {
@@ -65,11 +66,9 @@ fn as_i32(v: impl Iterator<Item = usize>) -> Vec<i32> {
     v.map(|x| x as i32).collect()
 }
 
+/// That `n` elements are addressable by the kernels' 32-bit indices.
 fn check_i32(op: &'static str, n: usize) -> Result<()> {
-    if n > i32::MAX as usize {
-        return Err(Error::invalid(op, format!("{n} elements do not fit the kernels' 32-bit indices")));
-    }
-    Ok(())
+    to_i32(op, "elements", n).map(|_| ())
 }
 
 /// `pos [T * k]` as the kernels take it: a dropped pair ([`crate::moe::DROPPED`]) becomes `-1`.
