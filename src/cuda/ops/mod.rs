@@ -10,8 +10,8 @@ pub mod loss;
 pub mod norm;
 pub mod softmax;
 
-use super::gpu::{GBuf, Gpu};
-use super::moe_exec::{Elem, Exec};
+use super::gpu::GBuf;
+use super::moe_exec::Elem;
 use crate::{Error, Result};
 
 /// Threads per block of the grid-strided elementwise kernels.
@@ -42,11 +42,6 @@ pub fn buf_len<T>(buf: &GBuf<T>) -> usize {
         GBuf::Host(v) => v.len(),
         GBuf::Device(d) => d.len(),
     }
-}
-
-/// Downloads a buffer (tests and host-side reductions).
-pub fn to_host<T: Elem>(gpu: &Gpu, buf: &GBuf<T>) -> Result<Vec<T>> {
-    gpu.download(buf)
 }
 
 #[cfg(test)]
