@@ -307,8 +307,13 @@ impl Tape {
     }
 
     /// Records `op` producing `value` if any of `inputs` needs a gradient.
+    /// Whether an op on `inputs` will be recorded (so a forward should keep what its backward needs).
+    pub(crate) fn will_record(&self, inputs: &[&Var]) -> bool {
+        self.recording && inputs.iter().any(|v| v.id.is_some())
+    }
+
     pub(crate) fn record(&mut self, value: Tensor, inputs: &[&Var], op: impl FnOnce() -> Op) -> Var {
-        if !self.recording || inputs.iter().all(|v| v.id.is_none()) {
+        if !self.will_record(inputs) {
             return Var { id: None, value };
         }
         let id = self.nodes.len();

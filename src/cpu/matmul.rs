@@ -110,13 +110,35 @@ pub fn gemm_acc<T: Float>(
     accumulate: bool,
     par: gemm::Parallelism,
 ) {
-    assert!(out.len() >= m * n, "gemm output buffer too small");
+    gemm_acc_rows(out, n, m, n, k, a, av, b, bv, accumulate, par)
+}
+
+/// [`gemm_acc`] into rows of `out` that are `out_rs` apart (`out_rs >= n`): a column block of a
+/// wider row-major matrix.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_acc_rows<T: Float>(
+    out: &mut [T],
+    out_rs: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    av: MatView,
+    b: &[T],
+    bv: MatView,
+    accumulate: bool,
+    par: gemm::Parallelism,
+) {
+    assert!(out_rs >= n, "gemm output rows overlap");
     if m == 0 || n == 0 {
         return;
     }
+    assert!(out.len() >= (m - 1) * out_rs + n, "gemm output buffer too small");
     if k == 0 {
         if !accumulate {
-            out[..m * n].fill(T::zero());
+            for row in out.chunks_mut(out_rs).take(m) {
+                row[..n].fill(T::zero());
+            }
         }
         return;
     }
@@ -124,7 +146,8 @@ pub fn gemm_acc<T: Float>(
     assert!(av.offset + (m - 1) * av.rs + (k - 1) * av.cs < a.len(), "lhs view exceeds its storage");
     assert!(bv.offset + (k - 1) * bv.rs + (n - 1) * bv.cs < b.len(), "rhs view exceeds its storage");
     // SAFETY: the asserts above keep every index gemm computes from (offset, rs, cs) inside `a`
-    // and `b`; `out` is a distinct, exclusively borrowed buffer of at least m*n elements.
+    // and `b`, and every output index (i * out_rs + j) inside `out`, a distinct, exclusively
+    // borrowed buffer.
     unsafe {
         gemm::gemm(
             m,
@@ -132,7 +155,7 @@ pub fn gemm_acc<T: Float>(
             k,
             out.as_mut_ptr(),
             1,
-            n as isize,
+            out_rs as isize,
             accumulate,
             a.as_ptr().add(av.offset),
             av.cs as isize,
@@ -147,5 +170,79 @@ pub fn gemm_acc<T: Float>(
             false,
             par,
         );
+    }
+}
+
+/// Square tile of the blocked transpose: 16 source rows (16 cache lines of f32) stay in L1 while
+/// each output row of the tile is written contiguously. Measured 7x faster than writing with
+/// the large stride (whose 16 lines share one L1 set when the row length is a multiple of 1 KiB).
+const TRANSPOSE_TILE: usize = 16;
+
+/// `dst[j * rows + i] = A[i, j]` for the `rows x cols` view `A` of `src`: the contiguous transpose
+/// of a strided view. The grouped expert FFN uses it to hand the GEMM weights whose output dim is
+/// contiguous (a front-slice weight read in place would be gathered element by element, with a
+/// 2 KiB stride through memory, by the GEMM's packing).
+pub fn transpose_view<T: Copy + Send + Sync>(src: &[T], v: MatView, rows: usize, cols: usize, dst: &mut [T]) {
+    assert!(dst.len() >= rows * cols, "transpose output buffer too small");
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(v.offset + (rows - 1) * v.rs + (cols - 1) * v.cs < src.len(), "transpose view exceeds its storage");
+    const B: usize = TRANSPOSE_TILE;
+    for i0 in (0..rows).step_by(B) {
+        let ie = (i0 + B).min(rows);
+        for j0 in (0..cols).step_by(B) {
+            let je = (j0 + B).min(cols);
+            if v.cs == 1 && ie - i0 == B && je - j0 == B {
+                // Read each source row's 16 elements at once (one cache line consumed whole, so
+                // rows whose stride is a multiple of 4 KiB, and so share an L1 set, cannot evict
+                // each other mid-tile), then write the tile out transposed from the copy.
+                let mut tile = [[src[0]; B]; B];
+                for (ii, row) in tile.iter_mut().enumerate() {
+                    let start = v.offset + (i0 + ii) * v.rs + j0;
+                    row.copy_from_slice(&src[start..start + B]);
+                }
+                for jj in 0..B {
+                    let out = &mut dst[(j0 + jj) * rows + i0..(j0 + jj) * rows + ie];
+                    for (ii, o) in out.iter_mut().enumerate() {
+                        *o = tile[ii][jj];
+                    }
+                }
+                continue;
+            }
+            for j in j0..je {
+                let out = &mut dst[j * rows + i0..j * rows + ie];
+                let base = v.offset + j * v.cs;
+                for (ii, o) in out.iter_mut().enumerate() {
+                    *o = src[base + (i0 + ii) * v.rs];
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    #[test]
+    fn transpose_view_matches_naive_on_random_views() {
+        let mut rng = crate::rng::seeded(7);
+        for _ in 0..40 {
+            let (rows, cols) = (rng.random_range(1..70), rng.random_range(1..70));
+            // A front slice of a wider row-major matrix, or a transposed view of one.
+            let (pr, pc) = (rows + rng.random_range(0..5), cols + rng.random_range(0..5));
+            let offset = rng.random_range(0..9);
+            let src: Vec<f32> = (0..offset + pr * pc).map(|_| rng.random::<f32>()).collect();
+            let v = if rng.random::<bool>() { MatView { offset, rs: pc, cs: 1 } } else { MatView { offset, rs: 1, cs: pr } };
+            let mut dst = vec![f32::NAN; rows * cols];
+            transpose_view(&src, v, rows, cols, &mut dst);
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(dst[j * rows + i], src[v.offset + i * v.rs + j * v.cs], "({i}, {j}) of {rows}x{cols}");
+                }
+            }
+        }
     }
 }

@@ -125,21 +125,30 @@ impl Tape {
     /// Every expert's FFN on its segment of `xp: [rows, d]` (segments given by `offsets [E + 1]`).
     pub fn grouped_ffn(&mut self, xp: &Var, experts: &[ExpertVars], offsets: &[usize], act: Activation) -> Result<Var> {
         let d = check_grouped(xp, experts, offsets)?;
+        let mut inputs: Vec<&Var> = vec![xp];
+        for e in experts {
+            inputs.extend([&e.w1, &e.b1, &e.w2, &e.b2]);
+        }
+        let save = self.will_record(&inputs);
         fn run<T: Float + Element>(
             xp: &Tensor,
             ex: &[ExpertVars],
             offsets: &[usize],
             d: usize,
             act: Activation,
+            save: bool,
         ) -> Result<(Tensor, Vec<Tensor>)> {
             let views = expert_views::<T>(ex)?;
-            let (y, z) = grouped_ffn_fwd(&xp.cpu_data::<T>("grouped_ffn")?, d, offsets, &views, act);
-            let zs = z
-                .into_iter()
-                .zip(ex)
-                .enumerate()
-                .map(|(e, (z, v))| tensor(z, &[offsets[e + 1] - offsets[e], v.w1.shape()[0]]))
-                .collect::<Result<_>>()?;
+            let (y, z) = grouped_ffn_fwd(&xp.cpu_data::<T>("grouped_ffn")?, d, offsets, &views, act, save);
+            let zs = if !save {
+                Vec::new()
+            } else {
+                z.into_iter()
+                    .zip(ex)
+                    .enumerate()
+                    .map(|(e, (z, v))| tensor(z, &[offsets[e + 1] - offsets[e], v.w1.shape()[0]]))
+                    .collect::<Result<_>>()?
+            };
             Ok((tensor(y, &[offsets[ex.len()], d])?, zs))
         }
         // On a CUDA backend `z` holds the saved hidden activations of the grouped GEMMs instead of
@@ -147,12 +156,8 @@ impl Tape {
         let (y, z) = if xp.value().is_cuda() {
             crate::cuda::tensor::grouped_ffn(xp.value(), experts, offsets, act)?
         } else {
-            by_dtype!("grouped_ffn", xp.value(), run(xp.value(), experts, offsets, d, act))?
+            by_dtype!("grouped_ffn", xp.value(), run(xp.value(), experts, offsets, d, act, save))?
         };
-        let mut inputs: Vec<&Var> = vec![xp];
-        for e in experts {
-            inputs.extend([&e.w1, &e.b1, &e.w2, &e.b2]);
-        }
         Ok(self.record(y, &inputs, || Op::GroupedFfn {
             xp: xp.clone(),
             experts: experts.to_vec(),
