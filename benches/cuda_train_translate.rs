@@ -21,6 +21,7 @@ use automoe::train::{LrSchedule, TrainConfig, Trainer};
 use automoe::Device;
 
 fn main() -> automoe::Result<()> {
+    automoe::cpu::alloc::retain_freed_memory();
     let device: Device = std::env::var("AUTOMOE_BENCH_DEVICE").unwrap_or_else(|_| "cuda:0".into()).parse()?;
     if let Err(e) = automoe::cuda::Gpu::of(device) {
         println!("cuda_train_translate: skipped, {device} is not usable: {e}");

@@ -106,6 +106,7 @@ fn torch_times() -> Result<Vec<(String, f64, f64)>, String> {
 }
 
 fn main() {
+    automoe::cpu::alloc::retain_freed_memory();
     println!("MoE layer, d = {D}, 8 experts, T = {TOKENS} tokens, f32, {} rayon threads", rayon::current_num_threads());
     let homo = [2048; 8];
     let hetero = [3072, 3072, 2048, 2048, 1024, 1024, 512, 512];

@@ -17,6 +17,7 @@ use automoe::train::mt::{self, Mode, RunDescription};
 use automoe::train::{LrSchedule, TrainConfig, Trainer};
 
 fn main() -> automoe::Result<()> {
+    automoe::cpu::alloc::retain_freed_memory();
     let timed: u64 = std::env::var("AUTOMOE_BENCH_UPDATES").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
     let warmup = 2u64;
     let data_cfg = DataConfig::new(DataSource::Synthetic { seed: 0, n_train: 5000, n_valid: 100 });

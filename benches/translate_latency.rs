@@ -107,6 +107,7 @@ fn throughput(label: &str, view: &ModelView, n: usize) {
 }
 
 fn main() {
+    automoe::cpu::alloc::retain_freed_memory();
     let threads = thread_counts();
     println!("translation latency (AutoMoE protocol), f32, CPU; rayon threads available: {}", rayon::current_num_threads());
     println!();

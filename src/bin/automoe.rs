@@ -44,6 +44,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    automoe::cpu::alloc::retain_freed_memory();
     let result = match cli.command {
         None => {
             use clap::CommandFactory;

@@ -2,6 +2,7 @@
 //! a plain reference beside it in `reference.rs` for tests. Loops over rows go parallel through
 //! rayon once a tensor is big enough that the split pays for itself.
 
+pub mod alloc;
 pub mod elementwise;
 pub mod embedding;
 pub mod loss;
@@ -9,6 +10,7 @@ pub mod matmul;
 pub mod norm;
 pub mod reference;
 pub mod softmax;
+pub mod transpose;
 
 /// Below this many elements a kernel runs on one thread: rayon's split costs more than it saves.
 pub const PAR_MIN_ELEMS: usize = 1 << 15;

@@ -9,7 +9,8 @@
 
 use rayon::prelude::*;
 
-use crate::cpu::matmul::{gemm_acc, gemm_acc_rows, gemm_into, transpose_view, MatView};
+use crate::cpu::matmul::{gemm_acc, gemm_acc_rows, gemm_into, MatView};
+use crate::cpu::transpose::transpose_view;
 use crate::tensor::Float;
 
 /// Rows per task: large enough that packing each expert's weights is amortised (512 measured ~7 %
