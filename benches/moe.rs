@@ -12,7 +12,7 @@ use automoe::{DType, Tensor};
 
 const D: usize = 512;
 const TOKENS: usize = 4096;
-const REPS: usize = 5;
+const REPS: usize = 9;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));

@@ -352,12 +352,20 @@ fn balance_loss_is_coef_under_uniform_routing() {
 
 #[test]
 fn an_expert_with_several_row_tiles_and_hidden_blocks_matches_the_reference() {
-    // Every token on expert 0: its segment spans three row tiles (the last one partial) and its
-    // width three hidden blocks of the forward (the last one partial).
+    // Every token on expert 0: with 2 * ROW_TILE + 37 tokens its segment spans three row tiles
+    // (the last one partial) and its width three hidden blocks of the forward (the last one
+    // partial); with up to ROWWISE_MAX_ROWS tokens the forward reads the weights in place row by
+    // row instead.
     let h = 2 * automoe::moe::experts::H_BLOCK + 88;
+    let few = automoe::cpu::matmul::ROWWISE_MAX_ROWS;
+    for t in [1, 2, few, few + 1, 2 * automoe::moe::experts::ROW_TILE + 37] {
+        one_expert_routed_matches_reference_and_dense_gradients(h, t);
+    }
+}
+
+fn one_expert_routed_matches_reference_and_dense_gradients(h: usize, t: usize) {
     let (mut store, p) = layer(8, 3, h, 60, DType::F64);
     with_router_bias(&mut store, &p, &[1e3, 0.0, 0.0]);
-    let t = 2 * automoe::moe::experts::ROW_TILE + 37;
     let sub = MoeSubnet { d: 8, widths: vec![h, 8, 4], k: 1 };
     let x = rand(&[t, 8], DType::F64, 61);
     let mut tape = Tape::new();
@@ -366,15 +374,15 @@ fn an_expert_with_several_row_tiles_and_hidden_blocks_matches_the_reference() {
     assert_eq!(out.dispatch.counts, vec![t, 0, 0]);
     let want = reference_layer(&store, &p, &sub, &MoeOptions::default(), &x.to_f64_vec().unwrap());
     let y = out.y.value().to_f64_vec().unwrap();
-    assert!(max_rel(&y, &want) < 1e-12);
+    assert!(max_rel(&y, &want) < 1e-12, "{t} tokens");
     // Inference keeps no hidden state but must compute the same output, bit for bit.
     let mut ti = Tape::inference();
     let xi = ti.constant(x.clone());
     let inf = moe_forward(&mut ti, &store, &p, &sub, &MoeOptions::default(), &xi).unwrap();
-    assert_eq!(inf.y.value().to_f64_vec().unwrap(), y);
-    // The backward over the same tiles: the gradients of sum(y) equal the dense FFN's (a 1-expert
-    // layer with expert 0's weights), since the +1e3 router bias makes the gate exactly 1
-    // (exp(-1e3) is 0). This checks the pre-activations the forward saved block by block.
+    assert_eq!(inf.y.value().to_f64_vec().unwrap(), y, "{t} tokens");
+    // The gradients of sum(y) equal the dense FFN's (a 1-expert layer with expert 0's weights),
+    // since the +1e3 router bias makes the gate exactly 1 (exp(-1e3) is 0). This checks the
+    // pre-activations the forward saved.
     let loss = tape.sum(&out.y).unwrap();
     let g = tape.backward(&loss).unwrap();
     let dx = g.wrt(&xv).unwrap().to_f64_vec().unwrap();
@@ -383,12 +391,12 @@ fn an_expert_with_several_row_tiles_and_hidden_blocks_matches_the_reference() {
     let dense = moe_forward(&mut t2, &store, &p, &MoeSubnet { d: 8, widths: vec![h], k: 1 }, &MoeOptions::default(), &xv2).unwrap();
     let l2 = t2.sum(&dense.y).unwrap();
     let g2 = t2.backward(&l2).unwrap();
-    assert!(max_rel(&dx, &g2.wrt(&xv2).unwrap().to_f64_vec().unwrap()) < 1e-9);
+    assert!(max_rel(&dx, &g2.wrt(&xv2).unwrap().to_f64_vec().unwrap()) < 1e-9, "{t} tokens");
     let param_grad = |g: &automoe::autograd::Gradients, id| {
         let all = g.param_grads().unwrap();
         all.into_iter().find(|(pid, _)| *pid == id).map(|(_, t)| t.to_f64_vec().unwrap()).unwrap()
     };
     for id in [p.experts[0].fc1_w, p.experts[0].fc1_b, p.experts[0].fc2_w, p.experts[0].fc2_b] {
-        assert!(max_rel(&param_grad(&g, id), &param_grad(&g2, id)) < 1e-9);
+        assert!(max_rel(&param_grad(&g, id), &param_grad(&g2, id)) < 1e-9, "{t} tokens");
     }
 }

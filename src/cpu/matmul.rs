@@ -113,6 +113,14 @@ pub fn gemm_acc<T: Float>(
     gemm_acc_rows(out, n, m, n, k, a, av, b, bv, accumulate, par)
 }
 
+/// Up to this many rows, a product whose rhs is read transposed (`B = W^T` for a row-major
+/// `W: [n, k]`, as in every linear layer) runs as one matrix-vector product per row: `gemm` reads
+/// `W` directly for a single row, but for two or more it first gathers `W`, element by element
+/// with its row stride, into its packed layout. For a `[2048, 512]` weight: 2 rows took 0.73 ms
+/// gathered and 0.07 ms row by row; the two meet at about 16 rows. Incremental decoding (a few
+/// beams at a time) lives in this regime.
+pub const ROWWISE_MAX_ROWS: usize = 12;
+
 /// [`gemm_acc`] into rows of `out` that are `out_rs` apart (`out_rs >= n`): a column block of a
 /// wider row-major matrix.
 #[allow(clippy::too_many_arguments)]
@@ -134,6 +142,13 @@ pub fn gemm_acc_rows<T: Float>(
         return;
     }
     assert!(out.len() >= (m - 1) * out_rs + n, "gemm output buffer too small");
+    if (2..=ROWWISE_MAX_ROWS).contains(&m) && k > 0 && av.cs == 1 && bv.rs == 1 && bv.cs != 1 {
+        for (i, row) in out.chunks_mut(out_rs).take(m).enumerate() {
+            let ai = MatView { offset: av.offset + i * av.rs, ..av };
+            gemm_acc_rows(row, out_rs, 1, n, k, a, ai, b, bv, accumulate, par);
+        }
+        return;
+    }
     if k == 0 {
         if !accumulate {
             for row in out.chunks_mut(out_rs).take(m) {
@@ -170,5 +185,46 @@ pub fn gemm_acc_rows<T: Float>(
             false,
             par,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    /// Few-row products (the row-by-row path) and larger ones, with a transposed or plain rhs,
+    /// accumulating or not, into a wider output, against a naive triple loop.
+    #[test]
+    fn gemm_acc_rows_matches_naive_for_few_and_many_rows() {
+        let mut rng = crate::rng::seeded(11);
+        for m in [1usize, 2, 5, ROWWISE_MAX_ROWS, ROWWISE_MAX_ROWS + 1, 40] {
+            for transposed_rhs in [true, false] {
+                for accumulate in [false, true] {
+                    let (n, k) = (rng.random_range(1..50), rng.random_range(1..50));
+                    let out_rs = n + rng.random_range(0..4);
+                    let a: Vec<f64> = (0..m * k + 3).map(|_| rng.random::<f64>() - 0.5).collect();
+                    let b: Vec<f64> = (0..n * k + 2).map(|_| rng.random::<f64>() - 0.5).collect();
+                    let av = MatView { offset: 3, rs: k, cs: 1 };
+                    // B = W^T for W: [n, k] (rs 1), or a row-major [k, n].
+                    let bv = if transposed_rhs { MatView { offset: 2, rs: 1, cs: k } } else { MatView { offset: 2, rs: n, cs: 1 } };
+                    let init: Vec<f64> = (0..(m - 1) * out_rs + n).map(|_| rng.random::<f64>()).collect();
+                    let mut out = init.clone();
+                    gemm_acc_rows(&mut out, out_rs, m, n, k, &a, av, &b, bv, accumulate, gemm::Parallelism::None);
+                    for i in 0..m {
+                        for j in 0..n {
+                            let dot: f64 = (0..k).map(|l| a[av.offset + i * av.rs + l] * b[bv.offset + l * bv.rs + j * bv.cs]).sum();
+                            let want = dot + if accumulate { init[i * out_rs + j] } else { 0.0 };
+                            let got = out[i * out_rs + j];
+                            assert!((got - want).abs() < 1e-12, "m={m} T={transposed_rhs} acc={accumulate} ({i},{j}): {got} vs {want}");
+                        }
+                        // The gap between output rows is left alone.
+                        for j in n..out_rs.min(out.len() - i * out_rs) {
+                            assert_eq!(out[i * out_rs + j], init[i * out_rs + j]);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
