@@ -121,6 +121,37 @@ pub fn gemm_acc<T: Float>(
 /// beams at a time) lives in this regime.
 pub const ROWWISE_MAX_ROWS: usize = 12;
 
+/// From this many rows up, a product whose rhs is read transposed gets a contiguous copy of it
+/// first (see [`transpose_rhs`]) when both its dims are at least `TRANSPOSED_RHS_MIN`.
+const TRANSPOSED_RHS_MIN: usize = 16;
+
+/// Contiguous rhs copies up to this many elements (4 MiB of f32) use the per-thread scratch;
+/// larger ones (an output projection onto a big vocabulary) a fresh buffer.
+const SCRATCH_MAX_ELEMS: usize = 1 << 20;
+
+/// Copies `B = W^T` (read in place from a row-major `W: [n, k]`) into `bt: [k, n]`, contiguous.
+/// `gemm` would otherwise gather `W` element by element, with its row stride, into its packed
+/// layout, and its AVX-512 kernel packs 64 rows at once, so that with a power-of-two row stride
+/// the 64 lines it reads per column fall into two L1 sets and evict each other: for
+/// `[30, 512] x [512, 512]^T` the product took 231 us gathering and 59 us from a contiguous copy.
+/// With `Parallelism::Rayon` and a large matrix the copy is split over row blocks of `bt`.
+fn transpose_rhs<T: Float>(b: &[T], bv: MatView, k: usize, n: usize, bt: &mut [T], par: gemm::Parallelism) {
+    use crate::cpu::transpose::transpose_view;
+    // `W` as a row-major view: element (j, l) = B(l, j) at offset + j * cs + l.
+    let w = MatView { offset: bv.offset, rs: bv.cs, cs: 1 };
+    let bt = &mut bt[..k * n];
+    if matches!(par, gemm::Parallelism::Rayon(_)) && k * n >= crate::cpu::PAR_MIN_ELEMS * 8 {
+        // Rows l0.. of `bt` are columns l0.. of `W`: contiguous, disjoint output blocks.
+        let block = 64;
+        bt.par_chunks_mut(block * n).enumerate().for_each(|(i, chunk)| {
+            let l0 = i * block;
+            transpose_view(b, MatView { offset: w.offset + l0, ..w }, n, chunk.len() / n, chunk);
+        });
+    } else {
+        transpose_view(b, w, n, k, bt);
+    }
+}
+
 /// [`gemm_acc`] into rows of `out` that are `out_rs` apart (`out_rs >= n`): a column block of a
 /// wider row-major matrix.
 #[allow(clippy::too_many_arguments)]
@@ -146,6 +177,18 @@ pub fn gemm_acc_rows<T: Float>(
         for (i, row) in out.chunks_mut(out_rs).take(m).enumerate() {
             let ai = MatView { offset: av.offset + i * av.rs, ..av };
             gemm_acc_rows(row, out_rs, 1, n, k, a, ai, b, bv, accumulate, par);
+        }
+        return;
+    }
+    if m > ROWWISE_MAX_ROWS && k >= TRANSPOSED_RHS_MIN && n >= TRANSPOSED_RHS_MIN && bv.rs == 1 && bv.cs != 1 {
+        let mut run = |bt: &mut [T]| {
+            transpose_rhs(b, bv, k, n, bt, par);
+            gemm_acc_rows(out, out_rs, m, n, k, a, av, bt, MatView { offset: 0, rs: n, cs: 1 }, accumulate, par)
+        };
+        if k * n <= SCRATCH_MAX_ELEMS {
+            crate::cpu::with_scratch::<T, _>(k * n, run);
+        } else {
+            run(&mut vec![T::zero(); k * n]);
         }
         return;
     }
@@ -224,6 +267,26 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// A transposed rhs big enough that its contiguous copy is made by parallel row blocks (the
+    /// last one partial), inside a wider storage.
+    #[test]
+    fn large_transposed_rhs_is_copied_in_parallel_blocks() {
+        let mut rng = crate::rng::seeded(12);
+        let (m, k, n, w_rs) = (20usize, 600usize, 500usize, 613usize);
+        let a: Vec<f64> = (0..m * k).map(|_| rng.random::<f64>() - 0.5).collect();
+        let w: Vec<f64> = (0..n * w_rs + 5).map(|_| rng.random::<f64>() - 0.5).collect();
+        // B = W[:, :k]^T for W: [n, w_rs] starting at offset 5.
+        let bv = MatView { offset: 5, rs: 1, cs: w_rs };
+        let mut out = vec![0.0; m * n];
+        gemm_acc_rows(&mut out, n, m, n, k, &a, MatView { offset: 0, rs: k, cs: 1 }, &w, bv, false, gemm::Parallelism::Rayon(2));
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = (0..k).map(|l| a[i * k + l] * w[5 + j * w_rs + l]).sum();
+                assert!((out[i * n + j] - want).abs() < 1e-11, "({i},{j})");
             }
         }
     }
