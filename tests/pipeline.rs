@@ -68,6 +68,15 @@ fn tiny_pipeline_runs_every_stage_and_resumes_without_redoing_work() {
     assert_eq!(again, results);
     let after: Vec<_> = marks.iter().map(|m| modified(&out.join(m))).collect();
     assert_eq!(before, after);
+
+    // Changed settings would reuse stale outputs: refused before anything runs, nothing touched.
+    let mut changed = cfg.clone();
+    changed.final_train.updates += 1;
+    let err = pipeline::run(&changed, &out).unwrap_err().to_string();
+    assert!(err.contains("final_train.updates") && err.contains("systems"), "{err}");
+    let recorded = std::fs::read_to_string(out.join("pipeline.toml")).unwrap();
+    assert_eq!(PipelineConfig::from_toml_str(&recorded, Path::new("pipeline.toml")).unwrap(), cfg);
+    assert_eq!(marks.iter().map(|m| modified(&out.join(m))).collect::<Vec<_>>(), after);
 }
 
 #[test]

@@ -3,9 +3,11 @@
 //! from scratch → evaluation (BLEU, chrF, latency, GFLOPs, params) → export → report.
 //!
 //! Every stage writes its outputs under the run directory and is skipped when they exist, so an
-//! interrupted run resumes where it stopped (a training stage resumes from its checkpoint).
+//! interrupted run resumes where it stopped (a training stage resumes from its checkpoint). A
+//! rerun with changed settings whose stages already have outputs is refused (`freshness`).
 
 pub mod config;
+mod freshness;
 mod report;
 mod stages;
 
@@ -24,7 +26,8 @@ pub(crate) fn say(msg: impl AsRef<str>) {
 /// Runs every stage for `cfg` in `out`; returns the evaluated systems (AutoMoE first).
 pub fn run(cfg: &PipelineConfig, out: &Path) -> Result<Vec<SystemResult>> {
     std::fs::create_dir_all(out).map_err(|e| crate::Error::io(out, e))?;
-    let cfg_path = out.join("pipeline.toml");
+    freshness::check(out, cfg)?;
+    let cfg_path = out.join(freshness::CONFIG_FILE);
     let text = toml::to_string(cfg).map_err(|e| crate::Error::invalid("pipeline", e.to_string()))?;
     crate::data::tokenizer::write_atomic(&cfg_path, text.as_bytes())?;
     let t0 = std::time::Instant::now();

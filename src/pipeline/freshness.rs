@@ -1,0 +1,152 @@
+//! A rerun in an existing run directory resumes it: every stage whose outputs exist is skipped.
+//! That is only right when those outputs were made with the settings the stage would use now, so
+//! before anything runs, the configuration the directory was made with (`pipeline.toml`) is
+//! compared with the new one. A changed setting makes every output of its stage and of the stages
+//! after it stale; if any of those exist, the run stops with an error that names the changed
+//! settings and the stale outputs. Nothing is deleted: the user picks a fresh directory or removes
+//! what should be recomputed.
+
+use std::path::{Path, PathBuf};
+
+use super::config::PipelineConfig;
+use crate::cli::translate::TOKENIZER_FILE;
+use crate::{Error, Result};
+
+/// The run's configuration as last used, in the run directory.
+pub const CONFIG_FILE: &str = "pipeline.toml";
+
+/// A stage: its name, the top-level configuration keys it reads, and its outputs (relative to the
+/// run directory). In pipeline order: a stage depends on every stage before it. `name` (a label)
+/// and `device` (where the computation runs, not what it computes) belong to no stage.
+const STAGES: &[(&str, &[&str], &[&str])] = &[
+    ("tokenizer and data", &["seed", "data"], &[TOKENIZER_FILE, "data"]),
+    ("supernet training", &["space", "supernet"], &["supernet"]),
+    ("latency predictor", &["latency"], &["latency"]),
+    ("search", &["search"], &["search", "search_dense"]),
+    ("training of the chosen systems", &["final_train", "baselines"], &["systems", "export"]),
+    ("evaluation", &["eval"], &["eval"]),
+];
+
+/// Errors when `out` holds stage outputs that `cfg` would compute differently from the
+/// configuration recorded in `out/pipeline.toml`. A directory without that file is new.
+pub fn check(out: &Path, cfg: &PipelineConfig) -> Result<()> {
+    let path = out.join(CONFIG_FILE);
+    if !path.exists() {
+        return Ok(());
+    }
+    // Parsed and re-serialised, so that settings an older file leaves to their defaults compare
+    // equal to the same defaults written out.
+    let old = PipelineConfig::from_file(&path)?;
+    let changed = changed_keys(&to_value(&old)?, &to_value(cfg)?);
+    let Some(first) = changed.iter().filter_map(|(key, _, _)| stage_of(key)).min() else {
+        return Ok(());
+    };
+    let stale: Vec<PathBuf> =
+        STAGES[first..].iter().flat_map(|(_, _, outs)| outs.iter().map(|o| out.join(o))).filter(|p| p.exists()).collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let settings: Vec<String> = changed
+        .iter()
+        .filter(|(key, _, _)| stage_of(key).is_some())
+        .map(|(key, was, now)| format!("  {key}: {was} -> {now} (affects the {} and later stages)", STAGES[stage_of(key).unwrap_or(0)].0))
+        .collect();
+    let outputs: Vec<String> = stale.iter().map(|p| format!("  {}", p.display())).collect();
+    Err(Error::invalid(
+        "pipeline",
+        format!(
+            "{} was made with a different configuration ({}):\n{}\nso these outputs would be reused although they are stale:\n{}\n\
+             Use a fresh output directory, or delete the outputs above to recompute them (and restore the old settings to keep them).",
+            out.display(),
+            path.display(),
+            settings.join("\n"),
+            outputs.join("\n")
+        ),
+    ))
+}
+
+fn to_value(cfg: &PipelineConfig) -> Result<toml::Value> {
+    toml::Value::try_from(cfg).map_err(|e| Error::invalid("pipeline", format!("cannot serialise the configuration: {e}")))
+}
+
+/// The index in `STAGES` of the stage that reads the dotted `key`, if any.
+fn stage_of(key: &str) -> Option<usize> {
+    let top = key.split('.').next().unwrap_or(key);
+    STAGES.iter().position(|(_, keys, _)| keys.contains(&top))
+}
+
+/// Every dotted key whose value differs between `old` and `new` (present in one only included),
+/// with both values as TOML text ("unset" when absent), in key order.
+fn changed_keys(old: &toml::Value, new: &toml::Value) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    walk("", Some(old), Some(new), &mut out);
+    out
+}
+
+fn walk(prefix: &str, old: Option<&toml::Value>, new: Option<&toml::Value>, out: &mut Vec<(String, String, String)>) {
+    match (old, new) {
+        (Some(toml::Value::Table(a)), Some(toml::Value::Table(b))) => {
+            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                walk(&key, a.get(k), b.get(k), out);
+            }
+        }
+        (a, b) if a != b => {
+            let show = |v: Option<&toml::Value>| v.map(|v| v.to_string()).unwrap_or_else(|| "unset".into());
+            out.push((prefix.to_string(), show(a), show(b)));
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_config(out: &Path, cfg: &PipelineConfig) {
+        std::fs::write(out.join(CONFIG_FILE), toml::to_string(cfg).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn changed_settings_with_existing_outputs_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path();
+        let cfg = PipelineConfig::demo().unwrap();
+        // A new directory, and an unchanged configuration, are fine.
+        check(out, &cfg).unwrap();
+        write_config(out, &cfg);
+        std::fs::create_dir_all(out.join("supernet")).unwrap();
+        check(out, &cfg).unwrap();
+
+        // A supernet setting with the supernet trained: refused, naming the setting and the output.
+        let mut more = cfg.clone();
+        more.supernet.updates += 1;
+        let err = check(out, &more).unwrap_err().to_string();
+        assert!(err.contains("supernet.updates") && err.contains(&out.join("supernet").display().to_string()), "{err}");
+
+        // An evaluation setting before anything was evaluated: fine; after: refused.
+        let mut beam = cfg.clone();
+        beam.eval.beam += 1;
+        check(out, &beam).unwrap();
+        std::fs::create_dir_all(out.join("eval")).unwrap();
+        let err = check(out, &beam).unwrap_err().to_string();
+        assert!(err.contains("eval.beam") && !err.contains("supernet\n"), "{err}");
+
+        // The label and the device change no result.
+        let mut renamed = cfg.clone();
+        renamed.name = "other".into();
+        renamed.device = crate::Device::Emu;
+        check(out, &renamed).unwrap();
+    }
+
+    #[test]
+    fn an_unreadable_recorded_configuration_is_a_clear_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join(CONFIG_FILE), "seed = \"x\"").unwrap();
+        let err = check(tmp.path(), &PipelineConfig::demo().unwrap()).unwrap_err().to_string();
+        assert!(err.contains(CONFIG_FILE), "{err}");
+    }
+}
