@@ -80,6 +80,13 @@ pub struct MatView {
     pub cs: usize,
 }
 
+impl MatView {
+    /// The same storage read as the transposed matrix.
+    pub fn transposed(self) -> MatView {
+        MatView { offset: self.offset, rs: self.cs, cs: self.rs }
+    }
+}
+
 /// `out[m, n] (contiguous) = A[m, k] @ B[k, n]`, overwriting `out`.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_into<T: Float>(
@@ -137,8 +144,8 @@ const SCRATCH_MAX_ELEMS: usize = 1 << 20;
 /// With `Parallelism::Rayon` and a large matrix the copy is split over row blocks of `bt`.
 fn transpose_rhs<T: Float>(b: &[T], bv: MatView, k: usize, n: usize, bt: &mut [T], par: gemm::Parallelism) {
     use crate::cpu::transpose::transpose_view;
-    // `W` as a row-major view: element (j, l) = B(l, j) at offset + j * cs + l.
-    let w = MatView { offset: bv.offset, rs: bv.cs, cs: 1 };
+    // `W` as a row-major view (B's row stride is 1): element (j, l) = B(l, j).
+    let w = bv.transposed();
     let bt = &mut bt[..k * n];
     if matches!(par, gemm::Parallelism::Rayon(_)) && k * n >= crate::cpu::PAR_MIN_ELEMS * 8 {
         // Rows l0.. of `bt` are columns l0.. of `W`: contiguous, disjoint output blocks.
@@ -173,14 +180,16 @@ pub fn gemm_acc_rows<T: Float>(
         return;
     }
     assert!(out.len() >= (m - 1) * out_rs + n, "gemm output buffer too small");
-    if (2..=ROWWISE_MAX_ROWS).contains(&m) && k > 0 && av.cs == 1 && bv.rs == 1 && bv.cs != 1 {
+    // B = W^T read in place from a row-major W (a linear layer's weight).
+    let rhs_transposed = bv.rs == 1 && bv.cs != 1;
+    if (2..=ROWWISE_MAX_ROWS).contains(&m) && k > 0 && av.cs == 1 && rhs_transposed {
         for (i, row) in out.chunks_mut(out_rs).take(m).enumerate() {
             let ai = MatView { offset: av.offset + i * av.rs, ..av };
             gemm_acc_rows(row, out_rs, 1, n, k, a, ai, b, bv, accumulate, par);
         }
         return;
     }
-    if m > ROWWISE_MAX_ROWS && k >= TRANSPOSED_RHS_MIN && n >= TRANSPOSED_RHS_MIN && bv.rs == 1 && bv.cs != 1 {
+    if m > ROWWISE_MAX_ROWS && k >= TRANSPOSED_RHS_MIN && n >= TRANSPOSED_RHS_MIN && rhs_transposed {
         let mut run = |bt: &mut [T]| {
             transpose_rhs(b, bv, k, n, bt, par);
             gemm_acc_rows(out, out_rs, m, n, k, a, av, bt, MatView { offset: 0, rs: n, cs: 1 }, accumulate, par)

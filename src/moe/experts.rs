@@ -112,7 +112,7 @@ fn bias_act<T: Float>(z: &mut [T], z_rs: usize, a: Option<&mut [T]>, b: &[T], ac
         }
     }
     match act {
-        Activation::Relu => run(z, z_rs, a, b, |v: T| v.max(T::zero())),
+        Activation::Relu => run(z, z_rs, a, b, crate::cpu::elementwise::relu),
         Activation::Gelu => run(z, z_rs, a, b, crate::cpu::elementwise::gelu),
     }
 }
@@ -157,8 +157,7 @@ pub fn grouped_ffn_fwd<T: Float>(
         if rt <= ROWWISE_MAX_ROWS {
             // A few rows (incremental decoding): one matrix-vector product per row reads the
             // weights in place faster than transposing them.
-            let w1v = MatView { offset: w.w1v.offset, rs: w.w1v.cs, cs: w.w1v.rs };
-            let w2v = MatView { offset: w.w2v.offset, rs: w.w2v.cs, cs: w.w2v.rs };
+            let (w1v, w2v) = (w.w1v.transposed(), w.w2v.transposed());
             crate::cpu::with_scratch::<T, _>(rt * w.h, |a| {
                 if save_hidden {
                     gemm_acc_rows(t.hidden, w.h, rt, w.h, d, xp, xv, w.w1, w1v, false, gemm::Parallelism::None);

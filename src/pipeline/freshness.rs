@@ -37,8 +37,12 @@ pub fn check(out: &Path, cfg: &PipelineConfig) -> Result<()> {
     // Parsed and re-serialised, so that settings an older file leaves to their defaults compare
     // equal to the same defaults written out.
     let old = PipelineConfig::from_file(&path)?;
-    let changed = changed_keys(&to_value(&old)?, &to_value(cfg)?);
-    let Some(first) = changed.iter().filter_map(|(key, _, _)| stage_of(key)).min() else {
+    // Each changed setting with the first stage that reads it (settings no stage reads dropped).
+    let changed: Vec<(usize, String, String, String)> = changed_keys(&to_value(&old)?, &to_value(cfg)?)
+        .into_iter()
+        .filter_map(|(key, was, now)| stage_of(&key).map(|stage| (stage, key, was, now)))
+        .collect();
+    let Some(first) = changed.iter().map(|c| c.0).min() else {
         return Ok(());
     };
     let stale: Vec<PathBuf> =
@@ -48,8 +52,7 @@ pub fn check(out: &Path, cfg: &PipelineConfig) -> Result<()> {
     }
     let settings: Vec<String> = changed
         .iter()
-        .filter(|(key, _, _)| stage_of(key).is_some())
-        .map(|(key, was, now)| format!("  {key}: {was} -> {now} (affects the {} and later stages)", STAGES[stage_of(key).unwrap_or(0)].0))
+        .map(|(stage, key, was, now)| format!("  {key}: {was} -> {now} (affects the {} and later stages)", STAGES[*stage].0))
         .collect();
     let outputs: Vec<String> = stale.iter().map(|p| format!("  {}", p.display())).collect();
     Err(Error::invalid(
