@@ -11,13 +11,13 @@
 //! Without a usable device it says so and exits successfully (the emulator run is a smoke test of
 //! the benchmark itself, not a speed measurement: it is thousands of times slower).
 
-use std::time::Instant;
+mod common;
 
 use automoe::decode::{measure, LatencyProtocol};
-use automoe::model::{ModelOptions, RunMode, SubnetModel};
+use automoe::model::{ModelOptions, SubnetModel};
+use automoe::train::mt;
 use automoe::train::mt::data::{prepare, DataConfig, DataSource};
-use automoe::train::mt::{self, Mode, RunDescription};
-use automoe::train::{LrSchedule, TrainConfig, Trainer};
+use automoe::train::TrainConfig;
 use automoe::Device;
 
 fn main() -> automoe::Result<()> {
@@ -43,53 +43,17 @@ fn main() -> automoe::Result<()> {
         data.tokenizer.vocab_size()
     );
     println!("{:<34} {:>10} {:>10} {:>12} {:>12}", "model", "precision", "params", "ms/update", "tokens/s");
-    for (name, mode) in [
-        ("supernet (small space, sampled)", Mode::Supernet { space: space.clone() }),
-        ("dense baseline (128, 3+3, 512)", Mode::Subnet { config: space.dense() }),
-    ] {
+    for (name, mode) in common::models(&space) {
         for mixed in [false, true] {
-            let desc = RunDescription {
-                mode: mode.clone(),
-                options: ModelOptions { dropout: 0.1, attention_dropout: 0.1, ..ModelOptions::default() },
-                vocab: data.tokenizer.vocab_size(),
-                label_smoothing: 0.1,
-                data: data_cfg.clone(),
-            };
-            let net = mt::build_net(&desc, 1)?;
-            let params = net.store.numel();
-            let cfg = TrainConfig {
-                max_updates: warmup + timed,
-                clip_norm: 1.0,
-                schedule: LrSchedule::Constant { lr: 5e-4 },
-                seed: 1,
-                quiet: true,
-                device,
-                mixed_precision: mixed,
-                ..TrainConfig::default()
-            };
-            let mut trainer = Trainer::new(cfg, net.store)?;
-            let mut loss_fn = |tape: &mut automoe::autograd::Tape,
-                               store: &automoe::autograd::ParamStore,
-                               batch: &automoe::data::Batch,
-                               ctx: automoe::train::UpdateCtx| {
-                let sub = match &desc.mode {
-                    Mode::Supernet { space } => mt::sampled_subnet(space, 1, ctx.update)?,
-                    Mode::Subnet { config } => config.clone(),
-                };
-                mt::batch_loss(tape, store, &net.params, &desc, &sub, batch, RunMode::train(ctx.seed))
-            };
-            for _ in 0..warmup {
-                trainer.step(&data.train, &mut loss_fn)?;
-            }
-            let t0 = Instant::now();
-            let mut tokens = 0;
-            for _ in 0..timed {
-                tokens += trainer.step(&data.train, &mut loss_fn)?.tokens;
-            }
-            // step() reads the loss back every micro-batch, so the device is idle here.
-            let secs = t0.elapsed().as_secs_f64();
+            let base = TrainConfig { device, mixed_precision: mixed, ..TrainConfig::default() };
+            let t = common::time_updates(&mode, &data, &data_cfg, base, warmup, timed)?;
             let precision = if mixed { "bf16+f32" } else { "f32" };
-            println!("{name:<34} {precision:>10} {params:>10} {:>12.1} {:>12.0}", 1e3 * secs / timed as f64, tokens as f64 / secs);
+            println!(
+                "{name:<34} {precision:>10} {:>10} {:>12.1} {:>12.0}",
+                t.params,
+                1e3 * t.secs / timed as f64,
+                t.tokens as f64 / t.secs
+            );
         }
     }
 

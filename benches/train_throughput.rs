@@ -9,12 +9,11 @@
 //! Data preparation and validation are not timed. Tokens are real (non-pad) target tokens, the unit
 //! the training log reports. Each model runs on 1 thread and on all threads.
 
-use std::time::Instant;
+mod common;
 
-use automoe::model::ModelOptions;
+use automoe::train::mt;
 use automoe::train::mt::data::{prepare, DataConfig, DataSource};
-use automoe::train::mt::{self, Mode, RunDescription};
-use automoe::train::{LrSchedule, TrainConfig, Trainer};
+use automoe::train::TrainConfig;
 
 fn main() -> automoe::Result<()> {
     automoe::cpu::alloc::retain_freed_memory();
@@ -31,55 +30,14 @@ fn main() -> automoe::Result<()> {
         data.tokenizer.vocab_size()
     );
     println!("{:<34} {:>7} {:>10} {:>12} {:>12}", "model", "threads", "params", "s/update", "tokens/s");
-    for (name, mode) in [
-        ("supernet (small space, sampled)", Mode::Supernet { space: space.clone() }),
-        ("dense baseline (128, 3+3, 512)", Mode::Subnet { config: space.dense() }),
-    ] {
+    for (name, mode) in common::models(&space) {
         for threads in [1, cores] {
-            let desc = RunDescription {
-                mode: mode.clone(),
-                options: ModelOptions { dropout: 0.1, attention_dropout: 0.1, ..ModelOptions::default() },
-                vocab: data.tokenizer.vocab_size(),
-                label_smoothing: 0.1,
-                data: data_cfg.clone(),
-            };
-            let net = mt::build_net(&desc, 1)?;
-            let params = net.store.numel();
-            let cfg = TrainConfig {
-                max_updates: warmup + timed,
-                clip_norm: 1.0,
-                schedule: LrSchedule::Constant { lr: 5e-4 },
-                seed: 1,
-                quiet: true,
-                ..TrainConfig::default()
-            };
-            let mut trainer = Trainer::new(cfg, net.store)?;
-            let mut loss_fn = |tape: &mut automoe::autograd::Tape,
-                               store: &automoe::autograd::ParamStore,
-                               batch: &automoe::data::Batch,
-                               ctx: automoe::train::UpdateCtx| {
-                let sub = match &desc.mode {
-                    Mode::Supernet { space } => mt::sampled_subnet(space, 1, ctx.update)?,
-                    Mode::Subnet { config } => config.clone(),
-                };
-                mt::batch_loss(tape, store, &net.params, &desc, &sub, batch, automoe::model::RunMode::train(ctx.seed))
-            };
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .map_err(|e| automoe::Error::invalid("bench", e.to_string()))?;
-            let (secs, tokens) = pool.install(|| -> automoe::Result<(f64, usize)> {
-                for _ in 0..warmup {
-                    trainer.step(&data.train, &mut loss_fn)?;
-                }
-                let t0 = Instant::now();
-                let mut tokens = 0;
-                for _ in 0..timed {
-                    tokens += trainer.step(&data.train, &mut loss_fn)?.tokens;
-                }
-                Ok((t0.elapsed().as_secs_f64(), tokens))
-            })?;
-            println!("{name:<34} {threads:>7} {params:>10} {:>12.3} {:>12.0}", secs / timed as f64, tokens as f64 / secs);
+            let t = pool.install(|| common::time_updates(&mode, &data, &data_cfg, TrainConfig::default(), warmup, timed))?;
+            println!("{name:<34} {threads:>7} {:>10} {:>12.3} {:>12.0}", t.params, t.secs / timed as f64, t.tokens as f64 / t.secs);
         }
     }
     Ok(())
