@@ -154,47 +154,42 @@ pub fn grouped_ffn_fwd<T: Float>(
         let w = &experts[t.e];
         let rt = t.out.len() / d.max(1);
         let xv = MatView { offset: t.row0 * d, rs: d, cs: 1 };
-        if rt <= ROWWISE_MAX_ROWS {
-            // A few rows (incremental decoding): one matrix-vector product per row reads the
-            // weights in place faster than transposing them.
-            let (w1v, w2v) = (w.w1v.transposed(), w.w2v.transposed());
-            crate::cpu::with_scratch::<T, _>(rt * w.h, |a| {
-                if save_hidden {
-                    gemm_acc_rows(t.hidden, w.h, rt, w.h, d, xp, xv, w.w1, w1v, false, gemm::Parallelism::None);
-                    bias_act(t.hidden, w.h, Some(&mut *a), w.b1, act);
-                } else {
-                    gemm_acc_rows(a, w.h, rt, w.h, d, xp, xv, w.w1, w1v, false, gemm::Parallelism::None);
-                    bias_act(a, w.h, None, w.b1, act);
-                }
-                gemm_acc(t.out, rt, d, w.h, a, MatView { offset: 0, rs: w.h, cs: 1 }, w.w2, w2v, false, gemm::Parallelism::None);
-            });
-            add_bias_rows(t.out, w.b2);
-            return;
-        }
-        let hb_max = H_BLOCK.min(w.h);
-        crate::cpu::with_scratch::<T, _>(2 * d * hb_max + rt * hb_max, |scratch| {
-            let (w1t, rest) = scratch.split_at_mut(d * hb_max);
-            let (w2t, a) = rest.split_at_mut(hb_max * d);
-            for h0 in (0..w.h).step_by(H_BLOCK) {
-                let hb = H_BLOCK.min(w.h - h0);
-                // W1[h0..h0+hb, :] -> [d, hb]; W2[:, h0..h0+hb] -> [hb, d].
-                transpose_view(w.w1, MatView { offset: w.w1v.offset + h0 * w.w1v.rs, ..w.w1v }, hb, d, w1t);
-                transpose_view(w.w2, MatView { offset: w.w2v.offset + h0 * w.w2v.cs, ..w.w2v }, d, hb, w2t);
-                let w1v = MatView { offset: 0, rs: hb, cs: 1 };
-                let b1 = &w.b1[h0..h0 + hb];
-                if save_hidden {
-                    // z[:, h0..h0+hb] in the saved buffer; the activation into the scratch block.
-                    let zb = &mut t.hidden[h0..];
-                    gemm_acc_rows(zb, w.h, rt, hb, d, xp, xv, w1t, w1v, false, gemm::Parallelism::None);
-                    bias_act(zb, w.h, Some(&mut a[..rt * hb]), b1, act);
-                } else {
-                    gemm_acc_rows(a, hb, rt, hb, d, xp, xv, w1t, w1v, false, gemm::Parallelism::None);
-                    bias_act(&mut a[..rt * hb], hb, None, b1, act);
-                }
-                let av = MatView { offset: 0, rs: hb, cs: 1 };
-                gemm_acc(t.out, rt, d, hb, a, av, w2t, MatView { offset: 0, rs: d, cs: 1 }, h0 > 0, gemm::Parallelism::None);
+        // One hidden block `h0..h0 + hb` of the expert, given its weights as `B` operands:
+        // `z[:, blk] = x W1blk^T + b1` (kept in the saved buffer when training), `a = act(z)` in
+        // `a`, and `y (+)= a W2blk^T` (the first block overwrites `y`).
+        let mut hidden_block = |hidden: &mut [T], a: &mut [T], h0: usize, hb: usize, w1: &[T], w1v: MatView, w2: &[T], w2v: MatView| {
+            let (a, b1) = (&mut a[..rt * hb], &w.b1[h0..h0 + hb]);
+            if save_hidden {
+                let zb = &mut hidden[h0..];
+                gemm_acc_rows(zb, w.h, rt, hb, d, xp, xv, w1, w1v, false, gemm::Parallelism::None);
+                bias_act(zb, w.h, Some(&mut *a), b1, act);
+            } else {
+                gemm_acc_rows(a, hb, rt, hb, d, xp, xv, w1, w1v, false, gemm::Parallelism::None);
+                bias_act(a, hb, None, b1, act);
             }
-        });
+            gemm_acc(t.out, rt, d, hb, a, MatView { offset: 0, rs: hb, cs: 1 }, w2, w2v, h0 > 0, gemm::Parallelism::None);
+        };
+        if rt <= ROWWISE_MAX_ROWS {
+            // A few rows (incremental decoding): one block, the weights read in place (one
+            // matrix-vector product per row, faster than transposing them).
+            crate::cpu::with_scratch::<T, _>(rt * w.h, |a| {
+                hidden_block(t.hidden, a, 0, w.h, w.w1, w.w1v.transposed(), w.w2, w.w2v.transposed());
+            });
+        } else {
+            let hb_max = H_BLOCK.min(w.h);
+            crate::cpu::with_scratch::<T, _>(2 * d * hb_max + rt * hb_max, |scratch| {
+                let (w1t, rest) = scratch.split_at_mut(d * hb_max);
+                let (w2t, a) = rest.split_at_mut(hb_max * d);
+                for h0 in (0..w.h).step_by(H_BLOCK) {
+                    let hb = H_BLOCK.min(w.h - h0);
+                    // W1[h0..h0+hb, :] -> [d, hb]; W2[:, h0..h0+hb] -> [hb, d].
+                    transpose_view(w.w1, MatView { offset: w.w1v.offset + h0 * w.w1v.rs, ..w.w1v }, hb, d, w1t);
+                    transpose_view(w.w2, MatView { offset: w.w2v.offset + h0 * w.w2v.cs, ..w.w2v }, d, hb, w2t);
+                    let (w1v, w2v) = (MatView { offset: 0, rs: hb, cs: 1 }, MatView { offset: 0, rs: d, cs: 1 });
+                    hidden_block(t.hidden, a, h0, hb, w1t, w1v, w2t, w2v);
+                }
+            });
+        }
         add_bias_rows(t.out, w.b2);
     });
     (y, z)
