@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use automoe::cuda::abi::*;
-use automoe::cuda::grouped_gemm::{plan, run_args, GemmStage};
+use automoe::cuda::grouped_gemm::{plan, run_args, Bf16Kernel, GemmStage, BF16_KERNELS};
 use automoe::cuda::moe_exec::Exec;
 use automoe::cuda::moe_ops::KernelFloat;
 use automoe::cuda::CudaExec;
@@ -44,8 +44,10 @@ fn time_s(x: &CudaExec, iters: usize, mut f: impl FnMut() -> Result<()>) -> Resu
 /// TFLOP/s of one square cuBLAS bf16 GEMM (n = 8192): the device's practical matrix ceiling.
 fn bf16_ceiling(x: &CudaExec, blas: &CudaBlas) -> Result<f64> {
     let n = 8192usize;
-    let a = x.stream().alloc_zeros::<bf16>(n * n).map_err(cuda)?;
-    let b = x.stream().alloc_zeros::<bf16>(n * n).map_err(cuda)?;
+    // Random operands, like the grouped problems: all-zero inputs draw less power and let the
+    // clocks run higher, which would overstate the ceiling.
+    let a = x.stream().clone_htod(&pseudo_random::<bf16>(n * n, 3)).map_err(cuda)?;
+    let b = x.stream().clone_htod(&pseudo_random::<bf16>(n * n, 4)).map_err(cuda)?;
     let mut c = x.stream().alloc_zeros::<bf16>(n * n).map_err(cuda)?;
     let ni = n as i32;
     let cfg = GemmConfig {
@@ -205,7 +207,7 @@ where
     // Random operands, so the validation below compares real products.
     let a = x.stream().clone_htod(&pseudo_random::<T>(l.a_len, 1)).map_err(cuda)?;
     let b = x.stream().clone_htod(&pseudo_random::<T>(l.b_len, 2)).map_err(cuda)?;
-    let out = x.stream().alloc_zeros::<C>(l.c_len).map_err(cuda)?;
+    let mut out = x.stream().alloc_zeros::<C>(l.c_len).map_err(cuda)?;
     // cuBLAS writes T (its bf16 wgrad has no f32 output of bf16 inputs through this API).
     let mut out_blas = x.stream().alloc_zeros::<T>(l.c_len).map_err(cuda)?;
     let (ts, cs) = (std::mem::size_of::<T>(), std::mem::size_of::<C>());
@@ -243,7 +245,6 @@ where
     let flags = if stage == GemmStage::Wgrad { AUTOMOE_GEMM_ACCUMULATE } else { 0 };
     // SAFETY: every group's operands lie inside a, b, out (layout() sized them for these counts).
     let mut pl = unsafe { plan::<CudaExec, T>(x, stage, &templ, Some(&offb), t)? };
-    let (name, g, p) = run_args::<CudaExec, T>(x, &pl, flags);
     let flops: f64 = (0..e).map(|i| dims(stage, c, i)).map(|(m, n, k)| 2.0 * (m * n * k) as f64).sum();
     let (one, beta) = (T::from_f32(1.0), T::from_f32(if flags != 0 { 1.0 } else { 0.0 }));
     let blas_loop = |out_blas: &mut CudaSlice<T>| -> Result<()> {
@@ -256,29 +257,42 @@ where
             let av = a.slice(l.a_off[i]..);
             let bv = b.slice(l.b_off[i]..);
             let mut cv = out_blas.slice_mut(l.c_off[i]..);
-            // Column-major: cuBLAS's first operand is our B (see blas_cfg).
-            // SAFETY: the views start at expert i's operands and extend to the buffers' ends,
-            // covering every element the configuration touches.
+            // SAFETY: each expert's operands lie inside the buffers (layout() sized them).
             unsafe { blas.gemm(cfg, &bv, &av, &mut cv) }.map_err(cuda)?;
         }
         Ok(())
     };
-    // Validate before timing (llm.c style): one run of each from zeroed outputs, compared.
-    // SAFETY: as above; the plan's buffers live until the end of this function.
-    unsafe { x.launch_async("grouped_gemm.cu", &name, g, &p)? };
+    // One cuBLAS result to validate every configuration against (wgrad accumulates: compare the
+    // first call of each, from zeroed outputs).
+    x.stream().memset_zeros(&mut out_blas).map_err(cuda)?;
     blas_loop(&mut out_blas)?;
-    let got: Vec<f32> = x.stream().clone_dtoh(&out).map_err(cuda)?.iter().map(|v| v.to_f32()).collect();
     let want: Vec<f32> = x.stream().clone_dtoh(&out_blas).map_err(cuda)?.iter().map(|v| v.to_f32()).collect();
     let scale = want.iter().fold(1e-12f32, |m, v| m.max(v.abs()));
-    let diff = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
-    // SAFETY: as above.
-    let s = time_s(x, 20, || unsafe { x.launch_async("grouped_gemm.cu", &name, g, &p) })?;
-    // Re-planning on the device alone (what runs per step once the template is uploaded).
-    let (pg, pp) = pl.replan_args(x, Some(&offb));
-    // SAFETY: the same template and offsets as the plan above.
-    let plan_s = time_s(x, 20, || unsafe { x.launch_async("grouped_gemm.cu", "grouped_gemm_plan_i32", pg, &pp) })?;
     let sb = time_s(x, 20, || blas_loop(&mut out_blas))?;
-    rows.push(Row { case: c.name, kernel: name, tflops: flops / s / 1e12, blas_tflops: flops / sb / 1e12, plan_us: plan_s * 1e6, diff });
+    let (pg, pp) = pl.replan_args(x, Some(&offb));
+    // SAFETY: the plan's template and offsets are live buffers of `x`.
+    let plan_s = time_s(x, 20, || unsafe { x.launch_async("grouped_gemm.cu", "grouped_gemm_plan_i32", pg, &pp) })?;
+    // bf16: every compiled configuration (the default first); f32: the one SIMT kernel.
+    let kernels: &[Bf16Kernel] = if T::SUFFIX == "bf16" { &BF16_KERNELS } else { &BF16_KERNELS[..1] };
+    for &k in kernels {
+        pl.bf16 = k;
+        let (name, g, p) = run_args::<CudaExec, T>(x, &pl, flags);
+        x.stream().memset_zeros(&mut out).map_err(cuda)?;
+        // SAFETY: the plan's addresses point into a, b and out, sized by layout().
+        unsafe { x.launch_async("grouped_gemm.cu", &name, g, &p)? };
+        let got: Vec<f32> = x.stream().clone_dtoh(&out).map_err(cuda)?.iter().map(|v| v.to_f32()).collect();
+        let diff = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+        // SAFETY: as above.
+        let s = time_s(x, 20, || unsafe { x.launch_async("grouped_gemm.cu", &name, g, &p) })?;
+        rows.push(Row {
+            case: c.name,
+            kernel: name,
+            tflops: flops / s / 1e12,
+            blas_tflops: flops / sb / 1e12,
+            plan_us: plan_s * 1e6,
+            diff,
+        });
+    }
     Ok(())
 }
 
@@ -286,6 +300,10 @@ fn run(x: &CudaExec) -> Result<()> {
     let blas = CudaBlas::new(x.stream().clone()).map_err(cuda)?;
     let ceiling = bf16_ceiling(x, &blas)?;
     println!("device {}: bf16 matrix ceiling (cuBLAS 8192^3) {ceiling:.0} TFLOP/s", x.backend_name());
+    for k in BF16_KERNELS {
+        let name = if k.suffix.is_empty() { "(default)" } else { k.suffix };
+        println!("bf16 configuration {name:<10} {} ({} threads, {} KiB shared memory)", k.describe(), k.threads(), k.smem_bytes() / 1024);
+    }
     let mut rows = Vec::new();
     for c in cases() {
         // bf16 weight gradients accumulate into f32 (the kernels' contract).
@@ -297,14 +315,14 @@ fn run(x: &CudaExec) -> Result<()> {
         }
     }
     println!(
-        "{:<14} {:<26} {:>10} {:>12} {:>9} {:>10} {:>12}",
+        "{:<14} {:<30} {:>10} {:>12} {:>9} {:>10} {:>12}",
         "problem", "kernel", "TFLOP/s", "cuBLAS loop", "% ceil", "plan µs", "vs cuBLAS"
     );
     for r in rows {
         // bf16 outputs differ from cuBLAS's by bf16 rounding (~4e-3); more means a real mismatch.
         let flag = if r.diff > 2e-2 { "  MISMATCH" } else { "" };
         println!(
-            "{:<14} {:<26} {:>10.1} {:>12.1} {:>8.1}% {:>10.1} {:>12.1e}{flag}",
+            "{:<14} {:<30} {:>10.1} {:>12.1} {:>8.1}% {:>10.1} {:>12.1e}{flag}",
             r.case,
             r.kernel,
             r.tflops,

@@ -107,13 +107,21 @@ typedef struct CombineBwdParams {
  *   dgrad: A [M, lda] (dy),         B [K, ldb] (W, "kn"),  C [M, ldc] = A B
  *   wgrad: A [K, lda] (dy, "km"),   B [K, ldb] (x, "kn"),  C [M, ldc] f32 = A^T B (K = tokens)
  * Element type: T (f32 or bf16 per entry point) for A, B, aux, and C of fwd/dgrad; wgrad's C and
- * every bias are f32. Block tiles are AUTOMOE_GEMM_{F32,BF16}_TILE_{M,N}; a launch of the bf16
- * kernels needs AUTOMOE_GEMM_THREADS threads, as does the f32 one. */
+ * every bias are f32. Block tiles are AUTOMOE_GEMM_{F32,BF16}_TILE_{M,N}. A launch of the f32
+ * kernels needs AUTOMOE_GEMM_THREADS threads. The bf16 kernels come in configurations (warps per
+ * block, cp.async stages; entry-point suffix "" for the default below, others in
+ * src/cuda/grouped_gemm.rs): a launch needs 32 * warps_m * warps_n threads and
+ * stages * AUTOMOE_GEMM_BF16_STAGE_BYTES bytes of dynamic shared memory. */
 #define AUTOMOE_GEMM_THREADS 256
 #define AUTOMOE_GEMM_F32_TILE_M 64
 #define AUTOMOE_GEMM_F32_TILE_N 64
 #define AUTOMOE_GEMM_BF16_TILE_M 128
 #define AUTOMOE_GEMM_BF16_TILE_N 128
+#define AUTOMOE_GEMM_BF16_TILE_K 32
+#define AUTOMOE_GEMM_BF16_STAGE_BYTES 20480 /* A and B tiles of one k-step, rows padded */
+#define AUTOMOE_GEMM_BF16_WARPS_M 2         /* default configuration: 2 x 2 warps of 64 x 64, */
+#define AUTOMOE_GEMM_BF16_WARPS_N 2
+#define AUTOMOE_GEMM_BF16_STAGES 4          /* four k-tiles in flight */
 /* GroupedGemmParams.flags */
 #define AUTOMOE_GEMM_RELU 1       /* C = max(C, 0) after the bias */
 #define AUTOMOE_GEMM_ACCUMULATE 2 /* C += result (C read first); otherwise C = result */

@@ -34,6 +34,13 @@ __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
     return __float2bfloat16(v);
 }
 
+// Two adjacent elements in one 8- or 4-byte store; p must be aligned to twice the element size.
+__device__ __forceinline__ void store2(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
+__device__ __forceinline__ void store2(__nv_bfloat16* p, float a, float b) {
+    const __nv_bfloat16 v[2] = {from_f32<__nv_bfloat16>(a), from_f32<__nv_bfloat16>(b)};
+    *reinterpret_cast<unsigned*>(p) = *reinterpret_cast<const unsigned*>(v);
+}
+
 // -inf without <math.h> (NVRTC compiles with no system headers).
 __device__ __forceinline__ float neg_inf() { return __int_as_float((int)0xff800000u); }
 

@@ -14,8 +14,8 @@
 // float atomics anywhere, and repeated runs are bit-identical.
 //
 // Two compute paths: f32 on CUDA cores (register-tiled FFMA over shared-memory tiles) and bf16 on
-// tensor cores (mma.sync m16n8k16 with f32 accumulators, ldmatrix, cp.async double buffering),
-// through the inline-PTX helpers of common.cuh.
+// tensor cores (mma.sync m16n8k16 with f32 accumulators, ldmatrix, a multi-stage cp.async
+// pipeline), through the inline-PTX helpers of common.cuh.
 #include "common.cuh"
 
 namespace automoe {
@@ -172,30 +172,47 @@ __device__ __forceinline__ void simt_f32(const GroupedGemmParams& p) {
 }
 
 // ---- bf16 on tensor cores ----------------------------------------------------------------------
-// 128x128 block tile, K in steps of 32, two shared-memory stages filled by cp.async while the other
-// is multiplied. 8 warps as 2 (m) x 4 (n), each a 64x32 warp tile = 4 x 4 mma.m16n8k16 per k16 step,
-// 64 f32 accumulators per thread. Operand tiles are stored in their global orientation (rows padded
-// by 8 elements = 16 bytes, so the 8 row addresses of an ldmatrix hit different banks) and the
-// fragment orientation comes from ldmatrix vs ldmatrix.trans:
+// 128x128 block tile, K in steps of 32. A configuration (Tc below) sets the warps per block and the
+// depth of the cp.async pipeline: kStages shared-memory stages, kStages - 1 k-tiles in flight while
+// one is multiplied, one barrier per k-tile. Each warp owns a (128 / kWarpsM) x (128 / kWarpsN)
+// warp tile of mma.m16n8k16 fragments with f32 accumulators. Why this shape: on sm_80/sm_90 a
+// k-tile's global loads take longer than multiplying one 128x128x32 tile, so two stages (one load
+// in flight) leave the tensor cores waiting; and a 64x64 warp tile reads 4 KiB of shared memory per
+// 32 mma where 64x32 reads 3 KiB per 16, so it leaves ldmatrix bandwidth to spare.
+//
+// Operand tiles are stored in their global orientation (rows padded by 8 elements = 16 bytes, so
+// the 8 row addresses of an ldmatrix hit different banks) and the fragment orientation comes from
+// ldmatrix vs ldmatrix.trans:
 //   A [M,K] rows m  -> ldmatrix          A [K,M] rows k -> ldmatrix.trans
 //   B [N,K] rows n  -> ldmatrix          B [K,N] rows k -> ldmatrix.trans
 // A group whose operand base is not 16-byte aligned or whose ld is not a multiple of 8 elements
 // (e.g. a width-3 expert) takes a scalar load path for that operand; the rest is identical.
 
 using bf16 = __nv_bfloat16;
-constexpr int kBM = AUTOMOE_GEMM_BF16_TILE_M, kBN = AUTOMOE_GEMM_BF16_TILE_N, kBK = 32, kPad = 8;
+constexpr int kBM = AUTOMOE_GEMM_BF16_TILE_M, kBN = AUTOMOE_GEMM_BF16_TILE_N, kBK = AUTOMOE_GEMM_BF16_TILE_K, kPad = 8;
 static_assert(kBM == kBN, "the operand tile buffers assume square block tiles");
 constexpr int kRowK = kBK + kPad;             // row length of a tile whose rows are m or n
 constexpr int kRowMN = kBM + kPad;            // row length of a tile whose rows are k
 constexpr int kTileElems = kBM * kRowK > kBK * kRowMN ? kBM * kRowK : kBK * kRowMN;
+static_assert(2 * kTileElems * 2 == AUTOMOE_GEMM_BF16_STAGE_BYTES, "abi.h's stage size is the A and B tiles");
+
+template <int kWarpsM_, int kWarpsN_, int kStages_>
+struct Tc {
+    static constexpr int kWarpsM = kWarpsM_, kWarpsN = kWarpsN_, kStages = kStages_;
+    static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
+    static constexpr int kFragsM = kBM / kWarpsM / 16;  // m16 fragments per warp tile
+    static constexpr int kFragsN = kBN / kWarpsN / 8;   // n8 fragments per warp tile
+    static_assert(kBM % (16 * kWarpsM) == 0 && kBN % (16 * kWarpsN) == 0, "warp tiles of whole x4 ldmatrix loads");
+    static_assert(kStages >= 2, "at least one k-tile in flight");
+};
 
 // Rows [r0, r0+R) x columns [c0, c0+C) of the row-major matrix src (leading dimension ld, valid
 // region rlim x clim) into dst[R][C + kPad], zero outside the valid region. vec: 16-byte cp.async
 // chunks (zero-filled past the edge); otherwise plain loads and stores.
-template <int R, int C>
+template <int R, int C, int kLoaders>
 __device__ __forceinline__ void load_tile(bf16* dst, const bf16* src, int ld, int r0, int c0, int rlim, int clim, bool vec) {
     constexpr int kChunksPerRow = C / 8;
-    for (int i = threadIdx.x; i < R * kChunksPerRow; i += kThreads) {
+    for (int i = threadIdx.x; i < R * kChunksPerRow; i += kLoaders) {
         const int r = i / kChunksPerRow, c = (i % kChunksPerRow) * 8;
         const int gr = r0 + r, gc = c0 + c;
         bf16* d = dst + r * (C + kPad) + c;
@@ -210,31 +227,31 @@ __device__ __forceinline__ void load_tile(bf16* dst, const bf16* src, int ld, in
     }
 }
 
-template <int S>
+template <int S, class Cfg>
 __device__ __forceinline__ void load_stage(bf16* As, bf16* Bs, const GemmGroupParams& q, int m0, int n0, int k0, bool va, bool vb) {
     using L = Layout<S>;
     const bf16* A = ptr<const bf16>(q.a);  // [M, lda] or [K, lda]
     const bf16* B = ptr<const bf16>(q.b);  // [N, ldb] or [K, ldb]
     if (L::a_km)
-        load_tile<kBK, kBM>(As, A, q.lda, k0, m0, q.k, q.m, va);
+        load_tile<kBK, kBM, Cfg::kThreads>(As, A, q.lda, k0, m0, q.k, q.m, va);
     else
-        load_tile<kBM, kBK>(As, A, q.lda, m0, k0, q.m, q.k, va);
+        load_tile<kBM, kBK, Cfg::kThreads>(As, A, q.lda, m0, k0, q.m, q.k, va);
     if (L::b_nk)
-        load_tile<kBN, kBK>(Bs, B, q.ldb, n0, k0, q.n, q.k, vb);
+        load_tile<kBN, kBK, Cfg::kThreads>(Bs, B, q.ldb, n0, k0, q.n, q.k, vb);
     else
-        load_tile<kBK, kBN>(Bs, B, q.ldb, k0, n0, q.k, q.n, vb);
+        load_tile<kBK, kBN, Cfg::kThreads>(Bs, B, q.ldb, k0, n0, q.k, q.n, vb);
 }
 
-// One k-tile (two k16 steps) of this warp's 64x32 warp tile.
-template <int S>
-__device__ __forceinline__ void mma_stage(const bf16* As, const bf16* Bs, int wm, int wn, float acc[4][4][4]) {
+// One k-tile (two k16 steps) of this warp's tile at (wm, wn).
+template <int S, class Cfg>
+__device__ __forceinline__ void mma_stage(const bf16* As, const bf16* Bs, int wm, int wn, float acc[Cfg::kFragsM][Cfg::kFragsN][4]) {
     using L = Layout<S>;
     const int lane = (int)lane_id(), j = lane & 7, mi = lane >> 3;  // lane 8mi + j: row j of matrix mi
 #pragma unroll
     for (int ks = 0; ks < kBK; ks += 16) {
-        unsigned af[4][4], bfr[4][2];
+        unsigned af[Cfg::kFragsM][4], bfr[Cfg::kFragsN][2];
 #pragma unroll
-        for (int im = 0; im < 4; ++im) {
+        for (int im = 0; im < Cfg::kFragsM; ++im) {
             // Matrices of the A fragment: (m +0, k +0), (m +8, k +0), (m +0, k +8), (m +8, k +8).
             const int m = wm + 16 * im + 8 * (mi & 1), k = ks + 8 * (mi >> 1);
             if (L::a_km)
@@ -243,7 +260,7 @@ __device__ __forceinline__ void mma_stage(const bf16* As, const bf16* Bs, int wm
                 ldmatrix_x4(af[im], &As[(m + j) * kRowK + k]);
         }
 #pragma unroll
-        for (int in2 = 0; in2 < 2; ++in2) {
+        for (int in2 = 0; in2 < Cfg::kFragsN / 2; ++in2) {
             // Two n8 tiles per x4: (n +0, k +0), (n +0, k +8), (n +8, k +0), (n +8, k +8).
             const int n = wn + 16 * in2 + 8 * (mi >> 1), k = ks + 8 * (mi & 1);
             unsigned r[4];
@@ -257,57 +274,101 @@ __device__ __forceinline__ void mma_stage(const bf16* As, const bf16* Bs, int wm
             bfr[2 * in2 + 1][1] = r[3];
         }
 #pragma unroll
-        for (int im = 0; im < 4; ++im)
+        for (int im = 0; im < Cfg::kFragsM; ++im)
 #pragma unroll
-            for (int in = 0; in < 4; ++in) mma_m16n8k16_bf16(acc[im][in], af[im], bfr[in], acc[im][in]);
+            for (int in = 0; in < Cfg::kFragsN; ++in) mma_m16n8k16_bf16(acc[im][in], af[im], bfr[in], acc[im][in]);
     }
 }
 
-template <int S, class TC>
+// Epilogue of two adjacent columns (col even) of one row: one 4- or 8-byte store when the pair is
+// in range and C (and aux) are aligned for it, else element by element.
+template <class T, class TC>
+__device__ __forceinline__ void store_pair(const GemmGroupParams& q, int flags, bool paired, int row, int col, float v0, float v1) {
+    if (!paired || col + 1 >= q.n) {
+        store<T, TC>(q, flags, row, col, v0);
+        store<T, TC>(q, flags, row, col + 1, v1);
+        return;
+    }
+    if (row >= q.m) return;
+    if (q.bias != 0) {
+        const float* bias = ptr<const float>(q.bias);  // [N]
+        v0 += bias[col];
+        v1 += bias[col + 1];
+    }
+    if (flags & AUTOMOE_GEMM_RELU) {
+        v0 = fmaxf(v0, 0.0f);
+        v1 = fmaxf(v1, 0.0f);
+    }
+    const size_t idx = (size_t)row * (size_t)q.ldc + (size_t)col;
+    if ((flags & AUTOMOE_GEMM_RELU_MASK) && q.aux != 0) {
+        const T* aux = ptr<const T>(q.aux);
+        if (!(to_f32(aux[idx]) > 0.0f)) v0 = 0.0f;
+        if (!(to_f32(aux[idx + 1]) > 0.0f)) v1 = 0.0f;
+    }
+    TC* c = ptr<TC>(q.c);  // [M, ldc]
+    if (flags & AUTOMOE_GEMM_ACCUMULATE) {
+        v0 += to_f32(c[idx]);
+        v1 += to_f32(c[idx + 1]);
+    }
+    store2(c + idx, v0, v1);
+}
+
+template <int S, class TC, class Cfg>
 __device__ __forceinline__ void mma_bf16(const GroupedGemmParams& p) {
     const GemmGroupParams* groups = ptr<const GemmGroupParams>(p.groups);  // [G]
-    __shared__ __align__(16) bf16 smem[2][2][kTileElems];                  // [stage][A, B], 40 KiB
+    AUTOMOE_DYN_SMEM(bf16, smem);  // [kStages][A, B][kTileElems]: kStages * AUTOMOE_GEMM_BF16_STAGE_BYTES
     const int G = p.num_groups;
     const int total = groups[G - 1].tile_start + groups[G - 1].tiles;
     const int warp = threadIdx.x / 32, lane = (int)lane_id();
-    const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
+    const int wm = (warp / Cfg::kWarpsN) * (16 * Cfg::kFragsM), wn = (warp % Cfg::kWarpsN) * (8 * Cfg::kFragsN);
     for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
         const GemmGroupParams q = groups[find_group(groups, G, tile)];
         const int local = tile - q.tile_start, tiles_n = (q.n + kBN - 1) / kBN;
         const int m0 = (local / tiles_n) * kBM, n0 = (local % tiles_n) * kBN;
         const bool va = (q.a & 15) == 0 && q.lda % 8 == 0, vb = (q.b & 15) == 0 && q.ldb % 8 == 0;
-        float acc[4][4][4];
+        float acc[Cfg::kFragsM][Cfg::kFragsN][4];
 #pragma unroll
-        for (int im = 0; im < 4; ++im)
+        for (int im = 0; im < Cfg::kFragsM; ++im)
 #pragma unroll
-            for (int in = 0; in < 4; ++in)
+            for (int in = 0; in < Cfg::kFragsN; ++in)
 #pragma unroll
                 for (int i = 0; i < 4; ++i) acc[im][in][i] = 0.0f;
         const int nk = (q.k + kBK - 1) / kBK;
-        if (nk > 0) load_stage<S>(smem[0][0], smem[0][1], q, m0, n0, 0, va, vb);
-        cp_async_commit();
-        for (int kt = 0; kt < nk; ++kt) {
-            // Prefetch k-tile kt+1 into the other stage (released by the barrier ending kt-1); an
-            // empty commit group at the end keeps "all but the newest group" meaning "stage kt".
-            if (kt + 1 < nk) load_stage<S>(smem[(kt + 1) & 1][0], smem[(kt + 1) & 1][1], q, m0, n0, (kt + 1) * kBK, va, vb);
+        // Prologue: k-tiles 0 .. kStages-2 in flight, one commit group each (empty past the last
+        // k-tile), so that below "all but the newest kStages-2 groups are complete" always means
+        // "k-tile kt has landed".
+#pragma unroll
+        for (int s = 0; s < Cfg::kStages - 1; ++s) {
+            if (s < nk) load_stage<S, Cfg>(smem + (2 * s) * kTileElems, smem + (2 * s + 1) * kTileElems, q, m0, n0, s * kBK, va, vb);
             cp_async_commit();
-            cp_async_wait<1>();
+        }
+        for (int kt = 0; kt < nk; ++kt) {
+            cp_async_wait<Cfg::kStages - 2>();
+            // k-tile kt is visible to every thread, and every warp has finished k-tile kt-1, whose
+            // slot the prefetch below refills.
             __syncthreads();
-            mma_stage<S>(smem[kt & 1][0], smem[kt & 1][1], wm, wn, acc);
-            __syncthreads();
+            const int pf = kt + Cfg::kStages - 1, ps = pf % Cfg::kStages;
+            if (pf < nk) load_stage<S, Cfg>(smem + (2 * ps) * kTileElems, smem + (2 * ps + 1) * kTileElems, q, m0, n0, pf * kBK, va, vb);
+            cp_async_commit();
+            const int cs = kt % Cfg::kStages;
+            mma_stage<S, Cfg>(smem + (2 * cs) * kTileElems, smem + (2 * cs + 1) * kTileElems, wm, wn, acc);
         }
         cp_async_wait<0>();
+        // C pairs: 8- or 4-byte stores need an even ldc and an aligned base (aux read in pairs too).
+        const bool paired = q.ldc % 2 == 0 && q.c % (2 * sizeof(TC)) == 0 && q.aux % (2 * sizeof(bf16)) == 0;
         const int g = lane >> 2, tq = lane & 3;
 #pragma unroll
-        for (int im = 0; im < 4; ++im)
+        for (int im = 0; im < Cfg::kFragsM; ++im)
 #pragma unroll
-            for (int in = 0; in < 4; ++in)
+            for (int in = 0; in < Cfg::kFragsN; ++in)
 #pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    // C fragment: row g + 8 (i >= 2), column 2 tq + (i & 1).
-                    const int row = m0 + wm + 16 * im + g + 8 * (i >> 1), col = n0 + wn + 8 * in + 2 * tq + (i & 1);
-                    store<bf16, TC>(q, p.flags, row, col, acc[im][in][i]);
+                for (int h = 0; h < 2; ++h) {
+                    // C fragment: acc[2h], acc[2h+1] are row g + 8h, columns 2 tq and 2 tq + 1.
+                    const int row = m0 + wm + 16 * im + g + 8 * h, col = n0 + wn + 8 * in + 2 * tq;
+                    store_pair<bf16, TC>(q, p.flags, paired, row, col, acc[im][in][2 * h], acc[im][in][2 * h + 1]);
                 }
+        // The next tile's prologue refills slots that slower warps may still be reading.
+        __syncthreads();
     }
 }
 
@@ -358,16 +419,23 @@ extern "C" __global__ void __launch_bounds__(AUTOMOE_GEMM_THREADS) grouped_gemm_
 extern "C" __global__ void __launch_bounds__(AUTOMOE_GEMM_THREADS) grouped_gemm_wgrad_f32(GroupedGemmParams p) {
     automoe::ggemm::simt_f32<kWgrad>(p);
 }
-extern "C" __global__ void __launch_bounds__(AUTOMOE_GEMM_THREADS) grouped_gemm_fwd_bf16(GroupedGemmParams p) {
-    automoe::ggemm::mma_bf16<kFwd, __nv_bfloat16>(p);
-}
-extern "C" __global__ void __launch_bounds__(AUTOMOE_GEMM_THREADS) grouped_gemm_dgrad_bf16(GroupedGemmParams p) {
-    automoe::ggemm::mma_bf16<kDgrad, __nv_bfloat16>(p);
-}
-// Weight gradients accumulate in f32 whatever the operand type.
-extern "C" __global__ void __launch_bounds__(AUTOMOE_GEMM_THREADS) grouped_gemm_wgrad_bf16(GroupedGemmParams p) {
-    automoe::ggemm::mma_bf16<kWgrad, float>(p);
-}
+// bf16 configurations (src/cuda/grouped_gemm.rs lists them): the default, named by abi.h, and two
+// kept so the benchmark can compare them on a device in one run: 8 warps of 64x32 with four stages,
+// and the same with two stages (the first tensor-core kernel). Weight gradients accumulate in f32
+// whatever the operand type.
+#define AUTOMOE_GEMM_BF16_ENTRIES(suffix, WARPS_M, WARPS_N, STAGES)                                                 \
+    extern "C" __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) grouped_gemm_fwd_bf16##suffix(GroupedGemmParams p) { \
+        automoe::ggemm::mma_bf16<kFwd, __nv_bfloat16, automoe::ggemm::Tc<WARPS_M, WARPS_N, STAGES>>(p);                      \
+    }                                                                                                                  \
+    extern "C" __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) grouped_gemm_dgrad_bf16##suffix(GroupedGemmParams p) { \
+        automoe::ggemm::mma_bf16<kDgrad, __nv_bfloat16, automoe::ggemm::Tc<WARPS_M, WARPS_N, STAGES>>(p);                    \
+    }                                                                                                                  \
+    extern "C" __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) grouped_gemm_wgrad_bf16##suffix(GroupedGemmParams p) { \
+        automoe::ggemm::mma_bf16<kWgrad, float, automoe::ggemm::Tc<WARPS_M, WARPS_N, STAGES>>(p);                            \
+    }
+AUTOMOE_GEMM_BF16_ENTRIES(, AUTOMOE_GEMM_BF16_WARPS_M, AUTOMOE_GEMM_BF16_WARPS_N, AUTOMOE_GEMM_BF16_STAGES)
+AUTOMOE_GEMM_BF16_ENTRIES(_w8s4, 2, 4, 4)
+AUTOMOE_GEMM_BF16_ENTRIES(_w8s2, 2, 4, 2)
 extern "C" __global__ void __launch_bounds__(AUTOMOE_GEMM_THREADS) grouped_gemm_dbias_f32(GroupedColSumParams p) {
     automoe::ggemm::colsum<float>(p);
 }

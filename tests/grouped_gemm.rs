@@ -9,7 +9,9 @@
 //! cp.async path). Outputs are poisoned with NaN, and elements outside every group must stay NaN.
 
 use automoe::cuda::abi::*;
-use automoe::cuda::grouped_gemm::{grouped_dbias, grouped_gemm, GemmStage, HostGemm, HostGroup};
+use automoe::cuda::grouped_gemm::{
+    grouped_dbias, grouped_gemm, grouped_gemm_with, Bf16Kernel, GemmStage, HostGemm, HostGroup, BF16_KERNELS,
+};
 use automoe::cuda::moe_exec::Exec;
 use automoe::cuda::moe_ops::KernelFloat;
 use half::bf16;
@@ -163,7 +165,8 @@ fn check<C: KernelFloat>(ctx: &str, got: &[C], want: &[(usize, f64)], poisoned: 
     }
 }
 
-fn run_stage<X: Exec, T: KernelFloat>(x: &X, stage: GemmStage) {
+/// `kernel`: the bf16 configuration (ignored for f32).
+fn run_stage<X: Exec, T: KernelFloat>(x: &X, stage: GemmStage, kernel: Bf16Kernel) {
     let mut rng = ChaCha8Rng::seed_from_u64(40 + stage as u64);
     for second in [false, true] {
         let p = problem(stage, second);
@@ -171,7 +174,7 @@ fn run_stage<X: Exec, T: KernelFloat>(x: &X, stage: GemmStage) {
         let b: Vec<T> = rand_vec(&mut rng, p.b_len);
         let bias: Vec<f32> = rand_vec(&mut rng, WIDTHS.len() * H_MAX.max(D_MAX));
         let aux: Vec<T> = rand_vec(&mut rng, p.c_len);
-        let ctx = format!("{} {} {} second={second}", x.backend_name(), stage.kernel::<T>(), T::SUFFIX);
+        let ctx = format!("{} {}{} second={second}", x.backend_name(), stage.kernel::<T>(), kernel.suffix);
         let off = offsets();
         match stage {
             GemmStage::Fwd | GemmStage::Dgrad => {
@@ -186,7 +189,7 @@ fn run_stage<X: Exec, T: KernelFloat>(x: &X, stage: GemmStage) {
                     .collect();
                 let op = HostGemm { stage, a: &a, b: &b, bias: Some(&bias), aux: use_aux.then_some(&aux[..]), flags };
                 let mut c = vec![T::poison(); p.c_len];
-                grouped_gemm(x, &op, &groups, Some(&off), &mut c).unwrap();
+                grouped_gemm_with(x, &op, &groups, Some(&off), &mut c, kernel).unwrap();
                 let pb = Problem { groups, ..p };
                 let bias64: Vec<f64> = bias.iter().map(|&v| v as f64).collect();
                 let aux64 = f64s(&aux);
@@ -198,7 +201,7 @@ fn run_stage<X: Exec, T: KernelFloat>(x: &X, stage: GemmStage) {
                 let c0: Vec<f32> = rand_vec(&mut rng, p.c_len);
                 let mut c = c0.clone();
                 let op = HostGemm { stage, a: &a, b: &b, bias: None, aux: None, flags: AUTOMOE_GEMM_ACCUMULATE };
-                grouped_gemm(x, &op, &p.groups, Some(&off), &mut c).unwrap();
+                grouped_gemm_with(x, &op, &p.groups, Some(&off), &mut c, kernel).unwrap();
                 let c064: Vec<f64> = c0.iter().map(|&v| v as f64).collect();
                 let want = reference(stage, &p, &f64s(&a), &f64s(&b), &[], None, &c064, AUTOMOE_GEMM_ACCUMULATE);
                 check(&ctx, &c, &want, false, tol::<T>());
@@ -212,8 +215,69 @@ fn run_stage<X: Exec, T: KernelFloat>(x: &X, stage: GemmStage) {
                 // Deterministic by construction (no atomics, one block per output tile): a second
                 // run gives the same bits (meaningful on a device, where blocks really race).
                 let mut again = c0.clone();
-                grouped_gemm(x, &op, &p.groups, Some(&off), &mut again).unwrap();
+                grouped_gemm_with(x, &op, &p.groups, Some(&off), &mut again, kernel).unwrap();
                 assert!(again.iter().zip(&c).all(|(a, b)| a.to_bits() == b.to_bits()), "{ctx}: two runs differ");
+            }
+        }
+    }
+}
+
+/// Every bf16 configuration on products deep enough (K = 270: nine 32-deep k-tiles, the last
+/// partial) to run the cp.async pipeline's steady state, not only its prologue, in each stage's
+/// operand orientation; two groups of M = 130 and N = 136 (partial second tiles in both), one an
+/// empty neighbour away. Nine k-tiles end in the first shared-memory stage for two and four stages,
+/// the stage the next tile's prologue refills first: the shuffled emulator's laggard warp exposes
+/// a missing barrier between the two.
+fn deep_k_bf16<X: Exec>(x: &X) {
+    let mut rng = ChaCha8Rng::seed_from_u64(70);
+    let (m, n, k) = (130usize, 136usize, 270usize);
+    for stage in [GemmStage::Fwd, GemmStage::Dgrad, GemmStage::Wgrad] {
+        let (ar, ac) = if stage.a_km() { (k, m) } else { (m, k) };
+        let (br, bc) = if stage.b_nk() { (n, k) } else { (k, n) };
+        let a: Vec<bf16> = rand_vec(&mut rng, 2 * ar * ac);
+        let b: Vec<bf16> = rand_vec(&mut rng, 2 * br * bc);
+        let group = |i: usize| HostGroup {
+            m,
+            n,
+            k,
+            a_off: i * ar * ac,
+            lda: ac,
+            b_off: i * br * bc,
+            ldb: bc,
+            c_off: i * m * n,
+            ldc: n,
+            bias_off: None,
+        };
+        let groups = [group(0), HostGroup { m: 0, ..group(1) }, group(1)];
+        let want: Vec<(usize, f64)> = [0usize, 1]
+            .iter()
+            .flat_map(|&i| {
+                let (a, b) = (&a, &b);
+                (0..m).flat_map(move |r| {
+                    (0..n).map(move |c| {
+                        let v: f64 = (0..k)
+                            .map(|kk| {
+                                let av = if stage.a_km() { a[i * ar * ac + kk * ac + r] } else { a[i * ar * ac + r * ac + kk] };
+                                let bv = if stage.b_nk() { b[i * br * bc + c * bc + kk] } else { b[i * br * bc + kk * bc + c] };
+                                av.to_f32() as f64 * bv.to_f32() as f64
+                            })
+                            .sum();
+                        (i * m * n + r * n + c, v)
+                    })
+                })
+            })
+            .collect();
+        for kernel in BF16_KERNELS {
+            let op = HostGemm { stage, a: &a, b: &b, bias: None, aux: None, flags: 0 };
+            let ctx = format!("{} deep {}{}", x.backend_name(), stage.kernel::<bf16>(), kernel.suffix);
+            if stage == GemmStage::Wgrad {
+                let mut c = vec![f32::NAN; 2 * m * n];
+                grouped_gemm_with(x, &op, &groups, None, &mut c, kernel).unwrap();
+                check(&ctx, &c, &want, true, 1e-2);
+            } else {
+                let mut c = vec![bf16::NAN; 2 * m * n];
+                grouped_gemm_with(x, &op, &groups, None, &mut c, kernel).unwrap();
+                check(&ctx, &c, &want, true, 1e-2);
             }
         }
     }
@@ -333,27 +397,55 @@ macro_rules! backend_tests {
 
             #[test]
             fn grouped_gemm_fwd_f32() {
-                run!(|x| run_stage::<_, f32>(x, GemmStage::Fwd))
+                run!(|x| run_stage::<_, f32>(x, GemmStage::Fwd, BF16_KERNELS[0]))
             }
             #[test]
             fn grouped_gemm_fwd_bf16() {
-                run!(|x| run_stage::<_, bf16>(x, GemmStage::Fwd))
+                run!(|x| run_stage::<_, bf16>(x, GemmStage::Fwd, BF16_KERNELS[0]))
+            }
+            #[test]
+            fn grouped_gemm_fwd_bf16_w8s4() {
+                run!(|x| run_stage::<_, bf16>(x, GemmStage::Fwd, BF16_KERNELS[1]))
+            }
+            #[test]
+            fn grouped_gemm_fwd_bf16_w8s2() {
+                run!(|x| run_stage::<_, bf16>(x, GemmStage::Fwd, BF16_KERNELS[2]))
             }
             #[test]
             fn grouped_gemm_dgrad_f32() {
-                run!(|x| run_stage::<_, f32>(x, GemmStage::Dgrad))
+                run!(|x| run_stage::<_, f32>(x, GemmStage::Dgrad, BF16_KERNELS[0]))
             }
             #[test]
             fn grouped_gemm_dgrad_bf16() {
-                run!(|x| run_stage::<_, bf16>(x, GemmStage::Dgrad))
+                run!(|x| run_stage::<_, bf16>(x, GemmStage::Dgrad, BF16_KERNELS[0]))
+            }
+            #[test]
+            fn grouped_gemm_dgrad_bf16_w8s4() {
+                run!(|x| run_stage::<_, bf16>(x, GemmStage::Dgrad, BF16_KERNELS[1]))
+            }
+            #[test]
+            fn grouped_gemm_dgrad_bf16_w8s2() {
+                run!(|x| run_stage::<_, bf16>(x, GemmStage::Dgrad, BF16_KERNELS[2]))
             }
             #[test]
             fn grouped_gemm_wgrad_f32() {
-                run!(|x| run_stage::<_, f32>(x, GemmStage::Wgrad))
+                run!(|x| run_stage::<_, f32>(x, GemmStage::Wgrad, BF16_KERNELS[0]))
             }
             #[test]
             fn grouped_gemm_wgrad_bf16() {
-                run!(|x| run_stage::<_, bf16>(x, GemmStage::Wgrad))
+                run!(|x| run_stage::<_, bf16>(x, GemmStage::Wgrad, BF16_KERNELS[0]))
+            }
+            #[test]
+            fn grouped_gemm_wgrad_bf16_w8s4() {
+                run!(|x| run_stage::<_, bf16>(x, GemmStage::Wgrad, BF16_KERNELS[1]))
+            }
+            #[test]
+            fn grouped_gemm_wgrad_bf16_w8s2() {
+                run!(|x| run_stage::<_, bf16>(x, GemmStage::Wgrad, BF16_KERNELS[2]))
+            }
+            #[test]
+            fn deep_k_all_bf16_kernels() {
+                run!(deep_k_bf16)
             }
             #[test]
             fn grouped_gemm_dbias_f32() {

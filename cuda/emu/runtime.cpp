@@ -169,20 +169,36 @@ bool run_block(Sched& s, unsigned nthreads) {
         makecontext(&f.ctx, fiber_entry, 0);
         s.order[i] = i;
     }
+    // Shuffled runs also hold one warp back, the laggard, drawn again after every block-wide
+    // barrier: it runs only in passes where no other thread can, so every other warp gets as far
+    // ahead of it as the kernel's barriers allow. Without it warps advance in near lockstep (one
+    // warp intrinsic per pass), which hides a missing barrier between one warp's last reads of
+    // shared memory and another warp's next writes (e.g. a pipelined loop refilling a buffer).
+    const unsigned no_laggard = ~0u;
+    unsigned laggard = s.rng != 0 && nwarps > 1 ? next_rand(s) % nwarps : no_laggard;
+    unsigned bar_gen = s.block_bar.gen;
     unsigned done = 0;
     while (done < nthreads) {
         if (s.rng != 0) shuffle_order(s);
+        if (laggard != no_laggard && s.block_bar.gen != bar_gen) {
+            bar_gen = s.block_bar.gen;
+            laggard = next_rand(s) % nwarps;
+        }
         bool progressed = false;
-        for (unsigned i : s.order) {
-            Fiber& f = s.fibers[i];
-            if (f.state == State::Waiting && f.wait_bar->gen != f.wait_gen) f.state = State::Runnable;
-            if (f.state != State::Runnable) continue;
-            s.cur = i;
-            threadIdx = f.tid;
-            swapcontext(&s.main_ctx, &f.ctx);
-            if (!s.error.empty()) return false;
-            if (f.state == State::Done) done++;
-            progressed = true;
+        for (int round = 0; round < 2 && !progressed; ++round) {
+            for (unsigned i : s.order) {
+                if (round == 0 && i / 32 == laggard) continue;
+                Fiber& f = s.fibers[i];
+                if (f.state == State::Waiting && f.wait_bar->gen != f.wait_gen) f.state = State::Runnable;
+                if (f.state != State::Runnable) continue;
+                s.cur = i;
+                threadIdx = f.tid;
+                swapcontext(&s.main_ctx, &f.ctx);
+                if (!s.error.empty()) return false;
+                if (f.state == State::Done) done++;
+                progressed = true;
+            }
+            if (laggard == no_laggard) break;
         }
         if (!progressed) {
             s.error = "deadlock: every remaining thread waits at a barrier that can never complete "

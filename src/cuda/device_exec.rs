@@ -17,6 +17,9 @@ fn cuda_err(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
     move |e| Error::Cuda(format!("{what}: {e}"))
 }
 
+/// Dynamic shared memory a kernel may use without opting in (`cuFuncSetAttribute`).
+const DEFAULT_SMEM_LIMIT: u32 = 48 * 1024;
+
 /// A CUDA device ready to run the kernels of cuda/*.cu (compiled on first use per file).
 pub struct CudaExec {
     ordinal: usize,
@@ -144,6 +147,14 @@ impl CudaExec {
     /// every access the kernel makes for the shapes in `params`, until the launch completes.
     pub unsafe fn launch_async<P: KernelParams>(&self, file: &str, name: &str, g: Geometry, params: &P) -> Result<()> {
         let f = self.function(file, name)?;
+        if g.smem_bytes > DEFAULT_SMEM_LIMIT {
+            // Above 48 KiB a kernel must opt in (per function; setting it again is harmless).
+            f.set_attribute(
+                cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                g.smem_bytes as i32,
+            )
+            .map_err(|e| Error::Cuda(format!("{name}: {} bytes of dynamic shared memory on cuda:{}: {e}", g.smem_bytes, self.ordinal)))?;
+        }
         let cfg = LaunchConfig { grid_dim: (g.grid, 1, 1), block_dim: (g.block, 1, 1), shared_mem_bytes: g.smem_bytes };
         let mut b = self.stream.launch_builder(&f);
         b.arg(params);
@@ -175,8 +186,9 @@ impl Exec for CudaExec {
     }
 
     fn persistent_blocks(&self) -> u32 {
-        // Two 256-thread blocks per SM: the bf16 kernel's 40 KiB of shared memory and ~128
-        // registers per thread allow two resident (docs/BENCHMARKS.md, ptxas).
+        // Two blocks per SM: the bf16 grouped GEMM's default configuration (128 threads, ~214
+        // registers, 80 KiB of dynamic shared memory) and its 256-thread variants fit two resident
+        // on sm_80 and sm_90 (docs/BENCHMARKS.md, ptxas); where fewer fit, the rest wait a wave.
         2 * self.sms
     }
 

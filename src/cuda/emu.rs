@@ -82,6 +82,12 @@ emu_kernels! {
     GROUPED_GEMM_FWD_BF16 = emu_launch_grouped_gemm_fwd_bf16("grouped_gemm_fwd_bf16", GroupedGemmParams);
     GROUPED_GEMM_DGRAD_BF16 = emu_launch_grouped_gemm_dgrad_bf16("grouped_gemm_dgrad_bf16", GroupedGemmParams);
     GROUPED_GEMM_WGRAD_BF16 = emu_launch_grouped_gemm_wgrad_bf16("grouped_gemm_wgrad_bf16", GroupedGemmParams);
+    GROUPED_GEMM_FWD_BF16_W8S4 = emu_launch_grouped_gemm_fwd_bf16_w8s4("grouped_gemm_fwd_bf16_w8s4", GroupedGemmParams);
+    GROUPED_GEMM_DGRAD_BF16_W8S4 = emu_launch_grouped_gemm_dgrad_bf16_w8s4("grouped_gemm_dgrad_bf16_w8s4", GroupedGemmParams);
+    GROUPED_GEMM_WGRAD_BF16_W8S4 = emu_launch_grouped_gemm_wgrad_bf16_w8s4("grouped_gemm_wgrad_bf16_w8s4", GroupedGemmParams);
+    GROUPED_GEMM_FWD_BF16_W8S2 = emu_launch_grouped_gemm_fwd_bf16_w8s2("grouped_gemm_fwd_bf16_w8s2", GroupedGemmParams);
+    GROUPED_GEMM_DGRAD_BF16_W8S2 = emu_launch_grouped_gemm_dgrad_bf16_w8s2("grouped_gemm_dgrad_bf16_w8s2", GroupedGemmParams);
+    GROUPED_GEMM_WGRAD_BF16_W8S2 = emu_launch_grouped_gemm_wgrad_bf16_w8s2("grouped_gemm_wgrad_bf16_w8s2", GroupedGemmParams);
     GROUPED_GEMM_DBIAS_F32 = emu_launch_grouped_gemm_dbias_f32("grouped_gemm_dbias_f32", GroupedColSumParams);
     GROUPED_GEMM_DBIAS_BF16 = emu_launch_grouped_gemm_dbias_bf16("grouped_gemm_dbias_bf16", GroupedColSumParams);
     COPY_F32_F32 = emu_launch_copy_f32_f32("copy_f32_f32", CopyParams);
@@ -182,7 +188,9 @@ kernel_params! {
     GroupedGemmPlanParams: [GROUPED_GEMM_PLAN_I32];
     GroupedGemmParams: [
         GROUPED_GEMM_FWD_F32, GROUPED_GEMM_DGRAD_F32, GROUPED_GEMM_WGRAD_F32,
-        GROUPED_GEMM_FWD_BF16, GROUPED_GEMM_DGRAD_BF16, GROUPED_GEMM_WGRAD_BF16
+        GROUPED_GEMM_FWD_BF16, GROUPED_GEMM_DGRAD_BF16, GROUPED_GEMM_WGRAD_BF16,
+        GROUPED_GEMM_FWD_BF16_W8S4, GROUPED_GEMM_DGRAD_BF16_W8S4, GROUPED_GEMM_WGRAD_BF16_W8S4,
+        GROUPED_GEMM_FWD_BF16_W8S2, GROUPED_GEMM_DGRAD_BF16_W8S2, GROUPED_GEMM_WGRAD_BF16_W8S2
     ];
     GroupedColSumParams: [GROUPED_GEMM_DBIAS_F32, GROUPED_GEMM_DBIAS_BF16];
     CopyParams: [COPY_F32_F32, COPY_BF16_BF16, COPY_F32_BF16, COPY_BF16_F32];

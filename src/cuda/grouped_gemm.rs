@@ -64,6 +64,47 @@ pub fn tile_for<T: KernelFloat>() -> (usize, usize) {
     }
 }
 
+/// A compiled configuration of the bf16 tensor-core kernels (cuda/grouped_gemm.cu): all share the
+/// 128x128 block tile and 32-deep k-tiles; they differ in warps per block and in the depth of the
+/// cp.async pipeline. [`BF16_DEFAULT`] runs everywhere; the others exist so the benchmark can compare
+/// configurations on a device in one run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bf16Kernel {
+    /// Appended to the entry points' names (`grouped_gemm_fwd_bf16{suffix}`).
+    pub suffix: &'static str,
+    pub warps_m: u32,
+    pub warps_n: u32,
+    /// Shared-memory stages: `stages - 1` k-tiles are loading while one is multiplied.
+    pub stages: u32,
+}
+
+impl Bf16Kernel {
+    pub fn threads(&self) -> u32 {
+        32 * self.warps_m * self.warps_n
+    }
+    /// Dynamic shared memory of one block.
+    pub fn smem_bytes(&self) -> u32 {
+        self.stages * AUTOMOE_GEMM_BF16_STAGE_BYTES
+    }
+    /// `64x64 warps x4, 4 stages`, for tables.
+    pub fn describe(&self) -> String {
+        let (wm, wn) = (AUTOMOE_GEMM_BF16_TILE_M / self.warps_m, AUTOMOE_GEMM_BF16_TILE_N / self.warps_n);
+        format!("{wm}x{wn} warps x{}, {} stages", self.warps_m * self.warps_n, self.stages)
+    }
+}
+
+/// The configuration every caller gets: 4 warps of 64x64, 4 stages (abi.h).
+pub const BF16_DEFAULT: Bf16Kernel =
+    Bf16Kernel { suffix: "", warps_m: AUTOMOE_GEMM_BF16_WARPS_M, warps_n: AUTOMOE_GEMM_BF16_WARPS_N, stages: AUTOMOE_GEMM_BF16_STAGES };
+
+/// Every compiled bf16 configuration, the default first: 8 warps of 64x32 with 4 stages, and with 2
+/// (the first tensor-core kernel, the baseline the others are measured against).
+pub const BF16_KERNELS: [Bf16Kernel; 3] = [
+    BF16_DEFAULT,
+    Bf16Kernel { suffix: "_w8s4", warps_m: 2, warps_n: 4, stages: 4 },
+    Bf16Kernel { suffix: "_w8s2", warps_m: 2, warps_n: 4, stages: 2 },
+];
+
 /// Largest group count (the plan's shared-memory scan).
 pub const MAX_GROUPS: usize = 512;
 const FILE: &str = "grouped_gemm.cu";
@@ -78,6 +119,8 @@ pub struct GroupedPlan<X: Exec> {
     pub num_groups: usize,
     /// Host upper bound on the tiles (sets the persistent grid; the kernel reads the exact count).
     pub max_tiles: usize,
+    /// The configuration [`run`] launches for bf16 ([`BF16_DEFAULT`] unless changed).
+    pub bf16: Bf16Kernel,
     params: GroupedGemmPlanParams,
 }
 
@@ -115,7 +158,7 @@ impl<X: Exec> GroupedPlan<X> {
             accumulate: (stage == GemmStage::Wgrad) as i32,
             ..Default::default()
         };
-        Ok(GroupedPlan { templ: x.upload(templ)?, groups: x.upload(templ)?, stage, num_groups: g, max_tiles, params })
+        Ok(GroupedPlan { templ: x.upload(templ)?, groups: x.upload(templ)?, stage, num_groups: g, max_tiles, bf16: BF16_DEFAULT, params })
     }
 
     /// Geometry and parameters of the plan launch (the benchmark times exactly this).
@@ -163,7 +206,13 @@ pub unsafe fn plan<X: Exec, T: KernelFloat>(
 pub fn run_args<X: Exec, T: KernelFloat>(x: &X, plan: &GroupedPlan<X>, flags: u32) -> (String, Geometry, GroupedGemmParams) {
     let grid = plan.max_tiles.min(x.persistent_blocks() as usize).max(1) as u32;
     let p = GroupedGemmParams { groups: x.addr(&plan.groups), num_groups: plan.num_groups as i32, flags: flags as i32 };
-    (plan.stage.kernel::<T>(), Geometry { grid, block: AUTOMOE_GEMM_THREADS, smem_bytes: 0 }, p)
+    if T::SUFFIX == "bf16" {
+        let k = plan.bf16;
+        let g = Geometry { grid, block: k.threads(), smem_bytes: k.smem_bytes() };
+        (format!("{}{}", plan.stage.kernel::<T>(), k.suffix), g, p)
+    } else {
+        (plan.stage.kernel::<T>(), Geometry { grid, block: AUTOMOE_GEMM_THREADS, smem_bytes: 0 }, p)
+    }
 }
 
 /// Runs the grouped GEMM of `plan` with `flags` (`AUTOMOE_GEMM_*`) on persistent blocks.
@@ -315,6 +364,18 @@ pub fn grouped_gemm<X: Exec, T: KernelFloat, C: KernelFloat>(
     offsets: Option<&[i32]>,
     c: &mut [C],
 ) -> Result<()> {
+    grouped_gemm_with(x, op, groups, offsets, c, BF16_DEFAULT)
+}
+
+/// [`grouped_gemm`] with the bf16 configuration `bf16` (ignored for f32).
+pub fn grouped_gemm_with<X: Exec, T: KernelFloat, C: KernelFloat>(
+    x: &X,
+    op: &HostGemm<T>,
+    groups: &[HostGroup],
+    offsets: Option<&[i32]>,
+    c: &mut [C],
+    bf16: Bf16Kernel,
+) -> Result<()> {
     const OP: &str = "grouped_gemm";
     let stage = op.stage;
     let want_c = if stage == GemmStage::Wgrad { "f32" } else { T::SUFFIX };
@@ -384,7 +445,8 @@ pub fn grouped_gemm<X: Exec, T: KernelFloat, C: KernelFloat>(
     // SAFETY: every group's extents, after the offsets' shifts, were checked above against the
     // buffers the addresses point into; the buffers live until the end of this function.
     unsafe {
-        let plan = plan::<X, T>(x, stage, &templ, offb.as_ref(), max_rows)?;
+        let mut plan = plan::<X, T>(x, stage, &templ, offb.as_ref(), max_rows)?;
+        plan.bf16 = bf16;
         run::<X, T>(x, &plan, op.flags)?;
     }
     c.copy_from_slice(&x.download(&cb)?);
