@@ -274,7 +274,7 @@ where
     let plan_s = time_s(x, 20, || unsafe { x.launch_async("grouped_gemm.cu", "grouped_gemm_plan_i32", pg, &pp) })?;
     // bf16: every compiled configuration (the default first); f32: the one SIMT kernel.
     let kernels: &[Bf16Kernel] = if T::SUFFIX == "bf16" { &BF16_KERNELS } else { &BF16_KERNELS[..1] };
-    for &k in kernels {
+    for &k in kernels.iter().filter(|k| k.runs_on(x)) {
         pl.bf16 = k;
         let (name, g, p) = run_args::<CudaExec, T>(x, &pl, flags);
         x.stream().memset_zeros(&mut out).map_err(cuda)?;

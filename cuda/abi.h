@@ -122,6 +122,12 @@ typedef struct CombineBwdParams {
 #define AUTOMOE_GEMM_BF16_WARPS_M 2         /* default configuration: 2 x 2 warps of 64 x 64, */
 #define AUTOMOE_GEMM_BF16_WARPS_N 2
 #define AUTOMOE_GEMM_BF16_STAGES 4          /* four k-tiles in flight */
+/* The Hopper configuration (suffix "_sm90", sm_90a only): one warpgroup of 128 threads on wgmma,
+ * the same 128x128 block tile, 64-deep k-tiles, stages * AUTOMOE_GEMM_WGMMA_STAGE_BYTES of dynamic
+ * shared memory. */
+#define AUTOMOE_GEMM_WGMMA_TILE_K 64
+#define AUTOMOE_GEMM_WGMMA_STAGE_BYTES 32768
+#define AUTOMOE_GEMM_WGMMA_STAGES 3
 /* GroupedGemmParams.flags */
 #define AUTOMOE_GEMM_RELU 1       /* C = max(C, 0) after the bias */
 #define AUTOMOE_GEMM_ACCUMULATE 2 /* C += result (C read first); otherwise C = result */

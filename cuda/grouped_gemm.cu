@@ -206,6 +206,20 @@ struct Tc {
     static_assert(kStages >= 2, "at least one k-tile in flight");
 };
 
+// Elements (gr, gc .. gc+7) of the row-major matrix src (leading dimension ld, valid region
+// rlim x clim) into the 16 bytes at d, zero outside the valid region. vec: one cp.async (zero-filled
+// past the edge; src and ld 16-byte aligned); otherwise plain loads and stores.
+__device__ __forceinline__ void copy_chunk(bf16* d, const bf16* src, int ld, int gr, int gc, int rlim, int clim, bool vec) {
+    if (vec) {
+        const int n = gr < rlim && gc < clim ? min(clim - gc, 8) : 0;
+        // With no source bytes the address is never read; pass a valid one anyway.
+        cp_async_16(d, n > 0 ? src + (size_t)gr * ld + gc : src, 2 * n);
+    } else {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) d[j] = gr < rlim && gc + j < clim ? src[(size_t)gr * ld + gc + j] : from_f32<bf16>(0.0f);
+    }
+}
+
 // Rows [r0, r0+R) x columns [c0, c0+C) of the row-major matrix src (leading dimension ld, valid
 // region rlim x clim) into dst[R][C + kPad], zero outside the valid region. vec: 16-byte cp.async
 // chunks (zero-filled past the edge); otherwise plain loads and stores.
@@ -214,16 +228,7 @@ __device__ __forceinline__ void load_tile(bf16* dst, const bf16* src, int ld, in
     constexpr int kChunksPerRow = C / 8;
     for (int i = threadIdx.x; i < R * kChunksPerRow; i += kLoaders) {
         const int r = i / kChunksPerRow, c = (i % kChunksPerRow) * 8;
-        const int gr = r0 + r, gc = c0 + c;
-        bf16* d = dst + r * (C + kPad) + c;
-        if (vec) {
-            const int n = gr < rlim && gc < clim ? min(clim - gc, 8) : 0;
-            // With no source bytes the address is never read; pass a valid one anyway.
-            cp_async_16(d, n > 0 ? src + (size_t)gr * ld + gc : src, 2 * n);
-        } else {
-#pragma unroll
-            for (int j = 0; j < 8; ++j) d[j] = gr < rlim && gc + j < clim ? src[(size_t)gr * ld + gc + j] : from_f32<bf16>(0.0f);
-        }
+        copy_chunk(dst + r * (C + kPad) + c, src, ld, r0 + r, c0 + c, rlim, clim, vec);
     }
 }
 
@@ -372,6 +377,140 @@ __device__ __forceinline__ void mma_bf16(const GroupedGemmParams& p) {
     }
 }
 
+// ---- bf16 on Hopper tensor cores (sm_90a) --------------------------------------------------------
+// The same 128x128 block tile for one warpgroup (128 threads) issuing wgmma.m64n128k16 from shared
+// memory: two m64 halves, 2 x 64 f32 accumulators per thread. K in 64-deep k-tiles through
+// kWgStages cp.async stages; wgmma runs asynchronously, one group per k-tile, and the wait for the
+// previous group (wgmma_wait<1>) is what frees its stage for the next prefetch (a wgmma is one
+// operation of the whole warpgroup, which is the whole block, so no barrier is needed for that).
+//
+// Shared memory holds each operand tile in wgmma's no-swizzle canonical layout, in 8x8 "core
+// matrices" of 128 contiguous bytes (8 rows of 16 bytes), which a 16-byte cp.async fills directly:
+//   K-major tile (global rows m or n, contiguous k: fwd A and B, dgrad A): [128 rows][64 k],
+//     core matrix = 8 rows x 8 k; k groups adjacent (LBO = 128 B), row groups SBO = 1024 B.
+//   MN-major tile (global rows k, contiguous m or n: dgrad B, wgrad A and B): [64 k][128 mn],
+//     core matrix = 8 k x 8 mn; mn groups adjacent (SBO = 128 B), k groups LBO = 2048 B.
+// (The LBO/SBO roles follow the PTX ISA's canonical layouts; the emulator twin reads operands by
+// the same formulas, cuda/emu/ptx.h.) Bank conflicts: wgmma reads whole core matrices.
+
+constexpr int kWgBK = AUTOMOE_GEMM_WGMMA_TILE_K, kWgStages = AUTOMOE_GEMM_WGMMA_STAGES;
+constexpr int kWgTileBytes = kBM * kWgBK * 2;  // one operand tile: 16 KiB
+static_assert(2 * kWgTileBytes == AUTOMOE_GEMM_WGMMA_STAGE_BYTES, "abi.h's stage size is the A and B tiles");
+static_assert(kBM == 128 && kBN == 128, "two m64 halves and one n128 wgmma per k16 step");
+static_assert(kWgStages >= 2, "at least one k-tile in flight");
+
+// Byte offset of the 16-byte chunk holding row r, columns c..c+7 of a tile in global orientation
+// (K-major: r = m or n, c = k; MN-major: r = k, c = m or n).
+template <bool kMnMajor>
+__device__ __forceinline__ int wg_chunk_offset(int r, int c) {
+    if (kMnMajor) return (c / 8) * 128 + (r / 8) * 2048 + (r % 8) * 16;
+    return (r / 8) * 1024 + (c / 8) * 128 + (r % 8) * 16;
+}
+
+// Rows [r0, r0+R) x columns [c0, c0+C) of row-major src (ld, valid region rlim x clim) into a tile
+// in the layout above, zero outside the valid region; vec: 16-byte cp.async, else plain loads.
+template <bool kMnMajor>
+__device__ __forceinline__ void wg_load_tile(unsigned char* dst, const bf16* src, int ld, int r0, int c0, int rlim, int clim, bool vec) {
+    constexpr int R = kMnMajor ? kWgBK : kBM, C = kMnMajor ? kBM : kWgBK, kChunksPerRow = C / 8;
+    for (int i = threadIdx.x; i < R * kChunksPerRow; i += 128) {
+        const int r = i / kChunksPerRow, c = (i % kChunksPerRow) * 8;
+        copy_chunk(reinterpret_cast<bf16*>(dst + wg_chunk_offset<kMnMajor>(r, c)), src, ld, r0 + r, c0 + c, rlim, clim, vec);
+    }
+}
+
+template <int S>
+__device__ __forceinline__ void wg_load_stage(unsigned char* stage, const GemmGroupParams& q, int m0, int n0, int k0, bool va, bool vb) {
+    using L = Layout<S>;
+    const bf16* A = ptr<const bf16>(q.a);  // [M, lda] or [K, lda]
+    const bf16* B = ptr<const bf16>(q.b);  // [N, ldb] or [K, ldb]
+    if (L::a_km)
+        wg_load_tile<true>(stage, A, q.lda, k0, m0, q.k, q.m, va);
+    else
+        wg_load_tile<false>(stage, A, q.lda, m0, k0, q.m, q.k, va);
+    if (L::b_nk)
+        wg_load_tile<false>(stage + kWgTileBytes, B, q.ldb, n0, k0, q.n, q.k, vb);
+    else
+        wg_load_tile<true>(stage + kWgTileBytes, B, q.ldb, k0, n0, q.k, q.n, vb);
+}
+
+// Descriptor of the 64x16 (A, half h) or 128x16 (B) operand of k16 step ks within a stage's tile.
+template <bool kMnMajor>
+__device__ __forceinline__ unsigned long long wg_desc(const unsigned char* tile, int ks, int mn0) {
+    if (kMnMajor) return wgmma_desc(tile + ks * 2 * 2048 + (mn0 / 8) * 128, 2048, 128);
+    return wgmma_desc(tile + (mn0 / 8) * 1024 + ks * 2 * 128, 128, 1024);
+}
+
+#if defined(AUTOMOE_EMU) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
+template <int S, class TC>
+__device__ __forceinline__ void wgmma_bf16(const GroupedGemmParams& p) {
+    using L = Layout<S>;
+    const GemmGroupParams* groups = ptr<const GemmGroupParams>(p.groups);  // [G]
+    AUTOMOE_DYN_SMEM(unsigned char, smem);  // [kWgStages][A tile, B tile]
+    const int G = p.num_groups;
+    const int total = groups[G - 1].tile_start + groups[G - 1].tiles;
+    const int warp = threadIdx.x / 32, lane = (int)lane_id();
+    for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
+        const GemmGroupParams q = groups[find_group(groups, G, tile)];
+        const int local = tile - q.tile_start, tiles_n = (q.n + kBN - 1) / kBN;
+        const int m0 = (local / tiles_n) * kBM, n0 = (local % tiles_n) * kBN;
+        const bool va = (q.a & 15) == 0 && q.lda % 8 == 0, vb = (q.b & 15) == 0 && q.ldb % 8 == 0;
+        float acc[2][64];
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int i = 0; i < 64; ++i) acc[h][i] = 0.0f;
+        const int nk = (q.k + kWgBK - 1) / kWgBK;
+#pragma unroll
+        for (int s = 0; s < kWgStages - 1; ++s) {
+            if (s < nk) wg_load_stage<S>(smem + s * AUTOMOE_GEMM_WGMMA_STAGE_BYTES, q, m0, n0, s * kWgBK, va, vb);
+            cp_async_commit();
+        }
+        for (int kt = 0; kt < nk; ++kt) {
+            cp_async_wait<kWgStages - 2>();
+            fence_proxy_async_shared();  // this thread's copies, visible to wgmma's reads
+            __syncthreads();             // ... and everyone else's
+            const unsigned char* st = smem + (kt % kWgStages) * AUTOMOE_GEMM_WGMMA_STAGE_BYTES;
+            wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < kWgBK / 16; ++ks) {
+                const unsigned long long db = wg_desc<!L::b_nk>(st + kWgTileBytes, ks, 0);
+#pragma unroll
+                for (int h = 0; h < 2; ++h)
+                    wgmma_m64n128k16_bf16<L::a_km, !L::b_nk>(acc[h], wg_desc<L::a_km>(st, ks, 64 * h), db);
+            }
+            wgmma_commit();
+            // k-tile kt-1's group is done: its stage, which the prefetch below refills, is free.
+            wgmma_wait<1>();
+            const int pf = kt + kWgStages - 1;
+            if (pf < nk) wg_load_stage<S>(smem + (pf % kWgStages) * AUTOMOE_GEMM_WGMMA_STAGE_BYTES, q, m0, n0, pf * kWgBK, va, vb);
+            cp_async_commit();
+        }
+        wgmma_wait<0>();
+        cp_async_wait<0>();
+        const bool paired = q.ldc % 2 == 0 && q.c % (2 * sizeof(TC)) == 0 && q.aux % (2 * sizeof(bf16)) == 0;
+        const int g = lane >> 2, tq = lane & 3;
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int j = 0; j < 16; ++j)
+#pragma unroll
+                for (int r = 0; r < 2; ++r) {
+                    // Accumulator fragment: acc[h][4j + 2r + e] is row 64h + 16 warp + g + 8r,
+                    // column 8j + 2tq + e.
+                    const int row = m0 + 64 * h + 16 * warp + g + 8 * r, col = n0 + 8 * j + 2 * tq;
+                    store_pair<bf16, TC>(q, p.flags, paired, row, col, acc[h][4 * j + 2 * r], acc[h][4 * j + 2 * r + 1]);
+                }
+        // No barrier before the next tile's prologue: the only shared-memory reader is wgmma, and
+        // the wait above completed every group of the warpgroup, which is the block.
+    }
+}
+#else
+// Compiled for an architecture without wgmma: the entry points exist (one module for every
+// architecture) but are never launched there (src/cuda/grouped_gemm.rs checks the device).
+template <int S, class TC>
+__device__ __forceinline__ void wgmma_bf16(const GroupedGemmParams&) {}
+#endif
+
 // ---- Bias gradients: deterministic column sums -------------------------------------------------
 // Block b handles 32 columns of group b / chunks; its 8 warps take rows r0 + w, r0 + w + 8, ...
 // (a warp reads 32 consecutive columns of a row: coalesced), then warp 0 adds the 8 partial sums
@@ -436,6 +575,17 @@ extern "C" __global__ void __launch_bounds__(AUTOMOE_GEMM_THREADS) grouped_gemm_
 AUTOMOE_GEMM_BF16_ENTRIES(, AUTOMOE_GEMM_BF16_WARPS_M, AUTOMOE_GEMM_BF16_WARPS_N, AUTOMOE_GEMM_BF16_STAGES)
 AUTOMOE_GEMM_BF16_ENTRIES(_w8s4, 2, 4, 4)
 AUTOMOE_GEMM_BF16_ENTRIES(_w8s2, 2, 4, 2)
+
+// The Hopper configuration (sm_90a; one warpgroup).
+extern "C" __global__ void __launch_bounds__(128) grouped_gemm_fwd_bf16_sm90(GroupedGemmParams p) {
+    automoe::ggemm::wgmma_bf16<kFwd, __nv_bfloat16>(p);
+}
+extern "C" __global__ void __launch_bounds__(128) grouped_gemm_dgrad_bf16_sm90(GroupedGemmParams p) {
+    automoe::ggemm::wgmma_bf16<kDgrad, __nv_bfloat16>(p);
+}
+extern "C" __global__ void __launch_bounds__(128) grouped_gemm_wgrad_bf16_sm90(GroupedGemmParams p) {
+    automoe::ggemm::wgmma_bf16<kWgrad, float>(p);
+}
 extern "C" __global__ void __launch_bounds__(AUTOMOE_GEMM_THREADS) grouped_gemm_dbias_f32(GroupedColSumParams p) {
     automoe::ggemm::colsum<float>(p);
 }

@@ -70,3 +70,51 @@ extern "C" __global__ void ptxtest_cpasync_f32(EmuTestParams p) {
     __syncthreads();
     for (int i = t; i < 256; i += 32) out[i] = s[i];
 }
+
+// One warpgroup (128 threads): D = C + A B with wgmma.m64n128k16 from shared memory. in: A [64, 16]
+// then B [16, 128], bf16 row-major; out: C [64, 128] f32 in, D out, exchanged with the accumulator
+// fragment layout. The operands are staged element by element in the canonical no-swizzle layouts
+// with the K-direction core matrices far apart (LBO = the whole MN extent) and the MN-direction
+// ones adjacent (SBO = 128 bytes), the opposite arrangement of cuda/grouped_gemm.cu's K-major tiles,
+// so the two together check both strides' roles. flag bit 0: A MN-major, bit 1: B MN-major.
+// sm_90a (and the emulator) only; elsewhere the entry point does nothing.
+namespace wgmma_test {  // its own namespace: the dynamic shared memory name is declared again
+#if defined(AUTOMOE_EMU) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
+template <int kTransA, int kTransB>
+__device__ __forceinline__ void ptxtest_wgmma(const EmuTestParams& p) {
+    AUTOMOE_DYN_SMEM(unsigned short, s);                         // A at byte 0, B at byte 4096
+    const unsigned short* in = ptr<const unsigned short>(p.in);  // A [64, 16], B [16, 128]
+    float* out = ptr<float>(p.out);                              // [64, 128]
+    const int t = (int)threadIdx.x;
+    // Byte offset of element (mn, k) (automoe::wgmma_operand's formulas, cuda/emu/ptx.h).
+    auto at = [](bool mn_major, int mn, int k, int lbo) {
+        return mn_major ? 2 * (mn % 8) + 128 * (mn / 8) + 16 * (k % 8) + lbo * (k / 8)
+                        : 16 * (mn % 8) + 128 * (mn / 8) + 2 * (k % 8) + lbo * (k / 8);
+    };
+    for (int i = t; i < 64 * 16; i += 128) s[at(kTransA, i / 16, i % 16, 1024) / 2] = in[i];
+    for (int i = t; i < 16 * 128; i += 128) s[(4096 + at(kTransB, i % 128, i / 128, 2048)) / 2] = in[1024 + i];
+    float d[64];
+    const int w = t / 32, g = (t % 32) / 4, tq = t % 4;
+    for (int v = 0; v < 64; ++v) d[v] = out[(16 * w + g + 8 * ((v >> 1) & 1)) * 128 + 8 * (v >> 2) + 2 * tq + (v & 1)];
+    automoe::fence_proxy_async_shared();
+    __syncthreads();
+    automoe::wgmma_fence();
+    automoe::wgmma_m64n128k16_bf16<kTransA, kTransB>(d, automoe::wgmma_desc(s, 1024, 128), automoe::wgmma_desc(s + 2048, 2048, 128));
+    automoe::wgmma_commit();
+    automoe::wgmma_wait<0>();
+    for (int v = 0; v < 64; ++v) out[(16 * w + g + 8 * ((v >> 1) & 1)) * 128 + 8 * (v >> 2) + 2 * tq + (v & 1)] = d[v];
+}
+#else
+template <int kTransA, int kTransB>
+__device__ __forceinline__ void ptxtest_wgmma(const EmuTestParams&) {}
+#endif
+}  // namespace wgmma_test
+
+extern "C" __global__ void __launch_bounds__(128) ptxtest_wgmma_bf16(EmuTestParams p) {
+    switch (p.flag & 3) {
+        case 0: wgmma_test::ptxtest_wgmma<0, 0>(p); break;
+        case 1: wgmma_test::ptxtest_wgmma<1, 0>(p); break;
+        case 2: wgmma_test::ptxtest_wgmma<0, 1>(p); break;
+        default: wgmma_test::ptxtest_wgmma<1, 1>(p); break;
+    }
+}

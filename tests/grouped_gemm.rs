@@ -167,6 +167,10 @@ fn check<C: KernelFloat>(ctx: &str, got: &[C], want: &[(usize, f64)], poisoned: 
 
 /// `kernel`: the bf16 configuration (ignored for f32).
 fn run_stage<X: Exec, T: KernelFloat>(x: &X, stage: GemmStage, kernel: Bf16Kernel) {
+    if T::SUFFIX == "bf16" && !kernel.runs_on(x) {
+        eprintln!("skipped on {}: {} needs sm_90a", x.backend_name(), kernel.suffix);
+        return;
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(40 + stage as u64);
     for second in [false, true] {
         let p = problem(stage, second);
@@ -267,7 +271,7 @@ fn deep_k_bf16<X: Exec>(x: &X) {
                 })
             })
             .collect();
-        for kernel in BF16_KERNELS {
+        for kernel in BF16_KERNELS.into_iter().filter(|k| k.runs_on(x)) {
             let op = HostGemm { stage, a: &a, b: &b, bias: None, aux: None, flags: 0 };
             let ctx = format!("{} deep {}{}", x.backend_name(), stage.kernel::<bf16>(), kernel.suffix);
             if stage == GemmStage::Wgrad {
@@ -412,6 +416,10 @@ macro_rules! backend_tests {
                 run!(|x| run_stage::<_, bf16>(x, GemmStage::Fwd, BF16_KERNELS[2]))
             }
             #[test]
+            fn grouped_gemm_fwd_bf16_sm90() {
+                run!(|x| run_stage::<_, bf16>(x, GemmStage::Fwd, BF16_KERNELS[3]))
+            }
+            #[test]
             fn grouped_gemm_dgrad_f32() {
                 run!(|x| run_stage::<_, f32>(x, GemmStage::Dgrad, BF16_KERNELS[0]))
             }
@@ -428,6 +436,10 @@ macro_rules! backend_tests {
                 run!(|x| run_stage::<_, bf16>(x, GemmStage::Dgrad, BF16_KERNELS[2]))
             }
             #[test]
+            fn grouped_gemm_dgrad_bf16_sm90() {
+                run!(|x| run_stage::<_, bf16>(x, GemmStage::Dgrad, BF16_KERNELS[3]))
+            }
+            #[test]
             fn grouped_gemm_wgrad_f32() {
                 run!(|x| run_stage::<_, f32>(x, GemmStage::Wgrad, BF16_KERNELS[0]))
             }
@@ -442,6 +454,10 @@ macro_rules! backend_tests {
             #[test]
             fn grouped_gemm_wgrad_bf16_w8s2() {
                 run!(|x| run_stage::<_, bf16>(x, GemmStage::Wgrad, BF16_KERNELS[2]))
+            }
+            #[test]
+            fn grouped_gemm_wgrad_bf16_sm90() {
+                run!(|x| run_stage::<_, bf16>(x, GemmStage::Wgrad, BF16_KERNELS[3]))
             }
             #[test]
             fn deep_k_all_bf16_kernels() {

@@ -1,4 +1,5 @@
-//! The inline-PTX helpers of cuda/common.cuh (mma.sync m16n8k16 bf16, ldmatrix x4, cp.async) run
+//! The inline-PTX helpers of cuda/common.cuh (mma.sync m16n8k16 bf16, ldmatrix x4, cp.async, and on
+//! sm_90a wgmma m64n128k16 bf16 with its fences and descriptors) run
 //! through cuda/ptx_selftest.cu on every backend present. Expected values follow the PTX ISA's
 //! documented fragment layouts, written out here independently of the emulator twins; on a device
 //! the same tests check the twins' layouts against the hardware.
@@ -92,6 +93,36 @@ fn cp_async<X: Exec>(x: &X, strict: bool) {
     }
 }
 
+/// wgmma.m64n128k16 (sm_90a): D = C + A B for each of A and B K-major or MN-major in shared memory;
+/// D read back through the documented accumulator layout (done by the kernel, checked here whole).
+fn wgmma<X: Exec>(x: &X) {
+    let mut rng = ChaCha8Rng::seed_from_u64(22);
+    let a: Vec<bf16> = (0..64 * 16).map(|_| bf16::from_f32(rng.random_range(-2.0..2.0))).collect(); // [64, 16]
+    let b: Vec<bf16> = (0..16 * 128).map(|_| bf16::from_f32(rng.random_range(-2.0..2.0))).collect(); // [16, 128]
+    let c: Vec<f32> = (0..64 * 128).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let bits: Vec<u16> = a.iter().chain(&b).map(|v| v.to_bits()).collect();
+    let inp = x.upload(&bits).unwrap();
+    for flag in 0..4 {
+        let mut out = x.upload(&c).unwrap();
+        let p = EmuTestParams { in_: x.addr(&inp), out: x.addr_mut(&mut out), n: 0, flag };
+        let g = Geometry { grid: 1, block: 128, smem_bytes: 8192 };
+        // SAFETY: in holds 64*16 + 16*128 u16, out 64*128 f32; 8 KiB of shared memory as staged.
+        unsafe { x.launch("ptx_selftest.cu", "ptxtest_wgmma_bf16", g, &p).unwrap() };
+        let d = x.download(&out).unwrap();
+        for i in 0..64 {
+            for j in 0..128 {
+                let want: f64 = c[i * 128 + j] as f64 + (0..16).map(|k| a[i * 16 + k].to_f64() * b[k * 128 + j].to_f64()).sum::<f64>();
+                let got = d[i * 128 + j] as f64;
+                assert!(
+                    (got - want).abs() < 1e-5 * want.abs().max(1.0),
+                    "{} flag {flag}: D[{i}][{j}] = {got} want {want}",
+                    x.backend_name()
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn mma_m16n8k16_bf16_emulator() {
     mma(&automoe::cuda::Emu::default());
@@ -108,12 +139,23 @@ fn cp_async_emulator() {
 }
 
 #[test]
+fn wgmma_m64n128k16_bf16_emulator() {
+    wgmma(&automoe::cuda::Emu::default());
+    wgmma(&automoe::cuda::Emu { seed: 5 });
+}
+
+#[test]
 fn ptx_helpers_on_cuda_device() {
     match automoe::cuda::CudaExec::new(0) {
         Ok(x) => {
             mma(&x);
             ldmatrix(&x);
             cp_async(&x, false);
+            if x.has_wgmma() {
+                wgmma(&x);
+            } else {
+                eprintln!("wgmma skipped: {} is not sm_90a", x.backend_name());
+            }
         }
         Err(e) => eprintln!("skipped on cuda: {e}"),
     }

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 
 #define AUTOMOE_EMU_ACTIVE 1
 #define __global__
@@ -65,6 +66,7 @@ unsigned warp_ballot(unsigned mask, int pred);
 unsigned lane_id();
 // Start of the launch's dynamic shared memory (`smem_bytes`, 16-byte aligned, NaN-poisoned per block).
 void* dyn_smem();
+size_t dyn_smem_bytes();
 // Records a kernel-side error and stops the launch (the launcher returns it to Rust).
 [[noreturn]] void fail(const char* msg);
 

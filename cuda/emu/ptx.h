@@ -12,6 +12,11 @@ void warp_gather(const void* mine, unsigned bytes, void* all);
 void cp_async(void* dst, const void* src, unsigned bytes, unsigned src_bytes);
 void cp_async_commit();
 void cp_async_wait(int n);
+// wgmma for the calling thread: `op` (its share of the warpgroup's product) is queued and performed
+// when a later wgmma_wait of any thread of its warpgroup retires its group (runtime.cpp).
+void wgmma_issue(std::function<void()> op);
+void wgmma_commit();
+void wgmma_wait(int n);
 }  // namespace emu
 
 namespace automoe {
@@ -89,6 +94,63 @@ __device__ __forceinline__ void cp_async_commit() { emu::cp_async_commit(); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
     emu::cp_async_wait(N);
+}
+
+// The "shared address" of a pointer into dynamic shared memory (what cvta.to.shared gives on a
+// device), used in wgmma matrix descriptors: its byte offset from the launch's dynamic shared memory.
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
+    const unsigned char* base = static_cast<const unsigned char*>(emu::dyn_smem());
+    const unsigned char* q = static_cast<const unsigned char*>(p);
+    if (q < base || q >= base + emu::dyn_smem_bytes()) emu::fail("a wgmma operand outside dynamic shared memory");
+    return (unsigned)(q - base);
+}
+
+// wgmma.fence / fence.proxy.async: ordering only; the twins' deferred execution needs none.
+__device__ __forceinline__ void wgmma_fence() {}
+__device__ __forceinline__ void fence_proxy_async_shared() {}
+__device__ __forceinline__ void wgmma_commit() { emu::wgmma_commit(); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+    emu::wgmma_wait(N);
+}
+
+// Element (mn, k) of a wgmma operand in shared memory, read through its matrix descriptor (PTX ISA,
+// "Asynchronous Warpgroup Level Matrix Shared Memory Layout": matrix descriptor format and the
+// canonical layouts without swizzling, T = 8 bf16 per 16 bytes):
+//   K-major  ((8,m),(T,2k)) : ((1T,SBO),(1,LBO))  ->  bytes 16 (mn%8) + SBO (mn/8) + 2 (k%8) + LBO (k/8)
+//   MN-major ((T,1,m),(8,k)) : ((1,T,SBO),(1T,LBO)) -> bytes 2 (mn%8) + SBO (mn/8) + 16 (k%8) + LBO (k/8)
+// Descriptor: bits 0-13 start address >> 4, 16-29 LBO >> 4, 32-45 SBO >> 4, 62-63 swizzle mode.
+inline float wgmma_operand(unsigned long long desc, bool mn_major, int mn, int k) {
+    if ((desc >> 62) != 0) emu::fail("wgmma twin: only the no-swizzle layout is emulated");
+    const size_t start = (size_t)(desc & 0x3fff) << 4, lbo = (size_t)((desc >> 16) & 0x3fff) << 4;
+    const size_t sbo = (size_t)((desc >> 32) & 0x3fff) << 4;
+    const size_t off = mn_major ? 2 * (mn % 8) + sbo * (mn / 8) + 16 * (k % 8) + lbo * (k / 8)
+                                : 16 * (mn % 8) + sbo * (mn / 8) + 2 * (k % 8) + lbo * (k / 8);
+    if (start + off + 2 > emu::dyn_smem_bytes()) emu::fail("wgmma twin: an operand element past dynamic shared memory");
+    unsigned short bits;
+    std::memcpy(&bits, static_cast<const unsigned char*>(emu::dyn_smem()) + start + off, 2);
+    return __uint_as_float((unsigned)bits << 16);
+}
+
+// wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 d, a-desc, b-desc, 1, 1, 1, tA, tB
+// (D += A B with A 64x16 and B 16x128 from shared memory; A MN-major when kTransA, B when kTransB).
+// Accumulator fragment ("Matrix Fragments for wgmma.m64nNk16", D): thread t of the warpgroup holds
+// d[4j + 2h + e] = D[16 (t/32) + (t%32)/4 + 8h][8j + 2 (t%4) + e]. Each thread's elements depend
+// only on its own accumulators and the operands, so each thread's share is computed on its own, at
+// the first wgmma_wait in the warpgroup that retires the group (shared memory changed before that
+// wait is what it reads, as it may be on hardware).
+template <int kTransA, int kTransB>
+__device__ __forceinline__ void wgmma_m64n128k16_bf16(float d[64], unsigned long long desc_a, unsigned long long desc_b) {
+    const unsigned t = (threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) % 128;
+    emu::wgmma_issue([d, desc_a, desc_b, t]() {
+        for (int v = 0; v < 64; ++v) {
+            const int row = 16 * (int)(t / 32) + (int)(t % 32) / 4 + 8 * ((v >> 1) & 1);
+            const int col = 8 * (v >> 2) + 2 * (int)(t % 4) + (v & 1);
+            float acc = d[v];
+            for (int k = 0; k < 16; ++k) acc += wgmma_operand(desc_a, kTransA, row, k) * wgmma_operand(desc_b, kTransB, col, k);
+            d[v] = acc;
+        }
+    });
 }
 
 }  // namespace automoe

@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 // After the standard headers: emu.h defines macros (__shared__, __device__) they must not see.
@@ -36,6 +38,11 @@ struct Fiber {
     ucontext_t ctx;
     std::vector<AsyncCopy> open_copies;               // cp.async issued, not yet committed
     std::deque<std::vector<AsyncCopy>> copy_groups;  // committed, oldest first
+    std::vector<std::function<void()>> open_mmas;               // wgmma issued, not yet committed
+    std::deque<std::vector<std::function<void()>>> mma_groups;  // committed, not yet performed
+    unsigned mma_committed = 0;                                 // groups committed so far
+    unsigned mma_retired = 0;                                   // the oldest mma_retired performed
+    bool spun = false;  // yielded in a wait without doing anything (not progress)
     uint3 tid;
     State state = State::Runnable;
     Barrier* wait_bar = nullptr;
@@ -196,7 +203,8 @@ bool run_block(Sched& s, unsigned nthreads) {
                 swapcontext(&s.main_ctx, &f.ctx);
                 if (!s.error.empty()) return false;
                 if (f.state == State::Done) done++;
-                progressed = true;
+                if (!f.spun) progressed = true;
+                f.spun = false;
             }
             if (laggard == no_laggard) break;
         }
@@ -258,9 +266,24 @@ void warp_gather(const void* mine, unsigned bytes, void* all) {
     arrive(w.bar);
 }
 
+static void perform(const AsyncCopy& c) {
+    std::memcpy(c.dst, c.src, c.src_bytes);
+    std::memset(static_cast<unsigned char*>(c.dst) + c.src_bytes, 0, c.bytes - c.src_bytes);
+}
+
+// Asynchronous operations complete at a time the program cannot rely on, anywhere between issue and
+// the wait that guarantees them; the twins take the two ends, one per mode, so that both kinds of
+// race show: seeded runs copy at the issue (early: a copy into a buffer still being read by an
+// operation that completes late corrupts it) and run wgmma at the wait (late); plain runs copy at
+// the wait (late: reading before the wait sees poison) and run wgmma as soon as every thread of the
+// warpgroup has committed its group (early).
 void cp_async(void* dst, const void* src, unsigned bytes, unsigned src_bytes) {
     Sched& s = sched();
-    s.fibers[s.cur].open_copies.push_back({dst, src, bytes, src_bytes < bytes ? src_bytes : bytes});
+    const AsyncCopy c{dst, src, bytes, src_bytes < bytes ? src_bytes : bytes};
+    if (s.rng != 0)
+        perform(c);
+    else
+        s.fibers[s.cur].open_copies.push_back(c);
 }
 
 void cp_async_commit() {
@@ -272,15 +295,75 @@ void cp_async_commit() {
 void cp_async_wait(int n) {
     Fiber& f = sched().fibers[sched().cur];
     while (f.copy_groups.size() > (size_t)(n < 0 ? 0 : n)) {
-        for (const AsyncCopy& c : f.copy_groups.front()) {
-            std::memcpy(c.dst, c.src, c.src_bytes);
-            std::memset(static_cast<unsigned char*>(c.dst) + c.src_bytes, 0, c.bytes - c.src_bytes);
-        }
+        for (const AsyncCopy& c : f.copy_groups.front()) perform(c);
         f.copy_groups.pop_front();
     }
 }
 
+void wgmma_issue(std::function<void()> op) { sched().fibers[sched().cur].open_mmas.push_back(std::move(op)); }
+
+// The fibers of the calling thread's warpgroup: [first, last).
+static std::pair<size_t, size_t> warpgroup(const Sched& s) {
+    const size_t first = (size_t)(s.cur / 128) * 128;
+    return {first, std::min(first + 128, s.fibers.size())};
+}
+
+// Performs every thread's share of the warpgroup's groups before index `retire` (each thread of the
+// warpgroup has committed them).
+static void retire_mmas(Sched& s, unsigned retire) {
+    const auto [first, last] = warpgroup(s);
+    for (size_t i = first; i < last; ++i) {
+        Fiber& f = s.fibers[i];
+        while (f.mma_retired < retire) {
+            for (const auto& op : f.mma_groups.front()) op();
+            f.mma_groups.pop_front();
+            f.mma_retired++;
+        }
+    }
+}
+
+// Whether every thread of the warpgroup has committed `groups` groups; fails if one exited first.
+static bool all_committed(const Sched& s, unsigned groups) {
+    const auto [first, last] = warpgroup(s);
+    bool all = true;
+    for (size_t i = first; i < last; ++i) {
+        const Fiber& f = s.fibers[i];
+        if (f.mma_committed >= groups) continue;
+        if (f.state == State::Done) fail("wgmma: a thread of the warpgroup exited without issuing a group the others did");
+        all = false;
+    }
+    return all;
+}
+
+void wgmma_commit() {
+    Sched& s = sched();
+    Fiber& f = s.fibers[s.cur];
+    f.mma_groups.push_back(std::move(f.open_mmas));
+    f.open_mmas.clear();
+    f.mma_committed++;
+    if (s.rng == 0 && all_committed(s, f.mma_committed)) retire_mmas(s, f.mma_committed);  // early
+}
+
+// A wgmma is one operation of the whole warpgroup, so its completion is too: a wait that retires
+// group g first waits (yielding to the other fibers) until every thread of the warpgroup has
+// committed group g, as the hardware cannot finish an operation some warp has not issued; then it
+// performs every thread's share of the groups up to g.
+void wgmma_wait(int n) {
+    Sched& s = sched();
+    const unsigned mine = s.fibers[s.cur].mma_committed, keep = (unsigned)(n < 0 ? 0 : n);
+    const unsigned retire = mine > keep ? mine - keep : 0;
+    while (!all_committed(s, retire)) {
+        // Still runnable, resumed in the scheduler's next round; a round in which every thread
+        // only spun here is no progress (a deadlock, or the laggard's turn).
+        s.fibers[s.cur].spun = true;
+        yield_to_main();
+    }
+    retire_mmas(s, retire);
+}
+
 void* dyn_smem() { return sched().smem.data(); }
+
+size_t dyn_smem_bytes() { return sched().smem.size(); }
 
 void fail(const char* msg) {
     Sched& s = sched();

@@ -185,6 +185,10 @@ impl Exec for CudaExec {
         Ok(v)
     }
 
+    fn has_wgmma(&self) -> bool {
+        self.arch == "sm_90a"
+    }
+
     fn persistent_blocks(&self) -> u32 {
         // Two blocks per SM: the bf16 grouped GEMM's default configuration (128 threads, ~214
         // registers, 80 KiB of dynamic shared memory) and its 256-thread variants fit two resident

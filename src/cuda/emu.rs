@@ -88,6 +88,9 @@ emu_kernels! {
     GROUPED_GEMM_FWD_BF16_W8S2 = emu_launch_grouped_gemm_fwd_bf16_w8s2("grouped_gemm_fwd_bf16_w8s2", GroupedGemmParams);
     GROUPED_GEMM_DGRAD_BF16_W8S2 = emu_launch_grouped_gemm_dgrad_bf16_w8s2("grouped_gemm_dgrad_bf16_w8s2", GroupedGemmParams);
     GROUPED_GEMM_WGRAD_BF16_W8S2 = emu_launch_grouped_gemm_wgrad_bf16_w8s2("grouped_gemm_wgrad_bf16_w8s2", GroupedGemmParams);
+    GROUPED_GEMM_FWD_BF16_SM90 = emu_launch_grouped_gemm_fwd_bf16_sm90("grouped_gemm_fwd_bf16_sm90", GroupedGemmParams);
+    GROUPED_GEMM_DGRAD_BF16_SM90 = emu_launch_grouped_gemm_dgrad_bf16_sm90("grouped_gemm_dgrad_bf16_sm90", GroupedGemmParams);
+    GROUPED_GEMM_WGRAD_BF16_SM90 = emu_launch_grouped_gemm_wgrad_bf16_sm90("grouped_gemm_wgrad_bf16_sm90", GroupedGemmParams);
     GROUPED_GEMM_DBIAS_F32 = emu_launch_grouped_gemm_dbias_f32("grouped_gemm_dbias_f32", GroupedColSumParams);
     GROUPED_GEMM_DBIAS_BF16 = emu_launch_grouped_gemm_dbias_bf16("grouped_gemm_dbias_bf16", GroupedColSumParams);
     COPY_F32_F32 = emu_launch_copy_f32_f32("copy_f32_f32", CopyParams);
@@ -135,6 +138,7 @@ emu_kernels! {
     PTXTEST_MMA_BF16 = emu_launch_ptxtest_mma_bf16("ptxtest_mma_bf16", EmuTestParams);
     PTXTEST_LDMATRIX_B16 = emu_launch_ptxtest_ldmatrix_b16("ptxtest_ldmatrix_b16", EmuTestParams);
     PTXTEST_CPASYNC_F32 = emu_launch_ptxtest_cpasync_f32("ptxtest_cpasync_f32", EmuTestParams);
+    PTXTEST_WGMMA_BF16 = emu_launch_ptxtest_wgmma_bf16("ptxtest_wgmma_bf16", EmuTestParams);
 }
 
 /// Host address of a slice as the kernels' `automoe_dptr`.
@@ -190,7 +194,8 @@ kernel_params! {
         GROUPED_GEMM_FWD_F32, GROUPED_GEMM_DGRAD_F32, GROUPED_GEMM_WGRAD_F32,
         GROUPED_GEMM_FWD_BF16, GROUPED_GEMM_DGRAD_BF16, GROUPED_GEMM_WGRAD_BF16,
         GROUPED_GEMM_FWD_BF16_W8S4, GROUPED_GEMM_DGRAD_BF16_W8S4, GROUPED_GEMM_WGRAD_BF16_W8S4,
-        GROUPED_GEMM_FWD_BF16_W8S2, GROUPED_GEMM_DGRAD_BF16_W8S2, GROUPED_GEMM_WGRAD_BF16_W8S2
+        GROUPED_GEMM_FWD_BF16_W8S2, GROUPED_GEMM_DGRAD_BF16_W8S2, GROUPED_GEMM_WGRAD_BF16_W8S2,
+        GROUPED_GEMM_FWD_BF16_SM90, GROUPED_GEMM_DGRAD_BF16_SM90, GROUPED_GEMM_WGRAD_BF16_SM90
     ];
     GroupedColSumParams: [GROUPED_GEMM_DBIAS_F32, GROUPED_GEMM_DBIAS_BF16];
     CopyParams: [COPY_F32_F32, COPY_BF16_BF16, COPY_F32_BF16, COPY_BF16_F32];
@@ -207,7 +212,7 @@ kernel_params! {
     EmuTestParams: [
         EMUTEST_BLOCK_REDUCE_F32, EMUTEST_TRANSPOSE_F32, EMUTEST_WARP_SCAN_I32, EMUTEST_WARP_OPS_I32,
         EMUTEST_RACE_F32, EMUTEST_ATOMIC_I32, EMUTEST_BF16_I32, EMUTEST_DIVERGENT_SHFL_I32,
-        EMUTEST_DEADLOCK_I32, PTXTEST_MMA_BF16, PTXTEST_LDMATRIX_B16, PTXTEST_CPASYNC_F32
+        EMUTEST_DEADLOCK_I32, PTXTEST_MMA_BF16, PTXTEST_LDMATRIX_B16, PTXTEST_CPASYNC_F32, PTXTEST_WGMMA_BF16
     ];
 }
 

@@ -148,6 +148,13 @@ impl Exec for Gpu {
         }
     }
 
+    fn has_wgmma(&self) -> bool {
+        match self {
+            Gpu::Emu(e) => e.has_wgmma(),
+            Gpu::Device(x) => x.has_wgmma(),
+        }
+    }
+
     unsafe fn launch<P: KernelParams>(&self, file: &str, name: &str, g: Geometry, params: &P) -> Result<()> {
         // SAFETY: forwarded from this function's contract.
         unsafe {

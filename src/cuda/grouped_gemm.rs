@@ -65,9 +65,10 @@ pub fn tile_for<T: KernelFloat>() -> (usize, usize) {
 }
 
 /// A compiled configuration of the bf16 tensor-core kernels (cuda/grouped_gemm.cu): all share the
-/// 128x128 block tile and 32-deep k-tiles; they differ in warps per block and in the depth of the
-/// cp.async pipeline. [`BF16_DEFAULT`] runs everywhere; the others exist so the benchmark can compare
-/// configurations on a device in one run.
+/// 128x128 block tile. The `mma.sync` ones (any sm_80+ device) have 32-deep k-tiles and differ in
+/// warps per block and in the depth of the cp.async pipeline; the `wgmma` one (sm_90a only) is one
+/// warpgroup with 64-deep k-tiles. [`BF16_DEFAULT`] runs everywhere; the others exist so the
+/// benchmark can compare configurations on a device in one run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bf16Kernel {
     /// Appended to the entry points' names (`grouped_gemm_fwd_bf16{suffix}`).
@@ -76,6 +77,8 @@ pub struct Bf16Kernel {
     pub warps_n: u32,
     /// Shared-memory stages: `stages - 1` k-tiles are loading while one is multiplied.
     pub stages: u32,
+    /// Hopper warpgroup MMA (needs an sm_90a device; see [`Exec::has_wgmma`]).
+    pub wgmma: bool,
 }
 
 impl Bf16Kernel {
@@ -84,25 +87,41 @@ impl Bf16Kernel {
     }
     /// Dynamic shared memory of one block.
     pub fn smem_bytes(&self) -> u32 {
-        self.stages * AUTOMOE_GEMM_BF16_STAGE_BYTES
+        self.stages * if self.wgmma { AUTOMOE_GEMM_WGMMA_STAGE_BYTES } else { AUTOMOE_GEMM_BF16_STAGE_BYTES }
     }
-    /// `64x64 warps x4, 4 stages`, for tables.
+    /// `mma.sync, 4 warps of 64x64, 4 stages of k32`, for tables.
     pub fn describe(&self) -> String {
+        if self.wgmma {
+            return format!("wgmma m64n128k16, 1 warpgroup, {} stages of k64", self.stages);
+        }
         let (wm, wn) = (AUTOMOE_GEMM_BF16_TILE_M / self.warps_m, AUTOMOE_GEMM_BF16_TILE_N / self.warps_n);
-        format!("{wm}x{wn} warps x{}, {} stages", self.warps_m * self.warps_n, self.stages)
+        format!("mma.sync, {} warps of {wm}x{wn}, {} stages of k32", self.warps_m * self.warps_n, self.stages)
+    }
+    /// Whether `x` can run it.
+    pub fn runs_on<X: Exec>(&self, x: &X) -> bool {
+        !self.wgmma || x.has_wgmma()
     }
 }
 
 /// The configuration every caller gets: 4 warps of 64x64, 4 stages (abi.h).
-pub const BF16_DEFAULT: Bf16Kernel =
-    Bf16Kernel { suffix: "", warps_m: AUTOMOE_GEMM_BF16_WARPS_M, warps_n: AUTOMOE_GEMM_BF16_WARPS_N, stages: AUTOMOE_GEMM_BF16_STAGES };
+pub const BF16_DEFAULT: Bf16Kernel = Bf16Kernel {
+    suffix: "",
+    warps_m: AUTOMOE_GEMM_BF16_WARPS_M,
+    warps_n: AUTOMOE_GEMM_BF16_WARPS_N,
+    stages: AUTOMOE_GEMM_BF16_STAGES,
+    wgmma: false,
+};
+
+/// The Hopper configuration: one warpgroup on `wgmma`, 3 stages of 64-deep k-tiles (abi.h).
+pub const BF16_SM90: Bf16Kernel = Bf16Kernel { suffix: "_sm90", warps_m: 4, warps_n: 1, stages: AUTOMOE_GEMM_WGMMA_STAGES, wgmma: true };
 
 /// Every compiled bf16 configuration, the default first: 8 warps of 64x32 with 4 stages, and with 2
-/// (the first tensor-core kernel, the baseline the others are measured against).
-pub const BF16_KERNELS: [Bf16Kernel; 3] = [
+/// (the first tensor-core kernel, the baseline the others are measured against), and the Hopper one.
+pub const BF16_KERNELS: [Bf16Kernel; 4] = [
     BF16_DEFAULT,
-    Bf16Kernel { suffix: "_w8s4", warps_m: 2, warps_n: 4, stages: 4 },
-    Bf16Kernel { suffix: "_w8s2", warps_m: 2, warps_n: 4, stages: 2 },
+    Bf16Kernel { suffix: "_w8s4", warps_m: 2, warps_n: 4, stages: 4, wgmma: false },
+    Bf16Kernel { suffix: "_w8s2", warps_m: 2, warps_n: 4, stages: 2, wgmma: false },
+    BF16_SM90,
 ];
 
 /// Largest group count (the plan's shared-memory scan).
@@ -222,6 +241,11 @@ pub fn run_args<X: Exec, T: KernelFloat>(x: &X, plan: &GroupedPlan<X>, flags: u3
 pub unsafe fn run<X: Exec, T: KernelFloat>(x: &X, plan: &GroupedPlan<X>, flags: u32) -> Result<()> {
     if plan.max_tiles == 0 {
         return Ok(());
+    }
+    if T::SUFFIX == "bf16" && !plan.bf16.runs_on(x) {
+        let k = plan.bf16;
+        let msg = format!("the bf16 configuration {} ({}) needs an sm_90a device, not {}", k.suffix, k.describe(), x.backend_name());
+        return Err(Error::invalid("grouped_gemm", msg));
     }
     let (name, g, p) = run_args::<X, T>(x, plan, flags);
     // SAFETY: forwarded from this function's contract.

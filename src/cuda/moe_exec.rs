@@ -29,6 +29,11 @@ pub trait Exec {
     fn persistent_blocks(&self) -> u32 {
         3
     }
+    /// Whether kernels using Hopper's warpgroup MMA (`wgmma`, sm_90a) can run: the emulator runs
+    /// them through its twins; a device must be sm_90a.
+    fn has_wgmma(&self) -> bool {
+        true
+    }
     /// Runs `name` (an entry point of cuda/`file`) and waits for it to finish.
     ///
     /// # Safety
