@@ -90,9 +90,23 @@ fn gating_bwd<B: MoeKernels, T: KernelFloat>(b: &B) {
     }
 }
 
-/// (t, k, e, experts used, pad_to): T = 1, empty experts, E not a power of two, > 256 pairs.
-const DISPATCH_SHAPES: &[(usize, usize, usize, usize, usize)] =
-    &[(1, 2, 6, 6, 1), (17, 2, 12, 7, 4), (50, 3, 100, 60, 1), (300, 1, 6, 4, 8), (129, 2, 512, 512, 16)];
+/// (t, k, e, experts used, pad_to): T = 1, T = 0, empty experts, E not a power of two; then
+/// several blocks of the count and assign kernels (1024 pairs each), with experts shared across
+/// blocks (the stable order crosses block boundaries), up to more blocks than the scan kernel has
+/// threads (each thread then scans a run of blocks).
+const DISPATCH_SHAPES: &[(usize, usize, usize, usize, usize)] = &[
+    (1, 2, 6, 6, 1),
+    (0, 2, 6, 6, 4),
+    (17, 2, 12, 7, 4),
+    (50, 3, 100, 60, 1),
+    (300, 1, 6, 4, 8),
+    (129, 2, 512, 512, 16),
+    (1100, 2, 12, 7, 4),
+    (700, 3, 512, 300, 16),
+    (3000, 3, 100, 60, 1),
+    (2049, 1, 6, 4, 8),
+    (270_000, 1, 6, 6, 1),
+];
 
 fn dispatch<B: MoeKernels>(b: &B) {
     let mut rng = ChaCha8Rng::seed_from_u64(12);

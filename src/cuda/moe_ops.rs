@@ -54,8 +54,6 @@ pub struct Geometry {
 
 /// Warps per block of the one-warp-per-row kernels (gating, permute, combine).
 pub const WARPS_PER_BLOCK: u32 = 4;
-/// The dispatch kernel's fixed block (cuda/permute.cu: kDispatchWarps * 32).
-pub const DISPATCH_THREADS: u32 = 512;
 /// Largest expert count the kernels handle (registers in gating, shared memory in dispatch).
 pub const MAX_EXPERTS: usize = 512;
 /// Largest k the gating kernels handle.
@@ -66,8 +64,22 @@ pub fn warp_per_item(items: usize) -> Geometry {
     Geometry { grid: items.div_ceil(WARPS_PER_BLOCK as usize).max(1) as u32, block: WARPS_PER_BLOCK * 32, smem_bytes: 0 }
 }
 
-pub fn dispatch_geometry() -> Geometry {
-    Geometry { grid: 1, block: DISPATCH_THREADS, smem_bytes: 0 }
+/// Blocks of the dispatch count and assign kernels: one per `AUTOMOE_DISPATCH_CHUNK` pairs, at least one.
+pub fn dispatch_blocks(p: &DispatchParams) -> usize {
+    (p.pairs.max(0) as usize).div_ceil(AUTOMOE_DISPATCH_CHUNK as usize).max(1)
+}
+
+/// Elements of the dispatch kernels' `block_rows` scratch buffer ([blocks, E] i32).
+pub fn dispatch_scratch_len(p: &DispatchParams) -> usize {
+    dispatch_blocks(p) * p.experts.max(0) as usize
+}
+
+/// The three dispatch kernels of cuda/permute.cu, in queue order, with their launch geometry.
+pub fn dispatch_launches(p: &DispatchParams) -> [(&'static str, Geometry); 3] {
+    let threads = AUTOMOE_DISPATCH_THREADS;
+    let blocks = Geometry { grid: dispatch_blocks(p) as u32, block: threads, smem_bytes: 0 };
+    let experts = Geometry { grid: p.experts.max(1) as u32, block: threads, smem_bytes: 0 };
+    [("permute_dispatch_count_i32", blocks), ("permute_dispatch_scan_i32", experts), ("permute_dispatch_assign_i32", blocks)]
 }
 
 /// Rows the dispatch kernel may fill: every pair plus the worst-case padding of every segment.
@@ -193,7 +205,8 @@ pub fn check_rows_shape(op: &'static str, len: usize, t: usize, k: usize, d: usi
     Ok(RowShapes { t: to_i32(op, "tokens", t)?, k: to_i32(op, "k", k)?, d: to_i32(op, "d", d)?, rows: to_i32(op, "rows", len / d)? })
 }
 
-/// Parameters every backend builds the same way; the addresses are filled in by the backend.
+/// Parameters every backend builds the same way; the addresses (including the
+/// [`dispatch_scratch_len`] scratch `block_rows`) are filled in by the caller.
 pub fn dispatch_params(t: usize, k: usize, e: usize, pad_to: usize) -> Result<DispatchParams> {
     const OP: &str = "dispatch";
     if e == 0 || e > MAX_EXPERTS {
