@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use automoe::cuda::abi::*;
 use automoe::cuda::moe_exec::{enqueue_dispatch, Elem, Exec, KernelParams};
-use automoe::cuda::moe_ops::{dispatch_params, dispatch_scratch_len, warp_per_item, Geometry};
+use automoe::cuda::moe_ops::{dispatch_params, dispatch_scratch_len, gating_geometry, gating_kernel, warp_per_item, Geometry};
 use automoe::cuda::CudaExec;
 use automoe::moe::reference as r;
 use automoe::Result;
@@ -94,8 +94,8 @@ fn run_size<T: Elem + automoe::cuda::moe_ops::KernelFloat>(
         k: ki,
         renorm: 1,
     };
-    let gname = format!("topk_gating_fwd_{}", T::SUFFIX);
-    bench(x, ("gating.cu", &gname), warp_per_item(t), &p, (t * e) as f64 * (sz + 4.0) + (t * k * 8) as f64, &shape, rows)?;
+    let gname = gating_kernel::<T>("fwd", e);
+    bench(x, ("gating.cu", &gname), gating_geometry(t, e), &p, (t * e) as f64 * (sz + 4.0) + (t * k * 8) as f64, &shape, rows)?;
 
     let mut pool: Vec<i32> = (0..e as i32).collect();
     let idx: Vec<i32> = (0..t)

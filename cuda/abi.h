@@ -11,7 +11,7 @@
 
 typedef unsigned long long automoe_dptr;
 
-/* topk_gating_fwd_{f32,bf16}: fused softmax + top-k, one warp per token. */
+/* topk_gating_fwd_{f32,bf16}: fused softmax + top-k, a group of lanes per token (gating_geometry). */
 typedef struct TopkGatingFwdParams {
     automoe_dptr logits;   /* [T, E] f32|bf16, router logits */
     automoe_dptr probs;    /* [T, E] f32 out, softmax (saved for backward) */
@@ -23,7 +23,7 @@ typedef struct TopkGatingFwdParams {
     int renorm;            /* nonzero: w = p / (sum of the chosen p) */
 } TopkGatingFwdParams;
 
-/* topk_gating_bwd_{f32,bf16}: dlogits from the gate-weight gradient. */
+/* topk_gating_bwd_{f32,bf16}: dlogits from the gate-weight gradient (the forward's geometry). */
 typedef struct TopkGatingBwdParams {
     automoe_dptr probs;    /* [T, E] f32, from the forward */
     automoe_dptr topk_idx; /* [T, k] i32, from the forward */

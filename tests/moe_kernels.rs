@@ -49,9 +49,29 @@ fn random_idx(rng: &mut ChaCha8Rng, t: usize, k: usize, e: usize, used: usize) -
     idx
 }
 
-// Expert counts in every register bucket of the kernel (E <= 32, 64, 128, 256, 512) and on their edges.
-const GATING_SHAPES: &[(usize, usize, usize)] =
-    &[(1, 6, 2), (5, 12, 3), (9, 100, 8), (3, 512, 2), (4, 1, 1), (6, 37, 5), (5, 64, 2), (3, 200, 4), (2, 256, 8), (2, 33, 1)];
+// Expert counts in every lane-group size of the forward (1, 2, 4, 8, 16, 32 lanes per token, and 32
+// lanes with 16 logits each above E = 256) and on their edges. Token counts that leave the last
+// block partly empty, and a last warp partly past the end (groups that must still join the
+// shuffles): 37 tokens at E = 6 is one block of 128 one-lane tokens with 5 in its second warp; 300
+// at E = 64 is 19 blocks of 16 tokens; 131 at E = 12 is 3 blocks of 64.
+const GATING_SHAPES: &[(usize, usize, usize)] = &[
+    (1, 6, 2),
+    (5, 12, 3),
+    (9, 100, 8),
+    (3, 512, 2),
+    (4, 1, 1),
+    (6, 37, 5),
+    (5, 64, 2),
+    (3, 200, 4),
+    (2, 256, 8),
+    (2, 33, 1),
+    (37, 6, 2),
+    (131, 12, 3),
+    (300, 64, 2),
+    (41, 100, 4),
+    (13, 16, 8),
+    (7, 300, 8),
+];
 
 fn gating_fwd<B: MoeKernels, T: KernelFloat>(b: &B) {
     let mut rng = ChaCha8Rng::seed_from_u64(10);
@@ -67,7 +87,7 @@ fn gating_fwd<B: MoeKernels, T: KernelFloat>(b: &B) {
         }
     }
     // Exact ties (logits from a handful of values): the lower expert index must win.
-    for &(t, e, k) in &[(8usize, 12usize, 4usize), (4, 100, 8)] {
+    for &(t, e, k) in &[(8usize, 12usize, 4usize), (4, 100, 8), (40, 6, 3), (20, 64, 8), (3, 512, 8)] {
         let logits: Vec<T> = (0..t * e).map(|_| T::from_f32(rng.random_range(0..3) as f32)).collect();
         let out = b.topk_gating_fwd(&logits, t, e, k, false).unwrap();
         let (idx, _, _) = r::topk_gating_fwd(&f32s(&logits), t, e, k, false).unwrap();

@@ -93,7 +93,7 @@ impl<X: Exec> MoeKernels for X {
             renorm: renorm as i32,
         };
         // SAFETY: buffers were checked or allocated with the [t, e] / [t, k] sizes in `p`.
-        unsafe { self.launch("gating.cu", &format!("topk_gating_fwd_{}", T::SUFFIX), warp_per_item(t), &p)? };
+        unsafe { self.launch("gating.cu", &gating_kernel::<T>("fwd", e), gating_geometry(t, e), &p)? };
         Ok(GatingOut { idx: self.download(&idx)?, w: self.download(&w)?, probs: self.download(&probs)? })
     }
 
@@ -131,7 +131,7 @@ impl<X: Exec> MoeKernels for X {
             renorm: renorm as i32,
         };
         // SAFETY: sizes checked above against the shapes in `p`; expert ids checked in range.
-        unsafe { self.launch("gating.cu", &format!("topk_gating_bwd_{}", T::SUFFIX), warp_per_item(t), &p)? };
+        unsafe { self.launch("gating.cu", &gating_kernel::<T>("bwd", e), gating_geometry(t, e), &p)? };
         self.download(&out)
     }
 

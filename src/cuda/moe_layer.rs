@@ -17,7 +17,7 @@
 use super::abi::*;
 use super::grouped_gemm::{dbias, group, plan, run, GemmStage};
 use super::moe_exec::{enqueue_dispatch, Exec};
-use super::moe_ops::{dispatch_params, dispatch_scratch_len, warp_per_item, KernelFloat};
+use super::moe_ops::{dispatch_params, dispatch_scratch_len, gating_geometry, gating_kernel, warp_per_item, KernelFloat};
 use crate::autograd::ParamStore;
 use crate::moe::{Activation, MoeOptions, MoeParams, MoeSubnet};
 use crate::{Error, Result};
@@ -169,7 +169,7 @@ impl<'x, X: Exec, T: KernelFloat> ExecMoeLayer<'x, X, T> {
                 renorm: self.renorm as i32,
             };
             // SAFETY: logits and probs [T, n], idx and w [T, k].
-            unsafe { x.enqueue("gating.cu", &format!("topk_gating_fwd_{sfx}"), warp_per_item(t), &gp)? };
+            unsafe { x.enqueue("gating.cu", &gating_kernel::<T>("fwd", n), gating_geometry(t, n), &gp)? };
             (idx, w)
         };
         let mut dp = dispatch_params(t, k, n, 1)?;
@@ -327,7 +327,7 @@ impl<'x, X: Exec, T: KernelFloat> ExecMoeLayer<'x, X, T> {
                 renorm: self.renorm as i32,
             };
             // SAFETY: probs and dlogits [T, n], idx, w and dw [T, k].
-            unsafe { x.enqueue("gating.cu", &format!("topk_gating_bwd_{sfx}"), warp_per_item(t), &gb)? };
+            unsafe { x.enqueue("gating.cu", &gating_kernel::<T>("bwd", n), gating_geometry(t, n), &gb)? };
             let dl = x.addr(&dlogits);
             // dWr[:n, :d] += dlogits^T x; dx += dlogits Wr[:n, :d].
             let wg = [group(dl, n, x.addr(&s.x), d, x.addr_mut(&mut grw), dm, n, d, t)];

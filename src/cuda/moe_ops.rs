@@ -59,6 +59,34 @@ pub const MAX_EXPERTS: usize = 512;
 /// Largest k the gating kernels handle.
 pub const MAX_K: usize = 8;
 
+/// Threads per block of the gating forward (any multiple of 32 works; tokens per block follow).
+pub const GATING_THREADS: u32 = 128;
+
+/// Lanes the gating forward gives each token for `e` experts (cuda/gating.cu: lanes_per_token).
+pub fn gating_lanes_per_token(e: usize) -> usize {
+    match e {
+        0..=8 => 1,
+        9..=16 => 2,
+        17..=32 => 4,
+        33..=64 => 8,
+        65..=128 => 16,
+        _ => 32,
+    }
+}
+
+/// Entry point of the gating `stage` ("fwd" or "bwd") for `e` experts and element type `T`: the
+/// plain kernels up to E = 256, the `_wide` ones (16 logits per lane) above (cuda/gating.cu).
+pub fn gating_kernel<T: KernelFloat>(stage: &str, e: usize) -> String {
+    let wide = if e > 256 { "_wide" } else { "" };
+    format!("topk_gating_{stage}{wide}_{}", T::SUFFIX)
+}
+
+/// Launch geometry of the gating forward and backward: a group of [`gating_lanes_per_token`] lanes per token.
+pub fn gating_geometry(t: usize, e: usize) -> Geometry {
+    let per_block = GATING_THREADS as usize / gating_lanes_per_token(e);
+    Geometry { grid: t.div_ceil(per_block).max(1) as u32, block: GATING_THREADS, smem_bytes: 0 }
+}
+
 /// One warp per item (token or row).
 pub fn warp_per_item(items: usize) -> Geometry {
     Geometry { grid: items.div_ceil(WARPS_PER_BLOCK as usize).max(1) as u32, block: WARPS_PER_BLOCK * 32, smem_bytes: 0 }
