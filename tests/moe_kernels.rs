@@ -197,6 +197,13 @@ fn bad_input_is_an_error<B: MoeKernels>(b: &B) {
     assert!(b.combine_fwd(&[0.5f32; 4], &[0, 9], &[1.0, 1.0], 2, 1, 2).is_err(), "pos out of range");
 }
 
+#[test]
+fn dispatch_params_reject_too_many_pairs() {
+    use automoe::cuda::moe_ops::dispatch_params;
+    assert!(dispatch_params(i32::MAX as usize - 10, 1, 6, 1).is_err(), "pairs near i32::MAX");
+    assert!(dispatch_params(1 << 20, 2, 6, 1).is_ok());
+}
+
 /// Instantiates every body for one backend; `$make` yields `Result<backend>` (Err = skip).
 macro_rules! backend_tests {
     ($module:ident, $make:expr) => {

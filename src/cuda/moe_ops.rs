@@ -245,6 +245,11 @@ pub fn dispatch_params(t: usize, k: usize, e: usize, pad_to: usize) -> Result<Di
     }
     let cap = t.checked_mul(k).and_then(|p| e.checked_mul(pad_to - 1).and_then(|x| p.checked_add(x)));
     let cap = cap.ok_or_else(|| Error::invalid(OP, "row count overflows"))?;
+    // The kernels index pairs by block * AUTOMOE_DISPATCH_CHUNK + offset in 32-bit ints.
+    let max_pairs = i32::MAX as usize - AUTOMOE_DISPATCH_CHUNK as usize;
+    if t * k > max_pairs {
+        return Err(Error::invalid(OP, format!("t * k = {} pairs exceeds the kernels' limit of {max_pairs}", t * k)));
+    }
     Ok(DispatchParams {
         pairs: to_i32(OP, "t * k", t * k)?,
         experts: e as i32,
