@@ -154,7 +154,7 @@ typedef struct GemmGroupParams {
  * into the launch's problem list, on the device (no host round trip, graph-capturable). */
 typedef struct GroupedGemmPlanParams {
     automoe_dptr templ;   /* [G] GemmGroupParams: token operands point at row 0 of the whole buffer */
-    automoe_dptr offsets; /* [G+1] i32 segment starts (permute_dispatch_i32), or 0: keep templ's m/k */
+    automoe_dptr offsets; /* [G+1] i32 segment starts (the dispatch's offsets), or 0: keep templ's m/k */
     automoe_dptr groups;  /* [G] GemmGroupParams out */
     int num_groups;       /* G, 1..=512 */
     int count_dim;        /* 0: m = segment rows (fwd, dgrad); 1: k = segment rows (wgrad) */
