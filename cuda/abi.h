@@ -11,7 +11,7 @@
 
 typedef unsigned long long automoe_dptr;
 
-/* topk_gating_fwd_{f32,bf16}: fused softmax + top-k, one warp per token. */
+/* topk_gating_fwd_{f32,bf16}: fused softmax + top-k, a group of lanes per token (gating_geometry). */
 typedef struct TopkGatingFwdParams {
     automoe_dptr logits;   /* [T, E] f32|bf16, router logits */
     automoe_dptr probs;    /* [T, E] f32 out, softmax (saved for backward) */
@@ -23,7 +23,7 @@ typedef struct TopkGatingFwdParams {
     int renorm;            /* nonzero: w = p / (sum of the chosen p) */
 } TopkGatingFwdParams;
 
-/* topk_gating_bwd_{f32,bf16}: dlogits from the gate-weight gradient. */
+/* topk_gating_bwd_{f32,bf16}: dlogits from the gate-weight gradient (the forward's geometry). */
 typedef struct TopkGatingBwdParams {
     automoe_dptr probs;    /* [T, E] f32, from the forward */
     automoe_dptr topk_idx; /* [T, k] i32, from the forward */
@@ -36,19 +36,28 @@ typedef struct TopkGatingBwdParams {
     int renorm;
 } TopkGatingBwdParams;
 
-/* permute_dispatch_i32: counts, (padded) offsets, stable positions, one block. */
+/* permute_dispatch_{count,scan,assign}_i32: counts, (padded) offsets, stable positions. Three
+ * kernels queued back to back on one parameter struct:
+ *   count:  blocks = max(1, ceil(pairs / AUTOMOE_DISPATCH_CHUNK)) blocks of AUTOMOE_DISPATCH_THREADS;
+ *           each block's pair count per expert into block_rows; fills src_row with -1;
+ *   scan:   E blocks of AUTOMOE_DISPATCH_THREADS, one per expert: counts, and each block's first row
+ *           inside the expert's segment (in place in block_rows);
+ *   assign: the count kernel's grid: padded offsets, stable positions and src_row. */
+#define AUTOMOE_DISPATCH_THREADS 256
+#define AUTOMOE_DISPATCH_CHUNK 1024
 typedef struct DispatchParams {
-    automoe_dptr topk_idx; /* [T*k] i32, pair p = t*k + s -> expert */
-    automoe_dptr counts;   /* [E] i32 out, pairs per expert */
-    automoe_dptr offsets;  /* [E+1] i32 out, exclusive scan of counts rounded up to pad_to */
-    automoe_dptr pos;      /* [T*k] i32 out, row of pair p in the permuted buffer */
-    automoe_dptr src_row;  /* [rows_cap] i32 out, token of each permuted row, -1 for padding/unused */
-    int pairs;             /* T*k */
-    int experts;           /* E, 1..=512 */
-    int k;                 /* pairs per token (src_row = pair / k) */
-    int pad_to;            /* >= 1; segment sizes are rounded up to a multiple of it */
-    int rows_cap;          /* length of src_row, >= offsets[E] (host bound: T*k + E*(pad_to-1)) */
-    int reserved;          /* keeps the struct free of padding; must be 0 */
+    automoe_dptr topk_idx;   /* [T*k] i32, pair p = t*k + s -> expert */
+    automoe_dptr counts;     /* [E] i32 out, pairs per expert */
+    automoe_dptr offsets;    /* [E+1] i32 out, exclusive scan of counts rounded up to pad_to */
+    automoe_dptr pos;        /* [T*k] i32 out, row of pair p in the permuted buffer */
+    automoe_dptr src_row;    /* [rows_cap] i32 out, token of each permuted row, -1 for padding/unused */
+    automoe_dptr block_rows; /* [blocks, E] i32 scratch: per-block counts (count), first rows (scan) */
+    int pairs;               /* T*k */
+    int experts;             /* E, 1..=512 */
+    int k;                   /* pairs per token (src_row = pair / k) */
+    int pad_to;              /* >= 1; segment sizes are rounded up to a multiple of it */
+    int rows_cap;            /* length of src_row, >= offsets[E] (host bound: T*k + E*(pad_to-1)) */
+    int reserved;            /* keeps the struct free of padding; must be 0 */
 } DispatchParams;
 
 /* permute_fwd_{f32,bf16}: xp[r] = x[src_row[r]] (zero row when src_row[r] < 0). */
@@ -159,7 +168,7 @@ typedef struct GemmGroupParams {
  * into the launch's problem list, on the device (no host round trip, graph-capturable). */
 typedef struct GroupedGemmPlanParams {
     automoe_dptr templ;   /* [G] GemmGroupParams: token operands point at row 0 of the whole buffer */
-    automoe_dptr offsets; /* [G+1] i32 segment starts (permute_dispatch_i32), or 0: keep templ's m/k */
+    automoe_dptr offsets; /* [G+1] i32 segment starts (the dispatch's offsets), or 0: keep templ's m/k */
     automoe_dptr groups;  /* [G] GemmGroupParams out */
     int num_groups;       /* G, 1..=512 */
     int count_dim;        /* 0: m = segment rows (fwd, dgrad); 1: k = segment rows (wgrad) */

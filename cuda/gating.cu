@@ -1,147 +1,274 @@
 // Top-k gating (the MoE router's softmax + expert choice), forward and backward.
-// One warp per token: E <= 512 logits live in registers, up to 16 per lane, so softmax and the k rounds of
-// arg-max are warp shuffles with no shared memory and no atomics (deterministic by construction).
-// Ranking compares logits, not probabilities, so ties and near-ties resolve the same way on every
-// backend regardless of how expf rounds; ties go to the lower expert index.
+// Forward: a group of G lanes per token (G = 1 for E <= 8 up to a whole warp for E > 128), each lane
+// holding P consecutive logits of the row in registers, loaded 16 bytes at a time when the row size
+// allows. Softmax and the k arg-max rounds are register scans plus log2(G) shuffle steps inside the
+// group: no shared memory, no atomics (deterministic by construction). At E = 64 a warp serves 4
+// tokens with 3-step reductions, where one warp per token spent 5 steps per reduction on 2 logits
+// per lane. Ranking compares logits, not probabilities, so ties and near-ties resolve the same way on
+// every backend regardless of how expf rounds; ties go to the lower expert index.
 #include "common.cuh"
 
 namespace automoe {
 namespace gating {
 
 constexpr int kMaxExperts = 512;
-constexpr int kPerLane = kMaxExperts / 32;
 constexpr int kMaxK = 8;
 
-// The forward for E <= 32 * kPer: each lane holds kPer logits. Specialised by size because every
-// slot costs instructions (and an expf) whether or not it holds an expert: a 16-slot body for
-// E = 64 spent most of its time on empty slots.
-template <class T, int kPer>
-__device__ __forceinline__ void fwd_n(const TopkGatingFwdParams& p) {
+// (value, index) arg-max step: take (ov, oi) if it ranks before (bv, bi) (larger, or equal with a
+// lower index).
+__device__ __forceinline__ void take_better(float ov, int oi, float* bv, int* bi) {
+    if (ov > *bv || (ov == *bv && oi < *bi)) {
+        *bv = ov;
+        *bi = oi;
+    }
+}
+
+// Arg-max over the G lanes of a group (aligned G-lane slices of the warp); every lane ends with it.
+template <int G>
+__device__ __forceinline__ void group_argmax(float* bv, int* bi) {
+#pragma unroll
+    for (int o = G / 2; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, *bv, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, *bi, o);
+        take_better(ov, oi, bv, bi);
+    }
+}
+
+template <int G>
+__device__ __forceinline__ float group_sum(float v) {
+#pragma unroll
+    for (int o = G / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// x[i] = row[e0 + i] for the P logits from e0 (-inf past E); 16-byte loads when `vec` (rows and base
+// 16-byte aligned) and the whole run is inside the row.
+template <class T, int P>
+__device__ __forceinline__ void load_run(const T* row, int e0, int E, bool vec, float x[P]) {
+    constexpr int V = 16 / sizeof(T);
+    static_assert(P % V == 0, "a lane's run is whole 16-byte vectors");
+    if (vec && e0 + P <= E) {
+#pragma unroll
+        for (int c = 0; c < P; c += V) {
+            __align__(16) T v[V];
+            *reinterpret_cast<uint4*>(v) = *reinterpret_cast<const uint4*>(row + e0 + c);
+#pragma unroll
+            for (int i = 0; i < V; ++i) x[c + i] = to_f32(v[i]);
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < P; ++i) x[i] = e0 + i < E ? to_f32(row[e0 + i]) : neg_inf();
+    }
+}
+
+// row[e0 + i] = v[i] for the run's experts below E; 16-byte stores when `vec`.
+template <class T, int P>
+__device__ __forceinline__ void store_run(T* row, int e0, int E, bool vec, const float v[P]) {
+    constexpr int V = 16 / sizeof(T);
+    static_assert(P % V == 0, "a lane's run is whole 16-byte vectors");
+    if (vec && e0 + P <= E) {
+#pragma unroll
+        for (int c = 0; c < P; c += V) {
+            __align__(16) T w[V];
+#pragma unroll
+            for (int i = 0; i < V; ++i) w[i] = from_f32<T>(v[c + i]);
+            *reinterpret_cast<uint4*>(row + e0 + c) = *reinterpret_cast<const uint4*>(w);
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < P; ++i)
+            if (e0 + i < E) row[e0 + i] = from_f32<T>(v[i]);
+    }
+}
+
+// The forward for E <= G * P with G lanes per token, lane g of a group holding experts [g P, g P + P).
+template <class T, int G, int P>
+__device__ __forceinline__ void fwd_group(const TopkGatingFwdParams& p) {
+    static_assert(G >= 1 && G <= 32 && (G & (G - 1)) == 0, "groups tile the warp");
     const T* logits = ptr<const T>(p.logits);  // [T, E]
     float* probs = ptr<float>(p.probs);        // [T, E]
     int* topk_idx = ptr<int>(p.topk_idx);      // [T, k]
     float* topk_w = ptr<float>(p.topk_w);      // [T, k]
-    const int E = p.experts;
-    const int t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    if (t >= p.tokens) return;  // whole warps exit together, so later shuffles stay convergent
-    const int lane = (int)lane_id();
-    const size_t row = (size_t)t * (size_t)E;
+    const int E = p.experts, k = p.k;
+    const int tid = (int)threadIdx.x, per_block = (int)blockDim.x / G;
+    const int g = tid % G;
+    const int t = (int)blockIdx.x * per_block + tid / G;
+    // Warps wholly past the end leave together; a warp with some groups past the end keeps every
+    // lane for the shuffles, and those groups skip their loads and stores.
+    if ((int)blockIdx.x * per_block + (tid & ~31) / G >= p.tokens) return;
+    const bool valid = t < p.tokens;
+    const size_t row = (size_t)(valid ? t : 0) * (size_t)E;
+    const int e0 = g * P;
 
-    float x[kPer];
-    float m = neg_inf();
+    float x[P];
+    const bool vec_in = ((size_t)E * sizeof(T)) % 16 == 0 && p.logits % 16 == 0;
+    if (valid)
+        load_run<T, P>(logits + row, e0, E, vec_in, x);
+    else
 #pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-        int e = lane + 32 * i;
-        x[i] = e < E ? to_f32(logits[row + e]) : neg_inf();
-        m = fmaxf(m, x[i]);
-    }
-    m = warp_max(m);
-    float ex[kPer];
+        for (int i = 0; i < P; ++i) x[i] = neg_inf();
+
+    // Round 0 of the top-k is the softmax's max: one (value, index) reduction serves both.
+    float bv = neg_inf();
+    int bi = 0x7fffffff;
+#pragma unroll
+    for (int i = 0; i < P; ++i)
+        if (e0 + i < E) take_better(x[i], e0 + i, &bv, &bi);
+    group_argmax<G>(&bv, &bi);
+    const float m = bv;
+
     float s = 0.0f;
 #pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-        int e = lane + 32 * i;
-        ex[i] = e < E ? expf(x[i] - m) : 0.0f;
-        s += ex[i];
-    }
-    s = warp_sum(s);
+    for (int i = 0; i < P; ++i) s += e0 + i < E ? expf(x[i] - m) : 0.0f;
+    s = group_sum<G>(s);
+    // The probabilities: the same expf again rather than P more live registers (the kernel's
+    // register count is that of its widest instantiation).
+    float pr[P];
 #pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-        int e = lane + 32 * i;
-        if (e < E) probs[row + e] = ex[i] / s;
-    }
+    for (int i = 0; i < P; ++i) pr[i] = expf(x[i] - m) / s;
+    if (valid) store_run<float, P>(probs + row, e0, E, ((size_t)E * 4) % 16 == 0 && p.probs % 16 == 0, pr);
 
-    // k rounds of a warp arg-max over the not-yet-taken experts; every lane ends with the winner.
-    unsigned taken = 0;  // bit i: this lane's expert lane + 32 i is already chosen
+    // Rounds 1..k-1: the best expert ranking after the previous winner (pv, pi) in the order
+    // (logit descending, index ascending), so no "taken" mask is needed.
     int sel_idx[kMaxK];
     float sel_p[kMaxK];
-    float sum_sel = 0.0f;
-    for (int j = 0; j < p.k; ++j) {
-        float bv = neg_inf();
-        int bi = 0x7fffffff;
+    sel_idx[0] = bi;
+    sel_p[0] = expf(bv - m) / s;
+    float sum_sel = sel_p[0];
 #pragma unroll
-        for (int i = 0; i < kPer; ++i) {
-            int e = lane + 32 * i;
-            bool free = e < E && !((taken >> i) & 1u);
-            if (free && (x[i] > bv || (x[i] == bv && e < bi))) {
-                bv = x[i];
-                bi = e;
-            }
+    for (int j = 1; j < kMaxK; ++j) {
+        if (j >= k) continue;  // k is uniform over the grid
+        const float pv = bv;
+        const int pi = bi;
+        bv = neg_inf();
+        bi = 0x7fffffff;
+#pragma unroll
+        for (int i = 0; i < P; ++i) {
+            const int e = e0 + i;
+            const bool after = x[i] < pv || (x[i] == pv && e > pi);
+            if (e < E && after) take_better(x[i], e, &bv, &bi);
         }
-        for (int o = 16; o > 0; o >>= 1) {
-            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (ov > bv || (ov == bv && oi < bi)) {
-                bv = ov;
-                bi = oi;
-            }
-        }
-        if ((bi & 31) == lane) taken |= 1u << (bi >> 5);
+        group_argmax<G>(&bv, &bi);
         sel_idx[j] = bi;
         sel_p[j] = expf(bv - m) / s;
         sum_sel += sel_p[j];
     }
-    if (lane == 0) {
-        for (int j = 0; j < p.k; ++j) {
-            topk_idx[(size_t)t * p.k + j] = sel_idx[j];
-            topk_w[(size_t)t * p.k + j] = p.renorm ? sel_p[j] / sum_sel : sel_p[j];
+    if (!valid) return;
+    // The group's lanes share the k stores.
+#pragma unroll
+    for (int j = 0; j < kMaxK; ++j) {
+        if (j < k && j % G == g) {
+            topk_idx[(size_t)t * k + j] = sel_idx[j];
+            topk_w[(size_t)t * k + j] = p.renorm ? sel_p[j] / sum_sel : sel_p[j];
         }
     }
 }
 
+// Lanes per token for E experts; gating_lanes_per_token in src/cuda/moe_ops.rs is the same rule.
+__device__ __forceinline__ int lanes_per_token(int E) {
+    return E <= 8 ? 1 : E <= 16 ? 2 : E <= 32 ? 4 : E <= 64 ? 8 : E <= 128 ? 16 : 32;
+}
+
+// Experts per token of the plain entry points; above it the `_wide` ones (16 logits per lane) take
+// over. Separate entry points because a kernel's register count is that of its widest branch: the
+// 16-logit body alone needs ~80 registers, the 8-logit bodies ~60, which keeps 8 blocks per SM.
+constexpr int kMaxNarrowExperts = 256;
+
 // One branch per launch (E is uniform over the grid), so warps never diverge on it.
 template <class T>
 __device__ __forceinline__ void fwd(const TopkGatingFwdParams& p) {
-    const int per = (p.experts + 31) / 32;
-    if (per <= 1)
-        fwd_n<T, 1>(p);
-    else if (per <= 2)
-        fwd_n<T, 2>(p);
-    else if (per <= 4)
-        fwd_n<T, 4>(p);
-    else if (per <= 8)
-        fwd_n<T, 8>(p);
-    else
-        fwd_n<T, kPerLane>(p);
+    if (p.experts < 1 || p.experts > kMaxNarrowExperts || p.k < 1 || p.k > kMaxK) return;
+    switch (lanes_per_token(p.experts)) {
+        case 1: fwd_group<T, 1, 8>(p); break;
+        case 2: fwd_group<T, 2, 8>(p); break;
+        case 4: fwd_group<T, 4, 8>(p); break;
+        case 8: fwd_group<T, 8, 8>(p); break;
+        case 16: fwd_group<T, 16, 8>(p); break;
+        default: fwd_group<T, 32, 8>(p);
+    }
+}
+
+// E up to 512: a warp per token, 16 logits per lane (the host launches it for E > 256).
+template <class T>
+__device__ __forceinline__ void fwd_wide(const TopkGatingFwdParams& p) {
+    if (p.experts < 1 || p.experts > kMaxExperts || p.k < 1 || p.k > kMaxK) return;
+    fwd_group<T, 32, 16>(p);
 }
 
 // dlogits = p * (g - <p, g>), where g (nonzero only at the chosen experts) is dL/dp:
 //   plain:  g_j = dw_j
 //   renorm: g_j = (dw_j - sum_i dw_i w_i) / S,  S = sum of the chosen p.
-// Every lane computes the k scalars redundantly from broadcast loads: k <= 8, so this beats shuffles.
-template <class T>
-__device__ __forceinline__ void bwd(const TopkGatingBwdParams& p) {
+// The forward's lane groups: lane g of a token's group reads and writes experts [g P, g P + P) with
+// 16-byte accesses when the row size allows; every lane computes the k scalars redundantly from
+// broadcast loads (k <= 8, so this beats shuffles, and the gathered probabilities are in the rows
+// the group is reading anyway). No shuffles, so groups past the end simply leave.
+template <class T, int G, int P>
+__device__ __forceinline__ void bwd_group(const TopkGatingBwdParams& p) {
     const float* probs = ptr<const float>(p.probs);   // [T, E]
     const int* topk_idx = ptr<const int>(p.topk_idx);  // [T, k]
     const float* topk_w = ptr<const float>(p.topk_w);  // [T, k]
     const float* dw = ptr<const float>(p.dw);          // [T, k]
     T* dlogits = ptr<T>(p.dlogits);                    // [T, E]
-    const int E = p.experts;
-    const int t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    const int E = p.experts, k = p.k;
+    const int tid = (int)threadIdx.x, per_block = (int)blockDim.x / G;
+    const int t = (int)blockIdx.x * per_block + tid / G;
     if (t >= p.tokens) return;
-    const int lane = (int)lane_id();
+    const int e0 = (tid % G) * P;
     const size_t row = (size_t)t * (size_t)E;
 
+    float pr[P];
+    load_run<float, P>(probs + row, e0, E, ((size_t)E * 4) % 16 == 0 && p.probs % 16 == 0, pr);
     int idx[kMaxK];
     float g[kMaxK];
     float S = 0.0f, sdw = 0.0f;
-    for (int j = 0; j < p.k; ++j) {
-        idx[j] = topk_idx[(size_t)t * p.k + j];
-        g[j] = dw[(size_t)t * p.k + j];
-        S += probs[row + idx[j]];
-        sdw += g[j] * topk_w[(size_t)t * p.k + j];
+#pragma unroll
+    for (int j = 0; j < kMaxK; ++j) {
+        idx[j] = -1;
+        g[j] = 0.0f;
+        if (j < k) {
+            idx[j] = topk_idx[(size_t)t * k + j];
+            g[j] = dw[(size_t)t * k + j];
+            S += probs[row + idx[j]];
+            sdw += g[j] * topk_w[(size_t)t * k + j];
+        }
     }
     float dot = 0.0f;
-    for (int j = 0; j < p.k; ++j) {
-        if (p.renorm) g[j] = (g[j] - sdw) / S;
-        dot += probs[row + idx[j]] * g[j];
+#pragma unroll
+    for (int j = 0; j < kMaxK; ++j) {
+        if (j < k) {
+            if (p.renorm) g[j] = (g[j] - sdw) / S;
+            dot += probs[row + idx[j]] * g[j];
+        }
     }
-    for (int e = lane; e < E; e += 32) {
+    float out[P];
+#pragma unroll
+    for (int i = 0; i < P; ++i) {
         float ge = 0.0f;
-        for (int j = 0; j < p.k; ++j)
-            if (idx[j] == e) ge = g[j];
-        dlogits[row + e] = from_f32<T>(probs[row + e] * (ge - dot));
+#pragma unroll
+        for (int j = 0; j < kMaxK; ++j)
+            if (j < k && idx[j] == e0 + i) ge = g[j];
+        out[i] = pr[i] * (ge - dot);
     }
+    store_run<T, P>(dlogits + row, e0, E, ((size_t)E * sizeof(T)) % 16 == 0 && p.dlogits % 16 == 0, out);
+}
+
+template <class T>
+__device__ __forceinline__ void bwd(const TopkGatingBwdParams& p) {
+    if (p.experts < 1 || p.experts > kMaxNarrowExperts || p.k < 1 || p.k > kMaxK) return;
+    switch (lanes_per_token(p.experts)) {
+        case 1: bwd_group<T, 1, 8>(p); break;
+        case 2: bwd_group<T, 2, 8>(p); break;
+        case 4: bwd_group<T, 4, 8>(p); break;
+        case 8: bwd_group<T, 8, 8>(p); break;
+        case 16: bwd_group<T, 16, 8>(p); break;
+        default: bwd_group<T, 32, 8>(p);
+    }
+}
+
+template <class T>
+__device__ __forceinline__ void bwd_wide(const TopkGatingBwdParams& p) {
+    if (p.experts < 1 || p.experts > kMaxExperts || p.k < 1 || p.k > kMaxK) return;
+    bwd_group<T, 32, 16>(p);
 }
 
 }  // namespace gating
@@ -149,5 +276,9 @@ __device__ __forceinline__ void bwd(const TopkGatingBwdParams& p) {
 
 extern "C" __global__ void topk_gating_fwd_f32(TopkGatingFwdParams p) { automoe::gating::fwd<float>(p); }
 extern "C" __global__ void topk_gating_fwd_bf16(TopkGatingFwdParams p) { automoe::gating::fwd<__nv_bfloat16>(p); }
+extern "C" __global__ void topk_gating_fwd_wide_f32(TopkGatingFwdParams p) { automoe::gating::fwd_wide<float>(p); }
+extern "C" __global__ void topk_gating_fwd_wide_bf16(TopkGatingFwdParams p) { automoe::gating::fwd_wide<__nv_bfloat16>(p); }
 extern "C" __global__ void topk_gating_bwd_f32(TopkGatingBwdParams p) { automoe::gating::bwd<float>(p); }
 extern "C" __global__ void topk_gating_bwd_bf16(TopkGatingBwdParams p) { automoe::gating::bwd<__nv_bfloat16>(p); }
+extern "C" __global__ void topk_gating_bwd_wide_f32(TopkGatingBwdParams p) { automoe::gating::bwd_wide<float>(p); }
+extern "C" __global__ void topk_gating_bwd_wide_bf16(TopkGatingBwdParams p) { automoe::gating::bwd_wide<__nv_bfloat16>(p); }

@@ -34,8 +34,13 @@ __device__ __forceinline__ void store16(T* dst, const float* acc) {
 
 namespace permute {
 
-constexpr int kDispatchWarps = 16;  // permute_dispatch_i32 must be launched with 1 block of 512 threads
+constexpr int kDispatchThreads = AUTOMOE_DISPATCH_THREADS;
+constexpr int kDispatchWarps = kDispatchThreads / 32;
+constexpr int kDispatchChunk = AUTOMOE_DISPATCH_CHUNK;             // pairs per block
+constexpr int kPairsPerLane = kDispatchChunk / kDispatchThreads;  // held in registers
 constexpr int kMaxExperts = 512;
+static_assert(kDispatchChunk % kDispatchThreads == 0, "a block's chunk splits evenly over its lanes");
+static_assert(2 * kDispatchThreads >= kMaxExperts, "the assign kernel scans two experts per thread");
 
 // For this lane's expert e among the warp's 32 pairs: how many lower lanes have the same e (its
 // stable rank inside the group) and whether it is the highest lane with e (the one that publishes
@@ -54,75 +59,170 @@ __device__ __forceinline__ void group_rank(int e, int lane, int* rank, bool* las
     *last = (same >> lane) == 1u;
 }
 
-// Single block: each warp owns a contiguous range of pairs. Pass 1 counts per (warp, expert); a scan
-// over experts (with padding) and over warps gives each warp its first row per expert; pass 2 walks
-// the same range again and assigns rows in order. Pairs whose expert is out of range get pos = -1.
-__device__ __forceinline__ void dispatch(const DispatchParams& p) {
+// Exclusive prefix sum of one int per thread over the block (blockDim.x a multiple of 32); *total
+// gets the sum of all. `warp_tot` is 32 ints of shared scratch. Has barriers: every thread calls it.
+__device__ __forceinline__ int block_exclusive_scan(int v, int* warp_tot, int* total) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    int x = v;
+    for (int o = 1; o < 32; o <<= 1) {
+        const int y = __shfl_up_sync(0xffffffffu, x, o);
+        if (lane >= o) x += y;
+    }
+    if (lane == 31) warp_tot[w] = x;
+    __syncthreads();
+    if (w == 0) {
+        int s = lane < nw ? warp_tot[lane] : 0;
+        for (int o = 1; o < 32; o <<= 1) {
+            const int y = __shfl_up_sync(0xffffffffu, s, o);
+            if (lane >= o) s += y;
+        }
+        warp_tot[lane] = s;  // inclusive over warps
+    }
+    __syncthreads();
+    const int before = w > 0 ? warp_tot[w - 1] : 0;
+    *total = warp_tot[nw - 1];
+    __syncthreads();  // the scratch may be reused after return
+    return before + x - v;
+}
+
+// The block's pairs: warp w owns kPairsPerLane * 32 consecutive pairs of the block's chunk, lane l
+// holds pairs base + l + 32 j. Experts out of range read as -1 (never counted, pos = -1).
+__device__ __forceinline__ void load_pairs(const DispatchParams& p, int e_of[kPairsPerLane], int* base) {
     const int* topk_idx = ptr<const int>(p.topk_idx);  // [T*k]
-    int* counts = ptr<int>(p.counts);                  // [E]
-    int* offsets = ptr<int>(p.offsets);                // [E+1]
-    int* pos = ptr<int>(p.pos);                        // [T*k]
-    int* src_row = ptr<int>(p.src_row);                // [rows_cap]
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    *base = blockIdx.x * kDispatchChunk + w * (kPairsPerLane * 32);
+#pragma unroll
+    for (int j = 0; j < kPairsPerLane; ++j) {
+        const int i = *base + 32 * j + lane;
+        const int e = i < p.pairs ? topk_idx[i] : -1;
+        e_of[j] = e >= 0 && e < p.experts ? e : -1;
+    }
+}
+
+// Adds the warp's pairs to its own histogram row (lanes sharing an expert publish once).
+__device__ __forceinline__ void warp_count(const int e_of[kPairsPerLane], int* hist_row) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int j = 0; j < kPairsPerLane; ++j) {
+        int r;
+        bool last;
+        group_rank(e_of[j], lane, &r, &last);
+        if (e_of[j] >= 0 && last) hist_row[e_of[j]] += r + 1;
+        __syncwarp();  // the next batch's update of the same entry may come from another lane
+    }
+}
+
+__device__ __forceinline__ bool dispatch_block_ok(const DispatchParams& p) {
+    // The pair layout assumes exactly kDispatchThreads threads and at most kMaxExperts experts; any
+    // other launch leaves the outputs untouched (poisoned by the host), which the tests would catch.
+    return blockDim.x == kDispatchThreads && p.experts >= 1 && p.experts <= kMaxExperts;
+}
+
+// Kernel 1 of 3: block b's pair count per expert -> block_rows[b, :]; src_row = -1 everywhere
+// (the assign kernel, queued after, overwrites the rows that hold a pair).
+__device__ __forceinline__ void dispatch_count(const DispatchParams& p) {
+    int* src_row = ptr<int>(p.src_row);        // [rows_cap]
+    int* block_rows = ptr<int>(p.block_rows);  // [blocks, E]
+    __shared__ int whist[kDispatchWarps][kMaxExperts];
+    if (!dispatch_block_ok(p)) return;
+    const int E = p.experts, tid = threadIdx.x, w = tid >> 5;
+    for (long long i = (long long)blockIdx.x * blockDim.x + tid; i < p.rows_cap; i += (long long)gridDim.x * blockDim.x)
+        src_row[i] = -1;
+    for (int i = tid; i < kDispatchWarps * E; i += blockDim.x) whist[i / E][i % E] = 0;
+    int e_of[kPairsPerLane], base;
+    load_pairs(p, e_of, &base);
+    __syncthreads();
+    warp_count(e_of, whist[w]);
+    __syncthreads();
+    for (int e = tid; e < E; e += blockDim.x) {
+        int c = 0;
+        for (int v = 0; v < kDispatchWarps; ++v) c += whist[v][e];
+        block_rows[(size_t)blockIdx.x * E + e] = c;
+    }
+}
+
+__device__ __forceinline__ int dispatch_blocks(const DispatchParams& p) {
+    return p.pairs > 0 ? (p.pairs + kDispatchChunk - 1) / kDispatchChunk : 1;
+}
+
+// Kernel 2 of 3, block e: expert e's total, and each count block's first row inside the expert's
+// segment (an exclusive scan over blocks, in place). Thread i takes a contiguous run of blocks.
+__device__ __forceinline__ void dispatch_scan(const DispatchParams& p) {
+    int* counts = ptr<int>(p.counts);          // [E]
+    int* block_rows = ptr<int>(p.block_rows);  // [blocks, E]
+    __shared__ int warp_tot[32];
+    if (!dispatch_block_ok(p)) return;
+    const int E = p.experts, e = blockIdx.x;
+    if (e >= E) return;  // uniform over the block
+    const int nb = dispatch_blocks(p);
+    const int per = (nb + blockDim.x - 1) / blockDim.x;
+    const int b0 = min((int)threadIdx.x * per, nb), b1 = min(b0 + per, nb);
+    int sum = 0;
+    for (int b = b0; b < b1; ++b) sum += block_rows[(size_t)b * E + e];
+    int total;
+    int run = block_exclusive_scan(sum, warp_tot, &total);
+    for (int b = b0; b < b1; ++b) {
+        const int c = block_rows[(size_t)b * E + e];
+        block_rows[(size_t)b * E + e] = run;
+        run += c;
+    }
+    if (threadIdx.x == 0) counts[e] = total;
+}
+
+// Kernel 3 of 3: the padded segment starts (every block scans the E counts itself; block 0 also
+// publishes them), then each warp's first row per expert = segment start + the block's first row
+// (from the scan) + the counts of the block's earlier warps; then rows in pair order.
+__device__ __forceinline__ void dispatch_assign(const DispatchParams& p) {
+    const int* counts = ptr<const int>(p.counts);          // [E]
+    int* offsets = ptr<int>(p.offsets);                    // [E+1]
+    const int* block_rows = ptr<const int>(p.block_rows);  // [blocks, E]
+    int* pos = ptr<int>(p.pos);                            // [T*k]
+    int* src_row = ptr<int>(p.src_row);                    // [rows_cap]
     __shared__ int whist[kDispatchWarps][kMaxExperts];
     __shared__ int soff[kMaxExperts + 1];
-    // The segmenting below assumes exactly kDispatchWarps warps; any other block leaves the outputs
-    // untouched (poisoned by the host), which the tests would catch.
-    if (blockDim.x != kDispatchWarps * 32) return;
-    const int E = p.experts;
-    const int tid = threadIdx.x;
-    const int lane = tid & 31, w = tid >> 5;
-    const int seg = (p.pairs + kDispatchWarps - 1) / kDispatchWarps;
-    const int begin = min(w * seg, p.pairs), end = min(begin + seg, p.pairs);
+    __shared__ int warp_tot[32];
+    if (!dispatch_block_ok(p)) return;
+    const int E = p.experts, tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
 
-    for (int i = tid; i < kDispatchWarps * kMaxExperts; i += blockDim.x) whist[i / kMaxExperts][i % kMaxExperts] = 0;
-    for (int i = tid; i < p.rows_cap; i += blockDim.x) src_row[i] = -1;
+    // Segment starts: thread i owns experts 2i and 2i + 1.
+    const int e0 = 2 * tid, e1 = 2 * tid + 1;
+    const int pad = p.pad_to;
+    const int s0 = e0 < E ? (counts[e0] + pad - 1) / pad * pad : 0;
+    const int s1 = e1 < E ? (counts[e1] + pad - 1) / pad * pad : 0;
+    int total;
+    const int start = block_exclusive_scan(s0 + s1, warp_tot, &total);
+    if (e0 < E) soff[e0] = start;
+    if (e1 < E) soff[e1] = start + s0;
+    if (tid == 0) soff[E] = total;
+    for (int i = tid; i < kDispatchWarps * E; i += blockDim.x) whist[i / E][i % E] = 0;
+    int e_of[kPairsPerLane], base;
+    load_pairs(p, e_of, &base);
     __syncthreads();
-
-    for (int base = begin; base < end; base += 32) {
-        int i = base + lane;
-        int e = i < end ? topk_idx[i] : -1;
-        if (e >= E) e = -1;
-        int r;
-        bool last;
-        group_rank(e, lane, &r, &last);
-        if (e >= 0 && last) whist[w][e] += r + 1;
-    }
+    if (blockIdx.x == 0)
+        for (int e = tid; e <= E; e += blockDim.x) offsets[e] = soff[e];
+    warp_count(e_of, whist[w]);
     __syncthreads();
-
     for (int e = tid; e < E; e += blockDim.x) {
-        int run = 0;
+        int run = soff[e] + block_rows[(size_t)blockIdx.x * E + e];
         for (int v = 0; v < kDispatchWarps; ++v) {
-            int c = whist[v][e];
-            whist[v][e] = run;  // becomes this warp's first row relative to the expert's segment
+            const int c = whist[v][e];
+            whist[v][e] = run;  // this warp's first row for expert e
             run += c;
         }
-        counts[e] = run;
-        soff[e + 1] = (run + p.pad_to - 1) / p.pad_to * p.pad_to;
     }
     __syncthreads();
-    if (tid == 0) {
-        // E <= 512 serial adds: cheaper than a block scan's barriers at these sizes.
-        soff[0] = 0;
-        for (int e = 0; e < E; ++e) soff[e + 1] += soff[e];
-    }
-    __syncthreads();
-    for (int e = tid; e <= E; e += blockDim.x) offsets[e] = soff[e];
-    for (int e = tid; e < E; e += blockDim.x)
-        for (int v = 0; v < kDispatchWarps; ++v) whist[v][e] += soff[e];
-    __syncthreads();
-
-    for (int base = begin; base < end; base += 32) {
-        int i = base + lane;
-        int e = i < end ? topk_idx[i] : -1;
-        if (e >= E) e = -1;
+#pragma unroll
+    for (int j = 0; j < kPairsPerLane; ++j) {
+        const int e = e_of[j];
         int r;
         bool last;
         group_rank(e, lane, &r, &last);
-        int row = e >= 0 ? whist[w][e] + r : -1;
+        const int row = e >= 0 ? whist[w][e] + r : -1;
         __syncwarp();  // all lanes have read their expert's running row before the last one moves it
         if (e >= 0 && last) whist[w][e] += r + 1;
         __syncwarp();
-        if (i < end) {
+        const int i = base + 32 * j + lane;
+        if (i < p.pairs) {
             pos[i] = row;
             if (row >= 0 && row < p.rows_cap) src_row[row] = i / p.k;
         }
@@ -273,7 +373,9 @@ __device__ __forceinline__ void bwd(const CombineBwdParams& p) {
 }  // namespace combine
 }  // namespace automoe
 
-extern "C" __global__ void permute_dispatch_i32(DispatchParams p) { automoe::permute::dispatch(p); }
+extern "C" __global__ void permute_dispatch_count_i32(DispatchParams p) { automoe::permute::dispatch_count(p); }
+extern "C" __global__ void permute_dispatch_scan_i32(DispatchParams p) { automoe::permute::dispatch_scan(p); }
+extern "C" __global__ void permute_dispatch_assign_i32(DispatchParams p) { automoe::permute::dispatch_assign(p); }
 extern "C" __global__ void permute_fwd_f32(PermuteFwdParams p) { automoe::permute::fwd<float>(p); }
 extern "C" __global__ void permute_fwd_bf16(PermuteFwdParams p) { automoe::permute::fwd<__nv_bfloat16>(p); }
 extern "C" __global__ void permute_bwd_f32(PermuteBwdParams p) { automoe::permute::bwd<float>(p); }

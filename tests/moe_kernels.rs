@@ -49,9 +49,29 @@ fn random_idx(rng: &mut ChaCha8Rng, t: usize, k: usize, e: usize, used: usize) -
     idx
 }
 
-// Expert counts in every register bucket of the kernel (E <= 32, 64, 128, 256, 512) and on their edges.
-const GATING_SHAPES: &[(usize, usize, usize)] =
-    &[(1, 6, 2), (5, 12, 3), (9, 100, 8), (3, 512, 2), (4, 1, 1), (6, 37, 5), (5, 64, 2), (3, 200, 4), (2, 256, 8), (2, 33, 1)];
+// Expert counts in every lane-group size of the forward (1, 2, 4, 8, 16, 32 lanes per token, and 32
+// lanes with 16 logits each above E = 256) and on their edges. Token counts that leave the last
+// block partly empty, and a last warp partly past the end (groups that must still join the
+// shuffles): 37 tokens at E = 6 is one block of 128 one-lane tokens with 5 in its second warp; 300
+// at E = 64 is 19 blocks of 16 tokens; 131 at E = 12 is 3 blocks of 64.
+const GATING_SHAPES: &[(usize, usize, usize)] = &[
+    (1, 6, 2),
+    (5, 12, 3),
+    (9, 100, 8),
+    (3, 512, 2),
+    (4, 1, 1),
+    (6, 37, 5),
+    (5, 64, 2),
+    (3, 200, 4),
+    (2, 256, 8),
+    (2, 33, 1),
+    (37, 6, 2),
+    (131, 12, 3),
+    (300, 64, 2),
+    (41, 100, 4),
+    (13, 16, 8),
+    (7, 300, 8),
+];
 
 fn gating_fwd<B: MoeKernels, T: KernelFloat>(b: &B) {
     let mut rng = ChaCha8Rng::seed_from_u64(10);
@@ -67,7 +87,7 @@ fn gating_fwd<B: MoeKernels, T: KernelFloat>(b: &B) {
         }
     }
     // Exact ties (logits from a handful of values): the lower expert index must win.
-    for &(t, e, k) in &[(8usize, 12usize, 4usize), (4, 100, 8)] {
+    for &(t, e, k) in &[(8usize, 12usize, 4usize), (4, 100, 8), (40, 6, 3), (20, 64, 8), (3, 512, 8)] {
         let logits: Vec<T> = (0..t * e).map(|_| T::from_f32(rng.random_range(0..3) as f32)).collect();
         let out = b.topk_gating_fwd(&logits, t, e, k, false).unwrap();
         let (idx, _, _) = r::topk_gating_fwd(&f32s(&logits), t, e, k, false).unwrap();
@@ -90,9 +110,23 @@ fn gating_bwd<B: MoeKernels, T: KernelFloat>(b: &B) {
     }
 }
 
-/// (t, k, e, experts used, pad_to): T = 1, empty experts, E not a power of two, > 256 pairs.
-const DISPATCH_SHAPES: &[(usize, usize, usize, usize, usize)] =
-    &[(1, 2, 6, 6, 1), (17, 2, 12, 7, 4), (50, 3, 100, 60, 1), (300, 1, 6, 4, 8), (129, 2, 512, 512, 16)];
+/// (t, k, e, experts used, pad_to): T = 1, T = 0, empty experts, E not a power of two; then
+/// several blocks of the count and assign kernels (1024 pairs each), with experts shared across
+/// blocks (the stable order crosses block boundaries), up to more blocks than the scan kernel has
+/// threads (each thread then scans a run of blocks).
+const DISPATCH_SHAPES: &[(usize, usize, usize, usize, usize)] = &[
+    (1, 2, 6, 6, 1),
+    (0, 2, 6, 6, 4),
+    (17, 2, 12, 7, 4),
+    (50, 3, 100, 60, 1),
+    (300, 1, 6, 4, 8),
+    (129, 2, 512, 512, 16),
+    (1100, 2, 12, 7, 4),
+    (700, 3, 512, 300, 16),
+    (3000, 3, 100, 60, 1),
+    (2049, 1, 6, 4, 8),
+    (270_000, 1, 6, 6, 1),
+];
 
 fn dispatch<B: MoeKernels>(b: &B) {
     let mut rng = ChaCha8Rng::seed_from_u64(12);
@@ -161,6 +195,13 @@ fn bad_input_is_an_error<B: MoeKernels>(b: &B) {
     assert!(b.dispatch(&[1], 1, 1, 6, 0).is_err(), "pad_to 0");
     assert!(b.permute_fwd(&[0.5f32; 4], &[0, 5], 2, 2).is_err(), "src_row out of range");
     assert!(b.combine_fwd(&[0.5f32; 4], &[0, 9], &[1.0, 1.0], 2, 1, 2).is_err(), "pos out of range");
+}
+
+#[test]
+fn dispatch_params_reject_too_many_pairs() {
+    use automoe::cuda::moe_ops::dispatch_params;
+    assert!(dispatch_params(i32::MAX as usize - 10, 1, 6, 1).is_err(), "pairs near i32::MAX");
+    assert!(dispatch_params(1 << 20, 2, 6, 1).is_ok());
 }
 
 /// Instantiates every body for one backend; `$make` yields `Result<backend>` (Err = skip).

@@ -2,6 +2,8 @@
 
 #![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, clippy::all)]
 
+pub const AUTOMOE_DISPATCH_THREADS: u32 = 256;
+pub const AUTOMOE_DISPATCH_CHUNK: u32 = 1024;
 pub const AUTOMOE_GEMM_THREADS: u32 = 256;
 pub const AUTOMOE_GEMM_F32_TILE_M: u32 = 64;
 pub const AUTOMOE_GEMM_F32_TILE_N: u32 = 64;
@@ -94,6 +96,7 @@ pub struct DispatchParams {
     pub offsets: automoe_dptr,
     pub pos: automoe_dptr,
     pub src_row: automoe_dptr,
+    pub block_rows: automoe_dptr,
     pub pairs: ::std::os::raw::c_int,
     pub experts: ::std::os::raw::c_int,
     pub k: ::std::os::raw::c_int,
@@ -103,19 +106,20 @@ pub struct DispatchParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of DispatchParams"][::std::mem::size_of::<DispatchParams>() - 64usize];
+    ["Size of DispatchParams"][::std::mem::size_of::<DispatchParams>() - 72usize];
     ["Alignment of DispatchParams"][::std::mem::align_of::<DispatchParams>() - 8usize];
     ["Offset of field: DispatchParams::topk_idx"][::std::mem::offset_of!(DispatchParams, topk_idx) - 0usize];
     ["Offset of field: DispatchParams::counts"][::std::mem::offset_of!(DispatchParams, counts) - 8usize];
     ["Offset of field: DispatchParams::offsets"][::std::mem::offset_of!(DispatchParams, offsets) - 16usize];
     ["Offset of field: DispatchParams::pos"][::std::mem::offset_of!(DispatchParams, pos) - 24usize];
     ["Offset of field: DispatchParams::src_row"][::std::mem::offset_of!(DispatchParams, src_row) - 32usize];
-    ["Offset of field: DispatchParams::pairs"][::std::mem::offset_of!(DispatchParams, pairs) - 40usize];
-    ["Offset of field: DispatchParams::experts"][::std::mem::offset_of!(DispatchParams, experts) - 44usize];
-    ["Offset of field: DispatchParams::k"][::std::mem::offset_of!(DispatchParams, k) - 48usize];
-    ["Offset of field: DispatchParams::pad_to"][::std::mem::offset_of!(DispatchParams, pad_to) - 52usize];
-    ["Offset of field: DispatchParams::rows_cap"][::std::mem::offset_of!(DispatchParams, rows_cap) - 56usize];
-    ["Offset of field: DispatchParams::reserved"][::std::mem::offset_of!(DispatchParams, reserved) - 60usize];
+    ["Offset of field: DispatchParams::block_rows"][::std::mem::offset_of!(DispatchParams, block_rows) - 40usize];
+    ["Offset of field: DispatchParams::pairs"][::std::mem::offset_of!(DispatchParams, pairs) - 48usize];
+    ["Offset of field: DispatchParams::experts"][::std::mem::offset_of!(DispatchParams, experts) - 52usize];
+    ["Offset of field: DispatchParams::k"][::std::mem::offset_of!(DispatchParams, k) - 56usize];
+    ["Offset of field: DispatchParams::pad_to"][::std::mem::offset_of!(DispatchParams, pad_to) - 60usize];
+    ["Offset of field: DispatchParams::rows_cap"][::std::mem::offset_of!(DispatchParams, rows_cap) - 64usize];
+    ["Offset of field: DispatchParams::reserved"][::std::mem::offset_of!(DispatchParams, reserved) - 68usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]

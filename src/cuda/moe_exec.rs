@@ -53,6 +53,20 @@ pub trait Exec {
     }
 }
 
+/// Queues the three dispatch kernels (count, scan, assign; see cuda/abi.h) on `x`, with no host sync.
+///
+/// # Safety
+/// Every address in `p` must come from `x`'s live buffers sized for the shapes in `p`: `topk_idx`
+/// and `pos` [pairs], `counts` [E], `offsets` [E+1], `src_row` [rows_cap] and `block_rows`
+/// [[`dispatch_scratch_len`]], living until the queued kernels have run.
+pub unsafe fn enqueue_dispatch<X: Exec>(x: &X, p: &DispatchParams) -> Result<()> {
+    for (name, g) in dispatch_launches(p) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { x.enqueue("permute.cu", name, g, p)? };
+    }
+    Ok(())
+}
+
 fn poisoned<X: Exec, T: Elem>(x: &X, n: usize, v: T) -> Result<X::Buf<T>> {
     x.upload(&vec![v; n])
 }
@@ -84,7 +98,7 @@ impl<X: Exec> MoeKernels for X {
             renorm: renorm as i32,
         };
         // SAFETY: buffers were checked or allocated with the [t, e] / [t, k] sizes in `p`.
-        unsafe { self.launch("gating.cu", &format!("topk_gating_fwd_{}", T::SUFFIX), warp_per_item(t), &p)? };
+        unsafe { self.launch("gating.cu", &gating_kernel::<T>("fwd", e), gating_geometry(t, e), &p)? };
         Ok(GatingOut { idx: self.download(&idx)?, w: self.download(&w)?, probs: self.download(&probs)? })
     }
 
@@ -122,7 +136,7 @@ impl<X: Exec> MoeKernels for X {
             renorm: renorm as i32,
         };
         // SAFETY: sizes checked above against the shapes in `p`; expert ids checked in range.
-        unsafe { self.launch("gating.cu", &format!("topk_gating_bwd_{}", T::SUFFIX), warp_per_item(t), &p)? };
+        unsafe { self.launch("gating.cu", &gating_kernel::<T>("bwd", e), gating_geometry(t, e), &p)? };
         self.download(&out)
     }
 
@@ -135,13 +149,16 @@ impl<X: Exec> MoeKernels for X {
         let mut offsets = poisoned(self, e + 1, POISON_I32)?;
         let mut pos = poisoned(self, t * k, POISON_I32)?;
         let mut src_row = poisoned(self, (p.rows_cap as usize).max(1), POISON_I32)?;
+        let mut scratch = poisoned(self, dispatch_scratch_len(&p), POISON_I32)?;
         p.topk_idx = self.addr(&ib);
         p.counts = self.addr_mut(&mut counts);
         p.offsets = self.addr_mut(&mut offsets);
         p.pos = self.addr_mut(&mut pos);
         p.src_row = self.addr_mut(&mut src_row);
-        // SAFETY: buffers allocated with the sizes dispatch_params put in `p`.
-        unsafe { self.launch("permute.cu", "permute_dispatch_i32", dispatch_geometry(), &p)? };
+        p.block_rows = self.addr_mut(&mut scratch);
+        // SAFETY: buffers allocated with the sizes dispatch_params and dispatch_scratch_len give;
+        // the downloads below wait for the queued kernels.
+        unsafe { enqueue_dispatch(self, &p)? };
         let offsets = self.download(&offsets)?;
         let mut src_row = self.download(&src_row)?;
         src_row.truncate(offsets[e].clamp(0, p.rows_cap) as usize);

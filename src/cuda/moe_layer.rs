@@ -16,8 +16,8 @@
 
 use super::abi::*;
 use super::grouped_gemm::{dbias, group, plan, run, GemmStage};
-use super::moe_exec::Exec;
-use super::moe_ops::{dispatch_geometry, dispatch_params, warp_per_item, KernelFloat};
+use super::moe_exec::{enqueue_dispatch, Exec};
+use super::moe_ops::{dispatch_params, dispatch_scratch_len, gating_geometry, gating_kernel, warp_per_item, KernelFloat};
 use crate::autograd::ParamStore;
 use crate::moe::{Activation, MoeOptions, MoeParams, MoeSubnet};
 use crate::{Error, Result};
@@ -169,7 +169,7 @@ impl<'x, X: Exec, T: KernelFloat> ExecMoeLayer<'x, X, T> {
                 renorm: self.renorm as i32,
             };
             // SAFETY: logits and probs [T, n], idx and w [T, k].
-            unsafe { x.enqueue("gating.cu", &format!("topk_gating_fwd_{sfx}"), warp_per_item(t), &gp)? };
+            unsafe { x.enqueue("gating.cu", &gating_kernel::<T>("fwd", n), gating_geometry(t, n), &gp)? };
             (idx, w)
         };
         let mut dp = dispatch_params(t, k, n, 1)?;
@@ -177,13 +177,15 @@ impl<'x, X: Exec, T: KernelFloat> ExecMoeLayer<'x, X, T> {
         let mut offsets = x.upload(&vec![0i32; n + 1])?;
         let mut pos = x.upload(&vec![0i32; r])?;
         let mut src_row = x.upload(&vec![-1i32; (dp.rows_cap as usize).max(1)])?;
+        let mut scratch = x.upload(&vec![0i32; dispatch_scratch_len(&dp)])?;
         dp.topk_idx = x.addr(&idx);
         dp.counts = x.addr_mut(&mut counts);
         dp.offsets = x.addr_mut(&mut offsets);
         dp.pos = x.addr_mut(&mut pos);
         dp.src_row = x.addr_mut(&mut src_row);
-        // SAFETY: buffers sized by dispatch_params (pad_to 1: rows_cap = T*k = R).
-        unsafe { x.enqueue("permute.cu", "permute_dispatch_i32", dispatch_geometry(), &dp)? };
+        dp.block_rows = x.addr_mut(&mut scratch);
+        // SAFETY: buffers sized by dispatch_params and dispatch_scratch_len (pad_to 1: rows_cap = T*k = R).
+        unsafe { enqueue_dispatch(x, &dp)? };
         let mut xp = zeros::<X, T>(x, r * d)?;
         let pf = PermuteFwdParams { x: x.addr(&xb), src_row: x.addr(&src_row), xp: x.addr_mut(&mut xp), rows: r as i32, d: d as i32 };
         // SAFETY: x [T, d], src_row [R] in -1..T, xp [R, d].
@@ -325,7 +327,7 @@ impl<'x, X: Exec, T: KernelFloat> ExecMoeLayer<'x, X, T> {
                 renorm: self.renorm as i32,
             };
             // SAFETY: probs and dlogits [T, n], idx, w and dw [T, k].
-            unsafe { x.enqueue("gating.cu", &format!("topk_gating_bwd_{sfx}"), warp_per_item(t), &gb)? };
+            unsafe { x.enqueue("gating.cu", &gating_kernel::<T>("bwd", n), gating_geometry(t, n), &gb)? };
             let dl = x.addr(&dlogits);
             // dWr[:n, :d] += dlogits^T x; dx += dlogits Wr[:n, :d].
             let wg = [group(dl, n, x.addr(&s.x), d, x.addr_mut(&mut grw), dm, n, d, t)];

@@ -54,20 +54,60 @@ pub struct Geometry {
 
 /// Warps per block of the one-warp-per-row kernels (gating, permute, combine).
 pub const WARPS_PER_BLOCK: u32 = 4;
-/// The dispatch kernel's fixed block (cuda/permute.cu: kDispatchWarps * 32).
-pub const DISPATCH_THREADS: u32 = 512;
 /// Largest expert count the kernels handle (registers in gating, shared memory in dispatch).
 pub const MAX_EXPERTS: usize = 512;
 /// Largest k the gating kernels handle.
 pub const MAX_K: usize = 8;
+
+/// Threads per block of the gating forward (any multiple of 32 works; tokens per block follow).
+pub const GATING_THREADS: u32 = 128;
+
+/// Lanes the gating forward gives each token for `e` experts (cuda/gating.cu: lanes_per_token).
+pub fn gating_lanes_per_token(e: usize) -> usize {
+    match e {
+        0..=8 => 1,
+        9..=16 => 2,
+        17..=32 => 4,
+        33..=64 => 8,
+        65..=128 => 16,
+        _ => 32,
+    }
+}
+
+/// Entry point of the gating `stage` ("fwd" or "bwd") for `e` experts and element type `T`: the
+/// plain kernels up to E = 256, the `_wide` ones (16 logits per lane) above (cuda/gating.cu).
+pub fn gating_kernel<T: KernelFloat>(stage: &str, e: usize) -> String {
+    let wide = if e > 256 { "_wide" } else { "" };
+    format!("topk_gating_{stage}{wide}_{}", T::SUFFIX)
+}
+
+/// Launch geometry of the gating forward and backward: a group of [`gating_lanes_per_token`] lanes per token.
+pub fn gating_geometry(t: usize, e: usize) -> Geometry {
+    let per_block = GATING_THREADS as usize / gating_lanes_per_token(e);
+    Geometry { grid: t.div_ceil(per_block).max(1) as u32, block: GATING_THREADS, smem_bytes: 0 }
+}
 
 /// One warp per item (token or row).
 pub fn warp_per_item(items: usize) -> Geometry {
     Geometry { grid: items.div_ceil(WARPS_PER_BLOCK as usize).max(1) as u32, block: WARPS_PER_BLOCK * 32, smem_bytes: 0 }
 }
 
-pub fn dispatch_geometry() -> Geometry {
-    Geometry { grid: 1, block: DISPATCH_THREADS, smem_bytes: 0 }
+/// Blocks of the dispatch count and assign kernels: one per `AUTOMOE_DISPATCH_CHUNK` pairs, at least one.
+pub fn dispatch_blocks(p: &DispatchParams) -> usize {
+    (p.pairs.max(0) as usize).div_ceil(AUTOMOE_DISPATCH_CHUNK as usize).max(1)
+}
+
+/// Elements of the dispatch kernels' `block_rows` scratch buffer ([blocks, E] i32).
+pub fn dispatch_scratch_len(p: &DispatchParams) -> usize {
+    dispatch_blocks(p) * p.experts.max(0) as usize
+}
+
+/// The three dispatch kernels of cuda/permute.cu, in queue order, with their launch geometry.
+pub fn dispatch_launches(p: &DispatchParams) -> [(&'static str, Geometry); 3] {
+    let threads = AUTOMOE_DISPATCH_THREADS;
+    let blocks = Geometry { grid: dispatch_blocks(p) as u32, block: threads, smem_bytes: 0 };
+    let experts = Geometry { grid: p.experts.max(1) as u32, block: threads, smem_bytes: 0 };
+    [("permute_dispatch_count_i32", blocks), ("permute_dispatch_scan_i32", experts), ("permute_dispatch_assign_i32", blocks)]
 }
 
 /// Rows the dispatch kernel may fill: every pair plus the worst-case padding of every segment.
@@ -193,7 +233,8 @@ pub fn check_rows_shape(op: &'static str, len: usize, t: usize, k: usize, d: usi
     Ok(RowShapes { t: to_i32(op, "tokens", t)?, k: to_i32(op, "k", k)?, d: to_i32(op, "d", d)?, rows: to_i32(op, "rows", len / d)? })
 }
 
-/// Parameters every backend builds the same way; the addresses are filled in by the backend.
+/// Parameters every backend builds the same way; the addresses (including the
+/// [`dispatch_scratch_len`] scratch `block_rows`) are filled in by the caller.
 pub fn dispatch_params(t: usize, k: usize, e: usize, pad_to: usize) -> Result<DispatchParams> {
     const OP: &str = "dispatch";
     if e == 0 || e > MAX_EXPERTS {
@@ -204,6 +245,11 @@ pub fn dispatch_params(t: usize, k: usize, e: usize, pad_to: usize) -> Result<Di
     }
     let cap = t.checked_mul(k).and_then(|p| e.checked_mul(pad_to - 1).and_then(|x| p.checked_add(x)));
     let cap = cap.ok_or_else(|| Error::invalid(OP, "row count overflows"))?;
+    // The kernels index pairs by block * AUTOMOE_DISPATCH_CHUNK + offset in 32-bit ints.
+    let max_pairs = i32::MAX as usize - AUTOMOE_DISPATCH_CHUNK as usize;
+    if t * k > max_pairs {
+        return Err(Error::invalid(OP, format!("t * k = {} pairs exceeds the kernels' limit of {max_pairs}", t * k)));
+    }
     Ok(DispatchParams {
         pairs: to_i32(OP, "t * k", t * k)?,
         experts: e as i32,
