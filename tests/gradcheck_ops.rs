@@ -135,7 +135,7 @@ fn front_slice_gradients_land_in_and_add_up_in_their_slices() {
     let mut store = ParamStore::new();
     let w = store.add("w", rand(&[4, 5], 50)).unwrap();
     let mut tape = Tape::new();
-    let wv = tape.param(&store, w);
+    let wv = tape.param(&store, w).unwrap();
     let small = tape.front_slice(&wv, &[2, 3]).unwrap();
     let large = tape.front_slice(&wv, &[3, 5]).unwrap();
     let (s1, s2) = (tape.sum(&small).unwrap(), tape.scale(&large, 2.0).unwrap());

@@ -310,7 +310,7 @@ fn layer_on_vars(
 ) -> Result<(Var, Var)> {
     let (n, d, k) = (sub.widths.len(), sub.d, sub.k);
     let rws = t.front_slice(rw, &[n, d])?;
-    let rb = t.param(s, p.router_b);
+    let rb = t.param(s, p.router_b)?;
     let rb = t.front_slice(&rb, &[n])?;
     let logits = t.linear(x, &rws, Some(&rb))?;
     let probs = t.softmax(&logits, &Default::default())?;
@@ -320,8 +320,8 @@ fn layer_on_vars(
     let mut experts = Vec::new();
     for (e, &h) in sub.widths.iter().enumerate() {
         let ep = &p.experts[e];
-        let w1v = if e == 0 { w1.clone() } else { t.param(s, ep.fc1_w) };
-        let (b1, w2, b2) = (t.param(s, ep.fc1_b), t.param(s, ep.fc2_w), t.param(s, ep.fc2_b));
+        let w1v = if e == 0 { w1.clone() } else { t.param(s, ep.fc1_w)? };
+        let (b1, w2, b2) = (t.param(s, ep.fc1_b)?, t.param(s, ep.fc2_w)?, t.param(s, ep.fc2_b)?);
         experts.push(ExpertVars {
             w1: t.front_slice(&w1v, &[h, d])?,
             b1: t.front_slice(&b1, &[h])?,

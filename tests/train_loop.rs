@@ -26,9 +26,9 @@ fn model(seed: u64, dtype: DType) -> ParamStore {
 /// update's seed so that resumed runs must reproduce it.
 fn loss_fn(dropout: f64) -> impl FnMut(&mut Tape, &ParamStore, &Batch, UpdateCtx) -> Result<(Var, LossStats)> {
     move |tape, store, batch, ctx| {
-        let emb = tape.param(store, store.id("emb").unwrap());
-        let w = tape.param(store, store.id("out.w").unwrap());
-        let b = tape.param(store, store.id("out.b").unwrap());
+        let emb = tape.param(store, store.id("emb").unwrap())?;
+        let w = tape.param(store, store.id("out.w").unwrap())?;
+        let b = tape.param(store, store.id("out.b").unwrap())?;
         let x = tape.embedding(&emb, &batch.tgt_in)?;
         let x = tape.dropout(&x, dropout, ctx.seed)?;
         let logits = tape.linear(&x, &w, Some(&b))?;

@@ -7,7 +7,7 @@
 //! let w = store.add("w", Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]).unwrap()).unwrap();
 //! let mut tape = Tape::new();
 //! let x = tape.constant(Tensor::ones(&[1, 2], DType::F32));
-//! let wv = tape.param(&store, w);
+//! let wv = tape.param(&store, w).unwrap();
 //! // Use only the front column of w: its gradient lands in that column of w's gradient.
 //! let w0 = tape.front_slice(&wv, &[2, 1]).unwrap();
 //! let y = tape.matmul(&x, &w0).unwrap();

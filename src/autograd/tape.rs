@@ -270,17 +270,14 @@ impl Tape {
     }
 
     /// A parameter of the store. Its gradient is collected by [`Gradients::param_grads`]. Under
-    /// [`Tape::set_param_dtype`] the value is a converted copy whose gradient converts back.
-    pub fn param(&mut self, store: &ParamStore, id: ParamId) -> Var {
+    /// [`Tape::set_param_dtype`] the value is a converted copy whose gradient converts back; a
+    /// conversion that fails (e.g. out of device memory) is an error, never a silent fall back to
+    /// the stored dtype.
+    pub fn param(&mut self, store: &ParamStore, id: ParamId) -> Result<Var> {
         let leaf = self.push_leaf(store.value(id).clone(), Some(id));
         match self.param_dtype {
-            Some(dt) if dt != leaf.value.dtype() => match self.cast(&leaf, dt) {
-                Ok(v) => v,
-                // A conversion the backend cannot do (bf16 arithmetic on the CPU) surfaces at the
-                // first op that uses the value; keep the stored dtype here.
-                Err(_) => leaf,
-            },
-            _ => leaf,
+            Some(dt) if dt != leaf.value.dtype() => self.cast(&leaf, dt),
+            _ => Ok(leaf),
         }
     }
 

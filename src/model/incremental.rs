@@ -314,7 +314,7 @@ impl<'a> ModelView<'a> {
         ctx.part = Part::Decoder;
 
         // The same embedding as the full pass (`transformer::embed`), at position `pos` only.
-        let table = ctx.tape.param(self.store, self.net.embed);
+        let table = ctx.tape.param(self.store, self.net.embed)?;
         let x = ctx.tape.embedding(&table, tokens)?;
         let x = ctx.tape.front_slice(&x, &[rows, dd])?;
         let x = ctx.tape.scale(&x, (dd as f64).sqrt())?;

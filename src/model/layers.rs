@@ -88,7 +88,7 @@ impl<'a> Ctx<'a> {
 
     /// The front slice `sizes` of a stored parameter (a view; its gradient lands in that slice).
     pub fn param(&mut self, id: ParamId, sizes: &[usize]) -> Result<Var> {
-        let full = self.tape.param(self.store, id);
+        let full = self.tape.param(self.store, id)?;
         self.tape.front_slice(&full, sizes)
     }
 

@@ -226,7 +226,7 @@ fn real_rows(pad: &[bool]) -> Option<Vec<u32>> {
 
 /// `scale * E[ids, :d] + positions`, then dropout: the input of a stack.
 pub(crate) fn embed(ctx: &mut Ctx, net: &NetParams, ids: &[u32], batch: usize, len: usize, d: usize, dropout: f64) -> Result<Var> {
-    let table = ctx.tape.param(ctx.store, net.embed);
+    let table = ctx.tape.param(ctx.store, net.embed)?;
     // Gather whole rows, then take the front `d` columns: cheaper than gathering from a strided
     // `[V, d]` view of the table, and the gradient lands in the same place.
     let rows = ctx.tape.embedding(&table, ids)?;

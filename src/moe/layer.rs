@@ -127,10 +127,10 @@ impl MoeSubnet {
 }
 
 fn expert_vars(tape: &mut Tape, store: &ParamStore, ep: &ExpertParams, d: usize, h: usize) -> Result<ExpertVars> {
-    let w1 = tape.param(store, ep.fc1_w);
-    let b1 = tape.param(store, ep.fc1_b);
-    let w2 = tape.param(store, ep.fc2_w);
-    let b2 = tape.param(store, ep.fc2_b);
+    let w1 = tape.param(store, ep.fc1_w)?;
+    let b1 = tape.param(store, ep.fc1_b)?;
+    let w2 = tape.param(store, ep.fc2_w)?;
+    let b2 = tape.param(store, ep.fc2_b)?;
     Ok(ExpertVars {
         w1: tape.front_slice(&w1, &[h, d])?,
         b1: tape.front_slice(&b1, &[h])?,
@@ -179,8 +179,8 @@ pub fn moe_forward_routed(
     sub.validate(p)?;
     check_input(x, sub)?;
     let (t, d, n, k) = (x.shape()[0], sub.d, sub.widths.len(), sub.k);
-    let rw = tape.param(store, p.router_w);
-    let rb = tape.param(store, p.router_b);
+    let rw = tape.param(store, p.router_w)?;
+    let rb = tape.param(store, p.router_b)?;
     let rw = tape.front_slice(&rw, &[n, d])?;
     let rb = tape.front_slice(&rb, &[n])?;
     let logits = tape.linear(x, &rw, Some(&rb))?;

@@ -151,7 +151,7 @@ impl Mlp {
     fn forward(&self, tape: &mut Tape, x: &Var) -> Result<Var> {
         let mut h = x.clone();
         for (i, &(w, b)) in self.ids.iter().enumerate() {
-            let (w, b) = (tape.param(&self.store, w), tape.param(&self.store, b));
+            let (w, b) = (tape.param(&self.store, w)?, tape.param(&self.store, b)?);
             h = tape.linear(&h, &w, Some(&b))?;
             if i + 1 < self.ids.len() {
                 h = tape.relu(&h)?;
