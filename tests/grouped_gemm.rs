@@ -168,7 +168,7 @@ fn check<C: KernelFloat>(ctx: &str, got: &[C], want: &[(usize, f64)], poisoned: 
 /// `kernel`: the bf16 configuration (ignored for f32).
 fn run_stage<X: Exec, T: KernelFloat>(x: &X, stage: GemmStage, kernel: Bf16Kernel) {
     if T::SUFFIX == "bf16" && !kernel.runs_on(x) {
-        eprintln!("skipped on {}: {} needs sm_90a", x.backend_name(), kernel.suffix);
+        eprintln!("{} not run on {}: it needs sm_90a", kernel.suffix, x.backend_name());
         return;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(40 + stage as u64);
