@@ -5,23 +5,41 @@ use rayon::prelude::*;
 use super::PAR_MIN_ELEMS;
 use crate::tensor::Float;
 
+/// Elements per parallel task of the chunked maps: plain slice loops the compiler vectorises, and
+/// few enough tasks that rayon's splitting costs nothing next to them.
+const CHUNK: usize = 1 << 14;
+
 /// `out[i] = f(x[i])`, parallel for large inputs.
 pub fn map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+    let mut out = vec![T::zero(); x.len()];
+    let body = |(o, a): (&mut [T], &[T])| {
+        for (o, &a) in o.iter_mut().zip(a) {
+            *o = f(a);
+        }
+    };
     if x.len() >= PAR_MIN_ELEMS {
-        x.par_iter().map(|&v| f(v)).collect()
+        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(body);
     } else {
-        x.iter().map(|&v| f(v)).collect()
+        body((&mut out, x));
     }
+    out
 }
 
 /// `out[i] = f(x[i], y[i])` for equal-length inputs, parallel for large inputs.
 pub fn zip_map<T: Float>(x: &[T], y: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
     debug_assert_eq!(x.len(), y.len());
+    let mut out = vec![T::zero(); x.len()];
+    let body = |(o, (a, b)): (&mut [T], (&[T], &[T]))| {
+        for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+            *o = f(a, b);
+        }
+    };
     if x.len() >= PAR_MIN_ELEMS {
-        x.par_iter().zip(y.par_iter()).map(|(&a, &b)| f(a, b)).collect()
+        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK))).for_each(body);
     } else {
-        x.iter().zip(y).map(|(&a, &b)| f(a, b)).collect()
+        body((&mut out, (x, y)));
     }
+    out
 }
 
 /// `out[r, j] = f(x[r, j], row[j])`: a row vector broadcast over the rows of `x` (bias add).

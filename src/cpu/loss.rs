@@ -57,11 +57,15 @@ pub fn cross_entropy_bwd<T: Float>(logits: &[T], targets: &[u32], v: usize, eps:
         if Some(t) == ignore {
             return;
         }
-        let (_, lse) = log_softmax_row(row);
-        let (lse, scale, smooth) = (T::of_f64(lse), T::of_f64(scale), T::of_f64(eps / v as f64));
-        for j in 0..v {
-            let p = (row[j] - lse).exp();
-            dr[j] = scale * (p - smooth);
+        // One exp pass: the row's exps go into dr, then dr becomes scale * (exp / sum - smooth).
+        let mx = row.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
+        for (d, &x) in dr.iter_mut().zip(row) {
+            *d = (x - mx).exp();
+        }
+        let sum = dr.iter().map(|e| e.as_f64()).sum::<f64>();
+        let (inv, scale, smooth) = (T::of_f64(1.0 / sum), T::of_f64(scale), T::of_f64(eps / v as f64));
+        for d in dr.iter_mut() {
+            *d = scale * (*d * inv - smooth);
         }
         let t = t as usize;
         dr[t] = dr[t] - scale * T::of_f64(1.0 - eps);

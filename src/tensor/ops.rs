@@ -100,24 +100,30 @@ impl Tensor {
             return crate::cuda::tensor::binary(self, other, op, &shape);
         }
         float_op2!(name, self, other, |x, y: T| {
-            let f = move |a: T, b: T| match op {
-                BinaryOp::Add => a + b,
-                BinaryOp::Sub => a - b,
-                BinaryOp::Mul => a * b,
-                BinaryOp::Div => a / b,
-            };
-            let trailing = other.shape().iter().skip_while(|&&d| d == 1).count();
-            let out = if self.shape() == other.shape() {
-                cpu::elementwise::zip_map(&view_data(x, self.layout()), &view_data(y, other.layout()), f)
-            } else if self.shape() == shape.as_slice() && other.shape()[other.rank() - trailing..] == shape[shape.len() - trailing..] {
-                // `other` is a row repeated over the leading dims (bias-like): no broadcast copy.
-                cpu::elementwise::zip_rows(&view_data(x, self.layout()), &view_data(y, other.layout()), f)
-            } else {
-                let xa = view_data(x, &self.layout().broadcast_to(&shape)?).into_owned();
-                let yb = view_data(y, &other.layout().broadcast_to(&shape)?).into_owned();
-                cpu::elementwise::zip_map(&xa, &yb, f)
+            // One monomorphised loop per operator: a `match op` inside the element closure would
+            // keep the loops from vectorising.
+            let out = match op {
+                BinaryOp::Add => self.binary_cpu(x, other, y, &shape, |a: T, b: T| a + b)?,
+                BinaryOp::Sub => self.binary_cpu(x, other, y, &shape, |a: T, b: T| a - b)?,
+                BinaryOp::Mul => self.binary_cpu(x, other, y, &shape, |a: T, b: T| a * b)?,
+                BinaryOp::Div => self.binary_cpu(x, other, y, &shape, |a: T, b: T| a / b)?,
             };
             Ok(cpu_tensor(out, &shape))
+        })
+    }
+
+    /// `f(self, other)` broadcast to `shape` on CPU data `x` (self's) and `y` (other's).
+    fn binary_cpu<T: Float>(&self, x: &[T], other: &Tensor, y: &[T], shape: &[usize], f: impl Fn(T, T) -> T + Sync) -> Result<Vec<T>> {
+        let trailing = other.shape().iter().skip_while(|&&d| d == 1).count();
+        Ok(if self.shape() == other.shape() {
+            cpu::elementwise::zip_map(&view_data(x, self.layout()), &view_data(y, other.layout()), f)
+        } else if self.shape() == shape && other.shape()[other.rank() - trailing..] == shape[shape.len() - trailing..] {
+            // `other` is a row repeated over the leading dims (bias-like): no broadcast copy.
+            cpu::elementwise::zip_rows(&view_data(x, self.layout()), &view_data(y, other.layout()), f)
+        } else {
+            let xa = view_data(x, &self.layout().broadcast_to(shape)?).into_owned();
+            let yb = view_data(y, &other.layout().broadcast_to(shape)?).into_owned();
+            cpu::elementwise::zip_map(&xa, &yb, f)
         })
     }
 
