@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use super::{view_data, CpuStorage, Element, Float, Layout, Storage, Tensor};
 use crate::cpu;
 use crate::{Error, Result};
@@ -404,8 +406,25 @@ impl Tensor {
         let n: usize = shape.iter().product();
         let keep_scale = 1.0 / (1.0 - p);
         let threshold = (p * (1u64 << 32) as f64) as u64;
-        let v: Vec<f64> = (0..n as u64).map(|i| if (crate::rng::hash64(seed, i) >> 32) >= threshold { keep_scale } else { 0.0 }).collect();
-        Tensor::from_vec(v, shape)?.to_dtype(dtype)
+        // Drawn straight in the element type (bf16 through f32, as the CUDA kernel rounds it),
+        // in parallel chunks whose loop the compiler vectorises.
+        fn draw<T: Float>(n: usize, seed: u64, threshold: u64, keep: T) -> Vec<T> {
+            const CHUNK: usize = 1 << 14;
+            let mut v = vec![T::zero(); n];
+            v.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
+                let base = (c * CHUNK) as u64;
+                for (j, o) in out.iter_mut().enumerate() {
+                    let h = crate::rng::hash64(seed, base + j as u64) >> 32;
+                    *o = if h >= threshold { keep } else { T::zero() };
+                }
+            });
+            v
+        }
+        match dtype {
+            super::DType::F64 => Tensor::from_vec(draw(n, seed, threshold, keep_scale), shape),
+            super::DType::F32 => Tensor::from_vec(draw(n, seed, threshold, keep_scale as f32), shape),
+            super::DType::BF16 => Tensor::from_vec(draw(n, seed, threshold, keep_scale as f32), shape)?.to_dtype(dtype),
+        }
     }
 }
 
