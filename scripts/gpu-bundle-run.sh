@@ -55,6 +55,12 @@ run_test cuda_moe_tape 120
 run_test cuda_moe_model 120
 run_test cuda_training 180
 AUTOMOE_REQUIRE_NVRTC=1 run_test nvrtc_compile 90
+# On Hopper, the MoE layer and its tape ops again with the wgmma grouped GEMMs in every plan
+# (AUTOMOE_GEMM_BF16, src/cuda/grouped_gemm.rs), so the whole layer checks that path too.
+if "$bin/automoe" devices 2>&1 | grep -q "sm_90a"; then
+    AUTOMOE_GEMM_BF16=sm90 run_test moe_layer_cuda 120
+    AUTOMOE_GEMM_BF16=sm90 run_test cuda_moe_tape 120
+fi
 fi
 
 run_bench() { # name, timeout

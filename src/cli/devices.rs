@@ -10,7 +10,10 @@ pub fn run(_args: Args) -> crate::Result<()> {
     match crate::cuda::device_count() {
         Ok(n) => {
             for i in 0..n {
-                println!("cuda:{i}");
+                match crate::cuda::describe_device(i) {
+                    Ok(d) => println!("cuda:{i} ({d})"),
+                    Err(e) => println!("cuda:{i} (unusable: {e})"),
+                }
             }
         }
         Err(e) => println!("cuda: unavailable ({e})"),

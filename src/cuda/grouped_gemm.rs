@@ -124,6 +124,34 @@ pub const BF16_KERNELS: [Bf16Kernel; 4] = [
     BF16_SM90,
 ];
 
+/// Environment variable that picks the bf16 configuration of every plan ([`GroupedPlan::new`]) by
+/// its suffix without the underscore (`w8s4`, `w8s2`, `sm90`; empty or `default`: [`BF16_DEFAULT`]),
+/// so a whole MoE layer or training run can be checked or timed on another configuration.
+pub const BF16_KERNEL_ENV: &str = "AUTOMOE_GEMM_BF16";
+
+/// The configuration [`BF16_KERNEL_ENV`] names ([`BF16_DEFAULT`] when it is unset).
+pub fn bf16_kernel_from_env() -> Result<Bf16Kernel> {
+    match std::env::var(BF16_KERNEL_ENV) {
+        Ok(name) => bf16_kernel_named(&name),
+        Err(_) => Ok(BF16_DEFAULT),
+    }
+}
+
+/// The configuration with entry-point suffix `_name` (`""` or `"default"`: [`BF16_DEFAULT`]); an
+/// unknown name is an error listing the known ones.
+pub fn bf16_kernel_named(name: &str) -> Result<Bf16Kernel> {
+    let name = name.trim();
+    if name.is_empty() || name == "default" {
+        return Ok(BF16_DEFAULT);
+    }
+    let short = |k: &Bf16Kernel| k.suffix.strip_prefix('_').unwrap_or(k.suffix).to_string();
+    BF16_KERNELS.iter().copied().find(|k| !k.suffix.is_empty() && short(k) == name).ok_or_else(|| {
+        let known: Vec<String> = BF16_KERNELS.iter().filter(|k| !k.suffix.is_empty()).map(short).collect();
+        let msg = format!("{BF16_KERNEL_ENV}={name:?} names no bf16 configuration (known: default, {})", known.join(", "));
+        Error::invalid("grouped_gemm", msg)
+    })
+}
+
 /// Largest group count (the plan's shared-memory scan).
 pub const MAX_GROUPS: usize = 512;
 const FILE: &str = "grouped_gemm.cu";
@@ -177,7 +205,8 @@ impl<X: Exec> GroupedPlan<X> {
             accumulate: (stage == GemmStage::Wgrad) as i32,
             ..Default::default()
         };
-        Ok(GroupedPlan { templ: x.upload(templ)?, groups: x.upload(templ)?, stage, num_groups: g, max_tiles, bf16: BF16_DEFAULT, params })
+        let bf16 = bf16_kernel_from_env()?;
+        Ok(GroupedPlan { templ: x.upload(templ)?, groups: x.upload(templ)?, stage, num_groups: g, max_tiles, bf16, params })
     }
 
     /// Geometry and parameters of the plan launch (the benchmark times exactly this).
@@ -533,5 +562,20 @@ pub(crate) fn group(
         n: n as i32,
         k: k as i32,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_configurations_by_name() {
+        assert_eq!(bf16_kernel_named("").unwrap(), BF16_DEFAULT);
+        assert_eq!(bf16_kernel_named(" default ").unwrap(), BF16_DEFAULT);
+        assert_eq!(bf16_kernel_named("sm90").unwrap(), BF16_SM90);
+        assert_eq!(bf16_kernel_named("w8s2").unwrap().stages, 2);
+        let e = bf16_kernel_named("sm100").unwrap_err().to_string();
+        assert!(e.contains("AUTOMOE_GEMM_BF16") && e.contains("w8s4") && e.contains("sm90"), "{e}");
     }
 }

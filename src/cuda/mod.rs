@@ -55,6 +55,14 @@ pub fn device_count() -> Result<usize> {
 }
 
 /// The default stream of device `ordinal`, creating its context once per process.
+/// `NVIDIA H200, sm_90a`: the device's name and the architecture the kernels are compiled for.
+pub fn describe_device(ordinal: usize) -> Result<String> {
+    let ctx = stream(ordinal)?.context().clone();
+    let (major, minor) = ctx.compute_capability().map_err(|e| Error::Cuda(format!("cuda:{ordinal}: compute capability: {e}")))?;
+    let name = ctx.name().map_err(|e| Error::Cuda(format!("cuda:{ordinal}: name: {e}")))?;
+    Ok(format!("{name}, {}", nvrtc::arch_for(major, minor)))
+}
+
 pub fn stream(ordinal: usize) -> Result<Arc<CudaStream>> {
     static STREAMS: OnceLock<Mutex<Vec<Option<Arc<CudaStream>>>>> = OnceLock::new();
     let n = device_count()?;
