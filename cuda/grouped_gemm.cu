@@ -92,6 +92,22 @@ __device__ __forceinline__ int find_group(const GemmGroupParams* groups, int G, 
     return lo;
 }
 
+// Tiles of every group together: the persistent blocks' loop bound.
+__device__ __forceinline__ int total_tiles(const GemmGroupParams* groups, int G) { return groups[G - 1].tile_start + groups[G - 1].tiles; }
+
+// Global tile `tile` of a BM x BN tiling: its group's problem and the tile's first row and column
+// (tiles run along n first within a group).
+struct TileAt {
+    GemmGroupParams q;
+    int m0, n0;
+};
+template <int BM, int BN>
+__device__ __forceinline__ TileAt tile_at(const GemmGroupParams* groups, int G, int tile) {
+    const GemmGroupParams q = groups[find_group(groups, G, tile)];
+    const int local = tile - q.tile_start, tiles_n = (q.n + BN - 1) / BN;
+    return TileAt{q, (local / tiles_n) * BM, (local % tiles_n) * BN};
+}
+
 // Epilogue of one element: bias, ReLU, ReLU mask, accumulate. Out-of-range elements are skipped.
 template <class T, class TC>
 __device__ __forceinline__ void store(const GemmGroupParams& q, int flags, int row, int col, float v) {
@@ -120,12 +136,10 @@ __device__ __forceinline__ void simt_f32(const GroupedGemmParams& p) {
     __shared__ float As[kF32K][kF32M + 4];  // +4: keeps the k-major stores off a single bank
     __shared__ float Bs[kF32K][kF32N + 4];
     const int G = p.num_groups;
-    const int total = groups[G - 1].tile_start + groups[G - 1].tiles;
+    const int total = total_tiles(groups, G);
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
-        const GemmGroupParams q = groups[find_group(groups, G, tile)];
-        const int local = tile - q.tile_start, tiles_n = (q.n + kF32N - 1) / kF32N;
-        const int m0 = (local / tiles_n) * kF32M, n0 = (local % tiles_n) * kF32N;
+        const auto [q, m0, n0] = tile_at<kF32M, kF32N>(groups, G, tile);
         const float* A = ptr<const float>(q.a);  // [M, lda] or, wgrad, [K, lda]
         const float* B = ptr<const float>(q.b);  // [N, ldb] (fwd) or [K, ldb]
         float acc[4][4];
@@ -205,6 +219,17 @@ struct Tc {
     static_assert(kBM % (16 * kWarpsM) == 0 && kBN % (16 * kWarpsN) == 0, "warp tiles of whole x4 ldmatrix loads");
     static_assert(kStages >= 2, "at least one k-tile in flight");
 };
+
+// Whether a bf16 operand can be loaded by 16-byte cp.async: a 16-byte aligned base and rows of
+// whole 16-byte chunks (else the scalar path, e.g. a width-3 expert).
+__device__ __forceinline__ bool cp_async_ok(automoe_dptr base, int ld) { return (base & 15) == 0 && ld % 8 == 0; }
+
+// Whether C (and aux, read alongside) can be written two columns at a time: an even ldc and bases
+// aligned to a pair (4 bytes for bf16, 8 for f32).
+template <class TC>
+__device__ __forceinline__ bool pairs_ok(const GemmGroupParams& q) {
+    return q.ldc % 2 == 0 && q.c % (2 * sizeof(TC)) == 0 && q.aux % (2 * sizeof(bf16)) == 0;
+}
 
 // Elements (gr, gc .. gc+7) of the row-major matrix src (leading dimension ld, valid region
 // rlim x clim) into the 16 bytes at d, zero outside the valid region. vec: one cp.async (zero-filled
@@ -323,14 +348,12 @@ __device__ __forceinline__ void mma_bf16(const GroupedGemmParams& p) {
     const GemmGroupParams* groups = ptr<const GemmGroupParams>(p.groups);  // [G]
     AUTOMOE_DYN_SMEM(bf16, smem);  // [kStages][A, B][kTileElems]: kStages * AUTOMOE_GEMM_BF16_STAGE_BYTES
     const int G = p.num_groups;
-    const int total = groups[G - 1].tile_start + groups[G - 1].tiles;
+    const int total = total_tiles(groups, G);
     const int warp = threadIdx.x / 32, lane = (int)lane_id();
     const int wm = (warp / Cfg::kWarpsN) * (16 * Cfg::kFragsM), wn = (warp % Cfg::kWarpsN) * (8 * Cfg::kFragsN);
     for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
-        const GemmGroupParams q = groups[find_group(groups, G, tile)];
-        const int local = tile - q.tile_start, tiles_n = (q.n + kBN - 1) / kBN;
-        const int m0 = (local / tiles_n) * kBM, n0 = (local % tiles_n) * kBN;
-        const bool va = (q.a & 15) == 0 && q.lda % 8 == 0, vb = (q.b & 15) == 0 && q.ldb % 8 == 0;
+        const auto [q, m0, n0] = tile_at<kBM, kBN>(groups, G, tile);
+        const bool va = cp_async_ok(q.a, q.lda), vb = cp_async_ok(q.b, q.ldb);
         float acc[Cfg::kFragsM][Cfg::kFragsN][4];
 #pragma unroll
         for (int im = 0; im < Cfg::kFragsM; ++im)
@@ -359,8 +382,7 @@ __device__ __forceinline__ void mma_bf16(const GroupedGemmParams& p) {
             mma_stage<S, Cfg>(smem + (2 * cs) * kTileElems, smem + (2 * cs + 1) * kTileElems, wm, wn, acc);
         }
         cp_async_wait<0>();
-        // C pairs: 8- or 4-byte stores need an even ldc and an aligned base (aux read in pairs too).
-        const bool paired = q.ldc % 2 == 0 && q.c % (2 * sizeof(TC)) == 0 && q.aux % (2 * sizeof(bf16)) == 0;
+        const bool paired = pairs_ok<TC>(q);
         const int g = lane >> 2, tq = lane & 3;
 #pragma unroll
         for (int im = 0; im < Cfg::kFragsM; ++im)
@@ -447,13 +469,11 @@ __device__ __forceinline__ void wgmma_bf16(const GroupedGemmParams& p) {
     const GemmGroupParams* groups = ptr<const GemmGroupParams>(p.groups);  // [G]
     AUTOMOE_DYN_SMEM(unsigned char, smem);  // [kWgStages][A tile, B tile]
     const int G = p.num_groups;
-    const int total = groups[G - 1].tile_start + groups[G - 1].tiles;
+    const int total = total_tiles(groups, G);
     const int warp = threadIdx.x / 32, lane = (int)lane_id();
     for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
-        const GemmGroupParams q = groups[find_group(groups, G, tile)];
-        const int local = tile - q.tile_start, tiles_n = (q.n + kBN - 1) / kBN;
-        const int m0 = (local / tiles_n) * kBM, n0 = (local % tiles_n) * kBN;
-        const bool va = (q.a & 15) == 0 && q.lda % 8 == 0, vb = (q.b & 15) == 0 && q.ldb % 8 == 0;
+        const auto [q, m0, n0] = tile_at<kBM, kBN>(groups, G, tile);
+        const bool va = cp_async_ok(q.a, q.lda), vb = cp_async_ok(q.b, q.ldb);
         float acc[2][64];
 #pragma unroll
         for (int h = 0; h < 2; ++h)
@@ -487,7 +507,7 @@ __device__ __forceinline__ void wgmma_bf16(const GroupedGemmParams& p) {
         }
         wgmma_wait<0>();
         cp_async_wait<0>();
-        const bool paired = q.ldc % 2 == 0 && q.c % (2 * sizeof(TC)) == 0 && q.aux % (2 * sizeof(bf16)) == 0;
+        const bool paired = pairs_ok<TC>(q);
         const int g = lane >> 2, tq = lane & 3;
 #pragma unroll
         for (int h = 0; h < 2; ++h)
