@@ -11,6 +11,8 @@
 
 typedef unsigned long long automoe_dptr;
 
+/* Largest expert count of topk_gating_{fwd,bwd}_*; above it (up to 512) the _wide entry points. */
+#define AUTOMOE_GATING_MAX_NARROW_EXPERTS 256
 /* topk_gating_fwd_{f32,bf16}: fused softmax + top-k, a group of lanes per token (gating_geometry). */
 typedef struct TopkGatingFwdParams {
     automoe_dptr logits;   /* [T, E] f32|bf16, router logits */

@@ -172,26 +172,45 @@ __device__ __forceinline__ int lanes_per_token(int E) {
 // Experts per token of the plain entry points; above it the `_wide` ones (16 logits per lane) take
 // over. Separate entry points because a kernel's register count is that of its widest branch: the
 // 16-logit body alone needs ~80 registers, the 8-logit bodies ~60, which keeps 8 blocks per SM.
-constexpr int kMaxNarrowExperts = 256;
+constexpr int kMaxNarrowExperts = AUTOMOE_GATING_MAX_NARROW_EXPERTS;
 
-// One branch per launch (E is uniform over the grid), so warps never diverge on it.
+// Whether a launch's expert count and k are ones its entry point handles (else it writes nothing).
+template <class P>
+__device__ __forceinline__ bool handles(const P& p, int max_experts) {
+    return p.experts >= 1 && p.experts <= max_experts && p.k >= 1 && p.k <= kMaxK;
+}
+
+// Body::run<G>(p) with G = lanes_per_token(E): one branch per launch (E is uniform over the grid),
+// so warps never diverge on it.
+template <class Body, class P>
+__device__ __forceinline__ void with_lanes_per_token(const P& p) {
+    switch (lanes_per_token(p.experts)) {
+        case 1: Body::template run<1>(p); break;
+        case 2: Body::template run<2>(p); break;
+        case 4: Body::template run<4>(p); break;
+        case 8: Body::template run<8>(p); break;
+        case 16: Body::template run<16>(p); break;
+        default: Body::template run<32>(p);
+    }
+}
+
+template <class T>
+struct FwdGroup {
+    template <int G>
+    __device__ __forceinline__ static void run(const TopkGatingFwdParams& p) {
+        fwd_group<T, G, 8>(p);
+    }
+};
+
 template <class T>
 __device__ __forceinline__ void fwd(const TopkGatingFwdParams& p) {
-    if (p.experts < 1 || p.experts > kMaxNarrowExperts || p.k < 1 || p.k > kMaxK) return;
-    switch (lanes_per_token(p.experts)) {
-        case 1: fwd_group<T, 1, 8>(p); break;
-        case 2: fwd_group<T, 2, 8>(p); break;
-        case 4: fwd_group<T, 4, 8>(p); break;
-        case 8: fwd_group<T, 8, 8>(p); break;
-        case 16: fwd_group<T, 16, 8>(p); break;
-        default: fwd_group<T, 32, 8>(p);
-    }
+    if (handles(p, kMaxNarrowExperts)) with_lanes_per_token<FwdGroup<T>>(p);
 }
 
 // E up to 512: a warp per token, 16 logits per lane (the host launches it for E > 256).
 template <class T>
 __device__ __forceinline__ void fwd_wide(const TopkGatingFwdParams& p) {
-    if (p.experts < 1 || p.experts > kMaxExperts || p.k < 1 || p.k > kMaxK) return;
+    if (!handles(p, kMaxExperts)) return;
     fwd_group<T, 32, 16>(p);
 }
 
@@ -253,21 +272,21 @@ __device__ __forceinline__ void bwd_group(const TopkGatingBwdParams& p) {
 }
 
 template <class T>
-__device__ __forceinline__ void bwd(const TopkGatingBwdParams& p) {
-    if (p.experts < 1 || p.experts > kMaxNarrowExperts || p.k < 1 || p.k > kMaxK) return;
-    switch (lanes_per_token(p.experts)) {
-        case 1: bwd_group<T, 1, 8>(p); break;
-        case 2: bwd_group<T, 2, 8>(p); break;
-        case 4: bwd_group<T, 4, 8>(p); break;
-        case 8: bwd_group<T, 8, 8>(p); break;
-        case 16: bwd_group<T, 16, 8>(p); break;
-        default: bwd_group<T, 32, 8>(p);
+struct BwdGroup {
+    template <int G>
+    __device__ __forceinline__ static void run(const TopkGatingBwdParams& p) {
+        bwd_group<T, G, 8>(p);
     }
+};
+
+template <class T>
+__device__ __forceinline__ void bwd(const TopkGatingBwdParams& p) {
+    if (handles(p, kMaxNarrowExperts)) with_lanes_per_token<BwdGroup<T>>(p);
 }
 
 template <class T>
 __device__ __forceinline__ void bwd_wide(const TopkGatingBwdParams& p) {
-    if (p.experts < 1 || p.experts > kMaxExperts || p.k < 1 || p.k > kMaxK) return;
+    if (!handles(p, kMaxExperts)) return;
     bwd_group<T, 32, 16>(p);
 }
 

@@ -2,6 +2,7 @@
 
 #![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, clippy::all)]
 
+pub const AUTOMOE_GATING_MAX_NARROW_EXPERTS: u32 = 256;
 pub const AUTOMOE_DISPATCH_THREADS: u32 = 256;
 pub const AUTOMOE_DISPATCH_CHUNK: u32 = 1024;
 pub const AUTOMOE_GEMM_THREADS: u32 = 256;

@@ -75,9 +75,10 @@ pub fn gating_lanes_per_token(e: usize) -> usize {
 }
 
 /// Entry point of the gating `stage` ("fwd" or "bwd") for `e` experts and element type `T`: the
-/// plain kernels up to E = 256, the `_wide` ones (16 logits per lane) above (cuda/gating.cu).
+/// plain kernels up to `AUTOMOE_GATING_MAX_NARROW_EXPERTS` (256), the `_wide` ones (16 logits per
+/// lane) above (cuda/gating.cu).
 pub fn gating_kernel<T: KernelFloat>(stage: &str, e: usize) -> String {
-    let wide = if e > 256 { "_wide" } else { "" };
+    let wide = if e > AUTOMOE_GATING_MAX_NARROW_EXPERTS as usize { "_wide" } else { "" };
     format!("topk_gating_{stage}{wide}_{}", T::SUFFIX)
 }
 
