@@ -417,7 +417,8 @@ pub fn grouped_gemm<X: Exec, T: KernelFloat, C: KernelFloat>(
     offsets: Option<&[i32]>,
     c: &mut [C],
 ) -> Result<()> {
-    grouped_gemm_with(x, op, groups, offsets, c, BF16_DEFAULT)
+    // The configuration every plan gets (BF16_KERNEL_ENV), not a fixed one.
+    grouped_gemm_with(x, op, groups, offsets, c, bf16_kernel_from_env()?)
 }
 
 /// [`grouped_gemm`] with the bf16 configuration `bf16` (ignored for f32).
