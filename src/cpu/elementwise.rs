@@ -5,41 +5,39 @@ use rayon::prelude::*;
 use super::PAR_MIN_ELEMS;
 use crate::tensor::Float;
 
-/// Elements per parallel task of the chunked maps: plain slice loops the compiler vectorises, and
+/// Elements per parallel task of [`fill_chunked`]: plain slice loops the compiler vectorises, and
 /// few enough tasks that rayon's splitting costs nothing next to them.
 const CHUNK: usize = 1 << 14;
 
-/// `out[i] = f(x[i])`, parallel for large inputs.
-pub fn map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::zero(); x.len()];
-    let body = |(o, a): (&mut [T], &[T])| {
-        for (o, &a) in o.iter_mut().zip(a) {
-            *o = f(a);
-        }
-    };
-    if x.len() >= PAR_MIN_ELEMS {
-        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(body);
+/// A vector of `len` elements filled by `body(chunk, start)` over pieces of up to [`CHUNK`]
+/// elements (`chunk` is elements `start..start + chunk.len()`), in parallel for large `len`.
+pub fn fill_chunked<T: Float>(len: usize, body: impl Fn(&mut [T], usize) + Sync) -> Vec<T> {
+    let mut out = vec![T::zero(); len];
+    if len >= PAR_MIN_ELEMS {
+        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| body(o, c * CHUNK));
     } else {
-        body((&mut out, x));
+        body(&mut out, 0);
     }
     out
+}
+
+/// `out[i] = f(x[i])`, parallel for large inputs.
+pub fn map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+    fill_chunked(x.len(), |o, s| {
+        for (o, &a) in o.iter_mut().zip(&x[s..]) {
+            *o = f(a);
+        }
+    })
 }
 
 /// `out[i] = f(x[i], y[i])` for equal-length inputs, parallel for large inputs.
 pub fn zip_map<T: Float>(x: &[T], y: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
     debug_assert_eq!(x.len(), y.len());
-    let mut out = vec![T::zero(); x.len()];
-    let body = |(o, (a, b)): (&mut [T], (&[T], &[T]))| {
-        for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+    fill_chunked(x.len(), |o, s| {
+        for ((o, &a), &b) in o.iter_mut().zip(&x[s..]).zip(&y[s..]) {
             *o = f(a, b);
         }
-    };
-    if x.len() >= PAR_MIN_ELEMS {
-        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK))).for_each(body);
-    } else {
-        body((&mut out, (x, y)));
-    }
-    out
+    })
 }
 
 /// `out[r, j] = f(x[r, j], row[j])`: a row vector broadcast over the rows of `x` (bias add).

@@ -18,9 +18,13 @@ pub struct CeTotals {
     pub count: usize,
 }
 
+fn row_max<T: Float>(row: &[T]) -> T {
+    row.iter().fold(T::neg_infinity(), |m, &v| m.max(v))
+}
+
 /// `(max, log-sum-exp)` of a row; exp in the element type (cheap for f32), the sum in f64.
 fn log_softmax_row<T: Float>(row: &[T]) -> (f64, f64) {
-    let mx = row.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
+    let mx = row_max(row);
     let lse = mx.as_f64() + row.iter().map(|&v| (v - mx).exp().as_f64()).sum::<f64>().ln();
     (mx.as_f64(), lse)
 }
@@ -58,7 +62,7 @@ pub fn cross_entropy_bwd<T: Float>(logits: &[T], targets: &[u32], v: usize, eps:
             return;
         }
         // One exp pass: the row's exps go into dr, then dr becomes scale * (exp / sum - smooth).
-        let mx = row.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
+        let mx = row_max(row);
         for (d, &x) in dr.iter_mut().zip(row) {
             *d = (x - mx).exp();
         }

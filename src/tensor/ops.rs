@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use rayon::prelude::*;
-
 use super::{view_data, CpuStorage, Element, Float, Layout, Storage, Tensor};
 use crate::cpu;
 use crate::{Error, Result};
@@ -407,18 +405,14 @@ impl Tensor {
         let keep_scale = 1.0 / (1.0 - p);
         let threshold = (p * (1u64 << 32) as f64) as u64;
         // Drawn straight in the element type (bf16 through f32, as the CUDA kernel rounds it),
-        // in parallel chunks whose loop the compiler vectorises.
+        // in chunks whose loop the compiler vectorises.
         fn draw<T: Float>(n: usize, seed: u64, threshold: u64, keep: T) -> Vec<T> {
-            const CHUNK: usize = 1 << 14;
-            let mut v = vec![T::zero(); n];
-            v.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
-                let base = (c * CHUNK) as u64;
+            cpu::elementwise::fill_chunked(n, |out, start| {
                 for (j, o) in out.iter_mut().enumerate() {
-                    let h = crate::rng::hash64(seed, base + j as u64) >> 32;
+                    let h = crate::rng::hash64(seed, (start + j) as u64) >> 32;
                     *o = if h >= threshold { keep } else { T::zero() };
                 }
-            });
-            v
+            })
         }
         match dtype {
             super::DType::F64 => Tensor::from_vec(draw(n, seed, threshold, keep_scale), shape),
