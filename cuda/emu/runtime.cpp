@@ -40,8 +40,7 @@ struct Fiber {
     std::deque<std::vector<AsyncCopy>> copy_groups;  // committed, oldest first
     std::vector<std::function<void()>> open_mmas;               // wgmma issued, not yet committed
     std::deque<std::vector<std::function<void()>>> mma_groups;  // committed, not yet performed
-    unsigned mma_committed = 0;                                 // groups committed so far
-    unsigned mma_retired = 0;                                   // the oldest mma_retired performed
+    unsigned mma_committed = 0;  // groups committed so far; the oldest (committed - queued) are done
     bool spun = false;  // yielded in a wait without doing anything (not progress)
     uint3 tid;
     State state = State::Runnable;
@@ -314,10 +313,9 @@ static void retire_mmas(Sched& s, unsigned retire) {
     const auto [first, last] = warpgroup(s);
     for (size_t i = first; i < last; ++i) {
         Fiber& f = s.fibers[i];
-        while (f.mma_retired < retire) {
+        while (f.mma_committed - f.mma_groups.size() < retire) {
             for (const auto& op : f.mma_groups.front()) op();
             f.mma_groups.pop_front();
-            f.mma_retired++;
         }
     }
 }
