@@ -27,6 +27,8 @@ pub struct CudaExec {
     arch: String,
     sms: u32,
     modules: Mutex<HashMap<String, Arc<CudaModule>>>,
+    /// Dynamic shared memory each kernel (`file/name`) has opted in to beyond the default 48 KiB.
+    smem_opt_in: Mutex<HashMap<String, u32>>,
     /// cuBLAS on this device's stream, created at the first dense product.
     blas: std::sync::OnceLock<cudarc::cublas::CudaBlas>,
 }
@@ -69,6 +71,7 @@ impl CudaExec {
             arch: nvrtc::arch_for(major, minor),
             sms: sms.max(1) as u32,
             modules: Mutex::new(HashMap::new()),
+            smem_opt_in: Mutex::new(HashMap::new()),
             blas: std::sync::OnceLock::new(),
         })
     }
@@ -148,12 +151,19 @@ impl CudaExec {
     pub unsafe fn launch_async<P: KernelParams>(&self, file: &str, name: &str, g: Geometry, params: &P) -> Result<()> {
         let f = self.function(file, name)?;
         if g.smem_bytes > DEFAULT_SMEM_LIMIT {
-            // Above 48 KiB a kernel must opt in (per function; setting it again is harmless).
-            f.set_attribute(
-                cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                g.smem_bytes as i32,
-            )
-            .map_err(|e| Error::Cuda(format!("{name}: {} bytes of dynamic shared memory on cuda:{}: {e}", g.smem_bytes, self.ordinal)))?;
+            // Above 48 KiB a kernel must opt in, once per function (the attribute stays set).
+            let mut opted = self.smem_opt_in.lock().unwrap_or_else(|p| p.into_inner());
+            let key = format!("{file}/{name}");
+            if opted.get(&key).is_none_or(|&b| b < g.smem_bytes) {
+                f.set_attribute(
+                    cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    g.smem_bytes as i32,
+                )
+                .map_err(|e| {
+                    Error::Cuda(format!("{name}: {} bytes of dynamic shared memory on cuda:{}: {e}", g.smem_bytes, self.ordinal))
+                })?;
+                opted.insert(key, g.smem_bytes);
+            }
         }
         let cfg = LaunchConfig { grid_dim: (g.grid, 1, 1), block_dim: (g.block, 1, 1), shared_mem_bytes: g.smem_bytes };
         let mut b = self.stream.launch_builder(&f);
