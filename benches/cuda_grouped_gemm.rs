@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use automoe::cuda::abi::*;
-use automoe::cuda::grouped_gemm::{plan, run_args, Bf16Kernel, GemmStage, BF16_KERNELS};
+use automoe::cuda::grouped_gemm::{plan_with, run_args, Bf16Kernel, GemmStage, BF16_KERNELS};
 use automoe::cuda::moe_exec::Exec;
 use automoe::cuda::moe_ops::KernelFloat;
 use automoe::cuda::CudaExec;
@@ -244,7 +244,8 @@ where
     let t: usize = c.counts.iter().sum();
     let flags = if stage == GemmStage::Wgrad { AUTOMOE_GEMM_ACCUMULATE } else { 0 };
     // SAFETY: every group's operands lie inside a, b, out (layout() sized them for these counts).
-    let mut pl = unsafe { plan::<CudaExec, T>(x, stage, &templ, Some(&offb), t)? };
+    let plan_for = |k: Bf16Kernel| unsafe { plan_with::<CudaExec, T>(x, stage, &templ, Some(&offb), t, k) };
+    let mut pl = plan_for(BF16_KERNELS[0])?;
     let flops: f64 = (0..e).map(|i| dims(stage, c, i)).map(|(m, n, k)| 2.0 * (m * n * k) as f64).sum();
     let (one, beta) = (T::from_f32(1.0), T::from_f32(if flags != 0 { 1.0 } else { 0.0 }));
     let blas_loop = |out_blas: &mut CudaSlice<T>| -> Result<()> {
@@ -275,7 +276,8 @@ where
     // bf16: every compiled configuration (the default first); f32: the one SIMT kernel.
     let kernels: &[Bf16Kernel] = if T::SUFFIX == "bf16" { &BF16_KERNELS } else { &BF16_KERNELS[..1] };
     for &k in kernels.iter().filter(|k| k.runs_on(x)) {
-        pl.bf16 = k;
+        // A configuration's block tile is part of its plan (the plan kernel tiles the groups by it).
+        let pl = plan_for(k)?;
         let (name, g, p) = run_args::<CudaExec, T>(x, &pl, flags);
         x.stream().memset_zeros(&mut out).map_err(cuda)?;
         // SAFETY: the plan's addresses point into a, b and out, sized by layout().

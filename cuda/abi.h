@@ -133,9 +133,10 @@ typedef struct CombineBwdParams {
 #define AUTOMOE_GEMM_BF16_WARPS_M 2         /* default configuration: 2 x 2 warps of 64 x 64, */
 #define AUTOMOE_GEMM_BF16_WARPS_N 2
 #define AUTOMOE_GEMM_BF16_STAGES 4          /* four k-tiles in flight */
-/* The Hopper configuration (suffix "_sm90", sm_90a only): one warpgroup of 128 threads on wgmma,
- * the same 128x128 block tile, 64-deep k-tiles, stages * AUTOMOE_GEMM_WGMMA_STAGE_BYTES of dynamic
- * shared memory. */
+/* The Hopper configurations (sm_90a only) on wgmma, 64-deep k-tiles: "_sm90", one warpgroup of 128
+ * threads on the same 128x128 block tile, AUTOMOE_GEMM_WGMMA_STAGES stages of
+ * AUTOMOE_GEMM_WGMMA_STAGE_BYTES (the A and B tiles) of dynamic shared memory; "_sm90x2", two
+ * warpgroups on a 256x128 block tile (tile_m 256 in the plan), four stages of 1.5 times that. */
 #define AUTOMOE_GEMM_WGMMA_TILE_K 64
 #define AUTOMOE_GEMM_WGMMA_STAGE_BYTES 32768
 #define AUTOMOE_GEMM_WGMMA_STAGES 3

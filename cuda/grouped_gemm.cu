@@ -400,79 +400,94 @@ __device__ __forceinline__ void mma_bf16(const GroupedGemmParams& p) {
 }
 
 // ---- bf16 on Hopper tensor cores (sm_90a) --------------------------------------------------------
-// The same 128x128 block tile for one warpgroup (128 threads) issuing wgmma.m64n128k16 from shared
-// memory: two m64 halves, 2 x 64 f32 accumulators per thread. K in 64-deep k-tiles through
-// kWgStages cp.async stages; wgmma runs asynchronously, one group per k-tile, and the wait for the
-// previous group (wgmma_wait<1>) is what frees its stage for the next prefetch (a wgmma is one
-// operation of the whole warpgroup, which is the whole block, so no barrier is needed for that).
+// WGS warpgroups (128 threads each) per block, warpgroup w owning rows [128w, 128w + 128) of a
+// (128 WGS) x 128 block tile and issuing wgmma.m64n128k16 from shared memory for them: two m64
+// halves, 2 x 64 f32 accumulators per thread. With two warpgroups the B tile (the weights, in the
+// forward) is loaded once for both. K in 64-deep k-tiles through STAGES cp.async stages; wgmma runs
+// asynchronously, one group per k-tile, and the wait for the previous group (wgmma_wait<1>) is what
+// frees its stage for the next prefetch: with one warpgroup that wait covers the whole block; with
+// two, a barrier after it makes sure the other warpgroup is done with the stage too.
 //
 // Shared memory holds each operand tile in wgmma's no-swizzle canonical layout, in 8x8 "core
 // matrices" of 128 contiguous bytes (8 rows of 16 bytes), which a 16-byte cp.async fills directly:
-//   K-major tile (global rows m or n, contiguous k: fwd A and B, dgrad A): [128 rows][64 k],
+//   K-major tile (global rows m or n, contiguous k: fwd A and B, dgrad A): [E rows][64 k],
 //     core matrix = 8 rows x 8 k; k groups adjacent (LBO = 128 B), row groups SBO = 1024 B.
-//   MN-major tile (global rows k, contiguous m or n: dgrad B, wgrad A and B): [64 k][128 mn],
-//     core matrix = 8 k x 8 mn; mn groups adjacent (SBO = 128 B), k groups LBO = 2048 B.
-// (The LBO/SBO roles follow the PTX ISA's canonical layouts; the emulator twin reads operands by
-// the same formulas, cuda/emu/ptx.h.) Bank conflicts: wgmma reads whole core matrices.
+//   MN-major tile (global rows k, contiguous m or n: dgrad B, wgrad A and B): [64 k][E mn],
+//     core matrix = 8 k x 8 mn; mn groups adjacent (SBO = 128 B), k groups LBO = 16 E B
+//     (2048 B for E = 128).
+// E is the tile's extent along m or n (128 WGS for A, 128 for B). (The LBO/SBO roles follow the
+// PTX ISA's canonical layouts; the emulator twin reads operands by the same formulas,
+// cuda/emu/ptx.h.) Bank conflicts: wgmma reads whole core matrices.
 
-constexpr int kWgBK = AUTOMOE_GEMM_WGMMA_TILE_K, kWgStages = AUTOMOE_GEMM_WGMMA_STAGES;
-constexpr int kWgTileBytes = kBM * kWgBK * 2;  // one operand tile: 16 KiB
-static_assert(2 * kWgTileBytes == AUTOMOE_GEMM_WGMMA_STAGE_BYTES, "abi.h's stage size is the A and B tiles");
-static_assert(kBM == 128 && kBN == 128, "two m64 halves and one n128 wgmma per k16 step");
-static_assert(kWgStages >= 2, "at least one k-tile in flight");
+constexpr int kWgBK = AUTOMOE_GEMM_WGMMA_TILE_K, kWgBN = 128;
+static_assert(kBN == kWgBN, "the wgmma block tile has the mma.sync tile's width");
+
+template <int WGS, int STAGES>
+struct Wg {
+    static constexpr int kThreads = 128 * WGS;
+    static constexpr int kBM = 128 * WGS;                     // block tile rows
+    static constexpr int kATileBytes = kBM * kWgBK * 2;       // A tile of one stage
+    static constexpr int kBTileBytes = kWgBN * kWgBK * 2;     // B tile of one stage: 16 KiB
+    static constexpr int kStageBytes = kATileBytes + kBTileBytes;
+    static_assert(kStageBytes == (WGS + 1) * AUTOMOE_GEMM_WGMMA_STAGE_BYTES / 2, "abi.h's stage size is the A and B tiles");
+    static_assert(STAGES >= 2, "at least one k-tile in flight");
+};
 
 // Byte offset of the 16-byte chunk holding row r, columns c..c+7 of a tile in global orientation
-// (K-major: r = m or n, c = k; MN-major: r = k, c = m or n).
-template <bool kMnMajor>
+// (K-major: r = m or n, c = k; MN-major: r = k, c = m or n) whose m or n extent is E.
+template <bool kMnMajor, int E>
 __device__ __forceinline__ int wg_chunk_offset(int r, int c) {
-    if (kMnMajor) return (c / 8) * 128 + (r / 8) * 2048 + (r % 8) * 16;
+    if (kMnMajor) return (c / 8) * 128 + (r / 8) * (16 * E) + (r % 8) * 16;
     return (r / 8) * 1024 + (c / 8) * 128 + (r % 8) * 16;
 }
 
 // Rows [r0, r0+R) x columns [c0, c0+C) of row-major src (ld, valid region rlim x clim) into a tile
-// in the layout above, zero outside the valid region; vec: 16-byte cp.async, else plain loads.
-template <bool kMnMajor>
+// of m or n extent E in the layout above, zero outside the valid region; vec: 16-byte cp.async,
+// else plain loads. All `threads` threads of the block take part.
+template <bool kMnMajor, int E, int kThreadsUsed>
 __device__ __forceinline__ void wg_load_tile(unsigned char* dst, const bf16* src, int ld, int r0, int c0, int rlim, int clim, bool vec) {
-    constexpr int R = kMnMajor ? kWgBK : kBM, C = kMnMajor ? kBM : kWgBK, kChunksPerRow = C / 8;
-    for (int i = threadIdx.x; i < R * kChunksPerRow; i += 128) {
+    constexpr int R = kMnMajor ? kWgBK : E, C = kMnMajor ? E : kWgBK, kChunksPerRow = C / 8;
+    for (int i = threadIdx.x; i < R * kChunksPerRow; i += kThreadsUsed) {
         const int r = i / kChunksPerRow, c = (i % kChunksPerRow) * 8;
-        copy_chunk(reinterpret_cast<bf16*>(dst + wg_chunk_offset<kMnMajor>(r, c)), src, ld, r0 + r, c0 + c, rlim, clim, vec);
+        copy_chunk(reinterpret_cast<bf16*>(dst + wg_chunk_offset<kMnMajor, E>(r, c)), src, ld, r0 + r, c0 + c, rlim, clim, vec);
     }
 }
 
-template <int S>
+template <int S, class W>
 __device__ __forceinline__ void wg_load_stage(unsigned char* stage, const GemmGroupParams& q, int m0, int n0, int k0, bool va, bool vb) {
     using L = Layout<S>;
     const bf16* A = ptr<const bf16>(q.a);  // [M, lda] or [K, lda]
     const bf16* B = ptr<const bf16>(q.b);  // [N, ldb] or [K, ldb]
     if (L::a_km)
-        wg_load_tile<true>(stage, A, q.lda, k0, m0, q.k, q.m, va);
+        wg_load_tile<true, W::kBM, W::kThreads>(stage, A, q.lda, k0, m0, q.k, q.m, va);
     else
-        wg_load_tile<false>(stage, A, q.lda, m0, k0, q.m, q.k, va);
+        wg_load_tile<false, W::kBM, W::kThreads>(stage, A, q.lda, m0, k0, q.m, q.k, va);
     if (L::b_nk)
-        wg_load_tile<false>(stage + kWgTileBytes, B, q.ldb, n0, k0, q.n, q.k, vb);
+        wg_load_tile<false, kWgBN, W::kThreads>(stage + W::kATileBytes, B, q.ldb, n0, k0, q.n, q.k, vb);
     else
-        wg_load_tile<true>(stage + kWgTileBytes, B, q.ldb, k0, n0, q.k, q.n, vb);
+        wg_load_tile<true, kWgBN, W::kThreads>(stage + W::kATileBytes, B, q.ldb, k0, n0, q.k, q.n, vb);
 }
 
-// Descriptor of the 64x16 (A, half h) or 128x16 (B) operand of k16 step ks within a stage's tile.
-template <bool kMnMajor>
+// Descriptor of the 64x16 (A rows mn0.., E = 128 WGS) or 128x16 (B, E = 128) operand of k16 step
+// ks within a stage's tile.
+template <bool kMnMajor, int E>
 __device__ __forceinline__ unsigned long long wg_desc(const unsigned char* tile, int ks, int mn0) {
-    if (kMnMajor) return wgmma_desc(tile + ks * 2 * 2048 + (mn0 / 8) * 128, 2048, 128);
+    if (kMnMajor) return wgmma_desc(tile + ks * 2 * (16 * E) + (mn0 / 8) * 128, 16 * E, 128);
     return wgmma_desc(tile + (mn0 / 8) * 1024 + ks * 2 * 128, 128, 1024);
 }
 
 #if defined(AUTOMOE_EMU) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
-template <int S, class TC>
+template <int S, class TC, int WGS, int STAGES>
 __device__ __forceinline__ void wgmma_bf16(const GroupedGemmParams& p) {
     using L = Layout<S>;
+    using W = Wg<WGS, STAGES>;
     const GemmGroupParams* groups = ptr<const GemmGroupParams>(p.groups);  // [G]
-    AUTOMOE_DYN_SMEM(unsigned char, smem);  // [kWgStages][A tile, B tile]
+    AUTOMOE_DYN_SMEM(unsigned char, smem);  // [STAGES][A tile, B tile]
     const int G = p.num_groups;
     const int total = total_tiles(groups, G);
-    const int warp = threadIdx.x / 32, lane = (int)lane_id();
+    const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = (int)lane_id();
     for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
-        const auto [q, m0, n0] = tile_at<kBM, kBN>(groups, G, tile);
+        const auto [q, m0, n0] = tile_at<W::kBM, kWgBN>(groups, G, tile);
         const bool va = cp_async_ok(q.a, q.lda), vb = cp_async_ok(q.b, q.ldb);
         float acc[2][64];
 #pragma unroll
@@ -481,32 +496,36 @@ __device__ __forceinline__ void wgmma_bf16(const GroupedGemmParams& p) {
             for (int i = 0; i < 64; ++i) acc[h][i] = 0.0f;
         const int nk = (q.k + kWgBK - 1) / kWgBK;
 #pragma unroll
-        for (int s = 0; s < kWgStages - 1; ++s) {
-            if (s < nk) wg_load_stage<S>(smem + s * AUTOMOE_GEMM_WGMMA_STAGE_BYTES, q, m0, n0, s * kWgBK, va, vb);
+        for (int s = 0; s < STAGES - 1; ++s) {
+            if (s < nk) wg_load_stage<S, W>(smem + s * W::kStageBytes, q, m0, n0, s * kWgBK, va, vb);
             cp_async_commit();
         }
         for (int kt = 0; kt < nk; ++kt) {
-            cp_async_wait<kWgStages - 2>();
+            cp_async_wait<STAGES - 2>();
             fence_proxy_async_shared();  // this thread's copies, visible to wgmma's reads
             __syncthreads();             // ... and everyone else's
-            const unsigned char* st = smem + (kt % kWgStages) * AUTOMOE_GEMM_WGMMA_STAGE_BYTES;
+            const unsigned char* st = smem + (kt % STAGES) * W::kStageBytes;
             wgmma_fence();
 #pragma unroll
             for (int ks = 0; ks < kWgBK / 16; ++ks) {
-                const unsigned long long db = wg_desc<!L::b_nk>(st + kWgTileBytes, ks, 0);
+                const unsigned long long db = wg_desc<!L::b_nk, kWgBN>(st + W::kATileBytes, ks, 0);
 #pragma unroll
                 for (int h = 0; h < 2; ++h)
-                    wgmma_m64n128k16_bf16<L::a_km, !L::b_nk>(acc[h], wg_desc<L::a_km>(st, ks, 64 * h), db);
+                    wgmma_m64n128k16_bf16<L::a_km, !L::b_nk>(acc[h], wg_desc<L::a_km, W::kBM>(st, ks, 128 * wg + 64 * h), db);
             }
             wgmma_commit();
-            // k-tile kt-1's group is done: its stage, which the prefetch below refills, is free.
+            // This warpgroup's k-tile kt-1 group is done; once every warpgroup's is, its stage,
+            // which the prefetch below refills, is free.
             wgmma_wait<1>();
-            const int pf = kt + kWgStages - 1;
-            if (pf < nk) wg_load_stage<S>(smem + (pf % kWgStages) * AUTOMOE_GEMM_WGMMA_STAGE_BYTES, q, m0, n0, pf * kWgBK, va, vb);
+            if constexpr (WGS > 1) __syncthreads();
+            const int pf = kt + STAGES - 1;
+            if (pf < nk) wg_load_stage<S, W>(smem + (pf % STAGES) * W::kStageBytes, q, m0, n0, pf * kWgBK, va, vb);
             cp_async_commit();
         }
         wgmma_wait<0>();
         cp_async_wait<0>();
+        // The next tile's prologue refills stages another warpgroup may still be reading.
+        if constexpr (WGS > 1) __syncthreads();
         const bool paired = pairs_ok<TC>(q);
         const int g = lane >> 2, tq = lane & 3;
 #pragma unroll
@@ -515,19 +534,19 @@ __device__ __forceinline__ void wgmma_bf16(const GroupedGemmParams& p) {
             for (int j = 0; j < 16; ++j)
 #pragma unroll
                 for (int r = 0; r < 2; ++r) {
-                    // Accumulator fragment: acc[h][4j + 2r + e] is row 64h + 16 warp + g + 8r,
-                    // column 8j + 2tq + e.
-                    const int row = m0 + 64 * h + 16 * warp + g + 8 * r, col = n0 + 8 * j + 2 * tq;
+                    // Accumulator fragment: acc[h][4j + 2r + e] is row 64h + 16 warp + g + 8r of
+                    // this warpgroup's rows, column 8j + 2tq + e.
+                    const int row = m0 + 128 * wg + 64 * h + 16 * warp + g + 8 * r, col = n0 + 8 * j + 2 * tq;
                     store_pair<bf16, TC>(q, p.flags, paired, row, col, acc[h][4 * j + 2 * r], acc[h][4 * j + 2 * r + 1]);
                 }
-        // No barrier before the next tile's prologue: the only shared-memory reader is wgmma, and
-        // the wait above completed every group of the warpgroup, which is the block.
+        // With one warpgroup no barrier is needed before the next tile's prologue: the only
+        // shared-memory reader is wgmma, and the wait above completed every group of the block.
     }
 }
 #else
 // Compiled for an architecture without wgmma: the entry points exist (one module for every
 // architecture) but are never launched there (src/cuda/grouped_gemm.rs checks the device).
-template <int S, class TC>
+template <int S, class TC, int WGS, int STAGES>
 __device__ __forceinline__ void wgmma_bf16(const GroupedGemmParams&) {}
 #endif
 
@@ -596,16 +615,20 @@ AUTOMOE_GEMM_BF16_ENTRIES(, AUTOMOE_GEMM_BF16_WARPS_M, AUTOMOE_GEMM_BF16_WARPS_N
 AUTOMOE_GEMM_BF16_ENTRIES(_w8s4, 2, 4, 4)
 AUTOMOE_GEMM_BF16_ENTRIES(_w8s2, 2, 4, 2)
 
-// The Hopper configuration (sm_90a; one warpgroup).
-extern "C" __global__ void __launch_bounds__(128) grouped_gemm_fwd_bf16_sm90(GroupedGemmParams p) {
-    automoe::ggemm::wgmma_bf16<kFwd, __nv_bfloat16>(p);
-}
-extern "C" __global__ void __launch_bounds__(128) grouped_gemm_dgrad_bf16_sm90(GroupedGemmParams p) {
-    automoe::ggemm::wgmma_bf16<kDgrad, __nv_bfloat16>(p);
-}
-extern "C" __global__ void __launch_bounds__(128) grouped_gemm_wgrad_bf16_sm90(GroupedGemmParams p) {
-    automoe::ggemm::wgmma_bf16<kWgrad, float>(p);
-}
+// The Hopper configurations (sm_90a): one warpgroup with three stages, and two warpgroups sharing
+// the B tile with four.
+#define AUTOMOE_GEMM_WGMMA_ENTRIES(suffix, WGS, STAGES)                                                              \
+    extern "C" __global__ void __launch_bounds__(128 * WGS) grouped_gemm_fwd_bf16##suffix(GroupedGemmParams p) {   \
+        automoe::ggemm::wgmma_bf16<kFwd, __nv_bfloat16, WGS, STAGES>(p);                                         \
+    }                                                                                                          \
+    extern "C" __global__ void __launch_bounds__(128 * WGS) grouped_gemm_dgrad_bf16##suffix(GroupedGemmParams p) { \
+        automoe::ggemm::wgmma_bf16<kDgrad, __nv_bfloat16, WGS, STAGES>(p);                                       \
+    }                                                                                                          \
+    extern "C" __global__ void __launch_bounds__(128 * WGS) grouped_gemm_wgrad_bf16##suffix(GroupedGemmParams p) { \
+        automoe::ggemm::wgmma_bf16<kWgrad, float, WGS, STAGES>(p);                                               \
+    }
+AUTOMOE_GEMM_WGMMA_ENTRIES(_sm90, 1, AUTOMOE_GEMM_WGMMA_STAGES)
+AUTOMOE_GEMM_WGMMA_ENTRIES(_sm90x2, 2, 4)
 extern "C" __global__ void __launch_bounds__(AUTOMOE_GEMM_THREADS) grouped_gemm_dbias_f32(GroupedColSumParams p) {
     automoe::ggemm::colsum<float>(p);
 }

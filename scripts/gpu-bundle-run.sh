@@ -36,14 +36,17 @@ benches_only=0
 run_test() { # name, timeout, libtest args...
     local name="$1" limit="$2"
     shift 2
+    # A rerun under another grouped GEMM configuration keeps its own log and row.
+    local cfg="${AUTOMOE_GEMM_BF16:-}" label="$name${AUTOMOE_GEMM_BF16:+ [$AUTOMOE_GEMM_BF16]}"
+    local logf="$out/$name${cfg:+.$cfg}.log"
     local t0=$(date +%s) rc=0
-    timeout "$limit" "$bin/$name" "$@" >"$out/$name.log" 2>&1 || rc=$?
-    cat "$out/$name.log" >>"$log"
+    timeout "$limit" "$bin/$name" "$@" >"$logf" 2>&1 || rc=$?
+    cat "$logf" >>"$log"
     local summary
-    summary="$(grep -E '^test result' "$out/$name.log" | tail -1)"
-    if grep -q "skipped on cuda" "$out/$name.log"; then summary="SKIPPED ON CUDA: $summary"; rc=1; fi
-    step "$name ($(( $(date +%s) - t0 )) s)" "${summary:-exit $rc}"
-    [ $rc -eq 0 ] || { status=1; grep -E "panicked|FAILED|rror" "$out/$name.log" | head -8 | tee -a "$log"; }
+    summary="$(grep -E '^test result' "$logf" | tail -1)"
+    if grep -q "skipped on cuda" "$logf"; then summary="SKIPPED ON CUDA: $summary"; rc=1; fi
+    step "$label ($(( $(date +%s) - t0 )) s)" "${summary:-exit $rc}"
+    [ $rc -eq 0 ] || { status=1; grep -E "panicked|FAILED|rror" "$logf" | head -8 | tee -a "$log"; }
 }
 if [ $benches_only = 0 ]; then
 run_test moe_kernels 120 cuda --nocapture
@@ -55,11 +58,13 @@ run_test cuda_moe_tape 120
 run_test cuda_moe_model 120
 run_test cuda_training 180
 AUTOMOE_REQUIRE_NVRTC=1 run_test nvrtc_compile 90
-# On Hopper, the MoE layer and its tape ops again with the wgmma grouped GEMMs in every plan
-# (AUTOMOE_GEMM_BF16, src/cuda/grouped_gemm.rs), so the whole layer checks that path too.
+# On Hopper, the MoE layer and its tape ops again with each wgmma grouped GEMM configuration in
+# every plan (AUTOMOE_GEMM_BF16, src/cuda/grouped_gemm.rs), so the whole layer checks those too.
 if "$bin/automoe" devices 2>&1 | grep -q "sm_90a"; then
-    AUTOMOE_GEMM_BF16=sm90 run_test moe_layer_cuda 120
-    AUTOMOE_GEMM_BF16=sm90 run_test cuda_moe_tape 120
+    for cfg in sm90 sm90x2; do
+        AUTOMOE_GEMM_BF16=$cfg run_test moe_layer_cuda 120
+        AUTOMOE_GEMM_BF16=$cfg run_test cuda_moe_tape 120
+    done
 fi
 fi
 

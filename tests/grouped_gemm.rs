@@ -420,6 +420,10 @@ macro_rules! backend_tests {
                 run!(|x| run_stage::<_, bf16>(x, GemmStage::Fwd, BF16_KERNELS[3]))
             }
             #[test]
+            fn grouped_gemm_fwd_bf16_sm90x2() {
+                run!(|x| run_stage::<_, bf16>(x, GemmStage::Fwd, BF16_KERNELS[4]))
+            }
+            #[test]
             fn grouped_gemm_dgrad_f32() {
                 run!(|x| run_stage::<_, f32>(x, GemmStage::Dgrad, BF16_KERNELS[0]))
             }
@@ -440,6 +444,10 @@ macro_rules! backend_tests {
                 run!(|x| run_stage::<_, bf16>(x, GemmStage::Dgrad, BF16_KERNELS[3]))
             }
             #[test]
+            fn grouped_gemm_dgrad_bf16_sm90x2() {
+                run!(|x| run_stage::<_, bf16>(x, GemmStage::Dgrad, BF16_KERNELS[4]))
+            }
+            #[test]
             fn grouped_gemm_wgrad_f32() {
                 run!(|x| run_stage::<_, f32>(x, GemmStage::Wgrad, BF16_KERNELS[0]))
             }
@@ -458,6 +466,10 @@ macro_rules! backend_tests {
             #[test]
             fn grouped_gemm_wgrad_bf16_sm90() {
                 run!(|x| run_stage::<_, bf16>(x, GemmStage::Wgrad, BF16_KERNELS[3]))
+            }
+            #[test]
+            fn grouped_gemm_wgrad_bf16_sm90x2() {
+                run!(|x| run_stage::<_, bf16>(x, GemmStage::Wgrad, BF16_KERNELS[4]))
             }
             #[test]
             fn deep_k_all_bf16_kernels() {

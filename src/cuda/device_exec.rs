@@ -199,11 +199,8 @@ impl Exec for CudaExec {
         self.arch == "sm_90a"
     }
 
-    fn persistent_blocks(&self) -> u32 {
-        // Two blocks per SM: the bf16 grouped GEMM's default configuration (128 threads, ~214
-        // registers, 80 KiB of dynamic shared memory) and its 256-thread variants fit two resident
-        // on sm_80 and sm_90 (docs/BENCHMARKS.md, ptxas); where fewer fit, the rest wait a wave.
-        2 * self.sms
+    fn persistent_blocks(&self, per_sm: u32) -> u32 {
+        per_sm.max(1) * self.sms
     }
 
     fn addr<T: Elem>(&self, buf: &DeviceBuf<T>) -> automoe_dptr {

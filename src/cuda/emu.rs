@@ -97,6 +97,9 @@ emu_kernels! {
     GROUPED_GEMM_FWD_BF16_SM90 = emu_launch_grouped_gemm_fwd_bf16_sm90("grouped_gemm_fwd_bf16_sm90", GroupedGemmParams);
     GROUPED_GEMM_DGRAD_BF16_SM90 = emu_launch_grouped_gemm_dgrad_bf16_sm90("grouped_gemm_dgrad_bf16_sm90", GroupedGemmParams);
     GROUPED_GEMM_WGRAD_BF16_SM90 = emu_launch_grouped_gemm_wgrad_bf16_sm90("grouped_gemm_wgrad_bf16_sm90", GroupedGemmParams);
+    GROUPED_GEMM_FWD_BF16_SM90X2 = emu_launch_grouped_gemm_fwd_bf16_sm90x2("grouped_gemm_fwd_bf16_sm90x2", GroupedGemmParams);
+    GROUPED_GEMM_DGRAD_BF16_SM90X2 = emu_launch_grouped_gemm_dgrad_bf16_sm90x2("grouped_gemm_dgrad_bf16_sm90x2", GroupedGemmParams);
+    GROUPED_GEMM_WGRAD_BF16_SM90X2 = emu_launch_grouped_gemm_wgrad_bf16_sm90x2("grouped_gemm_wgrad_bf16_sm90x2", GroupedGemmParams);
     GROUPED_GEMM_DBIAS_F32 = emu_launch_grouped_gemm_dbias_f32("grouped_gemm_dbias_f32", GroupedColSumParams);
     GROUPED_GEMM_DBIAS_BF16 = emu_launch_grouped_gemm_dbias_bf16("grouped_gemm_dbias_bf16", GroupedColSumParams);
     COPY_F32_F32 = emu_launch_copy_f32_f32("copy_f32_f32", CopyParams);
@@ -201,7 +204,8 @@ kernel_params! {
         GROUPED_GEMM_FWD_BF16, GROUPED_GEMM_DGRAD_BF16, GROUPED_GEMM_WGRAD_BF16,
         GROUPED_GEMM_FWD_BF16_W8S4, GROUPED_GEMM_DGRAD_BF16_W8S4, GROUPED_GEMM_WGRAD_BF16_W8S4,
         GROUPED_GEMM_FWD_BF16_W8S2, GROUPED_GEMM_DGRAD_BF16_W8S2, GROUPED_GEMM_WGRAD_BF16_W8S2,
-        GROUPED_GEMM_FWD_BF16_SM90, GROUPED_GEMM_DGRAD_BF16_SM90, GROUPED_GEMM_WGRAD_BF16_SM90
+        GROUPED_GEMM_FWD_BF16_SM90, GROUPED_GEMM_DGRAD_BF16_SM90, GROUPED_GEMM_WGRAD_BF16_SM90,
+        GROUPED_GEMM_FWD_BF16_SM90X2, GROUPED_GEMM_DGRAD_BF16_SM90X2, GROUPED_GEMM_WGRAD_BF16_SM90X2
     ];
     GroupedColSumParams: [GROUPED_GEMM_DBIAS_F32, GROUPED_GEMM_DBIAS_BF16];
     CopyParams: [COPY_F32_F32, COPY_BF16_BF16, COPY_F32_BF16, COPY_BF16_F32];

@@ -141,10 +141,10 @@ impl Exec for Gpu {
         }
     }
 
-    fn persistent_blocks(&self) -> u32 {
+    fn persistent_blocks(&self, per_sm: u32) -> u32 {
         match self {
-            Gpu::Emu(e) => e.persistent_blocks(),
-            Gpu::Device(x) => x.persistent_blocks(),
+            Gpu::Emu(e) => e.persistent_blocks(per_sm),
+            Gpu::Device(x) => x.persistent_blocks(per_sm),
         }
     }
 

@@ -55,20 +55,22 @@ impl GemmStage {
     }
 }
 
-/// Block tile `(M, N)` of the kernels for element type `T` (f32: CUDA cores; bf16: tensor cores).
-pub fn tile_for<T: KernelFloat>() -> (usize, usize) {
+/// Block tile `(M, N)` of the kernels for element type `T` (f32: CUDA cores; bf16: tensor cores in
+/// the configuration `bf16`).
+pub fn tile_for<T: KernelFloat>(bf16: &Bf16Kernel) -> (usize, usize) {
     if T::SUFFIX == "bf16" {
-        (AUTOMOE_GEMM_BF16_TILE_M as usize, AUTOMOE_GEMM_BF16_TILE_N as usize)
+        (bf16.tile_m as usize, AUTOMOE_GEMM_BF16_TILE_N as usize)
     } else {
         (AUTOMOE_GEMM_F32_TILE_M as usize, AUTOMOE_GEMM_F32_TILE_N as usize)
     }
 }
 
-/// A compiled configuration of the bf16 tensor-core kernels (cuda/grouped_gemm.cu): all share the
-/// 128x128 block tile. The `mma.sync` ones (any sm_80+ device) have 32-deep k-tiles and differ in
-/// warps per block and in the depth of the cp.async pipeline; the `wgmma` one (sm_90a only) is one
-/// warpgroup with 64-deep k-tiles. [`BF16_DEFAULT`] runs everywhere; the others exist so the
-/// benchmark can compare configurations on a device in one run.
+/// A compiled configuration of the bf16 tensor-core kernels (cuda/grouped_gemm.cu), all 128 columns
+/// wide. The `mma.sync` ones (any sm_80+ device) have 128x128 block tiles of 32-deep k-tiles and
+/// differ in warps per block and in the depth of the cp.async pipeline; the `wgmma` ones (sm_90a
+/// only) have 64-deep k-tiles and one warpgroup per 128 rows of the block tile (128 or 256).
+/// [`BF16_DEFAULT`] runs everywhere; the others exist so the benchmark can compare configurations
+/// on a device in one run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bf16Kernel {
     /// Appended to the entry points' names (`grouped_gemm_fwd_bf16{suffix}`).
@@ -79,6 +81,8 @@ pub struct Bf16Kernel {
     pub stages: u32,
     /// Hopper warpgroup MMA (needs an sm_90a device; see [`Exec::has_wgmma`]).
     pub wgmma: bool,
+    /// Rows of the block tile (the plan tiles each group's M by it).
+    pub tile_m: u32,
 }
 
 impl Bf16Kernel {
@@ -87,12 +91,29 @@ impl Bf16Kernel {
     }
     /// Dynamic shared memory of one block.
     pub fn smem_bytes(&self) -> u32 {
-        self.stages * if self.wgmma { AUTOMOE_GEMM_WGMMA_STAGE_BYTES } else { AUTOMOE_GEMM_BF16_STAGE_BYTES }
+        if self.wgmma {
+            // A stage is an A tile of tile_m rows and a B tile of 128, each 64 deep in bf16.
+            self.stages * (self.tile_m + AUTOMOE_GEMM_BF16_TILE_N) * AUTOMOE_GEMM_WGMMA_TILE_K * 2
+        } else {
+            self.stages * AUTOMOE_GEMM_BF16_STAGE_BYTES
+        }
+    }
+    /// Blocks resident per multiprocessor on sm_80 and sm_90 (228 KiB of shared memory, 64 K
+    /// registers): two for every configuration up to 256 threads of <= 128 registers or 128
+    /// threads of <= 255 (docs/BENCHMARKS.md, ptxas) with at most 112 KiB of shared memory, one above.
+    pub fn blocks_per_sm(&self) -> u32 {
+        if self.smem_bytes() > 112 * 1024 {
+            1
+        } else {
+            2
+        }
     }
     /// `mma.sync, 4 warps of 64x64, 4 stages of k32`, for tables.
     pub fn describe(&self) -> String {
         if self.wgmma {
-            return format!("wgmma m64n128k16, 1 warpgroup, {} stages of k64", self.stages);
+            let wgs = self.threads() / 128;
+            let s = if wgs == 1 { "" } else { "s" };
+            return format!("wgmma m64n128k16, {wgs} warpgroup{s} on {}x128, {} stages of k64", self.tile_m, self.stages);
         }
         let (wm, wn) = (AUTOMOE_GEMM_BF16_TILE_M / self.warps_m, AUTOMOE_GEMM_BF16_TILE_N / self.warps_n);
         format!("mma.sync, {} warps of {wm}x{wn}, {} stages of k32", self.warps_m * self.warps_n, self.stages)
@@ -110,22 +131,28 @@ pub const BF16_DEFAULT: Bf16Kernel = Bf16Kernel {
     warps_n: AUTOMOE_GEMM_BF16_WARPS_N,
     stages: AUTOMOE_GEMM_BF16_STAGES,
     wgmma: false,
+    tile_m: AUTOMOE_GEMM_BF16_TILE_M,
 };
 
 /// The Hopper configuration: one warpgroup on `wgmma`, 3 stages of 64-deep k-tiles (abi.h).
-pub const BF16_SM90: Bf16Kernel = Bf16Kernel { suffix: "_sm90", warps_m: 4, warps_n: 1, stages: AUTOMOE_GEMM_WGMMA_STAGES, wgmma: true };
+pub const BF16_SM90: Bf16Kernel =
+    Bf16Kernel { suffix: "_sm90", warps_m: 4, warps_n: 1, stages: AUTOMOE_GEMM_WGMMA_STAGES, wgmma: true, tile_m: 128 };
+
+/// Two warpgroups on `wgmma` sharing the B tile of a 256x128 block tile, 4 stages (192 KiB).
+pub const BF16_SM90X2: Bf16Kernel = Bf16Kernel { suffix: "_sm90x2", warps_m: 8, warps_n: 1, stages: 4, wgmma: true, tile_m: 256 };
 
 /// Every compiled bf16 configuration, the default first: 8 warps of 64x32 with 4 stages, and with 2
-/// (the first tensor-core kernel, the baseline the others are measured against), and the Hopper one.
-pub const BF16_KERNELS: [Bf16Kernel; 4] = [
+/// (the first tensor-core kernel, the baseline the others are measured against), and the Hopper ones.
+pub const BF16_KERNELS: [Bf16Kernel; 5] = [
     BF16_DEFAULT,
-    Bf16Kernel { suffix: "_w8s4", warps_m: 2, warps_n: 4, stages: 4, wgmma: false },
-    Bf16Kernel { suffix: "_w8s2", warps_m: 2, warps_n: 4, stages: 2, wgmma: false },
+    Bf16Kernel { suffix: "_w8s4", warps_m: 2, warps_n: 4, stages: 4, wgmma: false, tile_m: 128 },
+    Bf16Kernel { suffix: "_w8s2", warps_m: 2, warps_n: 4, stages: 2, wgmma: false, tile_m: 128 },
     BF16_SM90,
+    BF16_SM90X2,
 ];
 
 /// Environment variable that picks the bf16 configuration of every plan ([`GroupedPlan::new`]) by
-/// its suffix without the underscore (`w8s4`, `w8s2`, `sm90`; empty or `default`: [`BF16_DEFAULT`]),
+/// its suffix without the underscore (`w8s4`, `w8s2`, `sm90`, `sm90x2`; empty or `default`: [`BF16_DEFAULT`]),
 /// so a whole MoE layer or training run can be checked or timed on another configuration.
 pub const BF16_KERNEL_ENV: &str = "AUTOMOE_GEMM_BF16";
 
@@ -166,8 +193,9 @@ pub struct GroupedPlan<X: Exec> {
     pub num_groups: usize,
     /// Host upper bound on the tiles (sets the persistent grid; the kernel reads the exact count).
     pub max_tiles: usize,
-    /// The configuration [`run`] launches for bf16 ([`BF16_DEFAULT`] unless changed).
-    pub bf16: Bf16Kernel,
+    /// The configuration [`run`] launches for bf16; fixed at creation, since its block tile is
+    /// what the plan tiles the groups by.
+    bf16: Bf16Kernel,
     params: GroupedGemmPlanParams,
 }
 
@@ -180,13 +208,26 @@ impl<X: Exec> GroupedPlan<X> {
     /// segment starts: each group's M (fwd, dgrad) or K (wgrad) becomes its segment's row count and
     /// its token operands ([`GemmStage::token_operands`]) are advanced to the segment; `max_rows`
     /// bounds every segment (it sizes the grid only). Without, the template's M and K are used.
+    /// bf16 plans run the configuration [`BF16_KERNEL_ENV`] names ([`BF16_DEFAULT`] when unset).
     pub fn new<T: KernelFloat>(x: &X, stage: GemmStage, templ: &[GemmGroupParams], from_offsets: bool, max_rows: usize) -> Result<Self> {
+        Self::new_with::<T>(x, stage, templ, from_offsets, max_rows, bf16_kernel_from_env()?)
+    }
+
+    /// [`Self::new`] for the bf16 configuration `bf16` (ignored for f32).
+    pub fn new_with<T: KernelFloat>(
+        x: &X,
+        stage: GemmStage,
+        templ: &[GemmGroupParams],
+        from_offsets: bool,
+        max_rows: usize,
+        bf16: Bf16Kernel,
+    ) -> Result<Self> {
         const OP: &str = "grouped_gemm plan";
         let g = templ.len();
         if g == 0 || g > MAX_GROUPS {
             return Err(Error::invalid(OP, format!("{g} groups, expected 1..={MAX_GROUPS}")));
         }
-        let (tm, tn) = tile_for::<T>();
+        let (tm, tn) = tile_for::<T>(&bf16);
         let (shift, count_k) = stage.token_operands();
         let max_tiles = templ
             .iter()
@@ -205,8 +246,12 @@ impl<X: Exec> GroupedPlan<X> {
             accumulate: (stage == GemmStage::Wgrad) as i32,
             ..Default::default()
         };
-        let bf16 = bf16_kernel_from_env()?;
         Ok(GroupedPlan { templ: x.upload(templ)?, groups: x.upload(templ)?, stage, num_groups: g, max_tiles, bf16, params })
+    }
+
+    /// The bf16 configuration [`run`] launches.
+    pub fn bf16(&self) -> Bf16Kernel {
+        self.bf16
     }
 
     /// Geometry and parameters of the plan launch (the benchmark times exactly this).
@@ -244,7 +289,23 @@ pub unsafe fn plan<X: Exec, T: KernelFloat>(
     offsets: Option<&X::Buf<i32>>,
     max_rows: usize,
 ) -> Result<GroupedPlan<X>> {
-    let mut p = GroupedPlan::new::<T>(x, stage, templ, offsets.is_some(), max_rows)?;
+    // SAFETY: forwarded from this function's contract.
+    unsafe { plan_with::<X, T>(x, stage, templ, offsets, max_rows, bf16_kernel_from_env()?) }
+}
+
+/// [`plan`] for the bf16 configuration `bf16` (ignored for f32).
+///
+/// # Safety
+/// As for [`GroupedPlan::replan`].
+pub unsafe fn plan_with<X: Exec, T: KernelFloat>(
+    x: &X,
+    stage: GemmStage,
+    templ: &[GemmGroupParams],
+    offsets: Option<&X::Buf<i32>>,
+    max_rows: usize,
+    bf16: Bf16Kernel,
+) -> Result<GroupedPlan<X>> {
+    let mut p = GroupedPlan::new_with::<T>(x, stage, templ, offsets.is_some(), max_rows, bf16)?;
     // SAFETY: forwarded from this function's contract.
     unsafe { p.replan(x, offsets)? };
     Ok(p)
@@ -252,14 +313,15 @@ pub unsafe fn plan<X: Exec, T: KernelFloat>(
 
 /// Kernel name, geometry and parameters of [`run`] (the benchmark times exactly this launch).
 pub fn run_args<X: Exec, T: KernelFloat>(x: &X, plan: &GroupedPlan<X>, flags: u32) -> (String, Geometry, GroupedGemmParams) {
-    let grid = plan.max_tiles.min(x.persistent_blocks() as usize).max(1) as u32;
+    let grid = |per_sm: u32| plan.max_tiles.min(x.persistent_blocks(per_sm) as usize).max(1) as u32;
     let p = GroupedGemmParams { groups: x.addr(&plan.groups), num_groups: plan.num_groups as i32, flags: flags as i32 };
     if T::SUFFIX == "bf16" {
         let k = plan.bf16;
-        let g = Geometry { grid, block: k.threads(), smem_bytes: k.smem_bytes() };
+        let g = Geometry { grid: grid(k.blocks_per_sm()), block: k.threads(), smem_bytes: k.smem_bytes() };
         (format!("{}{}", plan.stage.kernel::<T>(), k.suffix), g, p)
     } else {
-        (plan.stage.kernel::<T>(), Geometry { grid, block: AUTOMOE_GEMM_THREADS, smem_bytes: 0 }, p)
+        // The f32 kernel: 256 threads, static shared memory only; two fit per SM.
+        (plan.stage.kernel::<T>(), Geometry { grid: grid(2), block: AUTOMOE_GEMM_THREADS, smem_bytes: 0 }, p)
     }
 }
 
@@ -499,8 +561,7 @@ pub fn grouped_gemm_with<X: Exec, T: KernelFloat, C: KernelFloat>(
     // SAFETY: every group's extents, after the offsets' shifts, were checked above against the
     // buffers the addresses point into; the buffers live until the end of this function.
     unsafe {
-        let mut plan = plan::<X, T>(x, stage, &templ, offb.as_ref(), max_rows)?;
-        plan.bf16 = bf16;
+        let plan = plan_with::<X, T>(x, stage, &templ, offb.as_ref(), max_rows, bf16)?;
         run::<X, T>(x, &plan, op.flags)?;
     }
     c.copy_from_slice(&x.download(&cb)?);

@@ -24,9 +24,11 @@ pub trait Exec {
     fn download<T: Elem>(&self, buf: &Self::Buf<T>) -> Result<Vec<T>>;
     fn addr<T: Elem>(&self, buf: &Self::Buf<T>) -> automoe_dptr;
     fn addr_mut<T: Elem>(&self, buf: &mut Self::Buf<T>) -> automoe_dptr;
-    /// Blocks a persistent kernel (the grouped GEMMs) should launch: enough to fill the machine.
-    /// The emulator's small default makes each block loop over several tiles in the tests.
-    fn persistent_blocks(&self) -> u32 {
+    /// Blocks a persistent kernel (the grouped GEMMs) should launch when `per_sm` of its blocks fit
+    /// on one multiprocessor: enough to fill the machine, no more (a block that does not fit would
+    /// wait for a whole earlier block's tile loop). The emulator's small fixed count makes each
+    /// block loop over several tiles in the tests.
+    fn persistent_blocks(&self, _per_sm: u32) -> u32 {
         3
     }
     /// Whether kernels using Hopper's warpgroup MMA (`wgmma`, sm_90a) can run: the emulator runs
