@@ -248,11 +248,22 @@ __device__ __forceinline__ void copy_chunk(bf16* d, const bf16* src, int ld, int
 // Rows [r0, r0+R) x columns [c0, c0+C) of the row-major matrix src (leading dimension ld, valid
 // region rlim x clim) into dst[R][C + kPad], zero outside the valid region. vec: 16-byte cp.async
 // chunks (zero-filled past the edge); otherwise plain loads and stores.
+//
+// Which thread copies which chunk is chosen for shared-memory banks: the 8 lanes of each phase of a
+// 16-byte cp.async must hit 8 different bank quads (16-byte columns mod 128 bytes). Rows of >= 8
+// chunks: the lanes run along a row (8 consecutive chunks). Short rows (the 32-deep k-tile: 4 chunks
+// of a padded 80-byte row): along a row, a phase would span two rows, and the second row's last
+// chunk lands on the first row's first quad (80 + 48 = 128); so the lanes run down 8 rows of one
+// chunk column instead, whose quads differ because the row stride (5 quads) is odd. Either way a
+// warp reads whole 32-byte sectors of global memory. tests/smem_banks.rs counts both.
 template <int R, int C, int kLoaders>
 __device__ __forceinline__ void load_tile(bf16* dst, const bf16* src, int ld, int r0, int c0, int rlim, int clim, bool vec) {
     constexpr int kChunksPerRow = C / 8;
+    constexpr bool kDown = kChunksPerRow < 8;
+    static_assert(!kDown || (R % 8 == 0 && ((C + kPad) / 8) % 2 == 1), "8-row bands with an odd row stride in quads");
     for (int i = threadIdx.x; i < R * kChunksPerRow; i += kLoaders) {
-        const int r = i / kChunksPerRow, c = (i % kChunksPerRow) * 8;
+        const int r = kDown ? (i / (8 * kChunksPerRow)) * 8 + i % 8 : i / kChunksPerRow;
+        const int c = kDown ? ((i / 8) % kChunksPerRow) * 8 : (i % kChunksPerRow) * 8;
         copy_chunk(dst + r * (C + kPad) + c, src, ld, r0 + r, c0 + c, rlim, clim, vec);
     }
 }
@@ -433,23 +444,25 @@ struct Wg {
     static_assert(STAGES >= 2, "at least one k-tile in flight");
 };
 
-// Byte offset of the 16-byte chunk holding row r, columns c..c+7 of a tile in global orientation
-// (K-major: r = m or n, c = k; MN-major: r = k, c = m or n) whose m or n extent is E.
-template <bool kMnMajor, int E>
-__device__ __forceinline__ int wg_chunk_offset(int r, int c) {
-    if (kMnMajor) return (c / 8) * 128 + (r / 8) * (16 * E) + (r % 8) * 16;
-    return (r / 8) * 1024 + (c / 8) * 128 + (r % 8) * 16;
-}
-
 // Rows [r0, r0+R) x columns [c0, c0+C) of row-major src (ld, valid region rlim x clim) into a tile
 // of m or n extent E in the layout above, zero outside the valid region; vec: 16-byte cp.async,
-// else plain loads. All `threads` threads of the block take part.
+// else plain loads. All kThreadsUsed threads of the block take part.
+//
+// Thread i fills the tile's i-th 16-byte slot, so the 8 lanes of each cp.async phase write one
+// whole core matrix (128 contiguous bytes: 8 bank quads, no conflict; tests/smem_banks.rs). Slot i
+// is row i % 8 of core matrix i / 8; inverting the layout above, that is (global orientation)
+//   K-major  [E rows][64 k]: row 8 (i / 64) + i % 8, k chunk (i / 8) % 8;
+//   MN-major [64 k][E mn]:   k   8 (i / E)  + i % 8, mn chunk (i / 8) % (E / 8).
+// A warp reads 64 contiguous bytes of each of 8 global rows (whole 32-byte sectors). Running the
+// lanes along a global row instead would put a phase's 8 chunks 128 bytes apart in shared memory:
+// all on one bank quad, an 8-way conflict.
 template <bool kMnMajor, int E, int kThreadsUsed>
 __device__ __forceinline__ void wg_load_tile(unsigned char* dst, const bf16* src, int ld, int r0, int c0, int rlim, int clim, bool vec) {
-    constexpr int R = kMnMajor ? kWgBK : E, C = kMnMajor ? E : kWgBK, kChunksPerRow = C / 8;
-    for (int i = threadIdx.x; i < R * kChunksPerRow; i += kThreadsUsed) {
-        const int r = i / kChunksPerRow, c = (i % kChunksPerRow) * 8;
-        copy_chunk(reinterpret_cast<bf16*>(dst + wg_chunk_offset<kMnMajor, E>(r, c)), src, ld, r0 + r, c0 + c, rlim, clim, vec);
+    static_assert(E % 8 == 0 && kWgBK == 64, "whole core matrices; K-major rows of 8 chunks (the 1024-byte SBO)");
+    constexpr int kSlots = kWgBK * E / 8, kChunksPerBand = kMnMajor ? E / 8 : kWgBK / 8;  // per 8 rows
+    for (int i = threadIdx.x; i < kSlots; i += kThreadsUsed) {
+        const int r = (i / (8 * kChunksPerBand)) * 8 + i % 8, c = ((i / 8) % kChunksPerBand) * 8;
+        copy_chunk(reinterpret_cast<bf16*>(dst + 16 * i), src, ld, r0 + r, c0 + c, rlim, clim, vec);
     }
 }
 

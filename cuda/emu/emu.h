@@ -213,4 +213,12 @@ struct LaunchCfg {  // mirrors automoe::cuda::emu::LaunchCfg (#[repr(C)])
 // Runs `body(arg)` as the kernel of every thread of every block. Returns 0 or a nonzero status with
 // the message available from emu_last_error().
 int launch(const LaunchCfg* cfg, void (*body)(const void*), const void* arg);
+// Shared-memory bank accounting of one launch (docs/EMULATOR.md, "Bank conflicts"), mirrored by
+// automoe::cuda::emu::SmemStats (#[repr(C)]). A phase is the group of lanes one shared-memory
+// wavefront could serve (8 lanes for 16-byte accesses); wavefronts == phases means conflict-free.
+struct SmemStats {
+    uint64_t cp_async_phases, cp_async_wavefronts;  // cp.async's 16-byte shared-memory writes
+    uint64_t ldmatrix_phases, ldmatrix_wavefronts;  // ldmatrix's 16-byte row reads
+    uint64_t untracked;                             // such accesses outside dynamic shared memory
+};
 }  // namespace emu

@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -34,6 +35,14 @@ struct AsyncCopy {
     unsigned bytes, src_bytes;
 };
 
+// One lane's cp.async into dynamic shared memory, for the bank accounting: the lane's seq-th copy
+// since block barrier generation gen (the lanes of a warp executing one cp.async instruction share
+// gen and seq), at byte offset off.
+struct CpRecord {
+    unsigned gen, seq, lane;
+    uint32_t off;
+};
+
 struct Fiber {
     ucontext_t ctx;
     std::vector<AsyncCopy> open_copies;               // cp.async issued, not yet committed
@@ -41,6 +50,7 @@ struct Fiber {
     std::vector<std::function<void()>> open_mmas;               // wgmma issued, not yet committed
     std::deque<std::vector<std::function<void()>>> mma_groups;  // committed, not yet performed
     unsigned mma_committed = 0;  // groups committed so far; the oldest (committed - queued) are done
+    unsigned cp_gen = 0, cp_seq = 0;  // block barrier generation of the last cp.async, copies since
     bool spun = false;  // yielded in a wait without doing anything (not progress)
     uint3 tid;
     State state = State::Runnable;
@@ -54,6 +64,7 @@ struct Warp {
     unsigned live = 0;    // bit i set while lane i exists and has not exited
     uint64_t buf[32];
     unsigned char gather[32 * 64];  // warp_gather's exchange area
+    std::vector<CpRecord> cp_log;   // this block's cp.async writes, accounted at the block's end
 };
 
 struct Sched {
@@ -69,10 +80,12 @@ struct Sched {
     const void* arg = nullptr;
     std::string error;
     uint64_t rng = 0;
+    SmemStats stats{};
 };
 
 thread_local Sched* t_sched = nullptr;
 thread_local std::string t_last_error;
+thread_local SmemStats t_last_stats{};
 
 Sched& sched() { return *t_sched; }
 
@@ -148,6 +161,55 @@ void shuffle_order(Sched& s) {
     }
 }
 
+// ---- Bank accounting (docs/EMULATOR.md, "Bank conflicts") ----
+// Shared memory has 32 banks of 4 bytes. A warp's 16-byte accesses are served in phases of 8 lanes;
+// a lane's 16 bytes occupy the four banks of one quad (byte offset / 16 mod 8). Lanes of one phase
+// that touch different 16-byte slots of the same quad conflict: the phase takes as many wavefronts
+// as its busiest quad has distinct slots (lanes touching the same slot share one wavefront).
+// Offsets are taken from the start of dynamic shared memory, which is where a kernel without static
+// shared memory has it on the device (the bf16 grouped GEMMs: docs/BENCHMARKS.md, ptxas).
+unsigned phase_wavefronts(const uint32_t* offs, unsigned n) {
+    uint32_t slots[8][8];
+    unsigned count[8] = {}, worst = 0;
+    for (unsigned i = 0; i < n; ++i) {
+        const uint32_t slot = offs[i] / 16, q = slot % 8;
+        if (std::find(slots[q], slots[q] + count[q], slot) == slots[q] + count[q]) slots[q][count[q]++] = slot;
+        worst = std::max(worst, count[q]);
+    }
+    return worst;
+}
+
+// Byte offset of p in dynamic shared memory; false if p lies outside it.
+bool dyn_smem_offset(const Sched& s, const void* p, uint32_t* off) {
+    const unsigned char* base = s.smem.data();
+    const unsigned char* q = static_cast<const unsigned char*>(p);
+    if (s.smem.empty() || q < base || q + 16 > base + s.smem.size()) return false;
+    *off = (uint32_t)(q - base);
+    return true;
+}
+
+// The block's cp.async writes, grouped into instructions (gen, seq) of each warp and into phases of
+// 8 lanes within them.
+void account_cp_async(Sched& s) {
+    for (Warp& w : s.warps) {
+        std::sort(w.cp_log.begin(), w.cp_log.end(), [](const CpRecord& a, const CpRecord& b) {
+            return std::tie(a.gen, a.seq, a.lane) < std::tie(b.gen, b.seq, b.lane);
+        });
+        for (size_t i = 0; i < w.cp_log.size();) {
+            const CpRecord& first = w.cp_log[i];
+            uint32_t offs[8];
+            unsigned n = 0;
+            for (; i < w.cp_log.size() && w.cp_log[i].gen == first.gen && w.cp_log[i].seq == first.seq &&
+                   w.cp_log[i].lane / 8 == first.lane / 8;
+                 ++i)
+                offs[n++] = w.cp_log[i].off;
+            s.stats.cp_async_phases++;
+            s.stats.cp_async_wavefronts += phase_wavefronts(offs, n);
+        }
+        w.cp_log.clear();
+    }
+}
+
 // Runs one block to completion (or to the first error). Returns false on error.
 bool run_block(Sched& s, unsigned nthreads) {
     const dim3 bd = blockDim;
@@ -213,6 +275,7 @@ bool run_block(Sched& s, unsigned nthreads) {
             return false;
         }
     }
+    account_cp_async(s);
     return true;
 }
 
@@ -279,6 +342,14 @@ static void perform(const AsyncCopy& c) {
 void cp_async(void* dst, const void* src, unsigned bytes, unsigned src_bytes) {
     Sched& s = sched();
     const AsyncCopy c{dst, src, bytes, src_bytes < bytes ? src_bytes : bytes};
+    uint32_t off;
+    if (!dyn_smem_offset(s, dst, &off)) {
+        s.stats.untracked++;
+    } else {
+        Fiber& f = s.fibers[s.cur];
+        if (f.cp_gen != s.block_bar.gen) f.cp_gen = s.block_bar.gen, f.cp_seq = 0;
+        s.warps[s.cur / 32].cp_log.push_back(CpRecord{f.cp_gen, f.cp_seq++, s.cur % 32, off});
+    }
     if (s.rng != 0)
         perform(c);
     else
@@ -359,6 +430,21 @@ void wgmma_wait(int n) {
     retire_mmas(s, retire);
 }
 
+void note_ldmatrix_rows(const void* const rows[32]) {
+    Sched& s = sched();
+    for (int m = 0; m < 4; ++m) {
+        uint32_t offs[8];
+        bool tracked = true;
+        for (int j = 0; j < 8; ++j) tracked = tracked && dyn_smem_offset(s, rows[8 * m + j], &offs[j]);
+        if (!tracked) {
+            s.stats.untracked++;
+            continue;
+        }
+        s.stats.ldmatrix_phases++;
+        s.stats.ldmatrix_wavefronts += phase_wavefronts(offs, 8);
+    }
+}
+
 void* dyn_smem() { return sched().smem.data(); }
 
 size_t dyn_smem_bytes() { return sched().smem.size(); }
@@ -392,6 +478,7 @@ int launch(const LaunchCfg* cfg, void (*body)(const void*), const void* arg) {
     thread_local Sched s;  // keeps the stacks across launches on this OS thread
     t_sched = &s;
     s.error.clear();
+    s.stats = SmemStats{};
     s.body = body;
     s.arg = arg;
     s.rng = cfg->seed == 0 ? 0 : (0x9E3779B97F4A7C15ull ^ cfg->seed);
@@ -406,6 +493,7 @@ int launch(const LaunchCfg* cfg, void (*body)(const void*), const void* arg) {
                 ok = run_block(s, (unsigned)nthreads);
             }
     t_sched = nullptr;
+    t_last_stats = s.stats;
     if (!ok) {
         t_last_error = "block (" + std::to_string(blockIdx.x) + "," + std::to_string(blockIdx.y) + "," +
                        std::to_string(blockIdx.z) + "): " + s.error;
@@ -418,3 +506,6 @@ int launch(const LaunchCfg* cfg, void (*body)(const void*), const void* arg) {
 
 // Message of the last failed launch on this OS thread ("" if none); valid until the next launch.
 extern "C" const char* emu_last_error() { return emu::t_last_error.c_str(); }
+
+// Bank accounting of the last launch on this OS thread (zeros before the first).
+extern "C" void emu_last_smem_stats(emu::SmemStats* out) { *out = emu::t_last_stats; }

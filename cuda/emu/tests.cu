@@ -120,3 +120,24 @@ extern "C" __global__ void emutest_deadlock_i32(EmuTestParams p) {
         out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, (int)threadIdx.x, 1);
     }
 }
+
+// Bank accounting (docs/EMULATOR.md, "Bank conflicts"): one warp; lane l's cp.async writes 16 bytes
+// of in at byte offset (l * n) % 4096 of dynamic shared memory (4 KiB + 16), or of a static
+// __shared__ buffer when flag < 0 (not accounted); then, when flag >= 0, lane l gives row address
+// (l * flag) % 4096 to one ldmatrix.x4. n and flag are multiples of 16. out: the ldmatrix registers.
+extern "C" __global__ void emutest_bank_conflicts_i32(EmuTestParams p) {
+    AUTOMOE_DYN_SMEM(unsigned char, dyn);      // [4096 + 16]
+    __shared__ __align__(16) unsigned char st[4096 + 16];
+    const int* in = ptr<const int>(p.in);      // [32, 4]
+    int* out = ptr<int>(p.out);                // [32, 4]
+    const unsigned l = automoe::lane_id();
+    unsigned char* s = p.flag < 0 ? st : dyn;
+    automoe::cp_async_16(s + (l * (unsigned)p.n) % 4096, in + 4 * l, 16);
+    automoe::cp_async_commit();
+    automoe::cp_async_wait<0>();
+    __syncwarp();
+    if (p.flag < 0) return;
+    unsigned r[4];
+    automoe::ldmatrix_x4(r, dyn + (l * (unsigned)p.flag) % 4096);
+    for (int m = 0; m < 4; ++m) out[4 * l + m] = (int)r[m];
+}

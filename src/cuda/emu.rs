@@ -43,8 +43,36 @@ pub struct Kernel<P> {
     launcher: Launcher<P>,
 }
 
+/// Shared-memory bank accounting of one launch, mirrored by `emu::SmemStats` in cuda/emu/emu.h
+/// (docs/EMULATOR.md, "Bank conflicts"). A phase is the 8 lanes of a warp instruction that one
+/// shared-memory wavefront serves when their 16-byte accesses hit distinct bank quads; a phase
+/// whose lanes touch different 16-byte slots of one quad takes one wavefront per such slot. So
+/// `wavefronts == phases` means conflict-free, and `wavefronts / phases` is the mean slowdown.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SmemStats {
+    /// `cp.async` 16-byte writes into dynamic shared memory.
+    pub cp_async_phases: u64,
+    pub cp_async_wavefronts: u64,
+    /// `ldmatrix` 16-byte row reads from dynamic shared memory (one phase per 8x8 matrix).
+    pub ldmatrix_phases: u64,
+    pub ldmatrix_wavefronts: u64,
+    /// Such accesses outside dynamic shared memory (static `__shared__`), not accounted.
+    pub untracked: u64,
+}
+
 extern "C" {
     fn emu_last_error() -> *const c_char;
+    fn emu_last_smem_stats(out: *mut SmemStats);
+}
+
+/// The bank accounting of the last emulated launch on this OS thread (launches are synchronous, so
+/// this is the caller's last launch; zeros before the first).
+pub fn last_launch_smem_stats() -> SmemStats {
+    let mut s = SmemStats::default();
+    // SAFETY: writes one #[repr(C)] struct of the mirrored layout through a valid pointer.
+    unsafe { emu_last_smem_stats(&mut s) };
+    s
 }
 
 macro_rules! emu_kernels {
@@ -144,6 +172,7 @@ emu_kernels! {
     EMUTEST_BF16_I32 = emu_launch_emutest_bf16_i32("emutest_bf16_i32", EmuTestParams);
     EMUTEST_DIVERGENT_SHFL_I32 = emu_launch_emutest_divergent_shfl_i32("emutest_divergent_shfl_i32", EmuTestParams);
     EMUTEST_DEADLOCK_I32 = emu_launch_emutest_deadlock_i32("emutest_deadlock_i32", EmuTestParams);
+    EMUTEST_BANK_CONFLICTS_I32 = emu_launch_emutest_bank_conflicts_i32("emutest_bank_conflicts_i32", EmuTestParams);
     PTXTEST_MMA_BF16 = emu_launch_ptxtest_mma_bf16("ptxtest_mma_bf16", EmuTestParams);
     PTXTEST_LDMATRIX_B16 = emu_launch_ptxtest_ldmatrix_b16("ptxtest_ldmatrix_b16", EmuTestParams);
     PTXTEST_CPASYNC_F32 = emu_launch_ptxtest_cpasync_f32("ptxtest_cpasync_f32", EmuTestParams);
@@ -222,7 +251,7 @@ kernel_params! {
     EmuTestParams: [
         EMUTEST_BLOCK_REDUCE_F32, EMUTEST_TRANSPOSE_F32, EMUTEST_WARP_SCAN_I32, EMUTEST_WARP_OPS_I32,
         EMUTEST_RACE_F32, EMUTEST_ATOMIC_I32, EMUTEST_BF16_I32, EMUTEST_DIVERGENT_SHFL_I32,
-        EMUTEST_DEADLOCK_I32, PTXTEST_MMA_BF16, PTXTEST_LDMATRIX_B16, PTXTEST_CPASYNC_F32, PTXTEST_WGMMA_BF16
+        EMUTEST_DEADLOCK_I32, EMUTEST_BANK_CONFLICTS_I32, PTXTEST_MMA_BF16, PTXTEST_LDMATRIX_B16, PTXTEST_CPASYNC_F32, PTXTEST_WGMMA_BF16
     ];
 }
 

@@ -180,3 +180,31 @@ fn bad_launch_configuration_is_an_error() {
     let err = unsafe { launch(EMUTEST_BLOCK_REDUCE_F32, &cfg, &params(0, addr_mut(&mut out), 1, 0)) };
     assert!(err.unwrap_err().to_string().contains("1024"));
 }
+
+#[test]
+fn bank_accounting_counts_conflicting_lanes_per_phase() {
+    let src: Vec<i32> = (0..128).collect();
+    // (cp.async stride, ldmatrix row stride) in bytes, and the wavefronts of the 4 phases of each:
+    // stride 16 or 80 puts a phase's 8 lanes on 8 different bank quads (80 = 5 quads, odd); 0 is
+    // one shared slot; 32 puts two slots on each of 4 quads; 64 four slots on 2 quads; 128 (a full
+    // bank cycle) all eight slots on one quad.
+    let cases = [(16, 128, 4, 32), (128, 16, 32, 4), (32, 80, 8, 4), (0, 64, 4, 16)];
+    for seed in [0, 5] {
+        for (cp, ld, cp_wf, ld_wf) in cases {
+            let mut out = vec![0i32; 128];
+            let cfg = LaunchCfg { seed, ..LaunchCfg::linear(1, 32, 4096 + 16) };
+            // SAFETY: src and out are [32, 4]; the kernel touches shared memory below 4096 + 16.
+            unsafe { launch(EMUTEST_BANK_CONFLICTS_I32, &cfg, &params(addr(&src), addr_mut(&mut out), cp, ld)).unwrap() };
+            let want =
+                SmemStats { cp_async_phases: 4, cp_async_wavefronts: cp_wf, ldmatrix_phases: 4, ldmatrix_wavefronts: ld_wf, untracked: 0 };
+            assert_eq!(last_launch_smem_stats(), want, "seed {seed}, strides {cp} / {ld}");
+        }
+    }
+    // Static shared memory has no device address here: counted as untracked, not accounted.
+    let mut out = vec![0i32; 128];
+    // SAFETY: as above; flag -1 uses the kernel's static buffer and skips the ldmatrix.
+    unsafe {
+        launch(EMUTEST_BANK_CONFLICTS_I32, &LaunchCfg::linear(1, 32, 4096 + 16), &params(addr(&src), addr_mut(&mut out), 16, -1)).unwrap()
+    };
+    assert_eq!(last_launch_smem_stats(), SmemStats { untracked: 32, ..Default::default() });
+}
