@@ -157,7 +157,7 @@ fn latency_protocol_runs() {
     let sup = supernet(9);
     let cfg = moe_config();
     let view = sup.view(&cfg).unwrap();
-    let proto = LatencyProtocol { src_len: 6, steps: 4, beam: 3, warmup: 1, runs: 3, trim: 0.0, threads: Some(1) };
+    let proto = LatencyProtocol { src_len: 6, steps: 4, beam: 3, warmup: 1, runs: 3, trim: 0.0, threads: Some(1), ..Default::default() };
     let r = measure(&view, &proto).unwrap();
     assert_eq!(r.threads, 1);
     assert_eq!(r.runs_kept, 3);

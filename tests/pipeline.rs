@@ -22,6 +22,11 @@ warmup = 2
 samples = 10
 holdout = 0.2
 predictor_epochs = 5
+# The timing thread's CPU time, in rounds: the 10 tiny subnets' latencies differ by fractions of a
+# millisecond, which the wall clock of a loaded CI machine can reorder (the search's budget is a
+# fraction of the predicted latency, so an inverted predictor leaves no feasible subnet).
+clock = "cpu"
+interleave = true
 [search]
 iterations = 1
 parents = 2
@@ -87,4 +92,9 @@ fn bad_configs_are_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let err = pipeline::run(&cfg, tmp.path()).unwrap_err().to_string();
     assert!(err.contains("no/such/space.toml"), "{err}");
+    // The CPU clock times one thread.
+    let err = PipelineConfig::from_toml_str("[latency]\nclock = \"cpu\"\nthreads = 2", Path::new("p.toml")).unwrap_err().to_string();
+    assert!(err.contains("p.toml") && err.contains("latency.clock") && err.contains("threads = 2"), "{err}");
+    let err = PipelineConfig::from_toml_str("[latency]\nclock = \"sundial\"", Path::new("p.toml")).unwrap_err().to_string();
+    assert!(err.contains("p.toml") && err.contains("sundial"), "{err}");
 }

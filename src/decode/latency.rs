@@ -20,6 +20,41 @@ use crate::data::tokenizer::{EOS_ID, PAD_ID};
 use crate::model::{ModelView, SourceBatch};
 use crate::{Error, Result};
 
+/// What a timing reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Clock {
+    /// Wall-clock time: the protocol's latency, on a machine the timing has to itself.
+    #[default]
+    Wall,
+    /// CPU time of the (single) timing thread: on a shared machine, where other processes take
+    /// the cores away at random, this estimates what the wall clock would read on an idle one.
+    /// Only meaningful with one thread (all work then runs on that thread) and on the CPU.
+    Cpu,
+}
+
+impl Clock {
+    /// Current reading in milliseconds since `start` (wall) or since the thread started (CPU).
+    pub fn now_ms(self, start: Instant) -> Result<f64> {
+        match self {
+            Clock::Wall => Ok(start.elapsed().as_secs_f64() * 1e3),
+            Clock::Cpu => thread_cpu_ms(),
+        }
+    }
+}
+
+/// CPU time consumed by the calling thread, milliseconds.
+fn thread_cpu_ms() -> Result<f64> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call; the clock id is a
+    // constant the platform defines.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Err(Error::invalid("latency clock", format!("the thread CPU clock is unavailable: {}", std::io::Error::last_os_error())));
+    }
+    Ok(ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6)
+}
+
 /// What to time. [`Default`] is the paper's protocol with 20 timed runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LatencyProtocol {
@@ -35,11 +70,14 @@ pub struct LatencyProtocol {
     pub trim: f64,
     /// Threads to run on (a dedicated rayon pool); `None`: the current pool.
     pub threads: Option<usize>,
+    /// Wall clock (the protocol) or the timing thread's CPU time (shared machines; one thread).
+    #[serde(default)]
+    pub clock: Clock,
 }
 
 impl Default for LatencyProtocol {
     fn default() -> Self {
-        LatencyProtocol { src_len: 30, steps: 30, beam: 5, warmup: 5, runs: 20, trim: 0.1, threads: None }
+        LatencyProtocol { src_len: 30, steps: 30, beam: 5, warmup: 5, runs: 20, trim: 0.1, threads: None, clock: Clock::Wall }
     }
 }
 
@@ -71,6 +109,9 @@ impl LatencyProtocol {
         if self.threads == Some(0) {
             return bad("threads must be at least 1".into());
         }
+        if self.clock == Clock::Cpu && self.threads.is_some_and(|t| t != 1) {
+            return bad(format!("the CPU clock measures one thread's time, so it needs 1 thread (got {:?})", self.threads));
+        }
         Ok(())
     }
 
@@ -96,6 +137,12 @@ pub fn measure(model: &ModelView, proto: &LatencyProtocol) -> Result<LatencyRepo
 }
 
 fn measure_here(model: &ModelView, proto: &LatencyProtocol) -> Result<LatencyReport> {
+    if proto.clock == Clock::Cpu && rayon::current_num_threads() != 1 {
+        return Err(Error::invalid(
+            "latency",
+            format!("the CPU clock measures one thread's time, but the pool has {} threads", rayon::current_num_threads()),
+        ));
+    }
     let mut enc_ms = Vec::with_capacity(proto.runs);
     let mut dec_ms = Vec::with_capacity(proto.runs);
     for run in 0..proto.warmup + proto.runs {
@@ -127,17 +174,13 @@ pub fn latency_source(vocab: usize, src_len: usize) -> Result<Vec<u32>> {
     Ok(src)
 }
 
-/// One timed run of the protocol on the current thread pool (no warm-up, no repetition):
-/// `(encoder ms, decoder ms)`. For callers that schedule runs themselves (the search's meter).
+/// One timed run of the protocol on the current thread pool (no warm-up, no repetition) by the
+/// protocol's clock: `(encoder ms, decoder ms)`. For callers that schedule runs themselves (the
+/// search's meter).
 pub fn time_one_run(model: &ModelView, proto: &LatencyProtocol) -> Result<(f64, f64)> {
-    let start = Instant::now();
-    time_one_run_with(model, proto, &|| Ok(start.elapsed().as_secs_f64() * 1e3))
-}
-
-/// [`time_one_run`] with another clock (`now_ms` reads milliseconds since any fixed origin), e.g.
-/// the timing thread's CPU time on a shared machine.
-pub fn time_one_run_with(model: &ModelView, proto: &LatencyProtocol, now_ms: &dyn Fn() -> Result<f64>) -> Result<(f64, f64)> {
     proto.check()?;
+    let start = Instant::now();
+    let now_ms = || proto.clock.now_ms(start);
     let batch = SourceBatch::from_sentences(&[latency_source(model.vocab(), proto.src_len)?], PAD_ID)?;
     let t0 = now_ms()?;
     let enc = model.encode(&batch)?;
@@ -191,6 +234,8 @@ mod tests {
         assert_eq!(trimmed_mean(vec![100.0, 1.0, 2.0, 3.0, 0.0], 1), 2.0);
         assert_eq!(LatencyProtocol { runs: 2, ..p.clone() }.dropped(), 0);
         assert!(LatencyProtocol { trim: 0.5, ..p.clone() }.check().is_err());
-        assert!(LatencyProtocol { threads: Some(0), ..p }.check().is_err());
+        assert!(LatencyProtocol { threads: Some(0), ..p.clone() }.check().is_err());
+        assert!(LatencyProtocol { clock: Clock::Cpu, threads: Some(2), ..p.clone() }.check().is_err());
+        assert!(LatencyProtocol { clock: Clock::Cpu, threads: Some(1), ..p }.check().is_ok());
     }
 }

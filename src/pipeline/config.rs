@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::decode::latency::Clock;
 use crate::{Error, Result};
 
 /// Where the corpus comes from: a directory of `train.{src,tgt}`, `val.*` and a test split, or
@@ -67,11 +68,18 @@ pub struct LatencySection {
     pub predictor_epochs: usize,
     /// Threads the latency of every model is measured with (fixed, reported).
     pub threads: usize,
+    /// What the timings read: `wall` (AutoMoE's protocol) or `cpu`, the timing thread's CPU time,
+    /// for a shared, loaded machine whose wall clock is mostly other processes' noise (needs
+    /// `threads = 1`). Used for the predictor's dataset and the final systems' latencies alike.
+    pub clock: Clock,
+    /// Measure the predictor's dataset in rounds over all subnets (each round one timed run of
+    /// every subnet), so that load drifting over minutes hits every subnet alike.
+    pub interleave: bool,
 }
 
 impl Default for LatencySection {
     fn default() -> Self {
-        LatencySection { samples: 300, holdout: 0.2, predictor_epochs: 300, threads: 1 }
+        LatencySection { samples: 300, holdout: 0.2, predictor_epochs: 300, threads: 1, clock: Clock::Wall, interleave: false }
     }
 }
 
@@ -191,6 +199,9 @@ impl PipelineConfig {
         }
         if !(0.0..0.9).contains(&self.latency.holdout) {
             return bad(format!("latency.holdout = {} must be in [0, 0.9)", self.latency.holdout));
+        }
+        if self.latency.clock == Clock::Cpu && self.latency.threads != 1 {
+            return bad(format!("latency.clock = \"cpu\" times one thread, but latency.threads = {}", self.latency.threads));
         }
         if let Some(f) = self.search.latency_fraction {
             if !(f > 0.0 && f.is_finite()) {

@@ -144,9 +144,16 @@ impl<'a> Context<'a> {
             LatencyDataset::load_json(&ds_path)?
         } else {
             let (net, _) = load_supernet(&mt::checkpoint_dir(supernet_dir))?;
-            let mut meter = CpuLatencyMeter::new(&net, LatencyProtocol::fast(), self.cfg.latency.threads, self.cfg.seed)?;
-            say(format!("latency: measuring {} subnets ({})", self.cfg.latency.samples, meter.describe()));
-            let ds = LatencyDataset::build(&net.space, &mut meter, self.cfg.latency.samples, self.cfg.seed, |_| {})?;
+            let l = &self.cfg.latency;
+            let protocol = LatencyProtocol { clock: l.clock, ..LatencyProtocol::fast() };
+            let mut meter = CpuLatencyMeter::new(&net, protocol, l.threads, self.cfg.seed)?;
+            let how = if l.interleave { ", interleaved" } else { "" };
+            say(format!("latency: measuring {} subnets ({}{how})", l.samples, meter.describe()));
+            let ds = if l.interleave {
+                LatencyDataset::build_interleaved(&net.space, &meter, l.samples, self.cfg.seed, |_| {})?
+            } else {
+                LatencyDataset::build(&net.space, &mut meter, l.samples, self.cfg.seed, |_| {})?
+            };
             ds.save_json(&ds_path)?;
             ds.save_csv(&dir.join("dataset.csv"))?;
             ds
@@ -311,7 +318,7 @@ impl<'a> Context<'a> {
         let (model, _) = load_model_dir(model_dir)?;
         let threads = self.cfg.latency.threads.max(1);
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| Error::invalid("latency", e.to_string()))?;
-        let lat = pool.install(|| measure(&model.view()?, &DecodeLatency::default()))?;
+        let lat = pool.install(|| measure(&model.view()?, &DecodeLatency { clock: self.cfg.latency.clock, ..DecodeLatency::default() }))?;
         let params = param_report(&model.config, model.vocab, model.options.pre_norm, &Routing::Uniform)?;
         let flops = flop_report(&model.config, model.vocab, PAPER_SRC_LEN, PAPER_TGT_LEN, &Routing::Uniform)?;
         let r = SystemResult {

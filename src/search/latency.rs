@@ -7,16 +7,15 @@
 //! or a synthetic function in tests.
 //!
 //! [`CpuLatencyMeter`] times the extracted standalone model with the incremental decoder
-//! (`decode::latency::time_one_run_with`): the encoder once, then `steps` beam steps with cached
+//! (`decode::latency::time_one_run`): the encoder once, then `steps` beam steps with cached
 //! self-attention keys and values and encoder keys and values computed once per layer — the same
 //! code path that translates, so the search ranks subnets by what translation costs.
-
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use crate::data::SPECIAL_TOKENS;
-use crate::decode::latency::{time_one_run_with, LatencyProtocol as DecodeProtocol};
+pub use crate::decode::latency::Clock;
+use crate::decode::latency::{time_one_run, LatencyProtocol as DecodeProtocol};
 use crate::model::{ModelView, SubnetConfig, SubnetModel, Supernet};
 use crate::{Error, Result};
 
@@ -38,41 +37,6 @@ pub trait LatencyMeter {
     fn measure(&mut self, cfg: &SubnetConfig) -> Result<Latency>;
     /// One line saying what is measured and how (device, threads, protocol), for reports.
     fn describe(&self) -> String;
-}
-
-/// What a timing reads.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Clock {
-    /// Wall-clock time: the protocol's latency, on a machine the timing has to itself.
-    #[default]
-    Wall,
-    /// CPU time of the (single) timing thread: on a shared machine, where other processes take
-    /// the cores away at random, this estimates what the wall clock would read on an idle one.
-    /// Only meaningful with one thread (all work then runs on that thread).
-    Cpu,
-}
-
-impl Clock {
-    /// Current reading in milliseconds.
-    fn now_ms(self, start: Instant) -> Result<f64> {
-        match self {
-            Clock::Wall => Ok(start.elapsed().as_secs_f64() * 1e3),
-            Clock::Cpu => thread_cpu_ms(),
-        }
-    }
-}
-
-/// CPU time consumed by the calling thread, milliseconds.
-fn thread_cpu_ms() -> Result<f64> {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec for the duration of the call; the clock id is a
-    // constant the platform defines.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return Err(Error::invalid("latency clock", format!("the thread CPU clock is unavailable: {}", std::io::Error::last_os_error())));
-    }
-    Ok(ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6)
 }
 
 /// The timing protocol. [`LatencyProtocol::paper`] is AutoMoE's; [`LatencyProtocol::fast`] trades
@@ -214,9 +178,17 @@ impl<'a> CpuLatencyMeter<'a> {
     /// Returns (encoder ms, decoder ms) by the protocol's clock.
     fn time_one_run(&self, view: &ModelView) -> Result<(f64, f64)> {
         let p = &self.protocol;
-        let proto = DecodeProtocol { src_len: p.src_len, steps: p.steps, beam: p.beam, warmup: 0, runs: 1, trim: 0.0, threads: None };
-        let start = Instant::now();
-        time_one_run_with(view, &proto, &|| p.clock.now_ms(start))
+        let proto = DecodeProtocol {
+            src_len: p.src_len,
+            steps: p.steps,
+            beam: p.beam,
+            warmup: 0,
+            runs: 1,
+            trim: 0.0,
+            threads: None,
+            clock: p.clock,
+        };
+        time_one_run(view, &proto)
     }
 
     /// Times an already extracted model, which must be on this meter's device.
