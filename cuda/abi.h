@@ -124,8 +124,8 @@ typedef struct CombineBwdParams {
  * src/cuda/grouped_gemm.rs): a launch needs 32 * warps_m * warps_n threads and
  * stages * AUTOMOE_GEMM_BF16_STAGE_BYTES bytes of dynamic shared memory. */
 #define AUTOMOE_GEMM_THREADS 256
-#define AUTOMOE_GEMM_F32_TILE_M 64
-#define AUTOMOE_GEMM_F32_TILE_N 64
+#define AUTOMOE_GEMM_F32_TILE_M 128
+#define AUTOMOE_GEMM_F32_TILE_N 128
 #define AUTOMOE_GEMM_BF16_TILE_M 128
 #define AUTOMOE_GEMM_BF16_TILE_N 128
 #define AUTOMOE_GEMM_BF16_TILE_K 32

@@ -122,66 +122,194 @@ __device__ __forceinline__ void store(const GemmGroupParams& q, int flags, int r
     c[idx] = from_f32<TC>(v);
 }
 
-// ---- f32 on CUDA cores -------------------------------------------------------------------------
-// 64x64 block tile, K in steps of 16 through shared memory stored k-major (As[k][m], Bs[k][n]) so
-// the inner loop reads a row of each; 256 threads as 16x16, each owning a 4x4 register tile strided
-// by 16 (rows ty + 16i, cols tx + 16j) so a warp's shared loads are broadcasts or consecutive words.
+// Whether C and aux (elements T, read alongside) can be written two columns at a time: an even ldc
+// and bases aligned to a pair (4 bytes for bf16, 8 for f32).
+template <class T, class TC>
+__device__ __forceinline__ bool pairs_ok(const GemmGroupParams& q) {
+    return q.ldc % 2 == 0 && q.c % (2 * sizeof(TC)) == 0 && q.aux % (2 * sizeof(T)) == 0;
+}
 
-constexpr int kF32M = AUTOMOE_GEMM_F32_TILE_M, kF32N = AUTOMOE_GEMM_F32_TILE_N, kF32K = 16;
+// Epilogue of two adjacent columns (col even) of one row: one 4- or 8-byte store when the pair is
+// in range and C (and aux) are aligned for it, else element by element.
+template <class T, class TC>
+__device__ __forceinline__ void store_pair(const GemmGroupParams& q, int flags, bool paired, int row, int col, float v0, float v1) {
+    if (!paired || col + 1 >= q.n) {
+        store<T, TC>(q, flags, row, col, v0);
+        store<T, TC>(q, flags, row, col + 1, v1);
+        return;
+    }
+    if (row >= q.m) return;
+    if (q.bias != 0) {
+        const float* bias = ptr<const float>(q.bias);  // [N]
+        v0 += bias[col];
+        v1 += bias[col + 1];
+    }
+    if (flags & AUTOMOE_GEMM_RELU) {
+        v0 = fmaxf(v0, 0.0f);
+        v1 = fmaxf(v1, 0.0f);
+    }
+    const size_t idx = (size_t)row * (size_t)q.ldc + (size_t)col;
+    if ((flags & AUTOMOE_GEMM_RELU_MASK) && q.aux != 0) {
+        const T* aux = ptr<const T>(q.aux);
+        if (!(to_f32(aux[idx]) > 0.0f)) v0 = 0.0f;
+        if (!(to_f32(aux[idx + 1]) > 0.0f)) v1 = 0.0f;
+    }
+    TC* c = ptr<TC>(q.c);  // [M, ldc]
+    if (flags & AUTOMOE_GEMM_ACCUMULATE) {
+        v0 += to_f32(c[idx]);
+        v1 += to_f32(c[idx + 1]);
+    }
+    store2(c + idx, v0, v1);
+}
+
+// ---- f32 on CUDA cores -------------------------------------------------------------------------
+// 128x128 block tile, K in steps of 8, 256 threads as 16 x 16. Thread (tx, ty) owns an 8x8
+// register tile: rows 4 ty + {0..3} and 64 + 4 ty + {0..3}, columns 4 tx + {0..3} and
+// 64 + 4 tx + {0..3}. Per k a thread reads its 8 A and 8 B values as four float4 shared loads and
+// does 64 FFMA (the 4x4 tile of the first version did 16 FFMA for 8 scalar loads, so shared-memory
+// issue bounded it at ~1/4 of the FP32 rate); the halves 64 apart make a warp's B loads 8 lanes of
+// consecutive float4 per phase (conflict-free) and its A loads two broadcasts.
+//
+// Shared tiles are k-major (As[k][m], Bs[k][n], rows padded by 4 floats) and double-buffered: the
+// next k-tile's global loads are issued into registers before the current k-tile is multiplied and
+// stored to the other buffer after it, one barrier per k-tile. Global loads, 4 elements per thread
+// and operand (float4 when the operand's base and leading dimension allow, else scalar, zero
+// outside the valid region):
+//   operand stored with contiguous k (fwd A and B, dgrad A): thread t reads row t / 2, k (t % 2) 4,
+//     and stores the 4 values down 4 k-rows of the tile (lanes t, t + 1 write k-rows 4 apart, i.e.
+//     16 banks apart with the 132-float row stride: no conflict);
+//   operand stored with contiguous m or n (dgrad B, wgrad A and B): thread t reads k-row t / 32,
+//     columns (t % 32) 4, and stores them as one float4.
+
+constexpr int kF32M = AUTOMOE_GEMM_F32_TILE_M, kF32N = AUTOMOE_GEMM_F32_TILE_N, kF32K = 8, kF32Row = 128 + 4;
+static_assert(kF32M == 128 && kF32N == 128 && kThreads == 256, "16 x 16 threads of 8x8 outputs");
+
+// Whether a f32 operand can be read as float4: a 16-byte aligned base and rows of whole float4s.
+__device__ __forceinline__ bool f32_vec_ok(automoe_dptr base, int ld) { return (base & 15) == 0 && ld % 4 == 0; }
+
+// This thread's run of 4 elements of one operand's 128 x 8 (kKContig: rows mn, contiguous k) or
+// 8 x 128 (rows k, contiguous mn) slice per k-tile, walked along K: only a pointer, a k and fixed
+// bounds stay live through the main loop (the group's parameters are reloaded for the epilogue).
+template <bool kKContig>
+struct F32Run {
+    const float* p;  // the run's first element at the current k-tile (read only when in range)
+    int step;        // elements between consecutive k-tiles (8 ld < 2^31: ld is an int row pitch)
+    int k, klim;     // the run's (first) k at the current k-tile; the operand's K
+    int mn_valid;    // elements of the run inside the operand's M or N: 4 or 0 (kKContig), 0..4
+    bool vec;        // float4 loads allowed: an aligned operand and the whole run inside M or N
+
+    // Operand src (row-major, leading dimension ld) of extent mlim along m or n, the block's
+    // slice starting at mn0.
+    __device__ __forceinline__ F32Run(const float* src, int ld, int mn0, int mlim, int klim_, bool vec_) {
+        const int t = (int)threadIdx.x;
+        const int mn = kKContig ? mn0 + t / 2 : mn0 + (t % 32) * 4;
+        k = kKContig ? (t % 2) * 4 : t / 32;
+        klim = klim_;
+        mn_valid = kKContig ? (mn < mlim ? 4 : 0) : min(max(mlim - mn, 0), 4);
+        vec = vec_ && mn_valid == 4;
+        p = kKContig ? src + (size_t)mn * ld + k : src + (size_t)k * ld + mn;
+        step = kKContig ? kF32K : kF32K * ld;
+    }
+
+    // The run at the current k-tile (zero outside the valid region); then advances to the next.
+    __device__ __forceinline__ void fetch(float v[4]) {
+        if (vec && (kKContig ? k + 4 <= klim : k < klim)) {
+            const float4 x = *reinterpret_cast<const float4*>(p);
+            v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
+        } else {
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const bool in = kKContig ? mn_valid == 4 && k + j < klim : j < mn_valid && k < klim;
+                v[j] = in ? p[j] : 0.0f;
+            }
+        }
+        p += step;
+        k += kF32K;
+    }
+};
+
+// Stores a run into the k-major tile dst[8][kF32Row].
+template <bool kKContig>
+__device__ __forceinline__ void f32_stash(float* dst, const float v[4]) {
+    const int t = (int)threadIdx.x;
+    if (kKContig) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) dst[((t % 2) * 4 + j) * kF32Row + t / 2] = v[j];
+    } else {
+        *reinterpret_cast<float4*>(dst + (t / 32) * kF32Row + (t % 32) * 4) = make_float4(v[0], v[1], v[2], v[3]);
+    }
+}
 
 template <int S>
 __device__ __forceinline__ void simt_f32(const GroupedGemmParams& p) {
     using L = Layout<S>;
     const GemmGroupParams* groups = ptr<const GemmGroupParams>(p.groups);  // [G]
-    __shared__ float As[kF32K][kF32M + 4];  // +4: keeps the k-major stores off a single bank
-    __shared__ float Bs[kF32K][kF32N + 4];
+    __shared__ __align__(16) float As[2][kF32K * kF32Row];  // [buffer][k][m]
+    __shared__ __align__(16) float Bs[2][kF32K * kF32Row];  // [buffer][k][n]
     const int G = p.num_groups;
     const int total = total_tiles(groups, G);
-    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    const int tx = (int)threadIdx.x % 16, ty = (int)threadIdx.x / 16;
     for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
-        const auto [q, m0, n0] = tile_at<kF32M, kF32N>(groups, G, tile);
-        const float* A = ptr<const float>(q.a);  // [M, lda] or, wgrad, [K, lda]
-        const float* B = ptr<const float>(q.b);  // [N, ldb] (fwd) or [K, ldb]
-        float acc[4][4];
+        const auto [g, m0, n0] = tile_at<kF32M, kF32N>(groups, G, tile);
+        const int nk = (g.k + kF32K - 1) / kF32K;
+        // A: [M, lda] or, wgrad, [K, lda]; B: [N, ldb] (fwd) or [K, ldb].
+        F32Run<!L::a_km> ra_run(ptr<const float>(g.a), g.lda, m0, g.m, g.k, f32_vec_ok(g.a, g.lda));
+        F32Run<L::b_nk> rb_run(ptr<const float>(g.b), g.ldb, n0, g.n, g.k, f32_vec_ok(g.b, g.ldb));
+        float acc[8][8];
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
+        for (int i = 0; i < 8; ++i)
 #pragma unroll
-            for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
-        for (int k0 = 0; k0 < q.k; k0 += kF32K) {
-            // Consecutive threads read consecutive global addresses in either orientation.
-            for (int i = tid; i < kF32K * kF32M; i += kThreads) {
-                const int m = L::a_km ? i % kF32M : i / kF32K, kk = L::a_km ? i / kF32M : i % kF32K;
-                const int gm = m0 + m, gk = k0 + kk;
-                float v = 0.0f;
-                if (gm < q.m && gk < q.k) v = L::a_km ? A[(size_t)gk * q.lda + gm] : A[(size_t)gm * q.lda + gk];
-                As[kk][m] = v;
+            for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
+        float ra[4], rb[4];
+        ra_run.fetch(ra);
+        rb_run.fetch(rb);
+        f32_stash<!L::a_km>(As[0], ra);
+        f32_stash<L::b_nk>(Bs[0], rb);
+        __syncthreads();
+        for (int kt = 0; kt < nk; ++kt) {
+            const int cur = kt & 1;
+            const bool next = kt + 1 < nk;
+            if (next) {
+                ra_run.fetch(ra);
+                rb_run.fetch(rb);
             }
-            for (int i = tid; i < kF32K * kF32N; i += kThreads) {
-                const int n = L::b_nk ? i / kF32K : i % kF32N, kk = L::b_nk ? i % kF32K : i / kF32N;
-                const int gn = n0 + n, gk = k0 + kk;
-                float v = 0.0f;
-                if (gn < q.n && gk < q.k) v = L::b_nk ? B[(size_t)gn * q.ldb + gk] : B[(size_t)gk * q.ldb + gn];
-                Bs[kk][n] = v;
-            }
-            __syncthreads();
 #pragma unroll
             for (int kk = 0; kk < kF32K; ++kk) {
-                float a[4], b[4];
+                const float* as = As[cur] + kk * kF32Row;
+                const float* bs = Bs[cur] + kk * kF32Row;
+                float a[8], b[8];
 #pragma unroll
-                for (int i = 0; i < 4; ++i) a[i] = As[kk][ty + 16 * i];
+                for (int h = 0; h < 2; ++h) {
+                    const float4 av = *reinterpret_cast<const float4*>(as + 64 * h + 4 * ty);
+                    const float4 bv = *reinterpret_cast<const float4*>(bs + 64 * h + 4 * tx);
+                    a[4 * h] = av.x, a[4 * h + 1] = av.y, a[4 * h + 2] = av.z, a[4 * h + 3] = av.w;
+                    b[4 * h] = bv.x, b[4 * h + 1] = bv.y, b[4 * h + 2] = bv.z, b[4 * h + 3] = bv.w;
+                }
 #pragma unroll
-                for (int j = 0; j < 4; ++j) b[j] = Bs[kk][tx + 16 * j];
+                for (int i = 0; i < 8; ++i)
 #pragma unroll
-                for (int i = 0; i < 4; ++i)
-#pragma unroll
-                    for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+                    for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
             }
-            __syncthreads();  // the next k step overwrites the tiles
+            // The other buffer was last read in k-tile kt - 1, which every thread finished before
+            // the barrier that ended it; this k-tile's buffer is refilled only after the next one.
+            if (next) {
+                f32_stash<!L::a_km>(As[cur ^ 1], ra);
+                f32_stash<L::b_nk>(Bs[cur ^ 1], rb);
+            }
+            __syncthreads();
         }
+        // The group's parameters again (a few cached loads), rather than kept live through the loop.
+        const GemmGroupParams q = groups[find_group(groups, G, tile)];
+        const bool paired = pairs_ok<float, float>(q);
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
+        for (int i = 0; i < 8; ++i) {
+            const int row = m0 + 64 * (i / 4) + 4 * ty + i % 4;
 #pragma unroll
-            for (int j = 0; j < 4; ++j) store<float, float>(q, p.flags, m0 + ty + 16 * i, n0 + tx + 16 * j, acc[i][j]);
+            for (int j = 0; j < 8; j += 2) {
+                const int col = n0 + 64 * (j / 4) + 4 * tx + j % 4;
+                store_pair<float, float>(q, p.flags, paired, row, col, acc[i][j], acc[i][j + 1]);
+            }
+        }
     }
 }
 
@@ -223,13 +351,6 @@ struct Tc {
 // Whether a bf16 operand can be loaded by 16-byte cp.async: a 16-byte aligned base and rows of
 // whole 16-byte chunks (else the scalar path, e.g. a width-3 expert).
 __device__ __forceinline__ bool cp_async_ok(automoe_dptr base, int ld) { return (base & 15) == 0 && ld % 8 == 0; }
-
-// Whether C (and aux, read alongside) can be written two columns at a time: an even ldc and bases
-// aligned to a pair (4 bytes for bf16, 8 for f32).
-template <class TC>
-__device__ __forceinline__ bool pairs_ok(const GemmGroupParams& q) {
-    return q.ldc % 2 == 0 && q.c % (2 * sizeof(TC)) == 0 && q.aux % (2 * sizeof(bf16)) == 0;
-}
 
 // Elements (gr, gc .. gc+7) of the row-major matrix src (leading dimension ld, valid region
 // rlim x clim) into the 16 bytes at d, zero outside the valid region. vec: one cp.async (zero-filled
@@ -321,39 +442,6 @@ __device__ __forceinline__ void mma_stage(const bf16* As, const bf16* Bs, int wm
     }
 }
 
-// Epilogue of two adjacent columns (col even) of one row: one 4- or 8-byte store when the pair is
-// in range and C (and aux) are aligned for it, else element by element.
-template <class T, class TC>
-__device__ __forceinline__ void store_pair(const GemmGroupParams& q, int flags, bool paired, int row, int col, float v0, float v1) {
-    if (!paired || col + 1 >= q.n) {
-        store<T, TC>(q, flags, row, col, v0);
-        store<T, TC>(q, flags, row, col + 1, v1);
-        return;
-    }
-    if (row >= q.m) return;
-    if (q.bias != 0) {
-        const float* bias = ptr<const float>(q.bias);  // [N]
-        v0 += bias[col];
-        v1 += bias[col + 1];
-    }
-    if (flags & AUTOMOE_GEMM_RELU) {
-        v0 = fmaxf(v0, 0.0f);
-        v1 = fmaxf(v1, 0.0f);
-    }
-    const size_t idx = (size_t)row * (size_t)q.ldc + (size_t)col;
-    if ((flags & AUTOMOE_GEMM_RELU_MASK) && q.aux != 0) {
-        const T* aux = ptr<const T>(q.aux);
-        if (!(to_f32(aux[idx]) > 0.0f)) v0 = 0.0f;
-        if (!(to_f32(aux[idx + 1]) > 0.0f)) v1 = 0.0f;
-    }
-    TC* c = ptr<TC>(q.c);  // [M, ldc]
-    if (flags & AUTOMOE_GEMM_ACCUMULATE) {
-        v0 += to_f32(c[idx]);
-        v1 += to_f32(c[idx + 1]);
-    }
-    store2(c + idx, v0, v1);
-}
-
 template <int S, class TC, class Cfg>
 __device__ __forceinline__ void mma_bf16(const GroupedGemmParams& p) {
     const GemmGroupParams* groups = ptr<const GemmGroupParams>(p.groups);  // [G]
@@ -393,7 +481,7 @@ __device__ __forceinline__ void mma_bf16(const GroupedGemmParams& p) {
             mma_stage<S, Cfg>(smem + (2 * cs) * kTileElems, smem + (2 * cs + 1) * kTileElems, wm, wn, acc);
         }
         cp_async_wait<0>();
-        const bool paired = pairs_ok<TC>(q);
+        const bool paired = pairs_ok<bf16, TC>(q);
         const int g = lane >> 2, tq = lane & 3;
 #pragma unroll
         for (int im = 0; im < Cfg::kFragsM; ++im)
@@ -539,7 +627,7 @@ __device__ __forceinline__ void wgmma_bf16(const GroupedGemmParams& p) {
         cp_async_wait<0>();
         // The next tile's prologue refills stages another warpgroup may still be reading.
         if constexpr (WGS > 1) __syncthreads();
-        const bool paired = pairs_ok<TC>(q);
+        const bool paired = pairs_ok<bf16, TC>(q);
         const int g = lane >> 2, tq = lane & 3;
 #pragma unroll
         for (int h = 0; h < 2; ++h)
@@ -601,13 +689,13 @@ using automoe::ggemm::kWgrad;
 
 extern "C" __global__ void grouped_gemm_plan_i32(GroupedGemmPlanParams p) { automoe::ggemm::plan(p); }
 
-extern "C" __global__ void __launch_bounds__(AUTOMOE_GEMM_THREADS) grouped_gemm_fwd_f32(GroupedGemmParams p) {
+extern "C" __global__ void __launch_bounds__(AUTOMOE_GEMM_THREADS, 2) grouped_gemm_fwd_f32(GroupedGemmParams p) {
     automoe::ggemm::simt_f32<kFwd>(p);
 }
-extern "C" __global__ void __launch_bounds__(AUTOMOE_GEMM_THREADS) grouped_gemm_dgrad_f32(GroupedGemmParams p) {
+extern "C" __global__ void __launch_bounds__(AUTOMOE_GEMM_THREADS, 2) grouped_gemm_dgrad_f32(GroupedGemmParams p) {
     automoe::ggemm::simt_f32<kDgrad>(p);
 }
-extern "C" __global__ void __launch_bounds__(AUTOMOE_GEMM_THREADS) grouped_gemm_wgrad_f32(GroupedGemmParams p) {
+extern "C" __global__ void __launch_bounds__(AUTOMOE_GEMM_THREADS, 2) grouped_gemm_wgrad_f32(GroupedGemmParams p) {
     automoe::ggemm::simt_f32<kWgrad>(p);
 }
 // bf16 configurations (src/cuda/grouped_gemm.rs lists them): the default, named by abi.h, and two

@@ -226,20 +226,23 @@ fn run_stage<X: Exec, T: KernelFloat>(x: &X, stage: GemmStage, kernel: Bf16Kerne
     }
 }
 
-/// Every bf16 configuration on products deep enough (K = 270: nine 32-deep k-tiles, the last
-/// partial) to run the cp.async pipeline's steady state, not only its prologue, in each stage's
-/// operand orientation; two groups of M = 130 and N = 136 (partial second tiles in both), one an
-/// empty neighbour away. Nine k-tiles end in the first shared-memory stage for two and four stages,
-/// the stage the next tile's prologue refills first: the shuffled emulator's laggard warp exposes
-/// a missing barrier between the two.
-fn deep_k_bf16<X: Exec>(x: &X) {
+/// Every bf16 configuration (or the f32 kernel) on products deep enough (K = 270: nine 32-deep
+/// k-tiles, the last partial; 34 of the f32 kernel's 8-deep ones) to run the pipelines' steady
+/// state, not only their prologues, in each stage's operand orientation; two groups of M = 130 and
+/// N = 136 (partial second tiles in both), one an empty neighbour away. Nine k-tiles end in the
+/// first shared-memory stage for two and four stages, the stage the next tile's prologue refills
+/// first: the shuffled emulator's laggard warp exposes a missing barrier between the two. Leading
+/// dimensions 270 and 130 take the f32 kernel's scalar loads, 136 its float4 loads.
+fn deep_k<X: Exec, T: KernelFloat>(x: &X) {
     let mut rng = ChaCha8Rng::seed_from_u64(70);
     let (m, n, k) = (130usize, 136usize, 270usize);
+    let kernels: Vec<Bf16Kernel> =
+        if T::SUFFIX == "bf16" { BF16_KERNELS.into_iter().filter(|k| k.runs_on(x)).collect() } else { vec![BF16_KERNELS[0]] };
     for stage in [GemmStage::Fwd, GemmStage::Dgrad, GemmStage::Wgrad] {
         let (ar, ac) = if stage.a_km() { (k, m) } else { (m, k) };
         let (br, bc) = if stage.b_nk() { (n, k) } else { (k, n) };
-        let a: Vec<bf16> = rand_vec(&mut rng, 2 * ar * ac);
-        let b: Vec<bf16> = rand_vec(&mut rng, 2 * br * bc);
+        let a: Vec<T> = rand_vec(&mut rng, 2 * ar * ac);
+        let b: Vec<T> = rand_vec(&mut rng, 2 * br * bc);
         let group = |i: usize| HostGroup {
             m,
             n,
@@ -271,17 +274,17 @@ fn deep_k_bf16<X: Exec>(x: &X) {
                 })
             })
             .collect();
-        for kernel in BF16_KERNELS.into_iter().filter(|k| k.runs_on(x)) {
+        for &kernel in &kernels {
             let op = HostGemm { stage, a: &a, b: &b, bias: None, aux: None, flags: 0 };
-            let ctx = format!("{} deep {}{}", x.backend_name(), stage.kernel::<bf16>(), kernel.suffix);
+            let ctx = format!("{} deep {}{}", x.backend_name(), stage.kernel::<T>(), if T::SUFFIX == "bf16" { kernel.suffix } else { "" });
             if stage == GemmStage::Wgrad {
                 let mut c = vec![f32::NAN; 2 * m * n];
                 grouped_gemm_with(x, &op, &groups, None, &mut c, kernel).unwrap();
-                check(&ctx, &c, &want, true, 1e-2);
+                check(&ctx, &c, &want, true, tol::<T>());
             } else {
-                let mut c = vec![bf16::NAN; 2 * m * n];
+                let mut c = vec![T::poison(); 2 * m * n];
                 grouped_gemm_with(x, &op, &groups, None, &mut c, kernel).unwrap();
-                check(&ctx, &c, &want, true, 1e-2);
+                check(&ctx, &c, &want, true, tol::<T>());
             }
         }
     }
@@ -473,7 +476,11 @@ macro_rules! backend_tests {
             }
             #[test]
             fn deep_k_all_bf16_kernels() {
-                run!(deep_k_bf16)
+                run!(deep_k::<_, bf16>)
+            }
+            #[test]
+            fn deep_k_f32() {
+                run!(deep_k::<_, f32>)
             }
             #[test]
             fn grouped_gemm_dbias_f32() {
