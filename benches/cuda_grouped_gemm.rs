@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use automoe::cuda::abi::*;
-use automoe::cuda::grouped_gemm::{plan_with, run_args, Bf16Kernel, GemmStage, BF16_KERNELS};
+use automoe::cuda::grouped_gemm::{plan_with, run_args, Bf16Kernel, GemmStage, BF16_KERNELS, FILE};
 use automoe::cuda::moe_exec::Exec;
 use automoe::cuda::moe_ops::KernelFloat;
 use automoe::cuda::CudaExec;
@@ -272,23 +272,24 @@ where
     let sb = time_s(x, 20, || blas_loop(&mut out_blas))?;
     let (pg, pp) = pl.replan_args(x, Some(&offb));
     // SAFETY: the plan's template and offsets are live buffers of `x`.
-    let plan_s = time_s(x, 20, || unsafe { x.launch_async("grouped_gemm.cu", "grouped_gemm_plan_i32", pg, &pp) })?;
+    let plan_s = time_s(x, 20, || unsafe { x.launch_async(FILE, "grouped_gemm_plan_i32", pg, &pp) })?;
     // bf16: every compiled configuration (the default first); f32: the one SIMT kernel.
     let kernels: &[Bf16Kernel] = if T::SUFFIX == "bf16" { &BF16_KERNELS } else { &BF16_KERNELS[..1] };
     for &k in kernels.iter().filter(|k| k.runs_on(x)) {
         // A configuration's block tile is part of its plan (the plan kernel tiles the groups by it).
         let pl = plan_for(k)?;
-        let (name, g, p) = run_args::<CudaExec, T>(x, &pl, flags);
+        let l = run_args::<CudaExec, T>(x, &pl, flags);
+        let (name, g, p) = (&l.name, l.geometry, &l.params);
         x.stream().memset_zeros(&mut out).map_err(cuda)?;
         // SAFETY: the plan's addresses point into a, b and out, sized by layout().
-        unsafe { x.launch_async("grouped_gemm.cu", &name, g, &p)? };
+        unsafe { x.launch_async(l.file, name, g, p)? };
         let got: Vec<f32> = x.stream().clone_dtoh(&out).map_err(cuda)?.iter().map(|v| v.to_f32()).collect();
         let diff = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
         // SAFETY: as above.
-        let s = time_s(x, 20, || unsafe { x.launch_async("grouped_gemm.cu", &name, g, &p) })?;
+        let s = time_s(x, 20, || unsafe { x.launch_async(l.file, name, g, p) })?;
         rows.push(Row {
             case: c.name,
-            kernel: name,
+            kernel: l.name.clone(),
             tflops: flops / s / 1e12,
             blas_tflops: flops / sb / 1e12,
             plan_us: plan_s * 1e6,

@@ -6,6 +6,7 @@
 #include "../gating.cu"
 #include "../permute.cu"
 #include "../grouped_gemm.cu"
+#include "../grouped_gemm_variants.cu"
 #include "../elementwise.cu"
 #include "../reduce.cu"
 #include "../norm.cu"

@@ -86,6 +86,14 @@ pub struct Bf16Kernel {
 }
 
 impl Bf16Kernel {
+    /// The kernel file holding this configuration's entry points.
+    pub fn file(&self) -> &'static str {
+        if self.suffix.is_empty() {
+            FILE
+        } else {
+            VARIANTS_FILE
+        }
+    }
     pub fn threads(&self) -> u32 {
         32 * self.warps_m * self.warps_n
     }
@@ -181,7 +189,12 @@ pub fn bf16_kernel_named(name: &str) -> Result<Bf16Kernel> {
 
 /// Largest group count (the plan's shared-memory scan).
 pub const MAX_GROUPS: usize = 512;
-const FILE: &str = "grouped_gemm.cu";
+/// The kernel file of the plan kernel, the f32 kernels, the default bf16 configuration and the
+/// bias sums.
+pub const FILE: &str = "grouped_gemm.cu";
+/// The kernel file of the other bf16 configurations (an NVRTC program of its own, compiled only
+/// when one of them runs).
+pub const VARIANTS_FILE: &str = "grouped_gemm_variants.cu";
 
 /// A problem list on the device: the uploaded template (set up once) and the list the plan kernel
 /// writes from it, ready for [`run`]. Re-planning for new offsets ([`GroupedPlan::replan`]) and
@@ -311,17 +324,27 @@ pub unsafe fn plan_with<X: Exec, T: KernelFloat>(
     Ok(p)
 }
 
-/// Kernel name, geometry and parameters of [`run`] (the benchmark times exactly this launch).
-pub fn run_args<X: Exec, T: KernelFloat>(x: &X, plan: &GroupedPlan<X>, flags: u32) -> (String, Geometry, GroupedGemmParams) {
+/// One launch of a grouped GEMM kernel.
+pub struct GemmLaunch {
+    /// Kernel file and entry point.
+    pub file: &'static str,
+    pub name: String,
+    pub geometry: Geometry,
+    pub params: GroupedGemmParams,
+}
+
+/// The launch [`run`] makes (the benchmark times exactly this launch).
+pub fn run_args<X: Exec, T: KernelFloat>(x: &X, plan: &GroupedPlan<X>, flags: u32) -> GemmLaunch {
     let grid = |per_sm: u32| plan.max_tiles.min(x.persistent_blocks(per_sm) as usize).max(1) as u32;
     let p = GroupedGemmParams { groups: x.addr(&plan.groups), num_groups: plan.num_groups as i32, flags: flags as i32 };
     if T::SUFFIX == "bf16" {
         let k = plan.bf16;
-        let g = Geometry { grid: grid(k.blocks_per_sm()), block: k.threads(), smem_bytes: k.smem_bytes() };
-        (format!("{}{}", plan.stage.kernel::<T>(), k.suffix), g, p)
+        let geometry = Geometry { grid: grid(k.blocks_per_sm()), block: k.threads(), smem_bytes: k.smem_bytes() };
+        GemmLaunch { file: k.file(), name: format!("{}{}", plan.stage.kernel::<T>(), k.suffix), geometry, params: p }
     } else {
         // The f32 kernel: 256 threads, static shared memory only; two fit per SM.
-        (plan.stage.kernel::<T>(), Geometry { grid: grid(2), block: AUTOMOE_GEMM_THREADS, smem_bytes: 0 }, p)
+        let geometry = Geometry { grid: grid(2), block: AUTOMOE_GEMM_THREADS, smem_bytes: 0 };
+        GemmLaunch { file: FILE, name: plan.stage.kernel::<T>(), geometry, params: p }
     }
 }
 
@@ -338,9 +361,9 @@ pub unsafe fn run<X: Exec, T: KernelFloat>(x: &X, plan: &GroupedPlan<X>, flags: 
         let msg = format!("the bf16 configuration {} ({}) needs an sm_90a device, not {}", k.suffix, k.describe(), x.backend_name());
         return Err(Error::invalid("grouped_gemm", msg));
     }
-    let (name, g, p) = run_args::<X, T>(x, plan, flags);
+    let l = run_args::<X, T>(x, plan, flags);
     // SAFETY: forwarded from this function's contract.
-    unsafe { x.enqueue(FILE, &name, g, &p) }
+    unsafe { x.enqueue(l.file, &l.name, l.geometry, &l.params) }
 }
 
 /// `out[g, :widths[g]] += column sums of rows offsets[g]..offsets[g+1]` of `src: [R, ld]`.
