@@ -17,8 +17,9 @@ void cp_async_wait(int n);
 void wgmma_issue(std::function<void()> op);
 void wgmma_commit();
 void wgmma_wait(int n);
-// Bank accounting of one ldmatrix.x4: rows[8m + j] is row j of matrix m (called by one lane).
-void note_ldmatrix_rows(const void* const rows[32]);
+// Checks the alignment of one ldmatrix.x4 and accounts its banks: rows[8m + j] is row j of matrix m
+// (called by one lane).
+void check_ldmatrix_rows(const void* const rows[32]);
 }  // namespace emu
 
 namespace automoe {
@@ -67,7 +68,7 @@ __device__ __forceinline__ void ldmatrix_x4_impl(unsigned r[4], const void* row,
     const void* rows[32];
     emu::warp_gather(&row, sizeof(row), rows);
     const int l = (int)emu::lane_id();
-    if (l == 0) emu::note_ldmatrix_rows(rows);
+    if (l == 0) emu::check_ldmatrix_rows(rows);
     for (int m = 0; m < 4; ++m) {
         unsigned short lo, hi;
         if (!trans) {

@@ -341,6 +341,10 @@ static void perform(const AsyncCopy& c) {
 // warpgroup has committed its group (early).
 void cp_async(void* dst, const void* src, unsigned bytes, unsigned src_bytes) {
     Sched& s = sched();
+    // The instruction faults on a misaligned address (PTX ISA, cp.async: both addresses aligned to
+    // the copy size); x86 would not, so the twin checks. A source no byte is read from is exempt.
+    if ((uintptr_t)dst % bytes != 0) fail("cp.async: shared-memory destination not aligned to the copy size");
+    if (src_bytes > 0 && (uintptr_t)src % bytes != 0) fail("cp.async: global source not aligned to the copy size");
     const AsyncCopy c{dst, src, bytes, src_bytes < bytes ? src_bytes : bytes};
     uint32_t off;
     if (!dyn_smem_offset(s, dst, &off)) {
@@ -430,8 +434,10 @@ void wgmma_wait(int n) {
     retire_mmas(s, retire);
 }
 
-void note_ldmatrix_rows(const void* const rows[32]) {
+void check_ldmatrix_rows(const void* const rows[32]) {
     Sched& s = sched();
+    for (int l = 0; l < 32; ++l)
+        if ((uintptr_t)rows[l] % 16 != 0) fail("ldmatrix: a row address not 16-byte aligned");
     for (int m = 0; m < 4; ++m) {
         uint32_t offs[8];
         bool tracked = true;

@@ -181,9 +181,18 @@ fn bad_launch_configuration_is_an_error() {
     assert!(err.unwrap_err().to_string().contains("1024"));
 }
 
+/// 16-byte aligned source rows for cp.async (a `Vec<i32>` is only 4-byte aligned by its type).
+#[repr(C, align(16))]
+struct Aligned([i32; 128]);
+
+fn aligned_src() -> Box<Aligned> {
+    Box::new(Aligned(std::array::from_fn(|i| i as i32)))
+}
+
 #[test]
 fn bank_accounting_counts_conflicting_lanes_per_phase() {
-    let src: Vec<i32> = (0..128).collect();
+    let src = aligned_src();
+    let src = &src.0[..];
     // (cp.async stride, ldmatrix row stride) in bytes, and the wavefronts of the 4 phases of each:
     // stride 16 or 80 puts a phase's 8 lanes on 8 different bank quads (80 = 5 quads, odd); 0 is
     // one shared slot; 32 puts two slots on each of 4 quads; 64 four slots on 2 quads; 128 (a full
@@ -194,7 +203,7 @@ fn bank_accounting_counts_conflicting_lanes_per_phase() {
             let mut out = vec![0i32; 128];
             let cfg = LaunchCfg { seed, ..LaunchCfg::linear(1, 32, 4096 + 16) };
             // SAFETY: src and out are [32, 4]; the kernel touches shared memory below 4096 + 16.
-            unsafe { launch(EMUTEST_BANK_CONFLICTS_I32, &cfg, &params(addr(&src), addr_mut(&mut out), cp, ld)).unwrap() };
+            unsafe { launch(EMUTEST_BANK_CONFLICTS_I32, &cfg, &params(addr(src), addr_mut(&mut out), cp, ld)).unwrap() };
             let want =
                 SmemStats { cp_async_phases: 4, cp_async_wavefronts: cp_wf, ldmatrix_phases: 4, ldmatrix_wavefronts: ld_wf, untracked: 0 };
             assert_eq!(last_launch_smem_stats(), want, "seed {seed}, strides {cp} / {ld}");
@@ -204,7 +213,23 @@ fn bank_accounting_counts_conflicting_lanes_per_phase() {
     let mut out = vec![0i32; 128];
     // SAFETY: as above; flag -1 uses the kernel's static buffer and skips the ldmatrix.
     unsafe {
-        launch(EMUTEST_BANK_CONFLICTS_I32, &LaunchCfg::linear(1, 32, 4096 + 16), &params(addr(&src), addr_mut(&mut out), 16, -1)).unwrap()
+        launch(EMUTEST_BANK_CONFLICTS_I32, &LaunchCfg::linear(1, 32, 4096 + 16), &params(addr(src), addr_mut(&mut out), 16, -1)).unwrap()
     };
     assert_eq!(last_launch_smem_stats(), SmemStats { untracked: 32, ..Default::default() });
+}
+
+#[test]
+fn misaligned_cp_async_and_ldmatrix_are_reported() {
+    // The instructions fault on a device; the twins must not quietly work on x86.
+    let src = aligned_src();
+    let src = &src.0[..];
+    for (cp, ld, what) in [(8, 16, "cp.async"), (16, 8, "ldmatrix")] {
+        let mut out = vec![0i32; 128];
+        // SAFETY: as in the bank test; the launch stops at the misaligned access.
+        let err = unsafe {
+            launch(EMUTEST_BANK_CONFLICTS_I32, &LaunchCfg::linear(1, 32, 4096 + 16), &params(addr(src), addr_mut(&mut out), cp, ld))
+        };
+        let msg = err.unwrap_err().to_string();
+        assert!(msg.contains(what) && msg.contains("aligned"), "{msg}");
+    }
 }
