@@ -34,11 +34,33 @@ __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
     return __float2bfloat16(v);
 }
 
+// Vector loads and stores of global or shared memory (V = uint4, float4, float2, unsigned, ...):
+// the address must be aligned to sizeof(V). A device faults otherwise; x86 does not, so the
+// emulator build checks, and every vector access of device memory goes through these.
+template <class V>
+__device__ __forceinline__ void check_vec_aligned(const void* p) {
+#ifdef AUTOMOE_EMU
+    if ((unsigned long long)p % sizeof(V) != 0) emu::fail("a vector load or store at an address not aligned to its size (a device faults)");
+#else
+    (void)p;
+#endif
+}
+template <class V>
+__device__ __forceinline__ V load_vec(const void* p) {
+    check_vec_aligned<V>(p);
+    return *reinterpret_cast<const V*>(p);
+}
+template <class V>
+__device__ __forceinline__ void store_vec(void* p, const V& v) {
+    check_vec_aligned<V>(p);
+    *reinterpret_cast<V*>(p) = v;
+}
+
 // Two adjacent elements in one 8- or 4-byte store; p must be aligned to twice the element size.
-__device__ __forceinline__ void store2(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
+__device__ __forceinline__ void store2(float* p, float a, float b) { store_vec<float2>(p, make_float2(a, b)); }
 __device__ __forceinline__ void store2(__nv_bfloat16* p, float a, float b) {
     const __nv_bfloat16 v[2] = {from_f32<__nv_bfloat16>(a), from_f32<__nv_bfloat16>(b)};
-    *reinterpret_cast<unsigned*>(p) = *reinterpret_cast<const unsigned*>(v);
+    store_vec<unsigned>(p, *reinterpret_cast<const unsigned*>(v));
 }
 
 // -inf without <math.h> (NVRTC compiles with no system headers).

@@ -51,7 +51,7 @@ __device__ __forceinline__ void load_run(const T* row, int e0, int E, bool vec, 
 #pragma unroll
         for (int c = 0; c < P; c += V) {
             __align__(16) T v[V];
-            *reinterpret_cast<uint4*>(v) = *reinterpret_cast<const uint4*>(row + e0 + c);
+            *reinterpret_cast<uint4*>(v) = load_vec<uint4>(row + e0 + c);
 #pragma unroll
             for (int i = 0; i < V; ++i) x[c + i] = to_f32(v[i]);
         }
@@ -72,7 +72,7 @@ __device__ __forceinline__ void store_run(T* row, int e0, int E, bool vec, const
             __align__(16) T w[V];
 #pragma unroll
             for (int i = 0; i < V; ++i) w[i] = from_f32<T>(v[c + i]);
-            *reinterpret_cast<uint4*>(row + e0 + c) = *reinterpret_cast<const uint4*>(w);
+            store_vec<uint4>(row + e0 + c, *reinterpret_cast<const uint4*>(w));
         }
     } else {
 #pragma unroll

@@ -216,7 +216,7 @@ struct F32Run {
     // The run at the current k-tile (zero outside the valid region); then advances to the next.
     __device__ __forceinline__ void fetch(float v[4]) {
         if (vec && (kKContig ? k + 4 <= klim : k < klim)) {
-            const float4 x = *reinterpret_cast<const float4*>(p);
+            const float4 x = load_vec<float4>(p);
             v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
         } else {
 #pragma unroll
@@ -238,7 +238,7 @@ __device__ __forceinline__ void f32_stash(float* dst, const float v[4]) {
 #pragma unroll
         for (int j = 0; j < 4; ++j) dst[((t % 2) * 4 + j) * kF32Row + t / 2] = v[j];
     } else {
-        *reinterpret_cast<float4*>(dst + (t / 32) * kF32Row + (t % 32) * 4) = make_float4(v[0], v[1], v[2], v[3]);
+        store_vec<float4>(dst + (t / 32) * kF32Row + (t % 32) * 4, make_float4(v[0], v[1], v[2], v[3]));
     }
 }
 
@@ -282,8 +282,8 @@ __device__ __forceinline__ void simt_f32(const GroupedGemmParams& p) {
                 float a[8], b[8];
 #pragma unroll
                 for (int h = 0; h < 2; ++h) {
-                    const float4 av = *reinterpret_cast<const float4*>(as + 64 * h + 4 * ty);
-                    const float4 bv = *reinterpret_cast<const float4*>(bs + 64 * h + 4 * tx);
+                    const float4 av = load_vec<float4>(as + 64 * h + 4 * ty);
+                    const float4 bv = load_vec<float4>(bs + 64 * h + 4 * tx);
                     a[4 * h] = av.x, a[4 * h + 1] = av.y, a[4 * h + 2] = av.z, a[4 * h + 3] = av.w;
                     b[4 * h] = bv.x, b[4 * h + 1] = bv.y, b[4 * h + 2] = bv.z, b[4 * h + 3] = bv.w;
                 }

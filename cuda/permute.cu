@@ -18,7 +18,7 @@ __device__ __forceinline__ bool vec16(int d, automoe_dptr a, automoe_dptr b) {
 template <class T>
 __device__ __forceinline__ void add16(float* acc, const T* src, float scale) {
     __align__(16) T v[16 / sizeof(T)];
-    *reinterpret_cast<uint4*>(v) = *reinterpret_cast<const uint4*>(src);
+    *reinterpret_cast<uint4*>(v) = load_vec<uint4>(src);
 #pragma unroll
     for (int i = 0; i < (int)(16 / sizeof(T)); ++i) acc[i] += scale * to_f32(v[i]);
 }
@@ -29,7 +29,7 @@ __device__ __forceinline__ void store16(T* dst, const float* acc) {
     __align__(16) T v[16 / sizeof(T)];
 #pragma unroll
     for (int i = 0; i < (int)(16 / sizeof(T)); ++i) v[i] = from_f32<T>(acc[i]);
-    *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(v);
+    store_vec<uint4>(dst, *reinterpret_cast<const uint4*>(v));
 }
 
 namespace permute {
@@ -242,10 +242,10 @@ __device__ __forceinline__ void fwd(const PermuteFwdParams& p) {
     const size_t row_bytes = (size_t)p.d * sizeof(T);
     const bool vec = row_bytes % 16 == 0 && p.x % 16 == 0 && p.xp % 16 == 0;
     if (vec) {
-        const uint4* src = reinterpret_cast<const uint4*>(x + (size_t)(t < 0 ? 0 : t) * p.d);
-        uint4* dst = reinterpret_cast<uint4*>(xp + (size_t)r * p.d);
+        const unsigned char* src = reinterpret_cast<const unsigned char*>(x + (size_t)(t < 0 ? 0 : t) * p.d);
+        unsigned char* dst = reinterpret_cast<unsigned char*>(xp + (size_t)r * p.d);
         const int n = (int)(row_bytes / 16);
-        for (int c = lane; c < n; c += 32) dst[c] = t >= 0 ? src[c] : make_uint4(0, 0, 0, 0);
+        for (int c = lane; c < n; c += 32) store_vec<uint4>(dst + 16 * c, t >= 0 ? load_vec<uint4>(src + 16 * c) : make_uint4(0, 0, 0, 0));
     } else {
         for (int c = lane; c < p.d; c += 32) xp[(size_t)r * p.d + c] = t >= 0 ? x[(size_t)t * p.d + c] : from_f32<T>(0.0f);
     }

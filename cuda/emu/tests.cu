@@ -141,3 +141,11 @@ extern "C" __global__ void emutest_bank_conflicts_i32(EmuTestParams p) {
     automoe::ldmatrix_x4(r, dyn + (l * (unsigned)p.flag) % 4096);
     for (int m = 0; m < 4; ++m) out[4 * l + m] = (int)r[m];
 }
+
+// One thread: out[0..4) = the 16 bytes at byte offset n of in, read as one uint4 through
+// automoe::load_vec (n not a multiple of 16: the emulator must report it, as a device would fault).
+extern "C" __global__ void emutest_vec_load_i32(EmuTestParams p) {
+    const unsigned char* in = ptr<const unsigned char>(p.in);  // [n + 16]
+    const uint4 v = automoe::load_vec<uint4>(in + p.n);
+    automoe::store_vec<uint4>(ptr<int>(p.out), v);             // [4]
+}

@@ -173,6 +173,7 @@ emu_kernels! {
     EMUTEST_DIVERGENT_SHFL_I32 = emu_launch_emutest_divergent_shfl_i32("emutest_divergent_shfl_i32", EmuTestParams);
     EMUTEST_DEADLOCK_I32 = emu_launch_emutest_deadlock_i32("emutest_deadlock_i32", EmuTestParams);
     EMUTEST_BANK_CONFLICTS_I32 = emu_launch_emutest_bank_conflicts_i32("emutest_bank_conflicts_i32", EmuTestParams);
+    EMUTEST_VEC_LOAD_I32 = emu_launch_emutest_vec_load_i32("emutest_vec_load_i32", EmuTestParams);
     PTXTEST_MMA_BF16 = emu_launch_ptxtest_mma_bf16("ptxtest_mma_bf16", EmuTestParams);
     PTXTEST_LDMATRIX_B16 = emu_launch_ptxtest_ldmatrix_b16("ptxtest_ldmatrix_b16", EmuTestParams);
     PTXTEST_CPASYNC_F32 = emu_launch_ptxtest_cpasync_f32("ptxtest_cpasync_f32", EmuTestParams);
@@ -251,7 +252,7 @@ kernel_params! {
     EmuTestParams: [
         EMUTEST_BLOCK_REDUCE_F32, EMUTEST_TRANSPOSE_F32, EMUTEST_WARP_SCAN_I32, EMUTEST_WARP_OPS_I32,
         EMUTEST_RACE_F32, EMUTEST_ATOMIC_I32, EMUTEST_BF16_I32, EMUTEST_DIVERGENT_SHFL_I32,
-        EMUTEST_DEADLOCK_I32, EMUTEST_BANK_CONFLICTS_I32, PTXTEST_MMA_BF16, PTXTEST_LDMATRIX_B16, PTXTEST_CPASYNC_F32, PTXTEST_WGMMA_BF16
+        EMUTEST_DEADLOCK_I32, EMUTEST_BANK_CONFLICTS_I32, EMUTEST_VEC_LOAD_I32, PTXTEST_MMA_BF16, PTXTEST_LDMATRIX_B16, PTXTEST_CPASYNC_F32, PTXTEST_WGMMA_BF16
     ];
 }
 

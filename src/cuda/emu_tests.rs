@@ -233,3 +233,19 @@ fn misaligned_cp_async_and_ldmatrix_are_reported() {
         assert!(msg.contains(what) && msg.contains("aligned"), "{msg}");
     }
 }
+
+#[test]
+fn misaligned_vector_access_is_reported() {
+    let src = aligned_src();
+    let mut out = aligned_src(); // 16-byte aligned, as the kernel's uint4 store needs
+                                 // SAFETY: src holds 512 bytes, out 512; the kernel reads 16 bytes at offset n and writes 16.
+    unsafe {
+        launch(EMUTEST_VEC_LOAD_I32, &LaunchCfg::linear(1, 1, 0), &params(addr(&src.0[..]), addr_mut(&mut out.0[..]), 32, 0)).unwrap()
+    };
+    assert_eq!(out.0[..4], [8, 9, 10, 11]);
+    // SAFETY: as above.
+    let err =
+        unsafe { launch(EMUTEST_VEC_LOAD_I32, &LaunchCfg::linear(1, 1, 0), &params(addr(&src.0[..]), addr_mut(&mut out.0[..]), 4, 0)) };
+    let msg = err.unwrap_err().to_string();
+    assert!(msg.contains("not aligned"), "{msg}");
+}

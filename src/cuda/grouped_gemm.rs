@@ -65,7 +65,7 @@ pub fn tile_for<T: KernelFloat>(bf16: &Bf16Kernel) -> (usize, usize) {
     }
 }
 
-/// A compiled configuration of the bf16 tensor-core kernels (cuda/grouped_gemm.cu), all 128 columns
+/// A compiled configuration of the bf16 tensor-core kernels (cuda/grouped_gemm.cuh), all 128 columns
 /// wide. The `mma.sync` ones (any sm_80+ device) have 128x128 block tiles of 32-deep k-tiles and
 /// differ in warps per block and in the depth of the cp.async pipeline; the `wgmma` ones (sm_90a
 /// only) have 64-deep k-tiles and one warpgroup per 128 rows of the block tile (128 or 256).
