@@ -124,6 +124,14 @@ __device__ __forceinline__ void store(const GemmGroupParams& q, int flags, int r
     c[idx] = from_f32<TC>(v);
 }
 
+// Whether an operand of elements T can be moved 16 bytes at a time (float4 loads, 16-byte
+// cp.async): a 16-byte aligned base and rows of whole 16-byte chunks (else the scalar path, e.g. a
+// width-3 expert).
+template <class T>
+__device__ __forceinline__ bool vec16_ok(automoe_dptr base, int ld) {
+    return (base & 15) == 0 && ld % (int)(16 / sizeof(T)) == 0;
+}
+
 // Whether C and aux (elements T, read alongside) can be written two columns at a time: an even ldc
 // and bases aligned to a pair (4 bytes for bf16, 8 for f32).
 template <class T, class TC>
@@ -185,9 +193,6 @@ __device__ __forceinline__ void store_pair(const GemmGroupParams& q, int flags, 
 
 constexpr int kF32M = AUTOMOE_GEMM_F32_TILE_M, kF32N = AUTOMOE_GEMM_F32_TILE_N, kF32K = 8, kF32Row = 128 + 4;
 static_assert(kF32M == 128 && kF32N == 128 && kThreads == 256, "16 x 16 threads of 8x8 outputs");
-
-// Whether a f32 operand can be read as float4: a 16-byte aligned base and rows of whole float4s.
-__device__ __forceinline__ bool f32_vec_ok(automoe_dptr base, int ld) { return (base & 15) == 0 && ld % 4 == 0; }
 
 // This thread's run of 4 elements of one operand's 128 x 8 (kKContig: rows mn, contiguous k) or
 // 8 x 128 (rows k, contiguous mn) slice per k-tile, walked along K: only a pointer, a k and fixed
@@ -255,8 +260,8 @@ __device__ __forceinline__ void simt_f32(const GroupedGemmParams& p) {
         const auto [g, m0, n0] = tile_at<kF32M, kF32N>(groups, G, tile);
         const int nk = (g.k + kF32K - 1) / kF32K;
         // A: [M, lda] or, wgrad, [K, lda]; B: [N, ldb] (fwd) or [K, ldb].
-        F32Run<!L::a_km> ra_run(ptr<const float>(g.a), g.lda, m0, g.m, g.k, f32_vec_ok(g.a, g.lda));
-        F32Run<L::b_nk> rb_run(ptr<const float>(g.b), g.ldb, n0, g.n, g.k, f32_vec_ok(g.b, g.ldb));
+        F32Run<!L::a_km> ra_run(ptr<const float>(g.a), g.lda, m0, g.m, g.k, vec16_ok<float>(g.a, g.lda));
+        F32Run<L::b_nk> rb_run(ptr<const float>(g.b), g.ldb, n0, g.n, g.k, vec16_ok<float>(g.b, g.ldb));
         float acc[8][8];
 #pragma unroll
         for (int i = 0; i < 8; ++i)
@@ -349,10 +354,6 @@ struct Tc {
     static_assert(kBM % (16 * kWarpsM) == 0 && kBN % (16 * kWarpsN) == 0, "warp tiles of whole x4 ldmatrix loads");
     static_assert(kStages >= 2, "at least one k-tile in flight");
 };
-
-// Whether a bf16 operand can be loaded by 16-byte cp.async: a 16-byte aligned base and rows of
-// whole 16-byte chunks (else the scalar path, e.g. a width-3 expert).
-__device__ __forceinline__ bool cp_async_ok(automoe_dptr base, int ld) { return (base & 15) == 0 && ld % 8 == 0; }
 
 // Elements (gr, gc .. gc+7) of the row-major matrix src (leading dimension ld, valid region
 // rlim x clim) into the 16 bytes at d, zero outside the valid region. vec: one cp.async (zero-filled
@@ -454,7 +455,7 @@ __device__ __forceinline__ void mma_bf16(const GroupedGemmParams& p) {
     const int wm = (warp / Cfg::kWarpsN) * (16 * Cfg::kFragsM), wn = (warp % Cfg::kWarpsN) * (8 * Cfg::kFragsN);
     for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
         const auto [q, m0, n0] = tile_at<kBM, kBN>(groups, G, tile);
-        const bool va = cp_async_ok(q.a, q.lda), vb = cp_async_ok(q.b, q.ldb);
+        const bool va = vec16_ok<bf16>(q.a, q.lda), vb = vec16_ok<bf16>(q.b, q.ldb);
         float acc[Cfg::kFragsM][Cfg::kFragsN][4];
 #pragma unroll
         for (int im = 0; im < Cfg::kFragsM; ++im)
@@ -591,7 +592,7 @@ __device__ __forceinline__ void wgmma_bf16(const GroupedGemmParams& p) {
     const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = (int)lane_id();
     for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
         const auto [q, m0, n0] = tile_at<W::kBM, kWgBN>(groups, G, tile);
-        const bool va = cp_async_ok(q.a, q.lda), vb = cp_async_ok(q.b, q.ldb);
+        const bool va = vec16_ok<bf16>(q.a, q.lda), vb = vec16_ok<bf16>(q.b, q.ldb);
         float acc[2][64];
 #pragma unroll
         for (int h = 0; h < 2; ++h)
