@@ -14,7 +14,9 @@ use std::time::Instant;
 
 use automoe::cuda::abi::*;
 use automoe::cuda::moe_exec::{enqueue_dispatch, Elem, Exec, KernelParams};
-use automoe::cuda::moe_ops::{dispatch_params, dispatch_scratch_len, gating_geometry, gating_kernel, warp_per_item, Geometry};
+use automoe::cuda::moe_ops::{
+    dispatch_params, dispatch_scratch_len, gating_geometry, gating_kernel, select_geometry, warp_per_item, Geometry,
+};
 use automoe::cuda::CudaExec;
 use automoe::moe::reference as r;
 use automoe::{Error, Result};
@@ -175,6 +177,29 @@ fn run_size<T: Elem + automoe::cuda::moe_ops::KernelFloat>(
     let bname = gating_kernel::<T>("bwd", e);
     let bbytes = (t * e) as f64 * (4.0 + sz) + (t * k * 12) as f64;
     bench_kernel(x, ("gating.cu", &bname), gating_geometry(t, e), &pb, bbytes, &shape, rows)?;
+    // The tape's top-k from probabilities (one thread per token): reads [T, E] in T, writes ids and
+    // gates; its backward writes dprobs [T, E] from three [T, k] arrays.
+    let pt = up(x, &(0..t * e).map(|_| T::from_f32(rng.random_range(0.0..1.0))).collect::<Vec<_>>())?;
+    let mut gates_t = up(x, &vec![T::from_f32(0.0); t * k])?;
+    let dg_t = up(x, &(0..t * k).map(|_| T::from_f32(rng.random_range(-1.0..1.0))).collect::<Vec<_>>())?;
+    let mut dprobs_t = up(x, &vec![T::from_f32(0.0); t * e])?;
+    let mut sp = TopkSelectParams {
+        probs: x.addr(&pt),
+        topk_idx: x.addr_mut(&mut idx_b),
+        gates: x.addr_mut(&mut gates_t),
+        dgates: x.addr(&dg_t),
+        dprobs: x.addr_mut(&mut dprobs_t),
+        tokens: ti,
+        experts: ei,
+        k: ki,
+        renorm: 1,
+    };
+    let sel_geom = select_geometry(t);
+    let sname = format!("topk_select_fwd_{}", T::SUFFIX);
+    bench_kernel(x, ("gating.cu", &sname), sel_geom, &sp, (t * e) as f64 * sz + (t * k) as f64 * (4.0 + sz), &shape, rows)?;
+    sp.topk_idx = x.addr(&idx_b);
+    let sname = format!("topk_select_bwd_{}", T::SUFFIX);
+    bench_kernel(x, ("gating.cu", &sname), sel_geom, &sp, (t * e) as f64 * sz + (t * k) as f64 * (4.0 + 3.0 * sz), &shape, rows)?;
 
     let mut pool: Vec<i32> = (0..e as i32).collect();
     let idx: Vec<i32> = (0..t)

@@ -56,7 +56,7 @@ fn bench_case(name: &str, widths: &[usize], k: usize) -> Row {
         let mut tape = Tape::inference();
         let xv = tape.constant(x.clone());
         let out = moe_forward(&mut tape, &store, &p, &sub, &opts, &xv).unwrap();
-        counts = out.dispatch.counts.clone();
+        counts = out.routing.counts().unwrap().to_vec();
     });
     let fwdbwd = time(REPS, || {
         let mut tape = Tape::new();

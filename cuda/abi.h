@@ -38,6 +38,25 @@ typedef struct TopkGatingBwdParams {
     int renorm;
 } TopkGatingBwdParams;
 
+/* topk_select_{fwd,bwd}_{f32,bf16}: top-k of probabilities already computed (the tape's softmax
+ * output), so that the tape's MoE routing stays on the device. One thread per token,
+ * AUTOMOE_SELECT_THREADS per block; the same choice, order and gate arithmetic as the CPU's
+ * moe::gating (descending probability, ties to the lower index; renormalised sums in double).
+ *   fwd: probs -> topk_idx, gates;
+ *   bwd: probs, topk_idx, gates, dgates -> dprobs (zero outside each token's chosen experts). */
+#define AUTOMOE_SELECT_THREADS 128
+typedef struct TopkSelectParams {
+    automoe_dptr probs;    /* [T, E] f32|bf16 */
+    automoe_dptr topk_idx; /* [T, k] i32: out (fwd), in (bwd) */
+    automoe_dptr gates;    /* [T, k] f32|bf16 (the probabilities' type): out (fwd), in (bwd) */
+    automoe_dptr dgates;   /* [T, k] f32|bf16, gradient of gates (bwd) */
+    automoe_dptr dprobs;   /* [T, E] f32|bf16 out (bwd) */
+    int tokens;            /* T */
+    int experts;           /* E, 1..=512 */
+    int k;                 /* 1..=min(8, E) */
+    int renorm;            /* nonzero: gates = p / (sum of the chosen p) */
+} TopkSelectParams;
+
 /* permute_dispatch_{count,scan,assign}_i32: counts, (padded) offsets, stable positions. Three
  * kernels queued back to back on one parameter struct:
  *   count:  blocks = max(1, ceil(pairs / AUTOMOE_DISPATCH_CHUNK)) blocks of AUTOMOE_DISPATCH_THREADS;

@@ -290,6 +290,77 @@ __device__ __forceinline__ void bwd_wide(const TopkGatingBwdParams& p) {
     bwd_group<T, 32, 16>(p);
 }
 
+// ---- Top-k of given probabilities: the tape's device routing ----------------------------------
+// The tape computes the router softmax as its own node (its output feeds the balance loss too), so
+// its top-k starts from probabilities: one thread per token scanning its row k times. E is small
+// in practice and this is a sliver of an MoE layer's work; what matters is that the routing never
+// leaves the device. Exclusion goes by the chosen list (not "ranks after the previous winner"), so
+// even NaN probabilities yield k distinct experts in range, which the dispatch kernels index by;
+// with finite ones the choice, order and gate arithmetic are those of the CPU's moe::gating.
+template <class T>
+__device__ __forceinline__ void select_fwd(const TopkSelectParams& p) {
+    const int t = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (t >= p.tokens || !handles(p, kMaxExperts)) return;
+    const int E = p.experts, k = p.k;
+    const T* row = ptr<const T>(p.probs) + (size_t)t * E;
+    int* idx = ptr<int>(p.topk_idx) + (size_t)t * k;
+    T* gates = ptr<T>(p.gates) + (size_t)t * k;
+    int sel[kMaxK];
+    float val[kMaxK];
+    double sum = 0.0;
+    for (int s = 0; s < k; ++s) {
+        int bi = -1;
+        float bv = 0.0f;
+        for (int e = 0; e < E; ++e) {
+            bool taken = false;
+            for (int j = 0; j < s; ++j) taken |= sel[j] == e;
+            if (taken) continue;
+            const float v = to_f32(row[e]);
+            // Ascending e with a strict comparison: ties go to the lower index.
+            if (bi < 0 || v > bv) {
+                bi = e;
+                bv = v;
+            }
+        }
+        sel[s] = bi;
+        val[s] = bv;
+        sum += (double)bv;
+    }
+    for (int s = 0; s < k; ++s) {
+        idx[s] = sel[s];
+        // Renormalised gates are computed in double and rounded once to f32 (then to T), as on the CPU.
+        gates[s] = p.renorm ? from_f32<T>((float)((double)val[s] / sum)) : row[sel[s]];
+    }
+}
+
+// dprobs = 0 except at the chosen experts: dgates there (plain), or with renormalisation
+// (dgates_j - sum_s dgates_s gates_s) / S, S the sum of the chosen probabilities (moe::gating::topk_bwd).
+template <class T>
+__device__ __forceinline__ void select_bwd(const TopkSelectParams& p) {
+    const int t = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (t >= p.tokens || !handles(p, kMaxExperts)) return;
+    const int E = p.experts, k = p.k;
+    const T* row = ptr<const T>(p.probs) + (size_t)t * E;
+    const int* idx = ptr<const int>(p.topk_idx) + (size_t)t * k;
+    const T* w = ptr<const T>(p.gates) + (size_t)t * k;
+    const T* g = ptr<const T>(p.dgates) + (size_t)t * k;
+    T* dp = ptr<T>(p.dprobs) + (size_t)t * E;
+    for (int e = 0; e < E; ++e) dp[e] = from_f32<T>(0.0f);
+    double sum = 0.0, dot = 0.0;
+    if (p.renorm) {
+        for (int s = 0; s < k; ++s) {
+            const int e = idx[s];
+            if (e >= 0 && e < E) sum += (double)to_f32(row[e]);
+            dot += (double)to_f32(g[s]) * (double)to_f32(w[s]);
+        }
+    }
+    for (int s = 0; s < k; ++s) {
+        const int e = idx[s];
+        if (e < 0 || e >= E) continue;  // never from select_fwd; no write outside the row regardless
+        dp[e] = p.renorm ? from_f32<T>((float)(((double)to_f32(g[s]) - dot) / sum)) : g[s];
+    }
+}
+
 }  // namespace gating
 }  // namespace automoe
 
@@ -301,3 +372,7 @@ extern "C" __global__ void topk_gating_bwd_f32(TopkGatingBwdParams p) { automoe:
 extern "C" __global__ void topk_gating_bwd_bf16(TopkGatingBwdParams p) { automoe::gating::bwd<__nv_bfloat16>(p); }
 extern "C" __global__ void topk_gating_bwd_wide_f32(TopkGatingBwdParams p) { automoe::gating::bwd_wide<float>(p); }
 extern "C" __global__ void topk_gating_bwd_wide_bf16(TopkGatingBwdParams p) { automoe::gating::bwd_wide<__nv_bfloat16>(p); }
+extern "C" __global__ void topk_select_fwd_f32(TopkSelectParams p) { automoe::gating::select_fwd<float>(p); }
+extern "C" __global__ void topk_select_fwd_bf16(TopkSelectParams p) { automoe::gating::select_fwd<__nv_bfloat16>(p); }
+extern "C" __global__ void topk_select_bwd_f32(TopkSelectParams p) { automoe::gating::select_bwd<float>(p); }
+extern "C" __global__ void topk_select_bwd_bf16(TopkSelectParams p) { automoe::gating::select_bwd<__nv_bfloat16>(p); }

@@ -11,7 +11,7 @@ use common::{cuda_backends, rel_err};
 use std::sync::Arc;
 
 use automoe::autograd::{ParamStore, Tape, Var};
-use automoe::moe::{moe_forward, moe_forward_routed, Activation, Dispatch, ExpertVars, MoeOptions, MoeParams, MoeSubnet};
+use automoe::moe::{moe_forward, moe_forward_routed, Activation, Dispatch, ExpertVars, MoeOptions, MoeParams, MoeRouting, MoeSubnet};
 use automoe::rng::seeded;
 use automoe::{DType, Device, Result, Tensor};
 
@@ -94,6 +94,54 @@ fn topk_gating() {
             Ok(g.gates)
         });
     }
+}
+
+/// The device top-k (`topk_select_*`) against the CPU's `moe::gating` on the same probabilities,
+/// bit for bit: chosen experts, gates and the probabilities' gradient, in f32 and bf16, with and
+/// without renormalisation, on fresh random rows and on rows full of exact ties.
+#[test]
+fn topk_select_matches_the_cpu_exactly() {
+    use automoe::cuda::tensor::{topk_select, topk_select_backward};
+    use automoe::moe::gating::{topk_bwd, topk_fwd};
+    use rand::Rng;
+    let mut rng = seeded(77);
+    for device in cuda_backends() {
+        for dtype in [DType::F32, DType::BF16] {
+            for (t, e, k) in [(1, 1, 1), (0, 6, 2), (37, 6, 2), (5, 12, 8), (9, 100, 3), (3, 512, 8), (70, 2, 1)] {
+                for renorm in [false, true] {
+                    for ties in [false, true] {
+                        let what = format!("{device} {dtype:?} t={t} e={e} k={k} renorm={renorm} ties={ties}");
+                        // Ties: a handful of values per row, so most choices are between equals.
+                        let raw: Vec<f32> = (0..t * e)
+                            .map(|_| if ties { rng.random_range(0..4) as f32 / 8.0 + 0.125 } else { rng.random::<f32>() + 1e-3 })
+                            .collect();
+                        let probs = Tensor::from_vec(raw, &[t, e]).unwrap().to_dtype(dtype).unwrap();
+                        let p32 = probs.to_f32_vec().unwrap();
+                        let (want_idx, want_w) = topk_fwd(&p32, e, k, renorm);
+                        let on = probs.to_device(device).unwrap();
+                        let (ids, gates) = topk_select(&on, k, renorm).unwrap_or_else(|err| panic!("{what}: {err}"));
+                        assert_eq!(ids.to_host().unwrap(), want_idx, "{what}: chosen experts");
+                        let want_gates = Tensor::from_vec(want_w, &[t, k]).unwrap().to_dtype(dtype).unwrap();
+                        assert_eq!(gates.dtype(), dtype, "{what}: gate dtype");
+                        let got_w = gates.to_f32_vec().unwrap();
+                        assert_eq!(bits(&got_w), bits(&want_gates.to_f32_vec().unwrap()), "{what}: gates");
+
+                        let g = Tensor::randn(&[t, k], 1.0, DType::F32, &mut rng).to_dtype(dtype).unwrap();
+                        let want_dp = topk_bwd(&p32, &want_idx, &got_w, &g.to_f32_vec().unwrap(), e, k, renorm);
+                        let want_dp = Tensor::from_vec(want_dp, &[t, e]).unwrap().to_dtype(dtype).unwrap().to_f32_vec().unwrap();
+                        let dp = topk_select_backward(&on, &ids, &gates, &g.to_device(device).unwrap(), renorm)
+                            .unwrap_or_else(|err| panic!("{what} backward: {err}"));
+                        assert_eq!(dp.shape(), [t, e], "{what}: gradient shape");
+                        assert_eq!(bits(&dp.to_f32_vec().unwrap()), bits(&want_dp), "{what}: probabilities' gradient");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
 }
 
 #[test]
@@ -187,6 +235,10 @@ struct LayerRun {
     /// Every parameter's gradient (None: the layer did not use it).
     params: Vec<Option<Vec<f64>>>,
     dispatch: Arc<Dispatch>,
+    /// Whether the routing stayed on the device.
+    device_routing: bool,
+    /// Device-to-host copies made by the forward and by the backward.
+    downloads: [u64; 2],
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -206,11 +258,13 @@ fn run_layer(
     }
     let mut tape = Tape::new();
     let xv = tape.input(x.to_dtype(dtype)?.to_device(device)?);
+    let before = automoe::cuda::downloads_on_this_thread();
     let out = if routed {
         moe_forward_routed(&mut tape, &store, &p, sub, opts, &xv)?
     } else {
         moe_forward(&mut tape, &store, &p, sub, opts, &xv)?
     };
+    let forward_downloads = automoe::cuda::downloads_on_this_thread() - before;
     assert_eq!(out.y.value().device(), device);
     let r = tape.constant(rand(out.y.shape(), 4242).to_dtype(dtype)?.to_device(device)?);
     let prod = tape.mul(&out.y, &r)?;
@@ -218,7 +272,9 @@ fn run_layer(
     if let Some(b) = &out.balance_loss {
         loss = tape.add(&loss, b)?;
     }
+    let before = automoe::cuda::downloads_on_this_thread();
     let grads = tape.backward(&loss)?;
+    let backward_downloads = automoe::cuda::downloads_on_this_thread() - before;
     store.accumulate(&grads)?;
     let params = store
         .iter()
@@ -234,7 +290,14 @@ fn run_layer(
         })
         .collect::<Result<_>>()?;
     let dx = grads.wrt(&xv).expect("x has a gradient").to_f64_vec()?;
-    Ok(LayerRun { y: out.y.value().to_f64_vec()?, dx, params, dispatch: out.dispatch })
+    Ok(LayerRun {
+        y: out.y.value().to_f64_vec()?,
+        dx,
+        params,
+        device_routing: matches!(out.routing, MoeRouting::Device(_)),
+        dispatch: out.routing.to_host()?,
+        downloads: [forward_downloads, backward_downloads],
+    })
 }
 
 #[test]
@@ -277,6 +340,16 @@ fn moe_layer_forward_and_backward() {
                 let what = format!("{name} on {device} ({dtype:?})");
                 let got = run_layer(device, dtype, seed, *starve, sub, opts, *routed, &xr).unwrap_or_else(|e| panic!("{what}: {e}"));
                 assert_eq!(got.dispatch, want.dispatch, "{what}: routing");
+                // Without a capacity limit the routing stays on the device: the forward never
+                // waits for it, the backward asks once which experts received rows (a layer of
+                // one expert has no routing to ask about). With one, the host applies the limit.
+                let routed_layer = sub.widths.len() > 1 || *routed;
+                if opts.capacity_factor.is_none() && opts.balance_coef == 0.0 {
+                    assert_eq!(got.device_routing, routed_layer, "{what}: routing kept on the device");
+                    assert_eq!(got.downloads, [0, routed_layer as u64], "{what}: device-to-host copies (forward, backward)");
+                } else {
+                    assert!(!got.device_routing, "{what}: a capacity limit routes on the host");
+                }
                 let e = rel_err(&got.y, &want.y);
                 assert!(e < tol, "{what}: output error {e:.2e}");
                 let e = rel_err(&got.dx, &want.dx);

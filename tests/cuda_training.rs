@@ -157,3 +157,37 @@ fn translation_matches_the_cpu() {
         }
     }
 }
+
+/// The encoder and the incremental decoder steps of an MoE subnet (MoE layers on both sides) queue
+/// on a CUDA backend without a single device-to-host copy: the routing stays on the device, so a
+/// step never waits for the GPU before its logits are read.
+#[test]
+fn moe_encoder_and_decoder_steps_never_wait_for_the_device() {
+    use automoe::model::{SourceBatch, Supernet};
+    let space = SearchSpace::from_toml_str(TINY_SPACE).unwrap();
+    let supernet = Supernet::new(space.clone(), 60, ModelOptions::default(), 12, automoe::DType::F32).unwrap();
+    let mut cfg = space.largest();
+    for l in &mut cfg.encoder {
+        (l.experts, l.expert_widths) = (2, vec![64, 32]);
+    }
+    for l in &mut cfg.decoder {
+        (l.experts, l.expert_widths) = (3, vec![64, 32, 64]);
+    }
+    let src = SourceBatch::from_sentences(&[vec![7, 9, 11, 13, 2], vec![20, 21, 2]], 1).unwrap();
+    for device in cuda_backends() {
+        let model = supernet.extract(&cfg).unwrap().to_device(device).unwrap();
+        let view = model.view().unwrap();
+        let before = automoe::cuda::downloads_on_this_thread();
+        let enc = view.encode(&src).unwrap();
+        let mut state = view.start(&enc).unwrap();
+        let mut logits = Vec::new();
+        for tokens in [[0u32, 0], [5, 6], [7, 8]] {
+            logits.push(view.step(&mut state, &tokens).unwrap());
+        }
+        assert_eq!(automoe::cuda::downloads_on_this_thread() - before, 0, "{device}: device-to-host copies while queueing");
+        // The steps did run: the logits are finite.
+        for l in &logits {
+            assert!(l.to_f32_vec().unwrap().iter().all(|v| v.is_finite()), "{device}: logits");
+        }
+    }
+}

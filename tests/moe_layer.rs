@@ -91,7 +91,11 @@ fn forward_matches_per_token_reference_with_heterogeneous_widths() {
         let want = reference_layer(&store, &p, &sub, &opts, &x.to_f64_vec().unwrap());
         let err = max_rel(&out.y.value().to_f64_vec().unwrap(), &want);
         assert!(err < 1e-5, "k={k} renorm={renormalize} cf={cf:?}: error {err}");
-        assert!(out.dispatch.counts.iter().filter(|&&c| c > 0).count() >= 2, "routing should spread: {:?}", out.dispatch.counts);
+        assert!(
+            out.routing.counts().unwrap().iter().filter(|&&c| c > 0).count() >= 2,
+            "routing should spread: {:?}",
+            out.routing.counts().unwrap()
+        );
     }
 }
 
@@ -105,7 +109,7 @@ fn capacity_drops_tokens_to_zero_output() {
     let xv = tape.constant(x);
     let out = moe_forward(&mut tape, &store, &p, &sub, &opts, &xv).unwrap();
     let y = out.y.value().to_f64_vec().unwrap();
-    let dropped: Vec<usize> = (0..30).filter(|&t| out.dispatch.pos[t] == DROPPED).collect();
+    let dropped: Vec<usize> = (0..30).filter(|&t| out.routing.to_host().unwrap().pos[t] == DROPPED).collect();
     assert!(!dropped.is_empty());
     for t in dropped {
         assert!(y[t * 8..(t + 1) * 8].iter().all(|&v| v == 0.0), "dropped token {t} must get zero");
@@ -134,12 +138,12 @@ fn degenerate_routings_zero_token_experts_and_all_on_one() {
         let out = moe_forward(&mut tape, &store, &p, &sub, &opts, &xv).unwrap();
         let want = reference_layer(&store, &p, &sub, &opts, &x.to_f64_vec().unwrap());
         assert!(max_rel(&out.y.value().to_f64_vec().unwrap(), &want) < 1e-12);
-        assert!(out.dispatch.counts.contains(&0));
+        assert!(out.routing.counts().unwrap().contains(&0));
         let loss = tape.sum(&out.y).unwrap();
         let grads = tape.backward(&loss).unwrap();
         store.accumulate(&grads).unwrap();
         // An expert that received no tokens gets no gradient at all.
-        for (e, &c) in out.dispatch.counts.iter().enumerate() {
+        for (e, &c) in out.routing.counts().unwrap().iter().enumerate() {
             let g = store.grad(p.experts[e].fc1_w);
             assert_eq!(g.is_some(), c > 0, "expert {e} with {c} tokens");
         }
@@ -315,7 +319,7 @@ fn layer_on_vars(
     let logits = t.linear(x, &rws, Some(&rb))?;
     let probs = t.softmax(&logits, &Default::default())?;
     let g = t.topk_gating(&probs, k, opts.renormalize)?;
-    let dis = Arc::new(Dispatch::new(&g.idx, x.shape()[0], k, n, None)?);
+    let dis = Arc::new(Dispatch::new(&g.idx.to_host()?, x.shape()[0], k, n, None)?);
     let xp = t.moe_permute(x, &dis)?;
     let mut experts = Vec::new();
     for (e, &h) in sub.widths.iter().enumerate() {
@@ -344,7 +348,7 @@ fn balance_loss_is_coef_under_uniform_routing() {
         let logits = tape.input(Tensor::zeros(&[10, n], DType::F64));
         let probs = tape.softmax(&logits, &Default::default()).unwrap();
         let g = tape.topk_gating(&probs, 1, false).unwrap();
-        let dis = Dispatch::new(&g.idx, 10, 1, n, None).unwrap();
+        let dis = Dispatch::new(&g.idx.to_host().unwrap(), 10, 1, n, None).unwrap();
         let l = automoe::moe::balance_loss(&mut tape, &probs, &dis, 0.01).unwrap();
         assert!((l.value().to_scalar().unwrap() - 0.01).abs() < 1e-15, "n = {n}");
     }
@@ -371,7 +375,7 @@ fn one_expert_routed_matches_reference_and_dense_gradients(h: usize, t: usize) {
     let mut tape = Tape::new();
     let xv = tape.input(x.clone());
     let out = moe_forward(&mut tape, &store, &p, &sub, &MoeOptions::default(), &xv).unwrap();
-    assert_eq!(out.dispatch.counts, vec![t, 0, 0]);
+    assert_eq!(out.routing.counts().unwrap(), [t, 0, 0]);
     let want = reference_layer(&store, &p, &sub, &MoeOptions::default(), &x.to_f64_vec().unwrap());
     let y = out.y.value().to_f64_vec().unwrap();
     assert!(max_rel(&y, &want) < 1e-12, "{t} tokens");

@@ -105,14 +105,14 @@ pub(crate) fn backward_node(node: &Node, g: &Tensor, grads: &mut [Option<Tensor>
         Op::TopK { probs, probs_value, idx, gates, k, renormalize } => {
             accumulate(grads, Some(*probs), moe::ops::topk_backward(probs_value, idx, gates, g, *k, *renormalize)?)?;
         }
-        Op::MoePermute { x, d, dispatch } => accumulate(grads, Some(*x), moe::ops::permute_backward(g, *d, dispatch)?)?,
-        Op::MoeCombine { yp, gates, dispatch } => {
-            let (dyp, dgates) = moe::ops::combine_backward(&yp.value, &gates.value, g, dispatch)?;
+        Op::MoePermute { x, d, routing } => accumulate(grads, Some(*x), moe::ops::permute_backward(g, *d, routing)?)?,
+        Op::MoeCombine { yp, gates, routing } => {
+            let (dyp, dgates) = moe::ops::combine_backward(&yp.value, &gates.value, g, routing)?;
             accumulate(grads, yp.id, dyp)?;
             accumulate(grads, gates.id, dgates)?;
         }
-        Op::GroupedFfn { xp, experts, offsets, act, z } => {
-            let (dx, dws) = moe::ops::grouped_ffn_backward(&xp.value, experts, offsets, *act, z, g)?;
+        Op::GroupedFfn { xp, experts, segments, act, z } => {
+            let (dx, dws) = moe::ops::grouped_ffn_backward(&xp.value, experts, segments, *act, z, g)?;
             accumulate(grads, xp.id, dx)?;
             for (ev, dw) in experts.iter().zip(dws) {
                 if let Some([w1, b1, w2, b2]) = dw {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::params::{ParamId, ParamStore};
-use crate::moe::{Activation, Dispatch, ExpertVars};
+use crate::moe::{Activation, ExpertVars};
 use crate::tensor::{BinaryOp, Tensor};
 use crate::{Error, Result};
 
@@ -131,7 +131,7 @@ pub enum Op {
     TopK {
         probs: usize,
         probs_value: Tensor,
-        idx: Arc<Vec<u32>>,
+        idx: crate::moe::ExpertIds,
         gates: Tensor,
         k: usize,
         renormalize: bool,
@@ -140,13 +140,13 @@ pub enum Op {
     MoePermute {
         x: usize,
         d: usize,
-        dispatch: Arc<Dispatch>,
+        routing: crate::moe::MoeRouting,
     },
     /// Each token's expert rows, weighted by its gates, summed back to `[T, d]`.
     MoeCombine {
         yp: Var,
         gates: Var,
-        dispatch: Arc<Dispatch>,
+        routing: crate::moe::MoeRouting,
     },
     /// Every expert's FFN on its segment of the permuted rows. `z` saves the per-expert
     /// pre-activations on the CPU; on a CUDA backend, the hidden activations of all experts as
@@ -154,7 +154,7 @@ pub enum Op {
     GroupedFfn {
         xp: Var,
         experts: Vec<ExpertVars>,
-        offsets: Arc<Vec<usize>>,
+        segments: crate::moe::Segments,
         act: Activation,
         z: Vec<Tensor>,
     },

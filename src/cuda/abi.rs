@@ -3,6 +3,7 @@
 #![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, clippy::all)]
 
 pub const AUTOMOE_GATING_MAX_NARROW_EXPERTS: u32 = 256;
+pub const AUTOMOE_SELECT_THREADS: u32 = 128;
 pub const AUTOMOE_DISPATCH_THREADS: u32 = 256;
 pub const AUTOMOE_DISPATCH_CHUNK: u32 = 1024;
 pub const AUTOMOE_GEMM_THREADS: u32 = 256;
@@ -88,6 +89,33 @@ const _: () = {
     ["Offset of field: TopkGatingBwdParams::experts"][::std::mem::offset_of!(TopkGatingBwdParams, experts) - 44usize];
     ["Offset of field: TopkGatingBwdParams::k"][::std::mem::offset_of!(TopkGatingBwdParams, k) - 48usize];
     ["Offset of field: TopkGatingBwdParams::renorm"][::std::mem::offset_of!(TopkGatingBwdParams, renorm) - 52usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
+pub struct TopkSelectParams {
+    pub probs: automoe_dptr,
+    pub topk_idx: automoe_dptr,
+    pub gates: automoe_dptr,
+    pub dgates: automoe_dptr,
+    pub dprobs: automoe_dptr,
+    pub tokens: ::std::os::raw::c_int,
+    pub experts: ::std::os::raw::c_int,
+    pub k: ::std::os::raw::c_int,
+    pub renorm: ::std::os::raw::c_int,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of TopkSelectParams"][::std::mem::size_of::<TopkSelectParams>() - 56usize];
+    ["Alignment of TopkSelectParams"][::std::mem::align_of::<TopkSelectParams>() - 8usize];
+    ["Offset of field: TopkSelectParams::probs"][::std::mem::offset_of!(TopkSelectParams, probs) - 0usize];
+    ["Offset of field: TopkSelectParams::topk_idx"][::std::mem::offset_of!(TopkSelectParams, topk_idx) - 8usize];
+    ["Offset of field: TopkSelectParams::gates"][::std::mem::offset_of!(TopkSelectParams, gates) - 16usize];
+    ["Offset of field: TopkSelectParams::dgates"][::std::mem::offset_of!(TopkSelectParams, dgates) - 24usize];
+    ["Offset of field: TopkSelectParams::dprobs"][::std::mem::offset_of!(TopkSelectParams, dprobs) - 32usize];
+    ["Offset of field: TopkSelectParams::tokens"][::std::mem::offset_of!(TopkSelectParams, tokens) - 40usize];
+    ["Offset of field: TopkSelectParams::experts"][::std::mem::offset_of!(TopkSelectParams, experts) - 44usize];
+    ["Offset of field: TopkSelectParams::k"][::std::mem::offset_of!(TopkSelectParams, k) - 48usize];
+    ["Offset of field: TopkSelectParams::renorm"][::std::mem::offset_of!(TopkSelectParams, renorm) - 52usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]

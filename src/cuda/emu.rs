@@ -98,6 +98,10 @@ emu_kernels! {
     TOPK_GATING_FWD_WIDE_BF16 = emu_launch_topk_gating_fwd_wide_bf16("topk_gating_fwd_wide_bf16", TopkGatingFwdParams);
     TOPK_GATING_BWD_WIDE_F32 = emu_launch_topk_gating_bwd_wide_f32("topk_gating_bwd_wide_f32", TopkGatingBwdParams);
     TOPK_GATING_BWD_WIDE_BF16 = emu_launch_topk_gating_bwd_wide_bf16("topk_gating_bwd_wide_bf16", TopkGatingBwdParams);
+    TOPK_SELECT_FWD_F32 = emu_launch_topk_select_fwd_f32("topk_select_fwd_f32", TopkSelectParams);
+    TOPK_SELECT_FWD_BF16 = emu_launch_topk_select_fwd_bf16("topk_select_fwd_bf16", TopkSelectParams);
+    TOPK_SELECT_BWD_F32 = emu_launch_topk_select_bwd_f32("topk_select_bwd_f32", TopkSelectParams);
+    TOPK_SELECT_BWD_BF16 = emu_launch_topk_select_bwd_bf16("topk_select_bwd_bf16", TopkSelectParams);
     PERMUTE_DISPATCH_COUNT_I32 = emu_launch_permute_dispatch_count_i32("permute_dispatch_count_i32", DispatchParams);
     PERMUTE_DISPATCH_SCAN_I32 = emu_launch_permute_dispatch_scan_i32("permute_dispatch_scan_i32", DispatchParams);
     PERMUTE_DISPATCH_ASSIGN_I32 = emu_launch_permute_dispatch_assign_i32("permute_dispatch_assign_i32", DispatchParams);
@@ -223,6 +227,7 @@ macro_rules! kernel_params {
 kernel_params! {
     TopkGatingFwdParams: [TOPK_GATING_FWD_F32, TOPK_GATING_FWD_BF16, TOPK_GATING_FWD_WIDE_F32, TOPK_GATING_FWD_WIDE_BF16];
     TopkGatingBwdParams: [TOPK_GATING_BWD_F32, TOPK_GATING_BWD_BF16, TOPK_GATING_BWD_WIDE_F32, TOPK_GATING_BWD_WIDE_BF16];
+    TopkSelectParams: [TOPK_SELECT_FWD_F32, TOPK_SELECT_FWD_BF16, TOPK_SELECT_BWD_F32, TOPK_SELECT_BWD_BF16];
     DispatchParams: [PERMUTE_DISPATCH_COUNT_I32, PERMUTE_DISPATCH_SCAN_I32, PERMUTE_DISPATCH_ASSIGN_I32];
     PermuteFwdParams: [PERMUTE_FWD_F32, PERMUTE_FWD_BF16];
     PermuteBwdParams: [PERMUTE_BWD_F32, PERMUTE_BWD_BF16];

@@ -94,6 +94,18 @@ impl Gpu {
     }
 }
 
+thread_local! {
+    static DOWNLOADS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Device-to-host copies made through a [`Gpu`] on this OS thread so far (the emulator's count as
+/// a device's). On a device each one waits for the stream to drain, which is what keeps a step
+/// from being captured in a CUDA graph or queued ahead of the GPU: tests count them to check that
+/// a path stays on the device.
+pub fn downloads_on_this_thread() -> u64 {
+    DOWNLOADS.with(|n| n.get())
+}
+
 fn mismatch() -> Error {
     Error::Cuda("a buffer was used with a backend other than the one that made it".into())
 }
@@ -116,6 +128,7 @@ impl Exec for Gpu {
     }
 
     fn download<T: Elem>(&self, buf: &GBuf<T>) -> Result<Vec<T>> {
+        DOWNLOADS.with(|n| n.set(n.get() + 1));
         match (self, buf) {
             (Gpu::Emu(_), GBuf::Host(v)) => Ok(v.clone()),
             (Gpu::Device(x), GBuf::Device(b)) => x.download(b),

@@ -33,7 +33,7 @@ use cudarc::driver::{CudaContext, CudaStream};
 
 pub use device_exec::CudaExec;
 pub use emu::Emu;
-pub use gpu::{GBuf, Gpu};
+pub use gpu::{downloads_on_this_thread, GBuf, Gpu};
 pub use storage::{CudaData, CudaStorage};
 
 use crate::{Error, Result};

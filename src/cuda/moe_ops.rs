@@ -88,6 +88,12 @@ pub fn gating_geometry(t: usize, e: usize) -> Geometry {
     Geometry { grid: t.div_ceil(per_block).max(1) as u32, block: GATING_THREADS, smem_bytes: 0 }
 }
 
+/// Launch geometry of the `topk_select_*` kernels: one thread per token.
+pub fn select_geometry(t: usize) -> Geometry {
+    let threads = AUTOMOE_SELECT_THREADS;
+    Geometry { grid: t.div_ceil(threads as usize).max(1) as u32, block: threads, smem_bytes: 0 }
+}
+
 /// One warp per item (token or row).
 pub fn warp_per_item(items: usize) -> Geometry {
     Geometry { grid: items.div_ceil(WARPS_PER_BLOCK as usize).max(1) as u32, block: WARPS_PER_BLOCK * 32, smem_bytes: 0 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::params::{AttnParams, LnParams};
 use crate::autograd::{ParamId, ParamStore, Tape, Var};
-use crate::moe::{moe_forward, MoeOptions, MoeParams, MoeSubnet};
+use crate::moe::{moe_forward, MoeOptions, MoeParams, MoeRouting, MoeSubnet};
 use crate::tensor::MaskSpec;
 use crate::{DType, Error, Result, Tensor};
 
@@ -33,6 +33,14 @@ pub struct FlopCount {
 impl FlopCount {
     pub fn total(&self) -> u64 {
         self.encoder + self.decoder + self.output
+    }
+
+    pub(crate) fn add(&mut self, part: Part, flops: u64) {
+        match part {
+            Part::Encoder => self.encoder += flops,
+            Part::Decoder => self.decoder += flops,
+            Part::Output => self.output += flops,
+        }
     }
 }
 
@@ -53,6 +61,33 @@ pub struct LayerRouting {
     pub k: usize,
     /// (token, slot) pairs each expert processed (after any capacity limit).
     pub counts: Vec<usize>,
+}
+
+/// One FFN layer's routing as a forward pass leaves it: on a CUDA backend its counts stay on the
+/// device until the pass is over, so that no MoE layer waits for the GPU in the middle of a pass.
+pub(crate) struct PendingRouting {
+    part: Part,
+    tokens: usize,
+    k: usize,
+    d: usize,
+    widths: Vec<usize>,
+    /// `None` for a dense layer (every token goes to its one expert).
+    routing: Option<MoeRouting>,
+}
+
+impl PendingRouting {
+    /// The routing with its counts on the host (a download for a device routing), adding the
+    /// experts' FLOPs (fc1 and fc2 over the rows each expert received) to `flops`.
+    pub fn resolve(self, flops: &mut FlopCount) -> Result<LayerRouting> {
+        let counts = match &self.routing {
+            None => vec![self.tokens],
+            Some(r) => r.counts()?.to_vec(),
+        };
+        for (&c, &h) in counts.iter().zip(&self.widths) {
+            flops.add(self.part, 2 * 2 * (c * self.d * h) as u64);
+        }
+        Ok(LayerRouting { tokens: self.tokens, k: self.k, counts })
+    }
 }
 
 /// Per-call state of a forward pass: the tape, the parameters, dropout seeding and the FLOP
@@ -79,11 +114,7 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn count(&mut self, flops: u64) {
-        match self.part {
-            Part::Encoder => self.flops.encoder += flops,
-            Part::Decoder => self.flops.decoder += flops,
-            Part::Output => self.flops.output += flops,
-        }
+        self.flops.add(self.part, flops);
     }
 
     /// The front slice `sizes` of a stored parameter (a view; its gradient lands in that slice).
@@ -210,7 +241,8 @@ pub(crate) fn attend(
 /// The FFN sub-layer through the MoE layer (a dense FFN is its 1-expert case). Padding rows are
 /// taken out before routing — they must not count as routed tokens, take expert capacity or
 /// pull on the balance loss — and come back as zero rows. Returns the output, the layer's
-/// (already weighted) balance loss and its routing.
+/// (already weighted) balance loss and its routing, whose counts (and the expert FLOPs that depend
+/// on them) may still be on the device: [`PendingRouting::resolve`] at the end of the pass.
 pub(crate) fn ffn(
     ctx: &mut Ctx,
     p: &MoeParams,
@@ -219,7 +251,7 @@ pub(crate) fn ffn(
     k: usize,
     opts: &MoeOptions,
     real_rows: Option<&[u32]>,
-) -> Result<(Var, Option<Var>, LayerRouting)> {
+) -> Result<(Var, Option<Var>, PendingRouting)> {
     let d = x.shape()[1];
     let rows = x.shape()[0];
     let xs = match real_rows {
@@ -230,14 +262,17 @@ pub(crate) fn ffn(
     let sub = MoeSubnet { d, widths: widths.to_vec(), k };
     let out = moe_forward(ctx.tape, ctx.store, p, &sub, opts, &xs)?;
     let tokens = xs.shape()[0];
-    let counts: Vec<usize> = if widths.len() == 1 { vec![tokens] } else { out.dispatch.counts.clone() };
     if widths.len() > 1 {
         ctx.count(2 * (tokens * d * widths.len()) as u64); // the router
     }
-    for (&c, &h) in counts.iter().zip(widths) {
-        ctx.count(2 * 2 * (c * d * h) as u64); // fc1 and fc2 over the rows this expert received
-    }
-    let routing = LayerRouting { tokens, k: if widths.len() == 1 { 1 } else { k }, counts };
+    let routing = PendingRouting {
+        part: ctx.part,
+        tokens,
+        k: if widths.len() == 1 { 1 } else { k },
+        d,
+        widths: widths.to_vec(),
+        routing: if widths.len() == 1 { None } else { Some(out.routing) },
+    };
     let y = match real_rows {
         Some(r) => {
             // Scatter back: row t of the output is row pos[t] of [y; 0], the extra zero row for pads.

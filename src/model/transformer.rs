@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::layers::{attention, cross_attention_memory, ffn, sinusoidal_positions_on, AttnDims, Ctx, FlopCount, LayerRouting, Part};
+use super::layers::{
+    attention, cross_attention_memory, ffn, sinusoidal_positions_on, AttnDims, Ctx, FlopCount, LayerRouting, Part, PendingRouting,
+};
 use super::params::{LnParams, NetParams};
 use super::space::{span_layers, SubnetConfig};
 use crate::autograd::{ParamStore, Tape, Var};
@@ -291,7 +293,8 @@ pub(crate) struct EncoderStates {
     /// `cfg.max_span_layers()` of them have been through the final encoder LN (only those are read).
     pub states: Vec<Var>,
     pub balance: Option<Var>,
-    pub routing: Vec<LayerRouting>,
+    /// Resolved by the caller once the pass is queued ([`PendingRouting::resolve`]).
+    pub routing: Vec<PendingRouting>,
 }
 
 /// The encoder stack on a right-padded source batch (`src_pad` true at padding).
@@ -363,12 +366,11 @@ pub(crate) fn forward(
     let (dd, qkv) = (cfg.decoder_embed_dim, cfg.qkv_dim);
     let moe_opts = opts.moe();
     let mut ctx = Ctx::new(tape, store, run.train, run.seed, dtype, device);
-    let mut routing = PassRouting::default();
+    let mut pending_decoder = Vec::with_capacity(cfg.decoder.len());
 
     // ---- encoder ----
     let enc = encode_stack(&mut ctx, net, opts, cfg, &b.src, &b.src_pad, b.batch, b.src_len)?;
-    let (states, mut balance) = (enc.states, enc.balance);
-    routing.encoder = enc.routing;
+    let (states, mut balance, pending_encoder) = (enc.states, enc.balance, enc.routing);
     let src_real = real_rows(&b.src_pad);
 
     // ---- decoder ----
@@ -406,7 +408,7 @@ pub(crate) fn forward(
             Ok(out)
         })?;
         balance = add_loss(ctx.tape, balance, loss)?;
-        routing.decoder.extend(route);
+        pending_decoder.extend(route);
     }
     if let Some(ln) = &net.decoder_ln {
         y = ctx.layer_norm(&y, ln, dd)?;
@@ -415,6 +417,10 @@ pub(crate) fn forward(
     // ---- output projection through the shared embedding ----
     ctx.part = Part::Output;
     let logits = ctx.linear(&y, net.embed, None, vocab)?;
-    let flops = ctx.flops;
+    // Every layer is queued: now the routing counts may come to the host (one short wait on a
+    // device, where the MoE layers themselves never waited).
+    let mut flops = ctx.flops;
+    let mut resolve = |p: Vec<PendingRouting>| p.into_iter().map(|r| r.resolve(&mut flops)).collect::<Result<Vec<_>>>();
+    let routing = PassRouting { encoder: resolve(pending_encoder)?, decoder: resolve(pending_decoder)? };
     Ok(ModelOutput { logits, balance_loss: balance, flops, routing })
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use super::dispatch::Dispatch;
 use super::experts::Activation;
 use super::ops::ExpertVars;
+use super::routing::{ExpertIds, MoeRouting};
 use crate::autograd::{ParamId, ParamStore, Tape, Var};
+use crate::cuda::tensor::DeviceDispatch;
 use crate::rng::Rng;
 use crate::{DType, Error, Result, Tensor};
 
@@ -102,7 +104,9 @@ pub struct MoeOutput {
     pub y: Var,
     /// The load-balancing loss of this layer, already multiplied by its coefficient.
     pub balance_loss: Option<Var>,
-    pub dispatch: Arc<Dispatch>,
+    /// The layer's routing: on the device for CUDA inputs without a capacity limit (its counts
+    /// reach the host only when asked, [`MoeRouting::counts`]).
+    pub routing: MoeRouting,
 }
 
 impl MoeSubnet {
@@ -155,8 +159,8 @@ pub fn moe_forward(tape: &mut Tape, store: &ParamStore, p: &MoeParams, sub: &Moe
         Activation::Gelu => tape.gelu(&h)?,
     };
     let y = tape.linear(&a, &ev.w2, Some(&ev.b2))?;
-    let dispatch = Arc::new(Dispatch::new(&vec![0; t], t, 1, 1, None)?);
-    Ok(MoeOutput { y, balance_loss: None, dispatch })
+    let routing = Dispatch::new(&vec![0; t], t, 1, 1, None)?.into();
+    Ok(MoeOutput { y, balance_loss: None, routing })
 }
 
 fn check_input(x: &Var, sub: &MoeSubnet) -> Result<()> {
@@ -187,23 +191,30 @@ pub fn moe_forward_routed(
     let probs = tape.softmax(&logits, &Default::default())?;
     let gating = tape.topk_gating(&probs, k, opts.renormalize)?;
     let capacity = opts.capacity_factor.map(|cf| Dispatch::capacity_for(cf, t, k, n));
-    let dispatch = Arc::new(Dispatch::new(&gating.idx, t, k, n, capacity)?);
-    let xp = tape.moe_permute(x, &dispatch)?;
+    let routing = match (&gating.idx, capacity) {
+        // CUDA without a capacity limit: the dispatch kernels, queued behind the top-k's.
+        (ExpertIds::Device(ids), None) => MoeRouting::Device(Arc::new(DeviceDispatch::new(ids)?)),
+        // The capacity limit is applied by the host dispatch (a download of the ids on CUDA).
+        (ids, capacity) => Dispatch::new(&ids.to_host()?, t, k, n, capacity)?.into(),
+    };
+    let xp = tape.moe_permute(x, &routing)?;
     let experts = sub.widths.iter().zip(&p.experts).map(|(&h, ep)| expert_vars(tape, store, ep, d, h)).collect::<Result<Vec<_>>>()?;
-    let yp = tape.grouped_ffn(&xp, &experts, &dispatch.offsets, opts.activation)?;
-    let y = tape.moe_combine(&yp, &gating.gates, &dispatch)?;
-    let balance_loss = if opts.balance_coef > 0.0 { Some(balance_loss(tape, &probs, &dispatch, opts.balance_coef)?) } else { None };
-    Ok(MoeOutput { y, balance_loss, dispatch })
+    let yp = tape.grouped_ffn_segments(&xp, &experts, (&routing).into(), opts.activation)?;
+    let y = tape.moe_combine(&yp, &gating.gates, &routing)?;
+    let balance_loss = if opts.balance_coef > 0.0 { Some(balance_loss(tape, &probs, &routing, opts.balance_coef)?) } else { None };
+    Ok(MoeOutput { y, balance_loss, routing })
 }
 
 /// Switch-style load balancing for one layer: `coef * n * sum_i f_i * P_i`, with `f_i` the
 /// fraction of (token, slot) pairs routed to expert i (before any capacity drop) and `P_i` the
 /// mean router probability of expert i. Defined per layer with that layer's own `n`, so layers
 /// with different expert counts each get a loss whose minimum (uniform routing) is `coef`.
-pub fn balance_loss(tape: &mut Tape, probs: &Var, dispatch: &Dispatch, coef: f64) -> Result<Var> {
-    let (t, n) = (dispatch.tokens, dispatch.experts);
-    let pairs = (t * dispatch.k).max(1) as f64;
-    let frac: Vec<f64> = dispatch.routed.iter().map(|&r| r as f64 / pairs).collect();
+/// (`f_i` is a host constant: a device routing's counts are downloaded here.)
+pub fn balance_loss(tape: &mut Tape, probs: &Var, routing: impl Into<MoeRouting>, coef: f64) -> Result<Var> {
+    let routing = routing.into();
+    let (t, n) = (routing.tokens(), routing.experts());
+    let pairs = (t * routing.k()).max(1) as f64;
+    let frac: Vec<f64> = routing.routed()?.iter().map(|&r| r as f64 / pairs).collect();
     let f = tape.constant(Tensor::from_vec(frac, &[n])?.to_dtype_device(probs.value().dtype(), probs.value().device())?);
     let p_sum = tape.sum_to(probs, &[n])?;
     let fp = tape.mul(&p_sum, &f)?;

@@ -9,8 +9,10 @@ pub mod layer;
 pub mod ops;
 pub mod permute;
 pub mod reference;
+pub mod routing;
 
 pub use dispatch::{Dispatch, DROPPED};
 pub use experts::Activation;
 pub use layer::{balance_loss, moe_forward, moe_forward_routed, ExpertParams, MoeOptions, MoeOutput, MoeParams, MoeSubnet};
 pub use ops::{ExpertVars, Gating};
+pub use routing::{ExpertIds, MoeRouting, Segments};

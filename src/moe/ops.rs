@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::dispatch::Dispatch;
 use super::experts::{grouped_ffn_bwd, grouped_ffn_fwd, Activation, ExpertWeights};
+use super::routing::{ExpertIds, MoeRouting, Segments};
 use super::{gating, permute};
 use crate::autograd::{Op, Tape, Var};
 use crate::cpu::matmul::MatView;
@@ -26,8 +27,9 @@ pub struct ExpertVars {
 pub struct Gating {
     /// `[T, k]`: the gate of each token's chosen experts.
     pub gates: Var,
-    /// `[T * k]`: the chosen experts, by descending probability (ties to the lower index).
-    pub idx: Arc<Vec<u32>>,
+    /// `[T * k]`: the chosen experts, by descending probability (ties to the lower index); left
+    /// on the device for CUDA probabilities.
+    pub idx: ExpertIds,
 }
 
 fn tensor<T: Element>(v: Vec<T>, shape: &[usize]) -> Result<Tensor> {
@@ -65,11 +67,12 @@ impl Tape {
             Ok((idx, tensor(w, &[p.shape()[0], k])?))
         }
         let (idx, gates) = if probs.value().is_cuda() {
-            crate::cuda::tensor::topk_gating(probs.value(), k, renormalize)?
+            let (ids, gates) = crate::cuda::tensor::topk_select(probs.value(), k, renormalize)?;
+            (ExpertIds::Device(Arc::new(ids)), gates)
         } else {
-            by_dtype!("topk_gating", probs.value(), run(probs.value(), e, k, renormalize))?
+            let (ids, gates) = by_dtype!("topk_gating", probs.value(), run(probs.value(), e, k, renormalize))?;
+            (ExpertIds::Host(Arc::new(ids)), gates)
         };
-        let idx = Arc::new(idx);
         let _ = t;
         let var = match probs.node() {
             Some(id) => {
@@ -81,33 +84,35 @@ impl Tape {
         Ok(Gating { gates: var, idx })
     }
 
-    /// Gathers the rows of `x: [T, d]` into expert-contiguous order: `[dispatch.rows(), d]`.
-    pub fn moe_permute(&mut self, x: &Var, dispatch: &Arc<Dispatch>) -> Result<Var> {
+    /// Gathers the rows of `x: [T, d]` into expert-contiguous order: `[routing.rows(), d]`.
+    pub fn moe_permute(&mut self, x: &Var, routing: impl Into<MoeRouting>) -> Result<Var> {
+        let routing = routing.into();
         let [t, d] = x.shape() else {
             return Err(Error::invalid("moe_permute", format!("input must be [tokens, d], got {:?}", x.shape())));
         };
         let (t, d) = (*t, *d);
-        if t != dispatch.tokens {
-            return Err(Error::ShapeMismatch { op: "moe_permute", lhs: x.shape().to_vec(), rhs: vec![dispatch.tokens] });
+        if t != routing.tokens() {
+            return Err(Error::ShapeMismatch { op: "moe_permute", lhs: x.shape().to_vec(), rhs: vec![routing.tokens()] });
         }
         fn run<T: Float + Element>(x: &Tensor, d: usize, dis: &Dispatch) -> Result<Tensor> {
             tensor(permute::permute_fwd(&x.cpu_data::<T>("moe_permute")?, d, dis), &[dis.rows(), d])
         }
         let y = if x.value().is_cuda() {
-            crate::cuda::tensor::moe_permute(x.value(), dispatch)?
+            crate::cuda::tensor::moe_permute(x.value(), &routing)?
         } else {
-            by_dtype!("moe_permute", x.value(), run(x.value(), d, dispatch))?
+            by_dtype!("moe_permute", x.value(), run(x.value(), d, routing.host("moe_permute")?))?
         };
         Ok(match x.node() {
-            Some(id) => self.record(y, &[x], || Op::MoePermute { x: id, d, dispatch: dispatch.clone() }),
+            Some(id) => self.record(y, &[x], || Op::MoePermute { x: id, d, routing }),
             None => self.constant(y),
         })
     }
 
     /// `y[t] = sum_s gates[t, s] * yp[pos[t, s]]`: `yp: [rows, d]`, `gates: [T, k]` to `[T, d]`.
-    pub fn moe_combine(&mut self, yp: &Var, gates: &Var, dispatch: &Arc<Dispatch>) -> Result<Var> {
+    pub fn moe_combine(&mut self, yp: &Var, gates: &Var, routing: impl Into<MoeRouting>) -> Result<Var> {
+        let routing = routing.into();
         let d = yp.shape().get(1).copied().unwrap_or(0);
-        if yp.shape() != [dispatch.rows(), d] || gates.shape() != [dispatch.tokens, dispatch.k] {
+        if yp.shape() != [routing.rows(), d] || gates.shape() != [routing.tokens(), routing.k()] {
             return Err(Error::ShapeMismatch { op: "moe_combine", lhs: yp.shape().to_vec(), rhs: gates.shape().to_vec() });
         }
         fn run<T: Float + Element>(yp: &Tensor, w: &Tensor, d: usize, dis: &Dispatch) -> Result<Tensor> {
@@ -115,16 +120,21 @@ impl Tape {
             tensor(y, &[dis.tokens, d])
         }
         let y = if yp.value().is_cuda() {
-            crate::cuda::tensor::moe_combine(yp.value(), gates.value(), dispatch)?
+            crate::cuda::tensor::moe_combine(yp.value(), gates.value(), &routing)?
         } else {
-            by_dtype!("moe_combine", yp.value(), run(yp.value(), gates.value(), d, dispatch))?
+            by_dtype!("moe_combine", yp.value(), run(yp.value(), gates.value(), d, routing.host("moe_combine")?))?
         };
-        Ok(self.record(y, &[yp, gates], || Op::MoeCombine { yp: yp.clone(), gates: gates.clone(), dispatch: dispatch.clone() }))
+        Ok(self.record(y, &[yp, gates], || Op::MoeCombine { yp: yp.clone(), gates: gates.clone(), routing }))
     }
 
     /// Every expert's FFN on its segment of `xp: [rows, d]` (segments given by `offsets [E + 1]`).
     pub fn grouped_ffn(&mut self, xp: &Var, experts: &[ExpertVars], offsets: &[usize], act: Activation) -> Result<Var> {
-        let d = check_grouped(xp, experts, offsets)?;
+        self.grouped_ffn_segments(xp, experts, offsets.into(), act)
+    }
+
+    /// [`Tape::grouped_ffn`] with the segments of a routing (on the device for a device routing).
+    pub fn grouped_ffn_segments(&mut self, xp: &Var, experts: &[ExpertVars], segments: Segments, act: Activation) -> Result<Var> {
+        let d = check_grouped(xp, experts, &segments)?;
         let mut inputs: Vec<&Var> = vec![xp];
         for e in experts {
             inputs.extend([&e.w1, &e.b1, &e.w2, &e.b2]);
@@ -154,30 +164,45 @@ impl Tape {
         // On a CUDA backend `z` holds the saved hidden activations of the grouped GEMMs instead of
         // the per-expert pre-activations (see `crate::cuda::tensor::grouped_ffn`).
         let (y, z) = if xp.value().is_cuda() {
-            crate::cuda::tensor::grouped_ffn(xp.value(), experts, offsets, act)?
+            crate::cuda::tensor::grouped_ffn(xp.value(), experts, &segments, act)?
         } else {
-            by_dtype!("grouped_ffn", xp.value(), run(xp.value(), experts, offsets, d, act, save))?
+            by_dtype!("grouped_ffn", xp.value(), run(xp.value(), experts, segments.host("grouped_ffn")?, d, act, save))?
         };
-        Ok(self.record(y, &inputs, || Op::GroupedFfn {
-            xp: xp.clone(),
-            experts: experts.to_vec(),
-            offsets: Arc::new(offsets.to_vec()),
-            act,
-            z,
-        }))
+        Ok(self.record(y, &inputs, || Op::GroupedFfn { xp: xp.clone(), experts: experts.to_vec(), segments, act, z }))
     }
 }
 
 /// Validates the shapes of a grouped FFN call; returns `d`.
-fn check_grouped(xp: &Var, experts: &[ExpertVars], offsets: &[usize]) -> Result<usize> {
+fn check_grouped(xp: &Var, experts: &[ExpertVars], segments: &Segments) -> Result<usize> {
     let [rows, d] = xp.shape() else { return Err(Error::invalid("grouped_ffn", format!("input must be [rows, d], got {:?}", xp.shape()))) };
     let (rows, d) = (*rows, *d);
-    if offsets.len() != experts.len() + 1
-        || offsets.windows(2).any(|w| w[0] > w[1])
-        || offsets.first() != Some(&0)
-        || offsets.last() != Some(&rows)
-    {
-        return Err(Error::invalid("grouped_ffn", format!("offsets {offsets:?} do not split {rows} rows among {} experts", experts.len())));
+    match segments {
+        Segments::Host(offsets) => {
+            if offsets.len() != experts.len() + 1
+                || offsets.windows(2).any(|w| w[0] > w[1])
+                || offsets.first() != Some(&0)
+                || offsets.last() != Some(&rows)
+            {
+                return Err(Error::invalid(
+                    "grouped_ffn",
+                    format!("offsets {offsets:?} do not split {rows} rows among {} experts", experts.len()),
+                ));
+            }
+        }
+        // Built by the dispatch kernels over exactly these rows; only the sizes can disagree.
+        Segments::Device(dis) => {
+            if dis.experts() != experts.len() || dis.rows() != rows {
+                return Err(Error::invalid(
+                    "grouped_ffn",
+                    format!(
+                        "a routing of {} rows among {} experts given {rows} rows and {} experts",
+                        dis.rows(),
+                        dis.experts(),
+                        experts.len()
+                    ),
+                ));
+            }
+        }
     }
     for (e, v) in experts.iter().enumerate() {
         let h = v.w1.shape().first().copied().unwrap_or(0);
@@ -228,30 +253,33 @@ fn expert_views<T: Float + Element>(ex: &[ExpertVars]) -> Result<Vec<ExpertWeigh
         .collect()
 }
 
-pub(crate) fn topk_backward(probs: &Tensor, idx: &[u32], gates: &Tensor, g: &Tensor, k: usize, renorm: bool) -> Result<Tensor> {
+pub(crate) fn topk_backward(probs: &Tensor, idx: &ExpertIds, gates: &Tensor, g: &Tensor, k: usize, renorm: bool) -> Result<Tensor> {
     fn run<T: Float + Element>(p: &Tensor, idx: &[u32], w: &Tensor, g: &Tensor, k: usize, renorm: bool) -> Result<Tensor> {
         let e = p.shape()[1];
         let op = "topk_gating backward";
         let dp = gating::topk_bwd(&p.cpu_data::<T>(op)?, idx, &w.cpu_data::<T>(op)?, &g.cpu_data::<T>(op)?, e, k, renorm);
         tensor(dp, p.shape())
     }
-    if probs.is_cuda() {
-        return crate::cuda::tensor::topk_backward(probs, idx, gates, g, k, renorm);
+    match idx {
+        ExpertIds::Device(ids) => crate::cuda::tensor::topk_select_backward(probs, ids, gates, g, renorm),
+        ExpertIds::Host(_) if probs.is_cuda() => {
+            Err(Error::invalid("topk_gating backward", "CUDA probabilities with experts chosen on the host"))
+        }
+        ExpertIds::Host(idx) => by_dtype!("topk_gating backward", probs, run(probs, idx, gates, g, k, renorm)),
     }
-    by_dtype!("topk_gating backward", probs, run(probs, idx, gates, g, k, renorm))
 }
 
-pub(crate) fn permute_backward(g: &Tensor, d: usize, dis: &Dispatch) -> Result<Tensor> {
+pub(crate) fn permute_backward(g: &Tensor, d: usize, routing: &MoeRouting) -> Result<Tensor> {
     fn run<T: Float + Element>(g: &Tensor, d: usize, dis: &Dispatch) -> Result<Tensor> {
         tensor(permute::permute_bwd(&g.cpu_data::<T>("moe_permute backward")?, d, dis), &[dis.tokens, d])
     }
     if g.is_cuda() {
-        return crate::cuda::tensor::permute_backward(g, d, dis);
+        return crate::cuda::tensor::permute_backward(g, d, routing);
     }
-    by_dtype!("moe_permute backward", g, run(g, d, dis))
+    by_dtype!("moe_permute backward", g, run(g, d, routing.host("moe_permute backward")?))
 }
 
-pub(crate) fn combine_backward(yp: &Tensor, gates: &Tensor, g: &Tensor, dis: &Dispatch) -> Result<(Tensor, Tensor)> {
+pub(crate) fn combine_backward(yp: &Tensor, gates: &Tensor, g: &Tensor, routing: &MoeRouting) -> Result<(Tensor, Tensor)> {
     fn run<T: Float + Element>(yp: &Tensor, w: &Tensor, g: &Tensor, dis: &Dispatch) -> Result<(Tensor, Tensor)> {
         let op = "moe_combine backward";
         let d = yp.shape()[1];
@@ -259,9 +287,9 @@ pub(crate) fn combine_backward(yp: &Tensor, gates: &Tensor, g: &Tensor, dis: &Di
         Ok((tensor(dyp, yp.shape())?, tensor(dw, w.shape())?))
     }
     if yp.is_cuda() {
-        return crate::cuda::tensor::combine_backward(yp, gates, g, dis);
+        return crate::cuda::tensor::combine_backward(yp, gates, g, routing);
     }
-    by_dtype!("moe_combine backward", yp, run(yp, gates, g, dis))
+    by_dtype!("moe_combine backward", yp, run(yp, gates, g, routing.host("moe_combine backward")?))
 }
 
 /// `(dx, per expert [dW1, db1, dW2, db2] or None when it received no rows)`.
@@ -269,7 +297,7 @@ pub(crate) fn combine_backward(yp: &Tensor, gates: &Tensor, g: &Tensor, dis: &Di
 pub(crate) fn grouped_ffn_backward(
     xp: &Tensor,
     experts: &[ExpertVars],
-    offsets: &[usize],
+    segments: &Segments,
     act: Activation,
     z: &[Tensor],
     g: &Tensor,
@@ -301,7 +329,7 @@ pub(crate) fn grouped_ffn_backward(
         Ok((tensor(dx, xp.shape())?, per_expert))
     }
     if xp.is_cuda() {
-        return crate::cuda::tensor::grouped_ffn_backward(xp, experts, offsets, act, z, g);
+        return crate::cuda::tensor::grouped_ffn_backward(xp, experts, segments, act, z, g);
     }
-    by_dtype!("grouped_ffn backward", xp, run(xp, experts, offsets, act, z, g))
+    by_dtype!("grouped_ffn backward", xp, run(xp, experts, segments.host("grouped_ffn backward")?, act, z, g))
 }

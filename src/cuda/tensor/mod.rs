@@ -10,6 +10,7 @@ mod moe;
 mod nn;
 mod optim;
 mod reduce;
+mod routing;
 
 pub use elementwise::*;
 pub use matmul::matmul;
@@ -17,6 +18,7 @@ pub use moe::*;
 pub use nn::*;
 pub use optim::{adam_step, sum_squares, sum_squares_many, AdamStep};
 pub use reduce::{sum_all, sum_to};
+pub use routing::{topk_select, topk_select_backward, DeviceDispatch, DeviceIds};
 
 use std::sync::Arc;
 

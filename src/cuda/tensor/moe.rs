@@ -1,20 +1,23 @@
 //! The MoE tape ops on CUDA tensors (`src/moe/ops.rs` dispatches here when a tensor is on a CUDA
-//! backend): top-k gating, permute, grouped expert FFN and combine, forward and backward.
+//! backend): permute, grouped expert FFN and combine, forward and backward; the top-k and the
+//! device dispatch are in `routing.rs`.
 //!
-//! * Gating runs on the host: the tape keeps the routing as a host [`Dispatch`], so the chosen
-//!   expert ids must reach the host anyway. The small `[T, E]` probabilities are downloaded, the
-//!   CPU code chooses (the very same selection and tie-breaking as the CPU path), and the `[T, k]`
-//!   gates are uploaded in the probabilities' dtype. Its backward (as small) does the same.
-//! * Permute and combine launch the gather kernels of cuda/permute.cu with the index arrays of the
-//!   host [`Dispatch`] uploaded: `src_row [rows]` (token of each permuted row) and `pos [T * k]`
-//!   (row of each pair, `-1` for a pair dropped by the capacity limit, which is
-//!   [`crate::moe::DROPPED`] as an `i32`). The kernels take gates in f32, so bf16 gates are cast.
+//! * Permute and combine launch the gather kernels of cuda/permute.cu with the routing's index
+//!   arrays: read in place from a device routing ([`crate::moe::MoeRouting::Device`], the case
+//!   without a capacity limit), or uploaded from a host [`Dispatch`]: `src_row [rows]` (token of
+//!   each permuted row) and `pos [T * k]` (row of each pair, `-1` for a pair dropped by the capacity
+//!   limit, which is [`crate::moe::DROPPED`] as an `i32`). The kernels take gates in f32, so bf16
+//!   gates are cast.
 //! * The grouped FFN launches one grouped GEMM (cuda/grouped_gemm.cu) per stage over all experts,
-//!   reading each expert's weights in place (front-slice views: pointer at the view's offset,
-//!   leading dimension its row stride); biases go to the kernels in f32 and weight gradients
-//!   come out in f32, returned in the parameters' dtype. ReLU is fused into the fc1 GEMM (forward)
-//!   and the fc2 dgrad (as a mask on the saved activation). GELU is composed: the fc1 GEMM without
-//!   activation, then the tensor `gelu` op (and `gelu_backward` in the backward).
+//!   its problem list built on the device from the segment offsets (again in place for a device
+//!   routing), reading each expert's weights in place (front-slice views: pointer at the view's
+//!   offset, leading dimension its row stride); biases go to the kernels in f32 and weight
+//!   gradients come out in f32, returned in the parameters' dtype. ReLU is fused into the fc1 GEMM
+//!   (forward) and the fc2 dgrad (as a mask on the saved activation). GELU is composed: the fc1
+//!   GEMM without activation, then the tensor `gelu` op (and `gelu_backward` in the backward).
+//!   Which experts get a gradient (those that received rows) is the one thing the backward asks the
+//!   host about; a device routing's counts are downloaded once per layer for it, usually already at
+//!   the end of the forward pass (the model's FLOP accounting).
 
 use std::sync::Arc;
 
@@ -24,43 +27,12 @@ use super::super::grouped_gemm::{dbias, group, plan, run, GemmStage};
 use super::super::moe_exec::Exec;
 use super::super::moe_ops::{warp_per_item, KernelFloat};
 use super::super::ops::to_i32;
+use super::routing::DeviceDispatch;
 use super::{by_dtype, cast_contiguous, copy_contiguous, same_gpu, storage, tensor_of, whole_buf, GpuElem};
 use crate::moe::ops::ExpertVars;
-use crate::moe::{gating, Activation, Dispatch};
+use crate::moe::{Activation, MoeRouting, Segments};
 use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
-
-/// A host f32 vector as a tensor of `like`'s device and dtype.
-fn upload_like(v: Vec<f32>, shape: &[usize], like: &Tensor) -> Result<Tensor> {
-    Tensor::from_vec(v, shape)?.to_dtype_device(like.dtype(), like.device())
-}
-
-fn check_float(op: &'static str, t: &Tensor) -> Result<()> {
-    storage(op, t)?;
-    match t.dtype() {
-        DType::F64 => Err(Error::invalid(op, "the CUDA kernels have no f64")),
-        _ => Ok(()),
-    }
-}
-
-/// Top-k gating of `probs: [T, E]` on the host: `(idx [T * k], gates [T, k])`, the gates on the
-/// probabilities' device and in their dtype.
-pub fn topk_gating(probs: &Tensor, k: usize, renormalize: bool) -> Result<(Vec<u32>, Tensor)> {
-    check_float("topk_gating", probs)?;
-    let (t, e) = (probs.shape()[0], probs.shape()[1]);
-    // Host round trip by design (see the module comment): the dispatch is a host structure.
-    let (idx, w) = gating::topk_fwd(&probs.to_f32_vec()?, e, k, renormalize);
-    Ok((idx, upload_like(w, &[t, k], probs)?))
-}
-
-/// Gradient of the probabilities from the gates' gradient `g: [T, k]` (on the host, like the
-/// forward: `[T, k]` and `[T, E]` are small).
-pub fn topk_backward(probs: &Tensor, idx: &[u32], gates: &Tensor, g: &Tensor, k: usize, renormalize: bool) -> Result<Tensor> {
-    check_float("topk_gating backward", probs)?;
-    let e = probs.shape()[1];
-    let dp = gating::topk_bwd(&probs.to_f32_vec()?, idx, &gates.to_f32_vec()?, &g.to_f32_vec()?, e, k, renormalize);
-    upload_like(dp, probs.shape(), probs)
-}
 
 fn as_i32(v: impl Iterator<Item = usize>) -> Vec<i32> {
     v.map(|x| x as i32).collect()
@@ -71,25 +43,73 @@ fn check_i32(op: &'static str, n: usize) -> Result<()> {
     to_i32(op, "elements", n).map(|_| ())
 }
 
-/// `pos [T * k]` as the kernels take it: a dropped pair ([`crate::moe::DROPPED`]) becomes `-1`.
-fn pos_i32(dis: &Dispatch) -> Vec<i32> {
-    dis.pos.iter().map(|&p| p as i32).collect()
+/// An index buffer of a routing: read in place from a device routing, or uploaded from a host one.
+enum Index<'a> {
+    Device(&'a GBuf<i32>),
+    Uploaded(GBuf<i32>),
+}
+
+impl Index<'_> {
+    fn addr(&self, gpu: &Gpu) -> automoe_dptr {
+        match self {
+            Index::Device(b) => gpu.addr(*b),
+            Index::Uploaded(b) => gpu.addr(b),
+        }
+    }
+}
+
+/// Which of a routing's index arrays.
+#[derive(Clone, Copy)]
+enum Which {
+    /// `[T * k]` row of each pair (`-1` for a pair dropped by the capacity limit).
+    Pos,
+    /// `[rows]` token of each permuted row.
+    SrcRow,
+    /// `[E + 1]` segment starts.
+    Offsets,
+}
+
+/// One index array of `r` for launches on `gpu`.
+fn index<'a>(op: &'static str, gpu: &Gpu, r: &'a MoeRouting, which: Which) -> Result<Index<'a>> {
+    match r {
+        MoeRouting::Device(d) => device_index(op, gpu, d, which),
+        MoeRouting::Host(dis) => {
+            let v: Vec<i32> = match which {
+                // A dropped pair (crate::moe::DROPPED, u32::MAX) becomes -1.
+                Which::Pos => dis.pos.iter().map(|&p| p as i32).collect(),
+                Which::SrcRow => as_i32(dis.src_row.iter().map(|&r| r as usize)),
+                Which::Offsets => as_i32(dis.offsets.iter().copied()),
+            };
+            Ok(Index::Uploaded(gpu.upload(&v)?))
+        }
+    }
+}
+
+fn device_index<'a>(op: &'static str, gpu: &Gpu, d: &'a DeviceDispatch, which: Which) -> Result<Index<'a>> {
+    if d.gpu().device() != gpu.device() {
+        return Err(Error::invalid(op, format!("a routing on {} with tensors on {}", d.gpu().device(), gpu.device())));
+    }
+    Ok(Index::Device(match which {
+        Which::Pos => d.pos_buf(),
+        Which::SrcRow => d.src_row_buf(),
+        Which::Offsets => d.offsets_buf(),
+    }))
 }
 
 /// `xp[r] = x[src_row[r]]`: `x: [T, d]` to `[dis.rows(), d]`.
-pub fn moe_permute(x: &Tensor, dis: &Dispatch) -> Result<Tensor> {
+pub fn moe_permute(x: &Tensor, r: &MoeRouting) -> Result<Tensor> {
     const OP: &str = "moe_permute";
     let gpu = same_gpu(OP, &[x])?;
-    let (rows, d) = (dis.rows(), x.shape()[1]);
+    let (rows, d) = (r.rows(), x.shape()[1]);
     check_i32(OP, (rows * d).max(x.numel()))?;
     by_dtype!(OP, x.dtype(), T => {
         let xb = whole_buf::<T>(OP, x)?;
         let mut out = gpu.uninit::<T>(rows * d, T::poison())?;
         if rows * d > 0 {
-            let sb = gpu.upload(&as_i32(dis.src_row.iter().map(|&r| r as usize)))?;
-            let p = PermuteFwdParams { x: gpu.addr(&*xb), src_row: gpu.addr(&sb), xp: gpu.addr_mut(&mut out), rows: rows as i32, d: d as i32 };
-            // SAFETY: x is [T, d] (whole buffer), every src_row entry is < T (built by Dispatch),
-            // out is [rows, d].
+            let sb = index(OP, &gpu, r, Which::SrcRow)?;
+            let p = PermuteFwdParams { x: gpu.addr(&*xb), src_row: sb.addr(&gpu), xp: gpu.addr_mut(&mut out), rows: rows as i32, d: d as i32 };
+            // SAFETY: x is [T, d] (whole buffer), every src_row entry is < T (built by Dispatch
+            // or the dispatch kernels), out is [rows, d].
             unsafe { gpu.enqueue("permute.cu", &format!("permute_fwd_{}", T::SUFFIX), warp_per_item(rows), &p)? };
         }
         Ok(tensor_of(&gpu, out, &[rows, d]))
@@ -97,22 +117,22 @@ pub fn moe_permute(x: &Tensor, dis: &Dispatch) -> Result<Tensor> {
 }
 
 /// `dx[t] = sum_s g[pos[t, s]]` (dropped pairs add nothing): `g: [rows, d]` to `[T, d]`.
-pub fn permute_backward(g: &Tensor, d: usize, dis: &Dispatch) -> Result<Tensor> {
+pub fn permute_backward(g: &Tensor, d: usize, r: &MoeRouting) -> Result<Tensor> {
     const OP: &str = "moe_permute backward";
     let gpu = same_gpu(OP, &[g])?;
-    let t = dis.tokens;
+    let t = r.tokens();
     check_i32(OP, (t * d).max(g.numel()))?;
     by_dtype!(OP, g.dtype(), T => {
         let gb = whole_buf::<T>(OP, g)?;
         let mut dx = gpu.uninit::<T>(t * d, T::poison())?;
         if t * d > 0 {
-            let pb = gpu.upload(&pos_i32(dis))?;
+            let pb = index(OP, &gpu, r, Which::Pos)?;
             let p = PermuteBwdParams {
                 dxp: gpu.addr(&*gb),
-                pos: gpu.addr(&pb),
+                pos: pb.addr(&gpu),
                 dx: gpu.addr_mut(&mut dx),
                 tokens: t as i32,
-                k: dis.k as i32,
+                k: r.k() as i32,
                 d: d as i32,
                 reserved: 0,
             };
@@ -130,24 +150,24 @@ fn gates_f32(gates: &Tensor) -> Result<Arc<GBuf<f32>>> {
 }
 
 /// `y[t] = sum_s gates[t, s] * yp[pos[t, s]]`: `[T, d]`.
-pub fn moe_combine(yp: &Tensor, gates: &Tensor, dis: &Dispatch) -> Result<Tensor> {
+pub fn moe_combine(yp: &Tensor, gates: &Tensor, r: &MoeRouting) -> Result<Tensor> {
     const OP: &str = "moe_combine";
     let gpu = same_gpu(OP, &[yp, gates])?;
-    let (t, d) = (dis.tokens, yp.shape()[1]);
+    let (t, d) = (r.tokens(), yp.shape()[1]);
     check_i32(OP, (t * d).max(yp.numel()))?;
     by_dtype!(OP, yp.dtype(), T => {
         let yb = whole_buf::<T>(OP, yp)?;
         let wb = gates_f32(gates)?;
         let mut y = gpu.uninit::<T>(t * d, T::poison())?;
         if t * d > 0 {
-            let pb = gpu.upload(&pos_i32(dis))?;
+            let pb = index(OP, &gpu, r, Which::Pos)?;
             let p = CombineFwdParams {
                 yp: gpu.addr(&*yb),
-                pos: gpu.addr(&pb),
+                pos: pb.addr(&gpu),
                 w: gpu.addr(&*wb),
                 y: gpu.addr_mut(&mut y),
                 tokens: t as i32,
-                k: dis.k as i32,
+                k: r.k() as i32,
                 d: d as i32,
                 reserved: 0,
             };
@@ -159,10 +179,10 @@ pub fn moe_combine(yp: &Tensor, gates: &Tensor, dis: &Dispatch) -> Result<Tensor
 }
 
 /// `(dyp [rows, d], dgates [T, k])` of the combine from `g: [T, d]`; `dgates` in the gates' dtype.
-pub fn combine_backward(yp: &Tensor, gates: &Tensor, g: &Tensor, dis: &Dispatch) -> Result<(Tensor, Tensor)> {
+pub fn combine_backward(yp: &Tensor, gates: &Tensor, g: &Tensor, r: &MoeRouting) -> Result<(Tensor, Tensor)> {
     const OP: &str = "moe_combine backward";
     let gpu = same_gpu(OP, &[yp, gates, g])?;
-    let (t, k, d, rows) = (dis.tokens, dis.k, yp.shape()[1], dis.rows());
+    let (t, k, d, rows) = (r.tokens(), r.k(), yp.shape()[1], r.rows());
     check_i32(OP, (t * d).max(rows * d).max(t * k))?;
     let (dyp, dw) = by_dtype!(OP, yp.dtype(), T => {
         let (yb, gb, wb) = (whole_buf::<T>(OP, yp)?, whole_buf::<T>(OP, g)?, gates_f32(gates)?);
@@ -170,14 +190,13 @@ pub fn combine_backward(yp: &Tensor, gates: &Tensor, g: &Tensor, dis: &Dispatch)
         let mut dw = gpu.uninit::<f32>(t * k, f32::NAN)?;
         let items = t.max(rows);
         if items > 0 && d > 0 {
-            let pb = gpu.upload(&pos_i32(dis))?;
-            let sb = gpu.upload(&as_i32(dis.src_row.iter().map(|&r| r as usize)))?;
+            let (pb, sb) = (index(OP, &gpu, r, Which::Pos)?, index(OP, &gpu, r, Which::SrcRow)?);
             let p = CombineBwdParams {
                 dy: gpu.addr(&*gb),
                 yp: gpu.addr(&*yb),
-                pos: gpu.addr(&pb),
+                pos: pb.addr(&gpu),
                 w: gpu.addr(&*wb),
-                src_row: gpu.addr(&sb),
+                src_row: sb.addr(&gpu),
                 dyp: gpu.addr_mut(&mut dyp),
                 dw: gpu.addr_mut(&mut dw),
                 tokens: t as i32,
@@ -227,7 +246,7 @@ fn bias_f32(op: &'static str, b: &Tensor) -> Result<Mat> {
 }
 
 /// The experts' operands, checked against `xp`'s backend and dtype.
-struct Experts {
+struct Experts<'a> {
     gpu: Gpu,
     d: usize,
     rows: usize,
@@ -236,11 +255,12 @@ struct Experts {
     hm: usize,
     w1: Vec<Mat>,
     w2: Vec<Mat>,
-    offsets: GBuf<i32>,
+    /// `[E + 1]` segment starts.
+    offsets: Index<'a>,
 }
 
-impl Experts {
-    fn new(op: &'static str, xp: &Tensor, ex: &[ExpertVars], offsets: &[usize]) -> Result<Self> {
+impl<'a> Experts<'a> {
+    fn new(op: &'static str, xp: &Tensor, ex: &[ExpertVars], segments: &'a Segments) -> Result<Self> {
         let mut ts: Vec<&Tensor> = vec![xp];
         for e in ex {
             ts.extend([e.w1.value(), e.w2.value()]);
@@ -269,7 +289,10 @@ impl Experts {
             hm,
             w1: ex.iter().map(|e| mat(op, e.w1.value())).collect::<Result<_>>()?,
             w2: ex.iter().map(|e| mat(op, e.w2.value())).collect::<Result<_>>()?,
-            offsets: gpu.upload(&as_i32(offsets.iter().copied()))?,
+            offsets: match segments {
+                Segments::Host(o) => Index::Uploaded(gpu.upload(&as_i32(o.iter().copied()))?),
+                Segments::Device(d) => device_index(op, &gpu, d, Which::Offsets)?,
+            },
             widths,
             gpu,
         })
@@ -277,6 +300,13 @@ impl Experts {
 
     fn n(&self) -> usize {
         self.widths.len()
+    }
+
+    fn offsets_buf(&self) -> &GBuf<i32> {
+        match &self.offsets {
+            Index::Device(b) => b,
+            Index::Uploaded(b) => b,
+        }
     }
 
     /// Plans `groups` over the segments and runs them with `flags`.
@@ -291,7 +321,7 @@ impl Experts {
         // SAFETY: forwarded from this function's contract; the offsets are the dispatch's [E + 1]
         // non-decreasing segment starts, each segment within `rows`.
         unsafe {
-            let p = plan::<Gpu, T>(&self.gpu, stage, groups, Some(&self.offsets), self.rows)?;
+            let p = plan::<Gpu, T>(&self.gpu, stage, groups, Some(self.offsets_buf()), self.rows)?;
             run::<Gpu, T>(&self.gpu, &p, flags)
         }
     }
@@ -301,14 +331,14 @@ impl Experts {
 /// is what [`grouped_ffn_backward`] needs: `[a]` (the ReLU output, `[rows, h_max]`) for ReLU,
 /// `[z, a]` (pre-activation and GELU output) for GELU; `h_max` is the widest expert's width and
 /// columns past an expert's own width are zero.
-pub fn grouped_ffn(xp: &Tensor, ex: &[ExpertVars], offsets: &[usize], act: Activation) -> Result<(Tensor, Vec<Tensor>)> {
+pub fn grouped_ffn(xp: &Tensor, ex: &[ExpertVars], segments: &Segments, act: Activation) -> Result<(Tensor, Vec<Tensor>)> {
     const OP: &str = "grouped_ffn";
-    by_dtype!(OP, xp.dtype(), T => grouped_ffn_t::<T>(xp, ex, offsets, act))
+    by_dtype!(OP, xp.dtype(), T => grouped_ffn_t::<T>(xp, ex, segments, act))
 }
 
-fn grouped_ffn_t<T: GpuElem>(xp: &Tensor, ex: &[ExpertVars], offsets: &[usize], act: Activation) -> Result<(Tensor, Vec<Tensor>)> {
+fn grouped_ffn_t<T: GpuElem>(xp: &Tensor, ex: &[ExpertVars], segments: &Segments, act: Activation) -> Result<(Tensor, Vec<Tensor>)> {
     const OP: &str = "grouped_ffn";
-    let s = Experts::new(OP, xp, ex, offsets)?;
+    let s = Experts::new(OP, xp, ex, segments)?;
     let (gpu, d, rows, hm, n) = (&s.gpu, s.d, s.rows, s.hm, s.n());
     let b1: Vec<Mat> = ex.iter().map(|e| bias_f32(OP, e.b1.value())).collect::<Result<_>>()?;
     let b2: Vec<Mat> = ex.iter().map(|e| bias_f32(OP, e.b2.value())).collect::<Result<_>>()?;
@@ -342,26 +372,26 @@ fn grouped_ffn_t<T: GpuElem>(xp: &Tensor, ex: &[ExpertVars], offsets: &[usize], 
 pub fn grouped_ffn_backward(
     xp: &Tensor,
     ex: &[ExpertVars],
-    offsets: &[usize],
+    segments: &Segments,
     act: Activation,
     saved: &[Tensor],
     g: &Tensor,
 ) -> Result<(Tensor, Vec<Option<[Tensor; 4]>>)> {
     const OP: &str = "grouped_ffn backward";
-    by_dtype!(OP, xp.dtype(), T => grouped_ffn_backward_t::<T>(xp, ex, offsets, act, saved, g))
+    by_dtype!(OP, xp.dtype(), T => grouped_ffn_backward_t::<T>(xp, ex, segments, act, saved, g))
 }
 
 #[allow(clippy::type_complexity)]
 fn grouped_ffn_backward_t<T: GpuElem>(
     xp: &Tensor,
     ex: &[ExpertVars],
-    offsets: &[usize],
+    segments: &Segments,
     act: Activation,
     saved: &[Tensor],
     g: &Tensor,
 ) -> Result<(Tensor, Vec<Option<[Tensor; 4]>>)> {
     const OP: &str = "grouped_ffn backward";
-    let s = Experts::new(OP, xp, ex, offsets)?;
+    let s = Experts::new(OP, xp, ex, segments)?;
     let (gpu, d, rows, hm, n) = (&s.gpu, s.d, s.rows, s.hm, s.n());
     let relu = act == Activation::Relu;
     if saved.len() != if relu { 1 } else { 2 } || saved.iter().any(|t| t.shape() != [rows, hm]) {
@@ -407,8 +437,8 @@ fn grouped_ffn_backward_t<T: GpuElem>(
         s.run::<T>(GemmStage::Wgrad, &fc1_wgrad, AUTOMOE_GEMM_ACCUMULATE)?;
         s.run::<T>(GemmStage::Dgrad, &fc1_dgrad, 0)?;
         if rows > 0 {
-            dbias::<Gpu, T>(gpu, &*gb, d, &s.offsets, &wd, n, d, &mut gb2, d)?;
-            dbias::<Gpu, T>(gpu, &*dab, hm, &s.offsets, &wh, n, hm, &mut gb1, hm)?;
+            dbias::<Gpu, T>(gpu, &*gb, d, s.offsets_buf(), &wd, n, d, &mut gb2, d)?;
+            dbias::<Gpu, T>(gpu, &*dab, hm, s.offsets_buf(), &wh, n, hm, &mut gb1, hm)?;
         }
     }
     let dtype = T::DTYPE;
@@ -418,9 +448,12 @@ fn grouped_ffn_backward_t<T: GpuElem>(
     let row = |m: &Tensor, e: usize, w: usize| -> Result<Tensor> {
         cast_contiguous(&m.narrow(0, e, 1)?.reshape(&[m.shape()[1]])?.narrow(0, 0, w)?, dtype)
     };
+    // An expert that received no rows gets no gradient (as on the CPU): the one question the
+    // backward asks the host, answered from the forward's download when the model made one.
+    let counts = segments.counts()?;
     let mut grads = Vec::with_capacity(n);
     for (e, (w1, w2)) in gw1.into_iter().zip(gw2).enumerate() {
-        if offsets[e + 1] == offsets[e] {
+        if counts[e] == 0 {
             grads.push(None);
             continue;
         }
