@@ -1,5 +1,6 @@
 //! The real-device backend of the routing kernels: CUBIN from [`super::nvrtc`] loaded with cudarc,
-//! launched on the device's default stream with the abi.h struct as the single kernel argument.
+//! launched on the device's one stream ([`super::stream`]: a created stream, which graph capture
+//! accepts) with the abi.h struct as the single kernel argument.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,11 +27,19 @@ pub struct CudaExec {
     stream: Arc<CudaStream>,
     arch: String,
     sms: u32,
-    modules: Mutex<HashMap<String, Arc<CudaModule>>>,
-    /// Dynamic shared memory each kernel (`file/name`) has opted in to beyond the default 48 KiB.
-    smem_opt_in: Mutex<HashMap<String, u32>>,
+    /// Each cuda/*.cu file loaded so far, by name.
+    modules: Mutex<HashMap<String, LoadedFile>>,
     /// cuBLAS on this device's stream, created at the first dense product.
     blas: std::sync::OnceLock<cudarc::cublas::CudaBlas>,
+}
+
+/// A compiled cuda/*.cu file and the entry points launched from it so far: looked up once each,
+/// not at every launch (`cuModuleGetFunction` is a driver call, and small ops launch thousands of
+/// kernels per training update).
+struct LoadedFile {
+    module: Arc<CudaModule>,
+    /// Each entry point with the dynamic shared memory it has opted in to beyond the default 48 KiB.
+    functions: HashMap<String, (CudaFunction, u32)>,
 }
 
 /// A device buffer with its logical length (zero-length requests allocate one element, because a
@@ -71,7 +80,6 @@ impl CudaExec {
             arch: nvrtc::arch_for(major, minor),
             sms: sms.max(1) as u32,
             modules: Mutex::new(HashMap::new()),
-            smem_opt_in: Mutex::new(HashMap::new()),
             blas: std::sync::OnceLock::new(),
         })
     }
@@ -91,6 +99,17 @@ impl CudaExec {
         }
         let b = cudarc::cublas::CudaBlas::new(self.stream.clone()).map_err(|e| Error::Cuda(format!("creating a cuBLAS handle: {e}")))?;
         Ok(self.blas.get_or_init(|| b))
+    }
+
+    /// A device buffer of `n` elements whose contents are undefined until a kernel writes them (no
+    /// fill: one driver call and one queued memset fewer per op output than [`Self::alloc_zeros`];
+    /// the emulator poisons such buffers instead, so its tests catch a kernel that reads one before
+    /// writing it).
+    pub fn alloc_uninit<T: Elem>(&self, n: usize) -> Result<DeviceBuf<T>> {
+        // SAFETY: the elements are plain old data (Elem: Pod) that no Rust code reads before a
+        // kernel writes them: the buffer is only handed to kernels as an output address.
+        let slice = unsafe { self.stream.alloc::<T>(n.max(1)) }.map_err(cuda_err("alloc"))?;
+        Ok(DeviceBuf { slice, len: n })
     }
 
     /// A zero-filled device buffer of `n` elements.
@@ -128,19 +147,29 @@ impl CudaExec {
         &self.arch
     }
 
-    /// Entry point `name` of cuda/`file`, compiling (or loading from the disk cache) on first use.
-    pub fn function(&self, file: &str, name: &str) -> Result<CudaFunction> {
+    /// Entry point `name` of cuda/`file`, compiling (or loading from the disk cache) on first use,
+    /// opted in to `smem_bytes` of dynamic shared memory when that is above the default 48 KiB.
+    fn function(&self, file: &str, name: &str, smem_bytes: u32) -> Result<CudaFunction> {
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
-        let module = match modules.get(file) {
-            Some(m) => m.clone(),
-            None => {
-                let compiled = nvrtc::compile(file, &self.arch, true)?;
-                let m = self.stream.context().load_module(Ptx::from_binary(compiled.cubin)).map_err(cuda_err("loading the CUBIN"))?;
-                modules.insert(file.to_string(), m.clone());
-                m
-            }
-        };
-        module.load_function(name).map_err(|e| Error::Cuda(format!("{file}: no kernel {name}: {e}")))
+        if !modules.contains_key(file) {
+            let compiled = nvrtc::compile(file, &self.arch, true)?;
+            let module = self.stream.context().load_module(Ptx::from_binary(compiled.cubin)).map_err(cuda_err("loading the CUBIN"))?;
+            modules.insert(file.to_string(), LoadedFile { module, functions: HashMap::new() });
+        }
+        let loaded = modules.get_mut(file).ok_or_else(|| Error::Cuda(format!("{file}: module missing after loading")))?;
+        if !loaded.functions.contains_key(name) {
+            let f = loaded.module.load_function(name).map_err(|e| Error::Cuda(format!("{file}: no kernel {name}: {e}")))?;
+            loaded.functions.insert(name.to_string(), (f, DEFAULT_SMEM_LIMIT));
+        }
+        let (f, opted) =
+            loaded.functions.get_mut(name).ok_or_else(|| Error::Cuda(format!("{file}: kernel {name} missing after loading")))?;
+        if smem_bytes > *opted {
+            // Above 48 KiB a kernel must opt in, once per function (the attribute stays set).
+            f.set_attribute(cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem_bytes as i32)
+                .map_err(|e| Error::Cuda(format!("{name}: {smem_bytes} bytes of dynamic shared memory on cuda:{}: {e}", self.ordinal)))?;
+            *opted = smem_bytes;
+        }
+        Ok(f.clone())
     }
 
     /// Launches `name` with `params` as its only argument, without synchronising.
@@ -149,22 +178,7 @@ impl CudaExec {
     /// Every address in `params` must be a live device allocation on this device, large enough for
     /// every access the kernel makes for the shapes in `params`, until the launch completes.
     pub unsafe fn launch_async<P: KernelParams>(&self, file: &str, name: &str, g: Geometry, params: &P) -> Result<()> {
-        let f = self.function(file, name)?;
-        if g.smem_bytes > DEFAULT_SMEM_LIMIT {
-            // Above 48 KiB a kernel must opt in, once per function (the attribute stays set).
-            let mut opted = self.smem_opt_in.lock().unwrap_or_else(|p| p.into_inner());
-            let key = format!("{file}/{name}");
-            if opted.get(&key).is_none_or(|&b| b < g.smem_bytes) {
-                f.set_attribute(
-                    cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    g.smem_bytes as i32,
-                )
-                .map_err(|e| {
-                    Error::Cuda(format!("{name}: {} bytes of dynamic shared memory on cuda:{}: {e}", g.smem_bytes, self.ordinal))
-                })?;
-                opted.insert(key, g.smem_bytes);
-            }
-        }
+        let f = self.function(file, name, g.smem_bytes)?;
         let cfg = LaunchConfig { grid_dim: (g.grid, 1, 1), block_dim: (g.block, 1, 1), shared_mem_bytes: g.smem_bytes };
         let mut b = self.stream.launch_builder(&f);
         b.arg(params);

@@ -72,7 +72,7 @@ impl Gpu {
     pub fn uninit<T: Elem>(&self, n: usize, poison: T) -> Result<GBuf<T>> {
         match self {
             Gpu::Emu(_) => Ok(GBuf::Host(vec![poison; n])),
-            Gpu::Device(x) => Ok(GBuf::Device(x.alloc_zeros(n)?)),
+            Gpu::Device(x) => Ok(GBuf::Device(x.alloc_uninit(n)?)),
         }
     }
 

@@ -54,7 +54,6 @@ pub fn device_count() -> Result<usize> {
     Ok(n.max(0) as usize)
 }
 
-/// The default stream of device `ordinal`, creating its context once per process.
 /// `NVIDIA H200, sm_90a`: the device's name and the architecture the kernels are compiled for.
 pub fn describe_device(ordinal: usize) -> Result<String> {
     let ctx = stream(ordinal)?.context().clone();
@@ -63,6 +62,8 @@ pub fn describe_device(ordinal: usize) -> Result<String> {
     Ok(format!("{name}, {}", nvrtc::arch_for(major, minor)))
 }
 
+/// The stream all of the crate's work on device `ordinal` goes to (kernels, copies, cuBLAS,
+/// allocations), creating the device's context and the stream once per process.
 pub fn stream(ordinal: usize) -> Result<Arc<CudaStream>> {
     static STREAMS: OnceLock<Mutex<Vec<Option<Arc<CudaStream>>>>> = OnceLock::new();
     let n = device_count()?;
@@ -77,7 +78,15 @@ pub fn stream(ordinal: usize) -> Result<Arc<CudaStream>> {
         return Ok(s.clone());
     }
     let ctx = CudaContext::new(ordinal).map_err(|e| Error::Cuda(format!("creating a context on cuda:{ordinal}: {e}")))?;
-    let s = ctx.default_stream();
+    // A created stream, not the context's legacy default stream: CUDA refuses to capture the
+    // legacy stream into a graph (cuStreamBeginCapture), and graph capture is how the kernel
+    // benchmarks time device work and what a decoder step needs to be replayed cheaply.
+    // Creating a second stream puts cudarc into its multi-stream mode, in which every buffer
+    // records an event at each use so that streams can be ordered; the crate uses this one stream
+    // only, so there is nothing to order, and the tracking is turned off first.
+    // SAFETY: every buffer of this context is allocated, used and freed on this one stream.
+    unsafe { ctx.disable_event_tracking() };
+    let s = ctx.new_stream().map_err(|e| Error::Cuda(format!("creating a stream on cuda:{ordinal}: {e}")))?;
     streams[ordinal] = Some(s.clone());
     Ok(s)
 }
