@@ -174,6 +174,15 @@ template <int N>
 __device__ __forceinline__ void wgmma_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
+// Pins accumulator registers across the wgmma fences (CUTLASS's warpgroup_fence_operand): an empty
+// asm that reads and writes each one, so that the compiler can neither sink the accumulators'
+// zeroing below wgmma.fence nor hoist their reads above wgmma.wait_group; PTX leaves a register
+// access between those and the wgmma that uses the register undefined.
+template <int N>
+__device__ __forceinline__ void wgmma_fence_operands(float (&d)[N]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
 // Makes shared-memory writes by ordinary stores and cp.async visible to wgmma's (async proxy) reads.
 __device__ __forceinline__ void fence_proxy_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 

@@ -609,6 +609,8 @@ __device__ __forceinline__ void wgmma_bf16(const GroupedGemmParams& p) {
             fence_proxy_async_shared();  // this thread's copies, visible to wgmma's reads
             __syncthreads();             // ... and everyone else's
             const unsigned char* st = smem + (kt % STAGES) * W::kStageBytes;
+#pragma unroll
+            for (int h = 0; h < 2; ++h) wgmma_fence_operands(acc[h]);
             wgmma_fence();
 #pragma unroll
             for (int ks = 0; ks < kWgBK / 16; ++ks) {
@@ -621,12 +623,16 @@ __device__ __forceinline__ void wgmma_bf16(const GroupedGemmParams& p) {
             // This warpgroup's k-tile kt-1 group is done; once every warpgroup's is, its stage,
             // which the prefetch below refills, is free.
             wgmma_wait<1>();
+#pragma unroll
+            for (int h = 0; h < 2; ++h) wgmma_fence_operands(acc[h]);
             if constexpr (WGS > 1) __syncthreads();
             const int pf = kt + STAGES - 1;
             if (pf < nk) wg_load_stage<S, W>(smem + (pf % STAGES) * W::kStageBytes, q, m0, n0, pf * kWgBK, va, vb);
             cp_async_commit();
         }
         wgmma_wait<0>();
+#pragma unroll
+        for (int h = 0; h < 2; ++h) wgmma_fence_operands(acc[h]);
         cp_async_wait<0>();
         // The next tile's prologue refills stages another warpgroup may still be reading.
         if constexpr (WGS > 1) __syncthreads();

@@ -98,10 +98,12 @@ __device__ __forceinline__ void ptxtest_wgmma(const EmuTestParams& p) {
     for (int v = 0; v < 64; ++v) d[v] = out[(16 * w + g + 8 * ((v >> 1) & 1)) * 128 + 8 * (v >> 2) + 2 * tq + (v & 1)];
     automoe::fence_proxy_async_shared();
     __syncthreads();
+    automoe::wgmma_fence_operands(d);
     automoe::wgmma_fence();
     automoe::wgmma_m64n128k16_bf16<kTransA, kTransB>(d, automoe::wgmma_desc(s, 1024, 128), automoe::wgmma_desc(s + 2048, 2048, 128));
     automoe::wgmma_commit();
     automoe::wgmma_wait<0>();
+    automoe::wgmma_fence_operands(d);
     for (int v = 0; v < 64; ++v) out[(16 * w + g + 8 * ((v >> 1) & 1)) * 128 + 8 * (v >> 2) + 2 * tq + (v & 1)] = d[v];
 }
 #else

@@ -112,6 +112,9 @@ __device__ __forceinline__ unsigned smem_addr(const void* p) {
 // wgmma.fence / fence.proxy.async: ordering only; the twins' deferred execution needs none.
 __device__ __forceinline__ void wgmma_fence() {}
 __device__ __forceinline__ void fence_proxy_async_shared() {}
+// The compiler-ordering pin of the accumulators: nothing to order on the CPU.
+template <int N>
+__device__ __forceinline__ void wgmma_fence_operands(float (&)[N]) {}
 __device__ __forceinline__ void wgmma_commit() { emu::wgmma_commit(); }
 template <int N>
 __device__ __forceinline__ void wgmma_wait() {
