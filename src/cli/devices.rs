@@ -15,6 +15,17 @@ pub fn run(_args: Args) -> crate::Result<()> {
                     Err(e) => println!("cuda:{i} (unusable: {e})"),
                 }
             }
+            if n > 0 {
+                // What a device also needs at run time: NVRTC compiles every kernel at first use,
+                // cuBLAS runs the dense products.
+                match crate::cuda::nvrtc::version() {
+                    Ok((major, minor)) => println!("nvrtc: {major}.{minor}"),
+                    Err(e) => println!("nvrtc: unavailable ({e})"),
+                }
+                // SAFETY: only probes whether the library can be loaded.
+                let blas = unsafe { cudarc::cublas::sys::is_culib_present() };
+                println!("cublas: {}", if blas { "available" } else { "unavailable (libcublas.so.13 cannot be loaded)" });
+            }
         }
         Err(e) => println!("cuda: unavailable ({e})"),
     }

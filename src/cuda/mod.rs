@@ -62,6 +62,31 @@ pub fn describe_device(ordinal: usize) -> Result<String> {
     Ok(format!("{name}, {}", nvrtc::arch_for(major, minor)))
 }
 
+/// Stream-ordered allocations (`cuMemAllocAsync`, which cudarc uses where the device supports
+/// memory pools) come from the device's default pool, whose release threshold of 0 hands every
+/// unused byte back to the driver at each synchronisation, so that the next op's allocation maps
+/// fresh pages, at every download (each training micro-batch's loss, each decoder step). The
+/// threshold at its maximum keeps what the pool holds, as a caching allocator does. Best effort: a
+/// driver that refuses only costs speed.
+fn keep_pool_memory(ctx: &CudaContext) {
+    use cudarc::driver::{result, sys};
+    // SAFETY: the device comes from a live context; the attribute takes a cuuint64_t.
+    let _ = (|| unsafe {
+        let pools = result::device::get_attribute(ctx.cu_device(), sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED)?;
+        if pools == 0 {
+            return Ok(());
+        }
+        ctx.bind_to_thread()?;
+        let pool = result::device::get_default_mem_pool(ctx.cu_device())?;
+        let mut keep = u64::MAX;
+        result::mem_pool::set_attribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            &mut keep as *mut u64 as *mut std::ffi::c_void,
+        )
+    })();
+}
+
 /// The stream all of the crate's work on device `ordinal` goes to (kernels, copies, cuBLAS,
 /// allocations), creating the device's context and the stream once per process.
 pub fn stream(ordinal: usize) -> Result<Arc<CudaStream>> {
@@ -87,6 +112,7 @@ pub fn stream(ordinal: usize) -> Result<Arc<CudaStream>> {
     // SAFETY: every buffer of this context is allocated, used and freed on this one stream.
     unsafe { ctx.disable_event_tracking() };
     let s = ctx.new_stream().map_err(|e| Error::Cuda(format!("creating a stream on cuda:{ordinal}: {e}")))?;
+    keep_pool_memory(&ctx);
     streams[ordinal] = Some(s.clone());
     Ok(s)
 }

@@ -4,8 +4,10 @@
 //! CUBIN rather than PTX: a CUBIN never hits "PTX too new for this driver". The device path
 //! (`super::launch`) and the CI compile test (tests/nvrtc_compile.rs) both go through [`compile`].
 
+use std::collections::HashMap;
 use std::ffi::{c_char, c_int, CString};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::nvrtc::sys;
 
@@ -155,13 +157,25 @@ pub fn compile(name: &str, arch: &str, use_cache: bool) -> Result<Compiled> {
     let key = fnv1a(&parts);
     let stem = name.trim_end_matches(".cu");
     let cached = cache_dir().map(|d| d.join(format!("{stem}-{arch}-nvrtc{ver}-{key:016x}.cubin")));
-    if use_cache {
-        if let Some(bytes) = cached.as_ref().and_then(|p| std::fs::read(p).ok()) {
-            return Ok(Compiled { cubin: bytes, log: String::new(), from_cache: true });
-        }
+    if !use_cache {
+        let (cubin, log) = compile_uncached(name, src, &opts)?;
+        return Ok(Compiled { cubin, log, from_cache: false });
+    }
+    // One compile per key and process: others asking meanwhile wait for it and take its CUBIN
+    // (test binaries build a device backend per test, in parallel, and would otherwise all
+    // compile the largest sources at once).
+    let slot = in_process_slot(key);
+    let mut done = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(bytes) = done.as_ref() {
+        return Ok(Compiled { cubin: bytes.clone(), log: String::new(), from_cache: true });
+    }
+    if let Some(bytes) = cached.as_ref().and_then(|p| std::fs::read(p).ok()) {
+        *done = Some(bytes.clone());
+        return Ok(Compiled { cubin: bytes, log: String::new(), from_cache: true });
     }
     let (cubin, log) = compile_uncached(name, src, &opts)?;
-    if let Some(path) = cached.filter(|_| use_cache) {
+    *done = Some(cubin.clone());
+    if let Some(path) = cached {
         // Best effort: a read-only or full cache directory only costs a recompile next time.
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
@@ -172,6 +186,16 @@ pub fn compile(name: &str, arch: &str, use_cache: bool) -> Result<Compiled> {
         }
     }
     Ok(Compiled { cubin, log, from_cache: false })
+}
+
+/// A CUBIN once this process has it, behind the lock its compile holds.
+type Slot = Arc<Mutex<Option<Vec<u8>>>>;
+
+/// The slot of cache key `key`.
+fn in_process_slot(key: u64) -> Slot {
+    static SLOTS: OnceLock<Mutex<HashMap<u64, Slot>>> = OnceLock::new();
+    let mut slots = SLOTS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    slots.entry(key).or_default().clone()
 }
 
 fn cstring(s: &str) -> Result<CString> {
