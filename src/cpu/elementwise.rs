@@ -1,5 +1,7 @@
 //! Elementwise maps, broadcasting binary ops and reductions over broadcast dimensions.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::PAR_MIN_ELEMS;
@@ -9,51 +11,61 @@ use crate::tensor::Float;
 /// few enough tasks that rayon's splitting costs nothing next to them.
 const CHUNK: usize = 1 << 14;
 
-/// A vector of `len` elements filled by `body(chunk, start)` over pieces of up to [`CHUNK`]
-/// elements (`chunk` is elements `start..start + chunk.len()`), in parallel for large `len`.
-pub fn fill_chunked<T: Float>(len: usize, body: impl Fn(&mut [T], usize) + Sync) -> Vec<T> {
-    let mut out = vec![T::zero(); len];
-    if len >= PAR_MIN_ELEMS {
-        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| body(o, c * CHUNK));
-    } else {
-        body(&mut out, 0);
+/// Writes `values` into `out` and zeros into whatever `values` leaves, so every element ends up
+/// initialised whatever the iterator yields.
+#[inline(always)]
+fn write_all<T: Float>(out: &mut [MaybeUninit<T>], values: impl Iterator<Item = T>) {
+    let mut n = 0;
+    for (o, v) in out.iter_mut().zip(values) {
+        o.write(v);
+        n += 1;
     }
+    for o in &mut out[n..] {
+        o.write(T::zero());
+    }
+}
+
+/// A vector of `len` elements whose elements `start..start + n` are `body(start, n)`, evaluated
+/// over pieces of up to [`CHUNK`] elements, in parallel for large `len`. The buffer is written
+/// once: no zero fill first (which ran serially, before the parallel work, and cost ~5 % of a
+/// training step on two threads).
+pub fn fill_chunked<T: Float, I: Iterator<Item = T>>(len: usize, body: impl Fn(usize, usize) -> I + Sync) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
+    if len >= PAR_MIN_ELEMS {
+        spare.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| write_all(o, body(c * CHUNK, o.len())));
+    } else {
+        write_all(spare, body(0, len));
+    }
+    // SAFETY: write_all initialised every element of every chunk, and the chunks cover 0..len.
+    unsafe { out.set_len(len) };
     out
 }
 
 /// `out[i] = f(x[i])`, parallel for large inputs.
 pub fn map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
-    fill_chunked(x.len(), |o, s| {
-        for (o, &a) in o.iter_mut().zip(&x[s..]) {
-            *o = f(a);
-        }
-    })
+    fill_chunked(x.len(), |s, n| x[s..s + n].iter().map(|&a| f(a)))
 }
 
 /// `out[i] = f(x[i], y[i])` for equal-length inputs, parallel for large inputs.
 pub fn zip_map<T: Float>(x: &[T], y: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
     debug_assert_eq!(x.len(), y.len());
-    fill_chunked(x.len(), |o, s| {
-        for ((o, &a), &b) in o.iter_mut().zip(&x[s..]).zip(&y[s..]) {
-            *o = f(a, b);
-        }
-    })
+    fill_chunked(x.len(), |s, n| x[s..s + n].iter().zip(&y[s..s + n]).map(|(&a, &b)| f(a, b)))
 }
 
 /// `out[r, j] = f(x[r, j], row[j])`: a row vector broadcast over the rows of `x` (bias add).
 pub fn zip_rows<T: Float>(x: &[T], row: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
     let n = row.len().max(1);
-    let mut out = vec![T::zero(); x.len()];
-    let body = |(o, xr): (&mut [T], &[T])| {
-        for ((o, &a), &b) in o.iter_mut().zip(xr).zip(row) {
-            *o = f(a, b);
-        }
-    };
+    let mut out: Vec<T> = Vec::with_capacity(x.len());
+    let spare = &mut out.spare_capacity_mut()[..x.len()];
+    let body = |(o, xr): (&mut [MaybeUninit<T>], &[T])| write_all(o, xr.iter().zip(row).map(|(&a, &b)| f(a, b)));
     if x.len() >= PAR_MIN_ELEMS {
-        out.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(body);
+        spare.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(body);
     } else {
-        out.chunks_mut(n).zip(x.chunks(n)).for_each(body);
+        spare.chunks_mut(n).zip(x.chunks(n)).for_each(body);
     }
+    // SAFETY: write_all initialised every element of every chunk, and the chunks cover the buffer.
+    unsafe { out.set_len(x.len()) };
     out
 }
 

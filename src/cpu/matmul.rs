@@ -1,6 +1,8 @@
 //! Matrix multiplication through the `gemm` crate, which takes arbitrary row and column strides:
 //! transposed and front-sliced views are multiplied where they lie, without a copy.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::tensor::{broadcast_shape, Float, Layout};
@@ -22,34 +24,55 @@ pub fn matmul<T: Float>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Result<(V
     let batch: usize = batch_shape.iter().product();
     let mut out_shape = batch_shape.clone();
     out_shape.extend([m, n]);
-    let mut out = vec![T::zero(); batch * m * n];
-    if out.is_empty() {
+    let total = batch * m * n;
+    // Not zero-filled: the products write every element (gemm_into_uninit), and a fill they
+    // overwrite cost ~5 % of a training step, serially, before the parallel product.
+    let mut out: Vec<T> = Vec::with_capacity(total);
+    if total == 0 {
         return Ok((out, out_shape));
     }
+    fill_products(&mut out.spare_capacity_mut()[..total], a, la, b, lb, &batch_shape, (m, k, n))?;
+    // SAFETY: fill_products wrote all `total` elements (each product writes its whole [m, n]
+    // block, and the blocks tile the buffer).
+    unsafe { out.set_len(total) };
+    Ok((out, out_shape))
+}
 
+/// The products of [`matmul`] into `out` (`[batch, m, n]`, not necessarily initialised).
+fn fill_products<T: Float>(
+    out: &mut [MaybeUninit<T>],
+    a: &[T],
+    la: &Layout,
+    b: &[T],
+    lb: &Layout,
+    batch_shape: &[usize],
+    (m, k, n): (usize, usize, usize),
+) -> Result<()> {
+    let sb = lb.shape();
+    let batch: usize = batch_shape.iter().product();
     // A stacked lhs times one rhs matrix is one tall product when lhs's batch rows are evenly spaced.
     if sb.len() == 2 && rows_fold(la) {
         let (rs, cs) = (la.strides()[la.rank() - 2], la.strides()[la.rank() - 1]);
         let view = MatView { offset: la.offset(), rs, cs };
         let bv = MatView { offset: lb.offset(), rs: lb.strides()[0], cs: lb.strides()[1] };
-        gemm_into(&mut out, batch * m, n, k, a, view, b, bv, gemm::Parallelism::Rayon(0));
-        return Ok((out, out_shape));
+        gemm_into_uninit(out, batch * m, n, k, a, view, b, bv, gemm::Parallelism::Rayon(0));
+        return Ok(());
     }
 
-    let lab = la.broadcast_to(&[batch_shape.clone(), vec![m, k]].concat())?;
-    let lbb = lb.broadcast_to(&[batch_shape.clone(), vec![k, n]].concat())?;
+    let lab = la.broadcast_to(&[batch_shape, &[m, k]].concat())?;
+    let lbb = lb.broadcast_to(&[batch_shape, &[k, n]].concat())?;
     let a_offsets = batch_offsets(&lab);
     let b_offsets = batch_offsets(&lbb);
     let av = |i: usize| MatView { offset: a_offsets[i], rs: lab.strides()[lab.rank() - 2], cs: lab.strides()[lab.rank() - 1] };
     let bv = |i: usize| MatView { offset: b_offsets[i], rs: lbb.strides()[lbb.rank() - 2], cs: lbb.strides()[lbb.rank() - 1] };
     if batch > 1 && m * n * k < SMALL_GEMM_FMAS {
-        out.par_chunks_mut(m * n).enumerate().for_each(|(i, o)| gemm_into(o, m, n, k, a, av(i), b, bv(i), gemm::Parallelism::None));
+        out.par_chunks_mut(m * n).enumerate().for_each(|(i, o)| gemm_into_uninit(o, m, n, k, a, av(i), b, bv(i), gemm::Parallelism::None));
     } else {
         for (i, o) in out.chunks_mut(m * n).enumerate() {
-            gemm_into(o, m, n, k, a, av(i), b, bv(i), gemm::Parallelism::Rayon(0));
+            gemm_into_uninit(o, m, n, k, a, av(i), b, bv(i), gemm::Parallelism::Rayon(0));
         }
     }
-    Ok((out, out_shape))
+    Ok(())
 }
 
 /// Whether all leading dims of `l` fold into its row dim (row i+1 starts one row-stride after row i).
@@ -175,24 +198,73 @@ pub fn gemm_acc_rows<T: Float>(
     accumulate: bool,
     par: gemm::Parallelism,
 ) {
+    // SAFETY: `out` is an exclusively borrowed, initialised slice of `out.len()` elements.
+    unsafe { gemm_raw(out.as_mut_ptr(), out.len(), out_rs, m, n, k, a, av, b, bv, accumulate, par) }
+}
+
+/// `out[m, n] (contiguous) = A @ B` into memory that need not be initialised: every element is
+/// written and none is read (the `gemm` crate reads its destination only when told to
+/// accumulate), so an output buffer needs no zero fill first.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_into_uninit<T: Float>(
+    out: &mut [MaybeUninit<T>],
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    av: MatView,
+    b: &[T],
+    bv: MatView,
+    par: gemm::Parallelism,
+) {
+    // SAFETY: `out` is exclusively borrowed and writable for `out.len()` elements; without
+    // accumulation gemm_raw only writes them.
+    unsafe { gemm_raw(out.as_mut_ptr().cast::<T>(), out.len(), n, m, n, k, a, av, b, bv, false, par) }
+}
+
+/// The product behind [`gemm_acc_rows`] and [`gemm_into_uninit`]: element (i, j) of the result
+/// goes to `out + i * out_rs + j`.
+///
+/// # Safety
+/// `out` must be valid for writes of `out_len` elements and used by nothing else during the call;
+/// with `accumulate` those elements must also be initialised (they are read). Without it none is
+/// read, so they may be uninitialised.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw<T: Float>(
+    out: *mut T,
+    out_len: usize,
+    out_rs: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    av: MatView,
+    b: &[T],
+    bv: MatView,
+    accumulate: bool,
+    par: gemm::Parallelism,
+) {
     assert!(out_rs >= n, "gemm output rows overlap");
     if m == 0 || n == 0 {
         return;
     }
-    assert!(out.len() >= (m - 1) * out_rs + n, "gemm output buffer too small");
+    assert!(out_len >= (m - 1) * out_rs + n, "gemm output buffer too small");
     // B = W^T read in place from a row-major W (a linear layer's weight).
     let rhs_transposed = bv.rs == 1 && bv.cs != 1;
     if (2..=ROWWISE_MAX_ROWS).contains(&m) && k > 0 && av.cs == 1 && rhs_transposed {
-        for (i, row) in out.chunks_mut(out_rs).take(m).enumerate() {
+        for i in 0..m {
             let ai = MatView { offset: av.offset + i * av.rs, ..av };
-            gemm_acc_rows(row, out_rs, 1, n, k, a, ai, b, bv, accumulate, par);
+            // SAFETY: row i starts i * out_rs elements in, inside the asserted length; the rows
+            // are disjoint (out_rs >= n).
+            unsafe { gemm_raw(out.add(i * out_rs), out_len - i * out_rs, out_rs, 1, n, k, a, ai, b, bv, accumulate, par) };
         }
         return;
     }
     if m > ROWWISE_MAX_ROWS && k >= TRANSPOSED_RHS_MIN && n >= TRANSPOSED_RHS_MIN && rhs_transposed {
-        let mut run = |bt: &mut [T]| {
+        let run = |bt: &mut [T]| {
             transpose_rhs(b, bv, k, n, bt, par);
-            gemm_acc_rows(out, out_rs, m, n, k, a, av, bt, MatView { offset: 0, rs: n, cs: 1 }, accumulate, par)
+            // SAFETY: forwarded from this function's contract.
+            unsafe { gemm_raw(out, out_len, out_rs, m, n, k, a, av, bt, MatView { offset: 0, rs: n, cs: 1 }, accumulate, par) }
         };
         if k * n <= SCRATCH_MAX_ELEMS {
             crate::cpu::with_scratch::<T, _>(k * n, run);
@@ -203,8 +275,11 @@ pub fn gemm_acc_rows<T: Float>(
     }
     if k == 0 {
         if !accumulate {
-            for row in out.chunks_mut(out_rs).take(m) {
-                row[..n].fill(T::zero());
+            for i in 0..m {
+                for j in 0..n {
+                    // SAFETY: inside the asserted length.
+                    unsafe { out.add(i * out_rs + j).write(T::zero()) };
+                }
             }
         }
         return;
@@ -213,14 +288,14 @@ pub fn gemm_acc_rows<T: Float>(
     assert!(av.offset + (m - 1) * av.rs + (k - 1) * av.cs < a.len(), "lhs view exceeds its storage");
     assert!(bv.offset + (k - 1) * bv.rs + (n - 1) * bv.cs < b.len(), "rhs view exceeds its storage");
     // SAFETY: the asserts above keep every index gemm computes from (offset, rs, cs) inside `a`
-    // and `b`, and every output index (i * out_rs + j) inside `out`, a distinct, exclusively
-    // borrowed buffer.
+    // and `b`, and every output index (i * out_rs + j) inside the `out_len` elements this
+    // function's contract makes writable; gemm reads them only when `accumulate` is set.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            out.as_mut_ptr(),
+            out,
             1,
             out_rs as isize,
             accumulate,
@@ -275,6 +350,29 @@ mod tests {
                             assert_eq!(out[i * out_rs + j], init[i * out_rs + j]);
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// The uninitialised-output entry point on every path (row by row, the transposed-rhs copy,
+    /// plain, k = 0) over a buffer full of NaN: a product that read its destination would show it.
+    #[test]
+    fn gemm_into_uninit_writes_every_element_and_reads_none() {
+        let mut rng = crate::rng::seeded(13);
+        for (m, k, n, transposed_rhs) in [(5, 40, 30, true), (40, 32, 24, true), (40, 7, 9, false), (1, 50, 3, true), (6, 0, 4, false)] {
+            let a: Vec<f64> = (0..m * k + 1).map(|_| rng.random::<f64>() - 0.5).collect();
+            let b: Vec<f64> = (0..n * k + 1).map(|_| rng.random::<f64>() - 0.5).collect();
+            let av = MatView { offset: 1, rs: k, cs: 1 };
+            let bv = if transposed_rhs { MatView { offset: 1, rs: 1, cs: k } } else { MatView { offset: 1, rs: n, cs: 1 } };
+            let mut out = vec![MaybeUninit::new(f64::NAN); m * n];
+            gemm_into_uninit(&mut out, m, n, k, &a, av, &b, bv, gemm::Parallelism::None);
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k).map(|l| a[1 + i * k + l] * b[bv.offset + l * bv.rs + j * bv.cs]).sum();
+                    // SAFETY: the buffer was initialised (with NaN) before the call.
+                    let got = unsafe { out[i * n + j].assume_init() };
+                    assert!((got - want).abs() < 1e-12, "{m}x{k}x{n} T={transposed_rhs} ({i},{j}): {got} vs {want}");
                 }
             }
         }

@@ -407,11 +407,8 @@ impl Tensor {
         // Drawn straight in the element type (bf16 through f32, as the CUDA kernel rounds it),
         // in chunks whose loop the compiler vectorises.
         fn draw<T: Float>(n: usize, seed: u64, threshold: u64, keep: T) -> Vec<T> {
-            cpu::elementwise::fill_chunked(n, |out, start| {
-                for (j, o) in out.iter_mut().enumerate() {
-                    let h = crate::rng::hash64(seed, (start + j) as u64) >> 32;
-                    *o = if h >= threshold { keep } else { T::zero() };
-                }
+            cpu::elementwise::fill_chunked(n, |start, len| {
+                (start..start + len).map(move |i| if crate::rng::hash64(seed, i as u64) >> 32 >= threshold { keep } else { T::zero() })
             })
         }
         match dtype {
