@@ -81,6 +81,16 @@ typedef struct DispatchParams {
     int reserved;            /* keeps the struct free of padding; must be 0 */
 } DispatchParams;
 
+/* dispatch_fractions_f32: frac[e] = counts[e] / pairs (computed in double, rounded once to f32),
+ * the routed fractions of the load-balancing loss, without a trip to the host. One block of
+ * AUTOMOE_DISPATCH_THREADS threads. */
+typedef struct DispatchFractionsParams {
+    automoe_dptr counts; /* [E] i32, the dispatch's counts */
+    automoe_dptr frac;   /* [E] f32 out */
+    int experts;         /* E */
+    int pairs;           /* T*k (a zero count gives 0 / max(pairs, 1)) */
+} DispatchFractionsParams;
+
 /* permute_fwd_{f32,bf16}: xp[r] = x[src_row[r]] (zero row when src_row[r] < 0). */
 typedef struct PermuteFwdParams {
     automoe_dptr x;       /* [T, d] */

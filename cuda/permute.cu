@@ -376,6 +376,12 @@ __device__ __forceinline__ void bwd(const CombineBwdParams& p) {
 extern "C" __global__ void permute_dispatch_count_i32(DispatchParams p) { automoe::permute::dispatch_count(p); }
 extern "C" __global__ void permute_dispatch_scan_i32(DispatchParams p) { automoe::permute::dispatch_scan(p); }
 extern "C" __global__ void permute_dispatch_assign_i32(DispatchParams p) { automoe::permute::dispatch_assign(p); }
+extern "C" __global__ void dispatch_fractions_f32(DispatchFractionsParams p) {
+    const int* counts = automoe::ptr<const int>(p.counts);
+    float* frac = automoe::ptr<float>(p.frac);
+    const double pairs = (double)(p.pairs > 0 ? p.pairs : 1);
+    for (int e = (int)threadIdx.x; e < p.experts; e += (int)blockDim.x) frac[e] = (float)((double)counts[e] / pairs);
+}
 extern "C" __global__ void permute_fwd_f32(PermuteFwdParams p) { automoe::permute::fwd<float>(p); }
 extern "C" __global__ void permute_fwd_bf16(PermuteFwdParams p) { automoe::permute::fwd<__nv_bfloat16>(p); }
 extern "C" __global__ void permute_bwd_f32(PermuteBwdParams p) { automoe::permute::bwd<float>(p); }

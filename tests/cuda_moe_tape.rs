@@ -322,6 +322,13 @@ fn moe_layer_forward_and_backward() {
         ),
         ("1 expert dense", MoeSubnet { d: 8, widths: vec![12], k: 1 }, relu, None, false),
         ("1 expert routed", MoeSubnet { d: 8, widths: vec![12], k: 1 }, relu, None, true),
+        (
+            "k=2, balance loss (routing on the device)",
+            MoeSubnet { d: 8, widths: vec![16, 8, 4, 8], k: 2 },
+            MoeOptions { balance_coef: 0.01, ..relu },
+            None,
+            false,
+        ),
     ];
     for (ci, (name, sub, opts, starve, routed)) in cases.iter().enumerate() {
         let seed = 100 + ci as u64;
@@ -344,7 +351,7 @@ fn moe_layer_forward_and_backward() {
                 // waits for it, the backward asks once which experts received rows (a layer of
                 // one expert has no routing to ask about). With one, the host applies the limit.
                 let routed_layer = sub.widths.len() > 1 || *routed;
-                if opts.capacity_factor.is_none() && opts.balance_coef == 0.0 {
+                if opts.capacity_factor.is_none() {
                     assert_eq!(got.device_routing, routed_layer, "{what}: routing kept on the device");
                     assert_eq!(got.downloads, [0, routed_layer as u64], "{what}: device-to-host copies (forward, backward)");
                 } else {
@@ -366,6 +373,48 @@ fn moe_layer_forward_and_backward() {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A routing kept on the device given CPU tensors (or a CPU tensor's grouped FFN given device
+/// segments) is a clear error, not a panic or a silent download.
+#[test]
+fn device_routing_with_cpu_tensors_is_an_error() {
+    use automoe::cuda::tensor::{topk_select, DeviceDispatch};
+    use automoe::moe::Segments;
+    let probs = rand(&[6, 4], 50).softmax(&Default::default()).unwrap().to_device(Device::Emu).unwrap();
+    let (ids, _) = topk_select(&probs, 2, false).unwrap();
+    let dis = Arc::new(DeviceDispatch::new(&ids).unwrap());
+    assert_eq!(dis.rows(), 12);
+    let routing = MoeRouting::Device(dis.clone());
+    let mut t = Tape::new();
+    let x = t.input(rand(&[6, 8], 51));
+    let e = t.moe_permute(&x, &routing).expect_err("CPU tensors with a device routing").to_string();
+    assert!(e.contains("CUDA backend"), "{e}");
+    let xp = t.input(rand(&[12, 8], 52));
+    let e = t.grouped_ffn_segments(&xp, &[], Segments::Device(dis), Activation::Relu).expect_err("no experts").to_string();
+    assert!(e.contains("experts"), "{e}");
+    // The host copy of the routing is the CPU's dispatch of the same ids.
+    let host = routing.to_host().unwrap();
+    let want = Dispatch::new(&ids.to_host().unwrap(), 6, 2, 4, None).unwrap();
+    assert_eq!(*host, want);
+}
+
+/// `dispatch_fractions_f32` against the host: each expert's count over T * k, bit for bit.
+#[test]
+fn dispatch_fractions_match_the_host_counts() {
+    use automoe::cuda::tensor::{topk_select, DeviceDispatch};
+    for device in cuda_backends() {
+        for (t, e, k) in [(0, 6, 2), (1, 1, 1), (37, 6, 2), (300, 100, 3), (64, 512, 8)] {
+            let probs = rand(&[t, e], 60 + t as u64).softmax(&Default::default()).unwrap().to_device(device).unwrap();
+            let (ids, _) = topk_select(&probs, k, false).unwrap();
+            let dis = DeviceDispatch::new(&ids).unwrap();
+            let got = dis.fractions().unwrap().to_f32_vec().unwrap();
+            let pairs = (t * k).max(1) as f64;
+            let want: Vec<f32> = dis.counts().unwrap().iter().map(|&c| (c as f64 / pairs) as f32).collect();
+            assert_eq!(bits(&got), bits(&want), "{device} t={t} e={e} k={k}");
+            assert_eq!(dis.counts().unwrap().iter().sum::<usize>(), t * k, "{device} t={t} e={e} k={k}: every pair counted");
         }
     }
 }

@@ -152,6 +152,23 @@ const _: () = {
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
+pub struct DispatchFractionsParams {
+    pub counts: automoe_dptr,
+    pub frac: automoe_dptr,
+    pub experts: ::std::os::raw::c_int,
+    pub pairs: ::std::os::raw::c_int,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of DispatchFractionsParams"][::std::mem::size_of::<DispatchFractionsParams>() - 24usize];
+    ["Alignment of DispatchFractionsParams"][::std::mem::align_of::<DispatchFractionsParams>() - 8usize];
+    ["Offset of field: DispatchFractionsParams::counts"][::std::mem::offset_of!(DispatchFractionsParams, counts) - 0usize];
+    ["Offset of field: DispatchFractionsParams::frac"][::std::mem::offset_of!(DispatchFractionsParams, frac) - 8usize];
+    ["Offset of field: DispatchFractionsParams::experts"][::std::mem::offset_of!(DispatchFractionsParams, experts) - 16usize];
+    ["Offset of field: DispatchFractionsParams::pairs"][::std::mem::offset_of!(DispatchFractionsParams, pairs) - 20usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
 pub struct PermuteFwdParams {
     pub x: automoe_dptr,
     pub src_row: automoe_dptr,

@@ -105,6 +105,7 @@ emu_kernels! {
     PERMUTE_DISPATCH_COUNT_I32 = emu_launch_permute_dispatch_count_i32("permute_dispatch_count_i32", DispatchParams);
     PERMUTE_DISPATCH_SCAN_I32 = emu_launch_permute_dispatch_scan_i32("permute_dispatch_scan_i32", DispatchParams);
     PERMUTE_DISPATCH_ASSIGN_I32 = emu_launch_permute_dispatch_assign_i32("permute_dispatch_assign_i32", DispatchParams);
+    DISPATCH_FRACTIONS_F32 = emu_launch_dispatch_fractions_f32("dispatch_fractions_f32", DispatchFractionsParams);
     PERMUTE_FWD_F32 = emu_launch_permute_fwd_f32("permute_fwd_f32", PermuteFwdParams);
     PERMUTE_FWD_BF16 = emu_launch_permute_fwd_bf16("permute_fwd_bf16", PermuteFwdParams);
     PERMUTE_BWD_F32 = emu_launch_permute_bwd_f32("permute_bwd_f32", PermuteBwdParams);
@@ -229,6 +230,7 @@ kernel_params! {
     TopkGatingBwdParams: [TOPK_GATING_BWD_F32, TOPK_GATING_BWD_BF16, TOPK_GATING_BWD_WIDE_F32, TOPK_GATING_BWD_WIDE_BF16];
     TopkSelectParams: [TOPK_SELECT_FWD_F32, TOPK_SELECT_FWD_BF16, TOPK_SELECT_BWD_F32, TOPK_SELECT_BWD_BF16];
     DispatchParams: [PERMUTE_DISPATCH_COUNT_I32, PERMUTE_DISPATCH_SCAN_I32, PERMUTE_DISPATCH_ASSIGN_I32];
+    DispatchFractionsParams: [DISPATCH_FRACTIONS_F32];
     PermuteFwdParams: [PERMUTE_FWD_F32, PERMUTE_FWD_BF16];
     PermuteBwdParams: [PERMUTE_BWD_F32, PERMUTE_BWD_BF16];
     CombineFwdParams: [COMBINE_FWD_F32, COMBINE_FWD_BF16];

@@ -209,13 +209,20 @@ pub fn moe_forward_routed(
 /// fraction of (token, slot) pairs routed to expert i (before any capacity drop) and `P_i` the
 /// mean router probability of expert i. Defined per layer with that layer's own `n`, so layers
 /// with different expert counts each get a loss whose minimum (uniform routing) is `coef`.
-/// (`f_i` is a host constant: a device routing's counts are downloaded here.)
+/// (`f_i` is a constant of the tape: computed on the device for a device routing.)
 pub fn balance_loss(tape: &mut Tape, probs: &Var, routing: impl Into<MoeRouting>, coef: f64) -> Result<Var> {
     let routing = routing.into();
     let (t, n) = (routing.tokens(), routing.experts());
-    let pairs = (t * routing.k()).max(1) as f64;
-    let frac: Vec<f64> = routing.routed()?.iter().map(|&r| r as f64 / pairs).collect();
-    let f = tape.constant(Tensor::from_vec(frac, &[n])?.to_dtype_device(probs.value().dtype(), probs.value().device())?);
+    let dtype = probs.value().dtype();
+    let f = match &routing {
+        MoeRouting::Device(d) => d.fractions()?.to_dtype(dtype)?,
+        MoeRouting::Host(d) => {
+            let pairs = (t * d.k).max(1) as f64;
+            let frac: Vec<f64> = d.routed.iter().map(|&r| r as f64 / pairs).collect();
+            Tensor::from_vec(frac, &[n])?.to_dtype_device(dtype, probs.value().device())?
+        }
+    };
+    let f = tape.constant(f);
     let p_sum = tape.sum_to(probs, &[n])?;
     let fp = tape.mul(&p_sum, &f)?;
     let s = tape.sum(&fp)?;

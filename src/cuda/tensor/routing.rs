@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use super::super::abi::*;
 use super::super::gpu::{GBuf, Gpu};
 use super::super::moe_exec::{enqueue_dispatch, Exec};
-use super::super::moe_ops::{check_gating, dispatch_params, dispatch_scratch_len, select_geometry, KernelFloat, POISON_I32};
+use super::super::moe_ops::{check_gating, dispatch_params, dispatch_scratch_len, select_geometry, Geometry, KernelFloat, POISON_I32};
 use super::{by_dtype, same_gpu, tensor_of, whole_buf};
 use crate::moe::Dispatch;
 use crate::tensor::Tensor;
@@ -232,6 +232,23 @@ impl DeviceDispatch {
             .collect::<Option<Vec<usize>>>()
             .ok_or_else(|| Error::Cuda("the dispatch kernels left an expert count out of range".into()))?;
         Ok(self.host_counts.get_or_init(|| c))
+    }
+
+    /// The routed fraction of pairs of each expert, `counts / (T * k)`, as an `[E]` f32 tensor on
+    /// the device (the load-balancing loss's `f_i`, with no trip to the host).
+    pub fn fractions(&self) -> Result<Tensor> {
+        let e = self.experts;
+        let mut frac = self.gpu.uninit::<f32>(e, f32::NAN)?;
+        let p = DispatchFractionsParams {
+            counts: self.gpu.addr(&self.counts),
+            frac: self.gpu.addr_mut(&mut frac),
+            experts: i32::try_from(e).map_err(|_| Error::invalid("dispatch fractions", "too many experts"))?,
+            pairs: i32::try_from(self.rows()).map_err(|_| Error::invalid("dispatch fractions", "too many pairs"))?,
+        };
+        let g = Geometry { grid: 1, block: AUTOMOE_DISPATCH_THREADS, smem_bytes: 0 };
+        // SAFETY: counts and frac are [E] buffers of this backend.
+        unsafe { self.gpu.enqueue("permute.cu", "dispatch_fractions_f32", g, &p)? };
+        Ok(tensor_of(&self.gpu, frac, &[e]))
     }
 
     /// The whole dispatch on the host, as the CPU builds it (tests and diagnostics; downloads).
