@@ -55,10 +55,10 @@ impl Tape {
     /// Top-k gating of router probabilities `probs: [T, E]` (the softmax of the router logits).
     /// `k` larger than `E` is an error.
     pub fn topk_gating(&mut self, probs: &Var, k: usize, renormalize: bool) -> Result<Gating> {
-        let [t, e] = probs.shape() else {
+        let [_, e] = probs.shape() else {
             return Err(Error::invalid("topk_gating", format!("probabilities must be [tokens, experts], got {:?}", probs.shape())));
         };
-        let (t, e) = (*t, *e);
+        let e = *e;
         if k == 0 || k > e {
             return Err(Error::invalid("topk_gating", format!("k = {k} experts per token, but the layer has {e} experts")));
         }
@@ -73,7 +73,6 @@ impl Tape {
             let (ids, gates) = by_dtype!("topk_gating", probs.value(), run(probs.value(), e, k, renormalize))?;
             (ExpertIds::Host(Arc::new(ids)), gates)
         };
-        let _ = t;
         let var = match probs.node() {
             Some(id) => {
                 let (pv, saved, ix) = (probs.value().clone(), gates.clone(), idx.clone());
