@@ -50,11 +50,15 @@ enum Index<'a> {
 }
 
 impl Index<'_> {
-    fn addr(&self, gpu: &Gpu) -> automoe_dptr {
+    fn buf(&self) -> &GBuf<i32> {
         match self {
-            Index::Device(b) => gpu.addr(*b),
-            Index::Uploaded(b) => gpu.addr(b),
+            Index::Device(b) => b,
+            Index::Uploaded(b) => b,
         }
+    }
+
+    fn addr(&self, gpu: &Gpu) -> automoe_dptr {
+        gpu.addr(self.buf())
     }
 }
 
@@ -303,10 +307,7 @@ impl<'a> Experts<'a> {
     }
 
     fn offsets_buf(&self) -> &GBuf<i32> {
-        match &self.offsets {
-            Index::Device(b) => b,
-            Index::Uploaded(b) => b,
-        }
+        self.offsets.buf()
     }
 
     /// Plans `groups` over the segments and runs them with `flags`.

@@ -50,15 +50,30 @@ impl DeviceIds {
 
     /// The ids on the host (a download: waits for the device).
     pub fn to_host(&self) -> Result<Vec<u32>> {
-        if self.tokens * self.k == 0 {
-            return Ok(Vec::new());
-        }
-        let v = self.gpu.download(&self.idx)?;
-        v.into_iter()
-            .map(|e| u32::try_from(e).ok().filter(|&e| (e as usize) < self.experts))
-            .collect::<Option<Vec<u32>>>()
-            .ok_or_else(|| Error::Cuda("the top-k kernel left an expert id out of range".into()))
+        let ids = download_checked(
+            &self.gpu,
+            &self.idx,
+            self.tokens * self.k,
+            self.experts.saturating_sub(1),
+            "the top-k kernel",
+            "an expert id",
+        )?;
+        Ok(ids.into_iter().map(|e| e as u32).collect())
     }
+}
+
+/// The first `n` entries of an index buffer on the host, each checked to lie in `0..=limit`: a
+/// kernel that left one outside is an error naming `who` and `what`, not a wrong index later.
+fn download_checked(gpu: &Gpu, buf: &GBuf<i32>, n: usize, limit: usize, who: &str, what: &str) -> Result<Vec<usize>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let mut v = gpu.download(buf)?;
+    v.truncate(n);
+    v.into_iter()
+        .map(|x| usize::try_from(x).ok().filter(|&x| x <= limit))
+        .collect::<Option<Vec<usize>>>()
+        .ok_or_else(|| Error::Cuda(format!("{who} left {what} out of range")))
 }
 
 /// Top-k of `probs: [T, E]` on its device: `(ids, gates [T, k])`, the gates in the probabilities'
@@ -154,20 +169,20 @@ impl DeviceDispatch {
         let (gpu, t, k, e) = (&ids.gpu, ids.tokens, ids.k, ids.experts);
         let pairs = t * k;
         let mut dp = dispatch_params(t, k, e, 1)?;
+        // No pairs: no kernels, and every count and offset is zero.
+        let per_expert = |n: usize| if pairs == 0 { gpu.zeros::<i32>(n) } else { gpu.uninit::<i32>(n, POISON_I32) };
         let mut d = DeviceDispatch {
             gpu: gpu.clone(),
             tokens: t,
             k,
             experts: e,
-            counts: gpu.uninit::<i32>(e, POISON_I32)?,
-            offsets: gpu.uninit::<i32>(e + 1, POISON_I32)?,
+            counts: per_expert(e)?,
+            offsets: per_expert(e + 1)?,
             pos: gpu.uninit::<i32>(pairs, POISON_I32)?,
             src_row: gpu.uninit::<i32>(pairs, POISON_I32)?,
             host_counts: OnceLock::new(),
         };
         if pairs == 0 {
-            d.counts = gpu.zeros::<i32>(e)?;
-            d.offsets = gpu.zeros::<i32>(e + 1)?;
             return Ok(d);
         }
         // Freed after the queued kernels (stream-ordered on a device; the emulator runs them now).
@@ -224,13 +239,7 @@ impl DeviceDispatch {
         if let Some(c) = self.host_counts.get() {
             return Ok(c);
         }
-        let c = self
-            .gpu
-            .download(&self.counts)?
-            .into_iter()
-            .map(|c| usize::try_from(c).ok().filter(|&c| c <= self.rows()))
-            .collect::<Option<Vec<usize>>>()
-            .ok_or_else(|| Error::Cuda("the dispatch kernels left an expert count out of range".into()))?;
+        let c = download_checked(&self.gpu, &self.counts, self.experts, self.rows(), "the dispatch kernels", "an expert count")?;
         Ok(self.host_counts.get_or_init(|| c))
     }
 
@@ -255,17 +264,8 @@ impl DeviceDispatch {
     pub fn to_host(&self) -> Result<Dispatch> {
         let counts = self.counts()?.to_vec();
         let rows = self.rows();
-        let down = |b: &GBuf<i32>, n: usize, limit: usize, what: &str| -> Result<Vec<usize>> {
-            if n == 0 {
-                return Ok(Vec::new());
-            }
-            self.gpu
-                .download(b)?
-                .into_iter()
-                .map(|v| usize::try_from(v).ok().filter(|&v| v <= limit))
-                .collect::<Option<Vec<usize>>>()
-                .ok_or_else(|| Error::Cuda(format!("the dispatch kernels left {what} out of range")))
-        };
+        let down =
+            |b: &GBuf<i32>, n: usize, limit: usize, what: &str| download_checked(&self.gpu, b, n, limit, "the dispatch kernels", what);
         let offsets = down(&self.offsets, self.experts + 1, rows, "an offset")?;
         let pos = down(&self.pos, rows, rows.saturating_sub(1), "a row")?;
         let src_row = down(&self.src_row, rows, self.tokens.saturating_sub(1), "a token")?;
