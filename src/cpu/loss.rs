@@ -18,14 +18,11 @@ pub struct CeTotals {
     pub count: usize,
 }
 
-fn row_max<T: Float>(row: &[T]) -> T {
-    row.iter().fold(T::neg_infinity(), |m, &v| m.max(v))
-}
-
-/// `(max, log-sum-exp)` of a row; exp in the element type (cheap for f32), the sum in f64.
+/// `(max, log-sum-exp)` of a row; exp in the element type (vectorised for f32, `cpu::rowmath`), the
+/// sum in f64.
 fn log_softmax_row<T: Float>(row: &[T]) -> (f64, f64) {
-    let mx = row_max(row);
-    let lse = mx.as_f64() + row.iter().map(|&v| (v - mx).exp().as_f64()).sum::<f64>().ln();
+    let mx = T::row_max(row);
+    let lse = mx.as_f64() + T::exp_shifted_sum(row, mx).ln();
     (mx.as_f64(), lse)
 }
 
@@ -40,7 +37,7 @@ pub fn cross_entropy_fwd<T: Float>(logits: &[T], targets: &[u32], v: usize, eps:
             }
             let (_, lse) = log_softmax_row(row);
             let nll = lse - row[t as usize].as_f64();
-            let mean_neg_logp = lse - row.iter().map(|x| x.as_f64()).sum::<f64>() / v as f64;
+            let mean_neg_logp = lse - T::row_sum(row) / v as f64;
             ((1.0 - eps) * nll + eps * mean_neg_logp, nll, 1)
         })
         .collect();
@@ -62,11 +59,7 @@ pub fn cross_entropy_bwd<T: Float>(logits: &[T], targets: &[u32], v: usize, eps:
             return;
         }
         // One exp pass: the row's exps go into dr, then dr becomes scale * (exp / sum - smooth).
-        let mx = row_max(row);
-        for (d, &x) in dr.iter_mut().zip(row) {
-            *d = (x - mx).exp();
-        }
-        let sum = dr.iter().map(|e| e.as_f64()).sum::<f64>();
+        let sum = T::exp_shifted(row, T::row_max(row), dr);
         let (inv, scale, smooth) = (T::of_f64(1.0 / sum), T::of_f64(scale), T::of_f64(eps / v as f64));
         for d in dr.iter_mut() {
             *d = scale * (*d * inv - smooth);

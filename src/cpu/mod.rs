@@ -9,6 +9,7 @@ pub mod loss;
 pub mod matmul;
 pub mod norm;
 pub mod reference;
+pub mod rowmath;
 pub mod softmax;
 pub mod transpose;
 

@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use super::rowmath::{lane_sum, lane_sum2, lane_sum3};
 use crate::tensor::Float;
 
 /// What the forward saves for the backward: per-row mean and reciprocal standard deviation.
@@ -20,8 +21,8 @@ pub fn layer_norm_fwd<T: Float>(x: &[T], gamma: &[T], beta: &[T], d: usize, eps:
     y.par_chunks_mut(d * chunk).zip(x.par_chunks(d * chunk)).zip(mean.par_chunks_mut(chunk).zip(rstd.par_chunks_mut(chunk))).for_each(
         |((yb, xb), (mb, rb))| {
             for (((yr, xr), m), r) in yb.chunks_mut(d).zip(xb.chunks(d)).zip(mb.iter_mut()).zip(rb.iter_mut()) {
-                let mu = xr.iter().map(|v| v.as_f64()).sum::<f64>() / d as f64;
-                let var = xr.iter().map(|v| (v.as_f64() - mu).powi(2)).sum::<f64>() / d as f64;
+                let mu = T::row_sum(xr) / d as f64;
+                let var = lane_sum(xr, |v| (v.as_f64() - mu).powi(2)) / d as f64;
                 let rs = 1.0 / (var + eps).sqrt();
                 for j in 0..d {
                     yr[j] = T::of_f64((xr[j].as_f64() - mu) * rs) * gamma[j] + beta[j];
@@ -49,21 +50,17 @@ pub fn layer_norm_bwd<T: Float>(x: &[T], gamma: &[T], stats: &LayerNormStats<T>,
                 let r = t * chunk + i;
                 let (xr, dyr) = (&x[r * d..(r + 1) * d], &dy[r * d..(r + 1) * d]);
                 let (mu, rs) = (stats.mean[r].as_f64(), stats.rstd[r].as_f64());
-                let mut sum_g = 0f64;
-                let mut sum_gx = 0f64;
+                let xhat = |v: T| (v.as_f64() - mu) * rs;
+                let sum_g = lane_sum2(dyr, gamma, |g, w| g.as_f64() * w.as_f64());
+                let sum_gx = lane_sum3(dyr, gamma, xr, |g, w, v| g.as_f64() * w.as_f64() * xhat(v));
                 for j in 0..d {
-                    let xhat = (xr[j].as_f64() - mu) * rs;
-                    let g = dyr[j].as_f64() * gamma[j].as_f64();
-                    sum_g += g;
-                    sum_gx += g * xhat;
-                    dg[j] += dyr[j].as_f64() * xhat;
+                    dg[j] += dyr[j].as_f64() * xhat(xr[j]);
                     db[j] += dyr[j].as_f64();
                 }
                 let (mg, mgx) = (sum_g / d as f64, sum_gx / d as f64);
                 for j in 0..d {
-                    let xhat = (xr[j].as_f64() - mu) * rs;
                     let g = dyr[j].as_f64() * gamma[j].as_f64();
-                    dxr[j] = T::of_f64(rs * (g - mg - xhat * mgx));
+                    dxr[j] = T::of_f64(rs * (g - mg - xhat(xr[j]) * mgx));
                 }
             }
             (dg, db)

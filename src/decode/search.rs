@@ -22,6 +22,7 @@
 //! scores go to the lower (hypothesis, token) index, in greedy search and beam search alike, so
 //! a beam of 1 is exactly greedy search.
 
+use crate::cpu::rowmath::RowMath;
 use crate::data::tokenizer::{BOS_ID, EOS_ID, PAD_ID};
 use crate::model::{ModelView, SourceBatch};
 use crate::{DType, Error, Result, Tensor};
@@ -111,13 +112,13 @@ pub(crate) fn log_softmax(logits: &Tensor) -> Result<Vec<f64>> {
         return Ok(x);
     }
     // f32 (and bf16) logits: exponentials in f32, their sum in f64 (the crate's softmax
-    // convention); `exp` of f32 costs about half of f64's, and this runs over beam x vocabulary
-    // scores at every step.
+    // convention), vectorised (`cpu::rowmath`): this runs over beam x vocabulary scores at every
+    // step.
     let x = logits.to_f32_vec()?;
     let mut out = Vec::with_capacity(x.len());
     for row in x.chunks(v) {
-        let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let lse = f64::from(mx) + row.iter().map(|&a| f64::from((a - mx).exp())).sum::<f64>().ln();
+        let mx = f32::row_max(row);
+        let lse = f64::from(mx) + f32::exp_shifted_sum(row, mx).ln();
         out.extend(row.iter().map(|&a| f64::from(a) - lse));
     }
     Ok(out)

@@ -23,7 +23,9 @@ impl DType {
 
 /// A float type the CPU kernels compute in. Implemented for f32 and f64 only: bf16 tensors are
 /// converted before arithmetic.
-pub trait Float: num_traits::Float + bytemuck::Pod + Copy + Send + Sync + Default + std::fmt::Debug + std::iter::Sum + 'static {
+pub trait Float:
+    num_traits::Float + bytemuck::Pod + Copy + Send + Sync + Default + std::fmt::Debug + std::iter::Sum + crate::cpu::rowmath::RowMath + 'static
+{
     const DTYPE: DType;
     fn of_f64(v: f64) -> Self;
     fn as_f64(self) -> f64;
