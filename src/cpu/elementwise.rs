@@ -72,8 +72,25 @@ pub fn zip_rows<T: Float>(x: &[T], row: &[T], f: impl Fn(T, T) -> T + Sync) -> V
 /// Sum of all elements, accumulated in f64 in fixed-size blocks so that the result does not
 /// depend on the thread count.
 pub fn sum_all<T: Float>(x: &[T]) -> f64 {
-    const BLOCK: usize = 4096;
-    x.par_chunks(BLOCK).map(|c| c.iter().map(|v| v.as_f64()).sum::<f64>()).collect::<Vec<f64>>().iter().sum()
+    x.par_chunks(SUM_BLOCK).map(T::row_sum).collect::<Vec<f64>>().iter().sum()
+}
+
+/// Elements per block of [`sum_all`] and [`sum_squares`]: blocks are summed in parallel, then in
+/// block order, so the total does not depend on the thread count.
+const SUM_BLOCK: usize = 4096;
+
+/// `sum x^2` in f64 (the global gradient norm).
+pub fn sum_squares<T: Float>(x: &[T]) -> f64 {
+    x.par_chunks(SUM_BLOCK)
+        .map(|c| {
+            super::rowmath::lane_sum(c, |v| {
+                let v = v.as_f64();
+                v * v
+            })
+        })
+        .collect::<Vec<f64>>()
+        .iter()
+        .sum()
 }
 
 /// Sums `x` (row-major, shape `from`) down to `to`, where `from` is `to` broadcast (numpy rules):

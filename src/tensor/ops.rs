@@ -198,6 +198,18 @@ impl Tensor {
         float_op!("sum_all", self, |x: T| Ok(cpu_tensor(vec![T::of_f64(cpu::elementwise::sum_all(&x))], &[])))
     }
 
+    /// Sum of the squares of all elements, in f64 (bf16 is widened first; CUDA tensors are reduced
+    /// on their device).
+    pub fn sum_squares(&self) -> Result<f64> {
+        if self.is_cuda() {
+            return crate::cuda::tensor::sum_squares(self);
+        }
+        if self.dtype() == super::DType::BF16 {
+            return Ok(self.to_f64_vec()?.iter().map(|x| x * x).sum());
+        }
+        float_op!("sum_squares", self, |x: T| Ok(cpu::elementwise::sum_squares(&x)))
+    }
+
     /// Sums this tensor down to `shape`, which it must be a broadcast of.
     pub fn sum_to(&self, shape: &[usize]) -> Result<Tensor> {
         if self.shape() == shape {
