@@ -1,7 +1,7 @@
 //! The CPU's row kernels at a training step's shapes: label-smoothed cross-entropy forward and
 //! backward over `[2048, 1698]` logits (the synthetic corpus's batch and vocabulary), attention
 //! softmax forward and backward (`[64 x 4 heads x 30, 30]`, causal and key-padded), layer norm
-//! forward and backward (`[2048, 128]`).
+//! forward and backward (`[2048, 128]`), and a dropout mask the size of an FFN activation.
 //!
 //! ```sh
 //! cargo bench --bench cpu_rows             # 1 thread and all threads, 40 calls each
@@ -75,6 +75,9 @@ fn main() {
         });
         row("layer_norm_bwd", &mut || {
             std::hint::black_box(norm::layer_norm_bwd(&x, &gamma, &stats, &dy, d));
+        });
+        row("dropout_mask [2048, 512]", &mut || {
+            std::hint::black_box(automoe::Tensor::dropout_mask(&[rows, 512], 0.1, 7, automoe::DType::F32).expect("mask"));
         });
     }
 }

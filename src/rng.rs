@@ -12,6 +12,7 @@ pub fn seeded(seed: u64) -> Rng {
 
 /// A counter-based 64-bit hash of (seed, counter) (SplitMix64's finaliser over a mixed input).
 /// Stateless, so a GPU thread can compute element i's random bits without any shared state.
+#[inline(always)]
 pub fn hash64(seed: u64, counter: u64) -> u64 {
     let mut z = seed ^ counter.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -42,6 +42,30 @@ pub fn fill_chunked<T: Float, I: Iterator<Item = T>>(len: usize, body: impl Fn(u
     out
 }
 
+/// An f32 dropout mask of `len` elements: element `i` is `keep` where the top 32 bits of
+/// `hash64(seed, i)` are at least `threshold`, else 0 (the CUDA kernel's rule, bit for bit). Its own
+/// loop, compiled for AVX-512 (whose `vpmullq` does the hash's 64-bit multiplies eight at a time)
+/// and AVX2 besides the baseline: drawn through [`fill_chunked`] it was ~3.5 % of a training step.
+pub fn dropout_mask_f32(len: usize, seed: u64, threshold: u64, keep: f32) -> Vec<f32> {
+    #[multiversion::multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2", "x86_64+avx2"))]
+    fn draw(out: &mut [MaybeUninit<f32>], seed: u64, start: u64, threshold: u64, keep: f32) {
+        for (i, o) in out.iter_mut().enumerate() {
+            let bits = crate::rng::hash64(seed, start + i as u64) >> 32;
+            o.write(if bits >= threshold { keep } else { 0.0 });
+        }
+    }
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
+    if len >= PAR_MIN_ELEMS {
+        spare.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| draw(o, seed, (c * CHUNK) as u64, threshold, keep));
+    } else {
+        draw(spare, seed, 0, threshold, keep);
+    }
+    // SAFETY: `draw` writes every element of the slice it is given, and the slices cover 0..len.
+    unsafe { out.set_len(len) };
+    out
+}
+
 /// `out[i] = f(x[i])`, parallel for large inputs.
 pub fn map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
     fill_chunked(x.len(), |s, n| x[s..s + n].iter().map(|&a| f(a)))
@@ -168,4 +192,29 @@ pub fn gelu_grad<T: Float>(x: T) -> T {
     let t = u.tanh();
     let du = c * (1.0 + 3.0 * 0.044715 * x * x);
     T::of_f64(0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vectorised, chunked mask against the rule applied one element at a time, across chunk
+    /// boundaries and at sizes below the parallel threshold.
+    #[test]
+    fn dropout_mask_follows_the_hash_rule() {
+        for (len, p, seed) in [(0usize, 0.1, 1u64), (1, 0.5, 2), (37, 0.3, 3), (PAR_MIN_ELEMS + 5, 0.1, 4), (3 * CHUNK + 11, 0.7, 5)] {
+            let threshold = (p * (1u64 << 32) as f64) as u64;
+            let keep = (1.0 / (1.0 - p)) as f32;
+            let got = dropout_mask_f32(len, seed, threshold, keep);
+            assert_eq!(got.len(), len);
+            for (i, &g) in got.iter().enumerate() {
+                let want = if crate::rng::hash64(seed, i as u64) >> 32 >= threshold { keep } else { 0.0 };
+                assert_eq!(g.to_bits(), want.to_bits(), "len {len}, element {i}");
+            }
+            if len > 10_000 {
+                let kept = got.iter().filter(|&&g| g != 0.0).count() as f64 / len as f64;
+                assert!((kept - (1.0 - p)).abs() < 0.01, "kept fraction {kept} for p = {p}");
+            }
+        }
+    }
 }

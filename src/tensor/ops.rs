@@ -425,8 +425,10 @@ impl Tensor {
         }
         match dtype {
             super::DType::F64 => Tensor::from_vec(draw(n, seed, threshold, keep_scale), shape),
-            super::DType::F32 => Tensor::from_vec(draw(n, seed, threshold, keep_scale as f32), shape),
-            super::DType::BF16 => Tensor::from_vec(draw(n, seed, threshold, keep_scale as f32), shape)?.to_dtype(dtype),
+            super::DType::F32 => Tensor::from_vec(cpu::elementwise::dropout_mask_f32(n, seed, threshold, keep_scale as f32), shape),
+            super::DType::BF16 => {
+                Tensor::from_vec(cpu::elementwise::dropout_mask_f32(n, seed, threshold, keep_scale as f32), shape)?.to_dtype(dtype)
+            }
         }
     }
 }
