@@ -25,45 +25,49 @@ fn write_all<T: Float>(out: &mut [MaybeUninit<T>], values: impl Iterator<Item = 
     }
 }
 
-/// A vector of `len` elements whose elements `start..start + n` are `body(start, n)`, evaluated
-/// over pieces of up to [`CHUNK`] elements, in parallel for large `len`. The buffer is written
-/// once: no zero fill first (which ran serially, before the parallel work, and cost ~5 % of a
-/// training step on two threads).
-pub fn fill_chunked<T: Float, I: Iterator<Item = T>>(len: usize, body: impl Fn(usize, usize) -> I + Sync) -> Vec<T> {
+/// A vector of `len` elements filled by `body(start, chunk)` over pieces of up to [`CHUNK`]
+/// elements (`chunk` is elements `start..start + chunk.len()`), in parallel for large `len`. The
+/// buffer is written once: no zero fill first (which ran serially, before the parallel work, and
+/// cost ~5 % of a training step on two threads).
+///
+/// # Safety
+/// `body` must initialise every element of each chunk it is given.
+unsafe fn fill_chunked_uninit<T: Send>(len: usize, body: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
     let mut out: Vec<T> = Vec::with_capacity(len);
     let spare = &mut out.spare_capacity_mut()[..len];
     if len >= PAR_MIN_ELEMS {
-        spare.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| write_all(o, body(c * CHUNK, o.len())));
+        spare.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| body(c * CHUNK, o));
     } else {
-        write_all(spare, body(0, len));
+        body(0, spare);
     }
-    // SAFETY: write_all initialised every element of every chunk, and the chunks cover 0..len.
+    // SAFETY: the caller's `body` initialised every element of every chunk, and the chunks cover
+    // 0..len.
     unsafe { out.set_len(len) };
     out
 }
 
-/// An f32 dropout mask of `len` elements: element `i` is `keep` where the top 32 bits of
+/// A vector of `len` elements whose elements `start..start + n` are `body(start, n)`, evaluated
+/// over pieces of up to [`CHUNK`] elements, in parallel for large `len`, written once.
+pub fn fill_chunked<T: Float, I: Iterator<Item = T>>(len: usize, body: impl Fn(usize, usize) -> I + Sync) -> Vec<T> {
+    // SAFETY: write_all initialises every element of the chunk whatever the iterator yields.
+    unsafe { fill_chunked_uninit(len, |start, o| write_all(o, body(start, o.len()))) }
+}
+
+/// A dropout mask of `len` elements: element `i` is `keep` where the top 32 bits of
 /// `hash64(seed, i)` are at least `threshold`, else 0 (the CUDA kernel's rule, bit for bit). Its own
 /// loop, compiled for AVX-512 (whose `vpmullq` does the hash's 64-bit multiplies eight at a time)
-/// and AVX2 besides the baseline: drawn through [`fill_chunked`] it was ~3.5 % of a training step.
-pub fn dropout_mask_f32(len: usize, seed: u64, threshold: u64, keep: f32) -> Vec<f32> {
+/// and AVX2 besides the baseline: drawn through [`fill_chunked`]'s iterator it was ~3.5 % of a
+/// training step.
+pub fn dropout_mask<T: Float>(len: usize, seed: u64, threshold: u64, keep: T) -> Vec<T> {
     #[multiversion::multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2", "x86_64+avx2"))]
-    fn draw(out: &mut [MaybeUninit<f32>], seed: u64, start: u64, threshold: u64, keep: f32) {
+    fn draw<T: Float>(out: &mut [MaybeUninit<T>], seed: u64, start: u64, threshold: u64, keep: T) {
         for (i, o) in out.iter_mut().enumerate() {
             let bits = crate::rng::hash64(seed, start + i as u64) >> 32;
-            o.write(if bits >= threshold { keep } else { 0.0 });
+            o.write(if bits >= threshold { keep } else { T::zero() });
         }
     }
-    let mut out: Vec<f32> = Vec::with_capacity(len);
-    let spare = &mut out.spare_capacity_mut()[..len];
-    if len >= PAR_MIN_ELEMS {
-        spare.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| draw(o, seed, (c * CHUNK) as u64, threshold, keep));
-    } else {
-        draw(spare, seed, 0, threshold, keep);
-    }
-    // SAFETY: `draw` writes every element of the slice it is given, and the slices cover 0..len.
-    unsafe { out.set_len(len) };
-    out
+    // SAFETY: `draw` writes every element of the chunk it is given.
+    unsafe { fill_chunked_uninit(len, |start, o| draw(o, seed, start as u64, threshold, keep)) }
 }
 
 /// `out[i] = f(x[i])`, parallel for large inputs.
@@ -93,28 +97,26 @@ pub fn zip_rows<T: Float>(x: &[T], row: &[T], f: impl Fn(T, T) -> T + Sync) -> V
     out
 }
 
-/// Sum of all elements, accumulated in f64 in fixed-size blocks so that the result does not
-/// depend on the thread count.
-pub fn sum_all<T: Float>(x: &[T]) -> f64 {
-    x.par_chunks(SUM_BLOCK).map(T::row_sum).collect::<Vec<f64>>().iter().sum()
+/// `per_block` of consecutive 4096-element blocks of `x`, in parallel, added in block order: the
+/// total does not depend on the thread count.
+fn blocked_sum<T: Float>(x: &[T], per_block: impl Fn(&[T]) -> f64 + Sync) -> f64 {
+    const BLOCK: usize = 4096;
+    x.par_chunks(BLOCK).map(&per_block).collect::<Vec<f64>>().iter().sum()
 }
 
-/// Elements per block of [`sum_all`] and [`sum_squares`]: blocks are summed in parallel, then in
-/// block order, so the total does not depend on the thread count.
-const SUM_BLOCK: usize = 4096;
+/// Sum of all elements in f64 (thread-count independent, [`blocked_sum`]).
+pub fn sum_all<T: Float>(x: &[T]) -> f64 {
+    blocked_sum(x, T::row_sum)
+}
 
-/// `sum x^2` in f64 (the global gradient norm).
+/// `sum x^2` in f64 (the global gradient norm; thread-count independent, [`blocked_sum`]).
 pub fn sum_squares<T: Float>(x: &[T]) -> f64 {
-    x.par_chunks(SUM_BLOCK)
-        .map(|c| {
-            super::rowmath::lane_sum(c, |v| {
-                let v = v.as_f64();
-                v * v
-            })
+    blocked_sum(x, |c| {
+        super::rowmath::lane_sum(c, |v| {
+            let v = v.as_f64();
+            v * v
         })
-        .collect::<Vec<f64>>()
-        .iter()
-        .sum()
+    })
 }
 
 /// Sums `x` (row-major, shape `from`) down to `to`, where `from` is `to` broadcast (numpy rules):
@@ -205,7 +207,7 @@ mod tests {
         for (len, p, seed) in [(0usize, 0.1, 1u64), (1, 0.5, 2), (37, 0.3, 3), (PAR_MIN_ELEMS + 5, 0.1, 4), (3 * CHUNK + 11, 0.7, 5)] {
             let threshold = (p * (1u64 << 32) as f64) as u64;
             let keep = (1.0 / (1.0 - p)) as f32;
-            let got = dropout_mask_f32(len, seed, threshold, keep);
+            let got = dropout_mask(len, seed, threshold, keep);
             assert_eq!(got.len(), len);
             for (i, &g) in got.iter().enumerate() {
                 let want = if crate::rng::hash64(seed, i as u64) >> 32 >= threshold { keep } else { 0.0 };

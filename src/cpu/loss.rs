@@ -18,12 +18,11 @@ pub struct CeTotals {
     pub count: usize,
 }
 
-/// `(max, log-sum-exp)` of a row; exp in the element type (vectorised for f32, `cpu::rowmath`), the
-/// sum in f64.
-fn log_softmax_row<T: Float>(row: &[T]) -> (f64, f64) {
+/// Log-sum-exp of a row; exp in the element type (vectorised for f32, `cpu::rowmath`), the sum in
+/// f64.
+fn log_sum_exp<T: Float>(row: &[T]) -> f64 {
     let mx = T::row_max(row);
-    let lse = mx.as_f64() + T::exp_shifted_sum(row, mx).ln();
-    (mx.as_f64(), lse)
+    mx.as_f64() + T::exp_shifted_sum(row, mx).ln()
 }
 
 /// Forward totals for `logits: [rows, v]` and `targets: [rows]`.
@@ -35,7 +34,7 @@ pub fn cross_entropy_fwd<T: Float>(logits: &[T], targets: &[u32], v: usize, eps:
             if Some(t) == ignore {
                 return (0.0, 0.0, 0);
             }
-            let (_, lse) = log_softmax_row(row);
+            let lse = log_sum_exp(row);
             let nll = lse - row[t as usize].as_f64();
             let mean_neg_logp = lse - T::row_sum(row) / v as f64;
             ((1.0 - eps) * nll + eps * mean_neg_logp, nll, 1)

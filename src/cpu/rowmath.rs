@@ -35,7 +35,8 @@ pub fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4; // 0x3f31_8000: 355 / 512
     const LN2_LO: f32 = -2.121_944_4e-4; // ln 2 - LN2_HI
-                                         // Adding 1.5 * 2^23 rounds to an integer (ties to even) and leaves it in the low mantissa bits.
+
+    // Adding 1.5 * 2^23 rounds to an integer (ties to even) and leaves it in the low mantissa bits.
     const ROUND: f32 = 12_582_912.0;
     // `clamp` passes NaN through, and the arithmetic below turns it into NaN.
     let xc = x.clamp(EXP_MIN_ARG, EXP_MAX_ARG);

@@ -22,9 +22,9 @@
 //! scores go to the lower (hypothesis, token) index, in greedy search and beam search alike, so
 //! a beam of 1 is exactly greedy search.
 
-use crate::cpu::rowmath::RowMath;
 use crate::data::tokenizer::{BOS_ID, EOS_ID, PAD_ID};
 use crate::model::{ModelView, SourceBatch};
+use crate::tensor::Float;
 use crate::{DType, Error, Result, Tensor};
 
 /// The longest source (tokens including its eos) and target (tokens before the eos) the decoder
@@ -102,26 +102,19 @@ pub(crate) fn log_softmax(logits: &Tensor) -> Result<Vec<f64>> {
         [_, v] if *v > 0 => *v,
         s => return Err(Error::invalid("log_softmax", format!("expects [rows, vocab] logits, got {s:?}"))),
     };
-    if logits.dtype() == DType::F64 {
-        let mut x = logits.to_vec::<f64>()?;
-        for row in x.chunks_mut(v) {
-            let mx = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let lse = mx + row.iter().map(|&a| (a - mx).exp()).sum::<f64>().ln();
-            row.iter_mut().for_each(|a| *a -= lse);
+    // Exponentials in the element type (f32 for bf16 logits), their sum in f64 (the crate's
+    // softmax convention), vectorised (`cpu::rowmath`): this runs over beam x vocabulary scores at
+    // every step.
+    fn rows<T: Float>(x: &[T], v: usize) -> Vec<f64> {
+        let mut out = Vec::with_capacity(x.len());
+        for row in x.chunks(v) {
+            let mx = T::row_max(row);
+            let lse = mx.as_f64() + T::exp_shifted_sum(row, mx).ln();
+            out.extend(row.iter().map(|&a| a.as_f64() - lse));
         }
-        return Ok(x);
+        out
     }
-    // f32 (and bf16) logits: exponentials in f32, their sum in f64 (the crate's softmax
-    // convention), vectorised (`cpu::rowmath`): this runs over beam x vocabulary scores at every
-    // step.
-    let x = logits.to_f32_vec()?;
-    let mut out = Vec::with_capacity(x.len());
-    for row in x.chunks(v) {
-        let mx = f32::row_max(row);
-        let lse = f64::from(mx) + f32::exp_shifted_sum(row, mx).ln();
-        out.extend(row.iter().map(|&a| f64::from(a) - lse));
-    }
-    Ok(out)
+    Ok(if logits.dtype() == DType::F64 { rows(&logits.to_vec::<f64>()?, v) } else { rows(&logits.to_f32_vec()?, v) })
 }
 
 /// Which tokens a step may produce.

@@ -416,19 +416,12 @@ impl Tensor {
         let n: usize = shape.iter().product();
         let keep_scale = 1.0 / (1.0 - p);
         let threshold = (p * (1u64 << 32) as f64) as u64;
-        // Drawn straight in the element type (bf16 through f32, as the CUDA kernel rounds it),
-        // in chunks whose loop the compiler vectorises.
-        fn draw<T: Float>(n: usize, seed: u64, threshold: u64, keep: T) -> Vec<T> {
-            cpu::elementwise::fill_chunked(n, |start, len| {
-                (start..start + len).map(move |i| if crate::rng::hash64(seed, i as u64) >> 32 >= threshold { keep } else { T::zero() })
-            })
-        }
+        // Drawn straight in the element type (bf16 through f32, as the CUDA kernel rounds it).
+        use cpu::elementwise::dropout_mask;
         match dtype {
-            super::DType::F64 => Tensor::from_vec(draw(n, seed, threshold, keep_scale), shape),
-            super::DType::F32 => Tensor::from_vec(cpu::elementwise::dropout_mask_f32(n, seed, threshold, keep_scale as f32), shape),
-            super::DType::BF16 => {
-                Tensor::from_vec(cpu::elementwise::dropout_mask_f32(n, seed, threshold, keep_scale as f32), shape)?.to_dtype(dtype)
-            }
+            super::DType::F64 => Tensor::from_vec(dropout_mask(n, seed, threshold, keep_scale), shape),
+            super::DType::F32 => Tensor::from_vec(dropout_mask(n, seed, threshold, keep_scale as f32), shape),
+            super::DType::BF16 => Tensor::from_vec(dropout_mask(n, seed, threshold, keep_scale as f32), shape)?.to_dtype(dtype),
         }
     }
 }
