@@ -76,3 +76,79 @@ impl Device {
         }
     }
 }
+
+/// Bytes of memory the host can still give to this process without swapping (`MemAvailable` of
+/// `/proc/meminfo`); `None` where the platform does not say.
+pub fn host_memory_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_mem_available(&text)
+}
+
+fn parse_mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.trim_start_matches("MemAvailable:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// An error naming `what` when `bytes` cannot fit in the host's available memory: asking the
+/// allocator for it would abort the process rather than return an error.
+pub fn check_host_memory(bytes: u64, what: &str) -> crate::Result<()> {
+    match host_memory_available() {
+        Some(avail) if bytes > avail => Err(crate::Error::invalid(
+            "memory",
+            format!("{what} need {:.1} GiB, but this machine has {:.1} GiB available", gib(bytes), gib(avail)),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+/// Most threads a CPU pool may be asked for. Far above any core count; a larger number is a typo,
+/// and spawning it would stall the process rather than fail.
+pub const MAX_CPU_THREADS: usize = 1024;
+
+/// A rayon pool of `threads` threads (0: rayon's default, one per core). `what` names the setting
+/// in errors (`--threads`, `[latency] threads`).
+pub fn cpu_pool(threads: usize, what: &str) -> crate::Result<rayon::ThreadPool> {
+    if threads > MAX_CPU_THREADS {
+        return Err(crate::Error::invalid("threads", format!("{what} = {threads} is above the limit of {MAX_CPU_THREADS}")));
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| crate::Error::invalid("threads", format!("{what}: cannot start {threads} threads: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_available_is_read_from_meminfo() {
+        let text = "MemTotal:       24580000 kB\nMemFree:         1000 kB\nMemAvailable:   20000000 kB\n";
+        assert_eq!(parse_mem_available(text), Some(20_000_000 * 1024));
+        assert_eq!(parse_mem_available("MemTotal: 5 kB\n"), None);
+        assert_eq!(parse_mem_available("MemAvailable: lots\n"), None);
+    }
+
+    #[test]
+    fn more_than_the_machine_has_is_an_error_naming_it() {
+        if host_memory_available().is_none() {
+            eprintln!("skipped: this platform does not report available memory");
+            return;
+        }
+        let msg = check_host_memory(u64::MAX / 2, "the supernet's parameters").unwrap_err().to_string();
+        assert!(msg.contains("the supernet's parameters need") && msg.contains("GiB available"), "{msg}");
+        assert!(check_host_memory(1 << 20, "one MiB").is_ok());
+    }
+
+    #[test]
+    fn thread_counts_past_the_limit_are_errors() {
+        let e = cpu_pool(MAX_CPU_THREADS + 1, "--threads").expect_err("over the limit").to_string();
+        assert!(e.contains("--threads = 1025") && e.contains("limit"), "{e}");
+        assert_eq!(cpu_pool(3, "--threads").unwrap().current_num_threads(), 3);
+    }
+}

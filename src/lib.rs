@@ -13,6 +13,7 @@ pub mod data;
 pub mod decode;
 pub mod device;
 pub mod error;
+pub mod fsio;
 pub mod model;
 pub mod moe;
 pub mod pipeline;

@@ -29,6 +29,11 @@ fn bad_space_files_are_errors() {
     assert!(err(&ok.replace("max_experts = 4", "max_experts = 4\nbogus = 1")).contains("bogus"));
     assert!(err(&ok.replace("cross_attention_span = [-1, 1, 2]", "cross_attention_span = [0]")).contains("cross_attention_span"));
     assert!(err(&ok.replace("cross_attention_span = [-1, 1, 2]", "cross_attention_span = [5]")).contains("reaches"));
+    // Sizes far beyond any model are errors naming the gene, before anything is allocated.
+    let huge = err(&ok.replace("ffn_widths = [512, 256, 128]", "ffn_widths = [512, 1000000000]"));
+    assert!(huge.contains("ffn_widths = 1000000000") && huge.contains("limit"), "{huge}");
+    assert!(err(&ok.replace("max_experts = 4", "max_experts = 513")).contains("max_experts = 513"));
+    assert!(err(&ok.replace("route_k = [1]", "route_k = [1, 9]")).contains("route_k = 9"));
     let missing = std::path::Path::new("/nonexistent/space.toml");
     assert!(SearchSpace::from_toml_file(missing).unwrap_err().to_string().contains("nonexistent"));
 }
@@ -153,4 +158,36 @@ fn config_json_round_trip_and_bad_json() {
     let e = SubnetConfig::from_json(&serde_json::to_string(&bad).unwrap()).unwrap_err().to_string();
     assert!(e.contains("encoder layer 0"), "{e}");
     assert!(SubnetConfig::from_json("{\"encoder_embed_dim\": 3}").is_err());
+
+    // Sizes past the limits (a typo, or an overflow waiting to happen) name the gene and layer.
+    let check = |c: &SubnetConfig| c.check().unwrap_err().to_string();
+    let mut wide = c.clone();
+    wide.decoder[0].expert_widths[0] = 1 << 40;
+    let e = check(&wide);
+    assert!(e.contains("decoder layer 0") && e.contains("expert 0 has width 1099511627776"), "{e}");
+    let mut many = c.clone();
+    many.encoder[1].experts = 600;
+    many.encoder[1].expert_widths = vec![64; 600];
+    assert!(check(&many).contains("encoder layer 1: experts = 600"), "{}", check(&many));
+    let mut deep = c.clone();
+    deep.encoder_embed_dim = usize::MAX;
+    assert!(check(&deep).contains("encoder_embed_dim"));
+    let mut k = c;
+    k.route_k = 9;
+    assert!(check(&k).contains("route_k = 9"));
+}
+
+#[test]
+fn a_supernet_larger_than_memory_is_an_error_not_an_abort() {
+    if automoe::device::host_memory_available().is_none() {
+        eprintln!("skipped: this platform does not report available memory");
+        return;
+    }
+    let ok = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/space_small.toml")).unwrap();
+    // Within every gene's limit, but 512 experts 1M wide in each of 6 layers are ~3 TiB of f32.
+    let text = ok.replace("ffn_widths = [512, 256, 128]", "ffn_widths = [1048576]").replace("max_experts = 4", "max_experts = 512");
+    let space = SearchSpace::from_toml_str(&text).unwrap();
+    let opts = automoe::model::ModelOptions::default();
+    let err = automoe::model::Supernet::new(space, 1000, opts, 0, automoe::DType::F32).err().expect("must not allocate").to_string();
+    assert!(err.contains("parameters of the supernet of space `small`") && err.contains("GiB available"), "{err}");
 }

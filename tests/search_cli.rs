@@ -63,7 +63,7 @@ fn latency_predictor_and_search_commands_end_to_end() {
     std::fs::write(d.join("space.toml"), SPACE).unwrap();
 
     // A tokenizer and validation text from the built-in synthetic corpus.
-    let corpus = synthetic_corpus(1, 200, 12, 0);
+    let corpus = synthetic_corpus(1, 200, 12, 0).unwrap();
     let tok = Tokenizer::train(
         corpus.train.iter().flat_map(|(s, t)| [s.as_str(), t.as_str()]),
         &BpeConfig { vocab_size: 120, ..Default::default() },

@@ -30,11 +30,7 @@ pub struct DemoArgs {
 fn with_threads(threads: Option<usize>, f: impl FnOnce() -> Result<()> + Send) -> Result<()> {
     match threads {
         None => f(),
-        Some(n) => rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
-            .build()
-            .map_err(|e| crate::Error::invalid("--threads", e.to_string()))?
-            .install(f),
+        Some(n) => crate::device::cpu_pool(n.max(1), "--threads")?.install(f),
     }
 }
 

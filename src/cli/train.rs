@@ -201,12 +201,7 @@ impl CommonArgs {
 
     /// Runs `spec` on a pool of `--threads` threads (a local pool, so library callers keep theirs).
     pub fn execute(&self, spec: &RunSpec) -> Result<RunSummary> {
-        let threads = self.threads.unwrap_or(0);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .map_err(|e| Error::invalid("--threads", format!("cannot start {threads} threads: {e}")))?;
-        pool.install(|| mt::run(spec))
+        crate::device::cpu_pool(self.threads.unwrap_or(0), "--threads")?.install(|| mt::run(spec))
     }
 }
 

@@ -10,9 +10,10 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::data::tokenizer::{write_atomic, EOS_ID};
+use crate::data::tokenizer::EOS_ID;
 use crate::data::{read_lines, Tokenizer};
 use crate::decode::{translate_ids, SearchOptions, MAX_POSITIONS};
+use crate::fsio::write_atomic;
 use crate::model::{ModelView, SubnetModel};
 use crate::{Error, Result};
 
@@ -94,11 +95,7 @@ impl DecodeArgs {
         match self.threads {
             None => f(),
             Some(0) => Err(Error::invalid("decode", "--threads must be at least 1")),
-            Some(n) => rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build()
-                .map_err(|e| Error::invalid("decode", format!("cannot start {n} threads: {e}")))?
-                .install(f),
+            Some(n) => crate::device::cpu_pool(n, "--threads")?.install(f),
         }
     }
 }

@@ -14,8 +14,7 @@
 //! * the text "</s>" (or any special token's text) inside a sentence is encoded as ordinary
 //!   characters, never as the control token (a runtime setting; plain HF loaders differ here only).
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tokenizers::decoders::metaspace::{Metaspace, PrependScheme};
 use tokenizers::models::bpe::{BpeTrainer, BPE};
@@ -23,6 +22,7 @@ use tokenizers::models::TrainerWrapper;
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::AddedToken;
 
+use crate::fsio::write_atomic;
 use crate::{Error, Result};
 
 /// Id of `<pad>`; also the ignore index of the loss.
@@ -35,6 +35,9 @@ pub const EOS_ID: u32 = 2;
 pub const UNK_ID: u32 = 3;
 /// The special tokens in id order.
 pub const SPECIAL_TOKENS: [&str; 4] = ["<pad>", "<s>", "</s>", "<unk>"];
+
+/// Largest vocabulary [`Tokenizer::train`] builds (translation BPEs use 8k-64k entries).
+pub const MAX_VOCAB_SIZE: usize = 1 << 20;
 
 /// Options of [`Tokenizer::train`].
 #[derive(Debug, Clone)]
@@ -83,6 +86,10 @@ impl Tokenizer {
         const OP: &str = "Tokenizer::train";
         if config.vocab_size <= SPECIAL_TOKENS.len() {
             return Err(Error::invalid(OP, format!("vocab_size {} must exceed the 4 special tokens", config.vocab_size)));
+        }
+        if config.vocab_size > MAX_VOCAB_SIZE {
+            // The BPE trainer sizes its tables by the request and would abort on an absurd one.
+            return Err(Error::invalid(OP, format!("vocab_size {} is above the limit of {MAX_VOCAB_SIZE}", config.vocab_size)));
         }
         let bpe = BPE::builder().unk_token(SPECIAL_TOKENS[UNK_ID as usize].to_string()).build().map_err(|e| tk_err(OP, e))?;
         let mut inner = tokenizers::Tokenizer::new(bpe);
@@ -223,31 +230,6 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     h
 }
 
-/// Writes `bytes` to `path` via a temporary file in the same directory and a rename (atomic on POSIX
-/// file systems when both are on the same file system, which the same directory guarantees).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name().ok_or_else(|| Error::invalid("write_atomic", format!("{} has no file name", path.display())))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-    })();
-    if result.is_err() {
-        // Best effort: do not leave the temporary behind; the original error is what matters.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,5 +327,14 @@ mod tests {
         // Reference values of FNV-1a 64.
         assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn vocabulary_sizes_out_of_range_are_errors() {
+        let train = |vocab_size| Tokenizer::train(["a b c"; 3], &BpeConfig { vocab_size, min_frequency: 1, limit_alphabet: None });
+        assert!(train(4).unwrap_err().to_string().contains("special tokens"));
+        let e = train(usize::MAX / 4).unwrap_err().to_string();
+        assert!(e.contains("vocab_size") && e.contains("limit"), "{e}");
+        assert!(train(MAX_VOCAB_SIZE).is_ok());
     }
 }

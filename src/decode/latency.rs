@@ -126,13 +126,7 @@ pub fn measure(model: &ModelView, proto: &LatencyProtocol) -> Result<LatencyRepo
     proto.check()?;
     match proto.threads {
         None => measure_here(model, proto),
-        Some(n) => {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build()
-                .map_err(|e| Error::invalid("latency", format!("cannot start {n} threads: {e}")))?;
-            pool.install(|| measure_here(model, proto))
-        }
+        Some(n) => crate::device::cpu_pool(n, "latency threads")?.install(|| measure_here(model, proto)),
     }
 }
 

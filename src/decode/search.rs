@@ -32,6 +32,11 @@ use crate::{DType, Error, Result, Tensor};
 /// the CLI reports longer lines by number (or truncates them with `--truncate`).
 pub const MAX_POSITIONS: usize = 1024;
 
+/// The widest beam the search accepts. Translation beams are 4-12; every step scores
+/// `beam x vocab` candidates per sentence, so a beam in the thousands is a typo that would exhaust
+/// memory rather than a setting.
+pub const MAX_BEAM: usize = 1024;
+
 /// Search settings. The defaults are AutoMoE's evaluation setting (beam 4, length penalty 0.6)
 /// with a maximum length of `1.2 * src_len + 10`.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,8 +63,8 @@ impl Default for SearchOptions {
 impl SearchOptions {
     pub fn check(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::invalid("SearchOptions", msg));
-        if self.beam == 0 {
-            return bad("beam must be at least 1".into());
+        if self.beam == 0 || self.beam > MAX_BEAM {
+            return bad(format!("beam {} must be between 1 and {MAX_BEAM}", self.beam));
         }
         if !self.len_penalty.is_finite() {
             return bad(format!("length penalty {} is not finite", self.len_penalty));
@@ -375,6 +380,8 @@ mod tests {
         // score / len^0.6 with len counting the eos.
         assert!((o.normalize(-3.0, 2) - (-3.0 / 3f64.powf(0.6))).abs() < 1e-15);
         assert!(SearchOptions { beam: 0, ..o.clone() }.check().is_err());
+        assert!(SearchOptions { beam: MAX_BEAM + 1, ..o.clone() }.check().unwrap_err().to_string().contains("beam 1025"));
+        assert!(SearchOptions { beam: MAX_BEAM, ..o.clone() }.check().is_ok());
         assert!(SearchOptions { max_len_a: f64::NAN, ..o }.check().is_err());
     }
 

@@ -10,6 +10,26 @@ use serde::{Deserialize, Serialize};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
+/// Upper bounds on the size genes of spaces and subnets. They keep parameter and FLOP counts far
+/// from overflowing (so a mistyped config is an error rather than a crash in an allocation), and
+/// the expert and route limits are what every backend runs: the CUDA gating kernel routes up to
+/// 512 experts, top-8.
+pub const MAX_MODEL_DIM: usize = 1 << 16;
+/// Largest FFN width of a dense layer or one expert.
+pub const MAX_FFN_WIDTH: usize = 1 << 20;
+/// Most encoder or decoder layers.
+pub const MAX_LAYERS: usize = 1024;
+/// Most experts in one FFN layer.
+pub const MAX_EXPERTS: usize = 512;
+/// Most experts routed per token.
+pub const MAX_ROUTE_K: usize = 8;
+const _: () = assert!(MAX_EXPERTS <= crate::cuda::moe_ops::MAX_EXPERTS && MAX_ROUTE_K <= crate::cuda::moe_ops::MAX_K);
+
+/// The first of `(gene, value, limit)` whose value is above its limit, as a message.
+fn over_limit<'a>(checks: impl IntoIterator<Item = (&'a str, usize, usize)>) -> Option<String> {
+    checks.into_iter().find(|&(_, v, max)| v > max).map(|(gene, v, max)| format!("{gene} = {v} is above the limit of {max}"))
+}
+
 /// The choices of every gene. Every list is a set of allowed values; a subnet picks one per gene
 /// (per layer for the per-layer genes).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -113,6 +133,17 @@ impl SubnetConfig {
         if self.route_k == 0 {
             return Err(bad("route_k must be at least 1".into()));
         }
+        let sizes = [
+            ("encoder_embed_dim", self.encoder_embed_dim, MAX_MODEL_DIM),
+            ("decoder_embed_dim", self.decoder_embed_dim, MAX_MODEL_DIM),
+            ("qkv_dim", self.qkv_dim, MAX_MODEL_DIM),
+            ("route_k", self.route_k, MAX_ROUTE_K),
+            ("encoder layers", self.encoder.len(), MAX_LAYERS),
+            ("decoder layers", self.decoder.len(), MAX_LAYERS),
+        ];
+        if let Some(msg) = over_limit(sizes) {
+            return Err(bad(msg));
+        }
         let heads_ok = |side: &str, i: usize, gene: &str, h: usize| -> Result<()> {
             if h == 0 || self.qkv_dim % h != 0 {
                 return Err(bad(format!("{side} layer {i}: {gene} = {h} does not divide qkv_dim {}", self.qkv_dim)));
@@ -128,6 +159,12 @@ impl SubnetConfig {
             }
             if let Some(e) = widths.iter().position(|&w| w == 0) {
                 return Err(bad(format!("{side} layer {i}: expert {e} has width 0")));
+            }
+            if let Some(msg) = over_limit([("experts", n, MAX_EXPERTS)]) {
+                return Err(bad(format!("{side} layer {i}: {msg}")));
+            }
+            if let Some(e) = widths.iter().position(|&w| w > MAX_FFN_WIDTH) {
+                return Err(bad(format!("{side} layer {i}: expert {e} has width {}, above the limit of {MAX_FFN_WIDTH}", widths[e])));
             }
             Ok(())
         };
@@ -215,6 +252,18 @@ impl SearchSpace {
         }
         if self.qkv_dim == 0 || self.max_experts == 0 {
             return Err(space_err(format!("qkv_dim ({}) and max_experts ({}) must be positive", self.qkv_dim, self.max_experts)));
+        }
+        let limit = |gene: &str| match gene {
+            "encoder_layers" | "decoder_layers" => MAX_LAYERS,
+            "ffn_widths" => MAX_FFN_WIDTH,
+            "route_k" => MAX_ROUTE_K,
+            _ => MAX_MODEL_DIM,
+        };
+        let maxima = lists.iter().map(|&(gene, list)| (gene, list.iter().copied().max().unwrap_or(0), limit(gene)));
+        if let Some(msg) =
+            over_limit(maxima.chain([("qkv_dim", self.qkv_dim, MAX_MODEL_DIM), ("max_experts", self.max_experts, MAX_EXPERTS)]))
+        {
+            return Err(space_err(msg));
         }
         for (gene, list) in [
             ("encoder_heads", &self.encoder_heads),

@@ -10,6 +10,8 @@ use super::params::NetParams;
 use super::space::{SearchSpace, SubnetConfig};
 use super::transformer::{forward, Batch, ModelOptions, ModelOutput, RunMode};
 use crate::autograd::{ParamId, ParamStore, Tape};
+use crate::fsio::write_atomic;
+use crate::tensor::{parse_safetensors, serialize_safetensors, tensor_from_safetensors};
 use crate::{DType, Error, Result, Tensor};
 
 /// The weight-sharing supernet of a search space: every module at its largest size; any subnet
@@ -27,6 +29,11 @@ impl Supernet {
     /// gradient checks).
     pub fn new(space: SearchSpace, vocab: usize, options: ModelOptions, seed: u64, dtype: DType) -> Result<Self> {
         options.check()?;
+        space.check()?;
+        // A space too big for the machine is an error here; the allocations would abort.
+        let count = super::cost::param_report(&space.largest(), vocab, options.pre_norm, &super::cost::Routing::Uniform)?.total;
+        let bytes = (count as u64).saturating_mul(dtype.size_in_bytes().max(4) as u64);
+        crate::device::check_host_memory(bytes, &format!("the {count} parameters of the supernet of space `{}`", space.name))?;
         let mut store = ParamStore::new();
         let mut rng = crate::rng::seeded(seed);
         let params = NetParams::create_supernet(&mut store, &space, vocab, options.pre_norm, &mut rng)?;
@@ -88,51 +95,6 @@ const FORMAT: &str = "automoe-subnet-v1";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "model.json";
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, then a rename,
-/// so a reader never sees a half-written file.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
-}
-
-fn st_dtype(d: DType) -> safetensors::Dtype {
-    match d {
-        DType::F32 => safetensors::Dtype::F32,
-        DType::F64 => safetensors::Dtype::F64,
-        DType::BF16 => safetensors::Dtype::BF16,
-    }
-}
-
-fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
-    Ok(match t.dtype() {
-        DType::F32 => t.to_vec::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        DType::F64 => t.to_vec::<f64>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        DType::BF16 => t.to_vec::<half::bf16>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    })
-}
-
-fn tensor_from_bytes(path: &Path, name: &str, dtype: safetensors::Dtype, shape: &[usize], data: &[u8]) -> Result<Tensor> {
-    let fmt = |msg: String| Error::Format { path: path.to_path_buf(), msg: format!("tensor `{name}`: {msg}") };
-    match dtype {
-        safetensors::Dtype::F32 => {
-            Tensor::from_vec(data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<_>>(), shape)
-        }
-        safetensors::Dtype::F64 => Tensor::from_vec(
-            data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("chunks of 8"))).collect::<Vec<_>>(),
-            shape,
-        ),
-        safetensors::Dtype::BF16 => {
-            Tensor::from_vec(data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]])).collect::<Vec<_>>(), shape)
-        }
-        other => Err(fmt(format!("unsupported dtype {other:?}"))),
-    }
-}
-
 impl SubnetModel {
     pub fn forward(&self, tape: &mut Tape, batch: &Batch, run: RunMode) -> Result<ModelOutput> {
         forward(tape, &self.store, &self.params, &self.options, &self.config, batch, run)
@@ -147,21 +109,12 @@ impl SubnetModel {
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let mut names = Vec::with_capacity(self.store.len());
-        let mut blobs = Vec::with_capacity(self.store.len());
-        for (_, p) in self.store.iter() {
-            names.push(p.name.clone());
-            blobs.push((p.name.clone(), st_dtype(p.value.dtype()), p.value.shape().to_vec(), tensor_bytes(&p.value)?));
-        }
-        let views = blobs
-            .iter()
-            .map(|(n, d, s, b)| {
-                Ok((n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).map_err(|e| Error::invalid("save", e.to_string()))?))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let w_path = dir.join(WEIGHTS_FILE);
+        let entries: Vec<(&str, &Tensor)> = self.store.iter().map(|(_, p)| (p.name.as_str(), &p.value)).collect();
+        let names = entries.iter().map(|(n, _)| n.to_string()).collect();
         let meta = HashMap::from([("format".to_string(), FORMAT.to_string())]);
-        let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::invalid("save", e.to_string()))?;
-        write_atomic(&dir.join(WEIGHTS_FILE), &bytes)?;
+        let bytes = serialize_safetensors(&entries, Some(meta), &w_path)?;
+        write_atomic(&w_path, &bytes)?;
         let saved = SavedModel {
             format: FORMAT.into(),
             config: self.config.clone(),
@@ -202,11 +155,11 @@ impl SubnetModel {
         saved.options.check().map_err(|e| fmt(&cfg_path, e.to_string()))?;
         let w_path = dir.join(WEIGHTS_FILE);
         let bytes = std::fs::read(&w_path).map_err(|e| Error::io(&w_path, e))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| fmt(&w_path, e.to_string()))?;
+        let st = parse_safetensors(&bytes, &w_path)?;
         let mut store = ParamStore::new();
         for name in &saved.param_order {
             let v = st.tensor(name).map_err(|e| fmt(&w_path, format!("tensor `{name}`: {e}")))?;
-            store.add(name.clone(), tensor_from_bytes(&w_path, name, v.dtype(), v.shape(), v.data())?)?;
+            store.add(name.clone(), tensor_from_safetensors(&v, name, &w_path)?)?;
         }
         if st.len() != store.len() {
             return Err(fmt(&w_path, format!("{} tensors in the file, {} listed in {CONFIG_FILE}", st.len(), store.len())));

@@ -29,7 +29,7 @@ pub fn run(cfg: &PipelineConfig, out: &Path) -> Result<Vec<SystemResult>> {
     freshness::check(out, cfg)?;
     let cfg_path = out.join(freshness::CONFIG_FILE);
     let text = toml::to_string(cfg).map_err(|e| crate::Error::invalid("pipeline", e.to_string()))?;
-    crate::data::tokenizer::write_atomic(&cfg_path, text.as_bytes())?;
+    crate::fsio::write_atomic(&cfg_path, text.as_bytes())?;
     let t0 = std::time::Instant::now();
     let ctx = stages::Context::new(cfg, out)?;
     let supernet_dir = ctx.train_supernet()?;

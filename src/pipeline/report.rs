@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::config::PipelineConfig;
-use crate::data::tokenizer::write_atomic;
+use crate::fsio::write_atomic;
 use crate::model::SubnetConfig;
 use crate::Result;
 

@@ -8,9 +8,9 @@ use super::say;
 use crate::cli::evaluate::{evaluate, Args as EvalArgs};
 use crate::cli::translate::{load_model_dir, DecodeArgs, TOKENIZER_FILE};
 use crate::data::corpus::{filter_pairs, read_parallel, LengthFilter};
-use crate::data::tokenizer::write_atomic;
 use crate::data::{synthetic_corpus, Tokenizer};
 use crate::decode::latency::{measure, LatencyProtocol as DecodeLatency};
+use crate::fsio::write_atomic;
 use crate::model::{flop_report, param_report, ModelOptions, Routing, SearchSpace, SubnetConfig, PAPER_SRC_LEN, PAPER_TGT_LEN};
 use crate::search::{
     load_supernet, report::save_search, search, split_records, Constraints, CpuLatencyMeter, LatencyDataset, LatencyMeter,
@@ -278,7 +278,7 @@ impl<'a> Context<'a> {
         let d = &self.cfg.data;
         let mut pairs = match &d.dir {
             Some(dir) => read_parallel(dir.join(format!("{}.{}", d.test, d.src)), dir.join(format!("{}.{}", d.test, d.tgt)))?,
-            None => synthetic_corpus(self.cfg.seed, d.synthetic_train, d.synthetic_valid, d.synthetic_test).test,
+            None => synthetic_corpus(self.cfg.seed, d.synthetic_train, d.synthetic_valid, d.synthetic_test)?.test,
         };
         if self.cfg.eval.max_sentences > 0 {
             pairs.truncate(self.cfg.eval.max_sentences);
@@ -317,7 +317,7 @@ impl<'a> Context<'a> {
         }
         let (model, _) = load_model_dir(model_dir)?;
         let threads = self.cfg.latency.threads.max(1);
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| Error::invalid("latency", e.to_string()))?;
+        let pool = crate::device::cpu_pool(threads, "[latency] threads")?;
         let lat = pool.install(|| measure(&model.view()?, &DecodeLatency { clock: self.cfg.latency.clock, ..DecodeLatency::default() }))?;
         let params = param_report(&model.config, model.vocab, model.options.pre_norm, &Routing::Uniform)?;
         let flops = flop_report(&model.config, model.vocab, PAPER_SRC_LEN, PAPER_TGT_LEN, &Routing::Uniform)?;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::features::{feature_names, features, FEATURE_VERSION};
 use super::latency::{CpuLatencyMeter, Latency, LatencyMeter};
-use super::write_file;
+use crate::fsio::write_atomic_creating_dir as write_file;
 use crate::model::{SearchSpace, SubnetConfig};
 use crate::{Error, Result};
 

@@ -136,11 +136,7 @@ impl<'a> CpuLatencyMeter<'a> {
         if supernet.vocab <= first as usize {
             return Err(Error::invalid("CpuLatencyMeter", format!("vocabulary of {} has no ordinary tokens", supernet.vocab)));
         }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("automoe-latency-{i}"))
-            .build()
-            .map_err(|e| Error::invalid("CpuLatencyMeter", format!("cannot start {threads} threads: {e}")))?;
+        let pool = crate::device::cpu_pool(threads, "latency threads")?;
         Ok(CpuLatencyMeter { supernet, protocol, pool, threads, device: crate::Device::Cpu })
     }
 

@@ -18,13 +18,3 @@ pub use features::{feature_names, features, FEATURE_VERSION};
 pub use fitness::{load_supernet, Fitness, SupernetLoss, SupernetMeta};
 pub use latency::{trimmed_mean, Clock, CpuLatencyMeter, Latency, LatencyMeter, LatencyProtocol};
 pub use predictor::{kendall_tau, split_records, LatencyPredictor, PredictorConfig, PredictorReport};
-
-use std::path::Path;
-
-/// Writes a file atomically (temporary file + rename), creating its directory first.
-pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> crate::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
-    }
-    crate::data::tokenizer::write_atomic(path, bytes)
-}

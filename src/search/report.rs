@@ -7,7 +7,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use super::evolution::{Candidate, SearchResult};
-use super::write_file;
+use crate::fsio::write_atomic_creating_dir as write_file;
 use crate::{Error, Result};
 
 /// Indices of the candidates no other candidate beats in both `x` and loss (lower is better in

@@ -4,6 +4,7 @@
 mod dtype;
 mod layout;
 mod ops;
+mod safetensors_io;
 mod storage;
 
 use std::borrow::Cow;
@@ -15,6 +16,7 @@ use rand_distr::{Distribution, StandardNormal};
 pub use dtype::{f32_to_bf16, DType, Float};
 pub use layout::{broadcast_shape, contiguous_strides, Layout};
 pub use ops::{BinaryOp, MaskSpec};
+pub use safetensors_io::{parse_safetensors, serialize_safetensors, tensor_from_safetensors};
 pub use storage::{CpuStorage, Element, Storage};
 
 use crate::{Device, Error, Result};

@@ -20,16 +20,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 
 use super::optim::{Adam, AdamConfig, AdamState};
 use super::schedule::LrSchedule;
 use crate::autograd::{ParamId, ParamStore};
-use crate::{DType, Error, Result, Tensor};
+pub use crate::fsio::write_dir_atomic;
+use crate::fsio::{sibling, write_atomic, write_file_synced};
+use crate::tensor::{parse_safetensors, serialize_safetensors, tensor_from_safetensors};
+use crate::{Error, Result, Tensor};
 
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
@@ -150,16 +151,10 @@ pub fn resolve_checkpoint_dir(dir: &Path) -> PathBuf {
     }
 }
 
-/// Writes every parameter of `store` to the safetensors file `path` (through a temporary file and a
-/// rename, so an existing file is replaced only by a complete one).
+/// Writes every parameter of `store` to the safetensors file `path` (atomically: an existing file
+/// is replaced only by a complete one).
 pub fn save_weights(path: &Path, store: &ParamStore) -> Result<()> {
-    let bytes = weights_bytes(store, path.to_path_buf())?;
-    let tmp = sibling(path, "tmp");
-    if let Err(e) = write_file_synced(&tmp, &bytes).and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io(path, e))) {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    fsync_dir(parent_of(path))
+    write_atomic(path, &weights_bytes(store, path.to_path_buf())?)
 }
 
 /// Reads the safetensors file `path` into `store`; the file and the store must hold the same
@@ -170,74 +165,6 @@ pub fn load_weights(path: &Path, store: &mut ParamStore) -> Result<()> {
     Ok(())
 }
 
-/// Creates the directory `target` atomically: `fill` writes the contents into a fresh temporary
-/// sibling directory, which is fsynced and renamed over `target` (the previous `target`, if any,
-/// stays until the rename succeeded). When `fill` or any step fails, `target` is left as it was
-/// and the temporary directory is removed.
-pub fn write_dir_atomic(target: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let parent = parent_of(target);
-    fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let tmp = sibling(target, "tmp");
-    let old = sibling(target, "old");
-    // Left over from a crash during an earlier save; never the only copy of anything.
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
-    fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    if let Err(e) = fill(&tmp).and_then(|()| fsync_dir(&tmp)) {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    if target.exists() {
-        // With `target` present, an `.old` is the leftover of a save that completed but crashed
-        // before its cleanup.
-        if old.exists() {
-            fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
-        }
-        fs::rename(target, &old).map_err(|e| Error::io(target, e))?;
-    }
-    fs::rename(&tmp, target).map_err(|e| Error::io(target, e))?;
-    fsync_dir(parent)?;
-    if old.exists() {
-        // The new checkpoint is durable; a failure to delete the old one only costs disk space.
-        let _ = fs::remove_dir_all(&old);
-    }
-    Ok(())
-}
-
-/// `{path}.{suffix}` next to `path`.
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".{suffix}"));
-    path.with_file_name(name)
-}
-
-fn parent_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-fn write_file_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    f.sync_all().map_err(|e| Error::io(path, e))
-}
-
-/// Makes a directory's entries (new files, renames) durable. Directories cannot be opened for
-/// syncing on every platform; there the rename's own guarantees are all we get.
-fn fsync_dir(dir: &Path) -> Result<()> {
-    #[cfg(unix)]
-    {
-        let f = fs::File::open(dir).map_err(|e| Error::io(dir, e))?;
-        f.sync_all().map_err(|e| Error::io(dir, e))?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
-}
-
 fn read_existing(path: &Path) -> Result<Vec<u8>> {
     if !path.exists() {
         return Err(Error::Format { path: path.to_path_buf(), msg: "file is missing".into() });
@@ -245,56 +172,10 @@ fn read_existing(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| Error::io(path, e))
 }
 
-fn st_dtype(d: DType) -> Dtype {
-    match d {
-        DType::F32 => Dtype::F32,
-        DType::F64 => Dtype::F64,
-        DType::BF16 => Dtype::BF16,
-    }
-}
-
-/// A tensor's elements in row-major order as little-endian bytes.
-fn tensor_le_bytes(t: &Tensor) -> Result<Vec<u8>> {
-    Ok(match t.dtype() {
-        DType::F32 => t.to_vec::<f32>()?.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        DType::F64 => t.to_vec::<f64>()?.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        DType::BF16 => t.to_vec::<half::bf16>()?.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
-    })
-}
-
-/// A tensor from a safetensors view whose dtype and shape were already checked against `dtype`.
-fn tensor_from_le(dtype: DType, shape: &[usize], bytes: &[u8]) -> Result<Tensor> {
-    match dtype {
-        DType::F32 => Tensor::from_vec(decode_le(bytes, f32::from_le_bytes), shape),
-        DType::F64 => Tensor::from_vec(decode_le(bytes, f64::from_le_bytes), shape),
-        DType::BF16 => Tensor::from_vec(decode_le(bytes, |b| half::bf16::from_bits(u16::from_le_bytes(b))), shape),
-    }
-}
-
-fn decode_le<const N: usize, T>(bytes: &[u8], from: impl Fn([u8; N]) -> T) -> Vec<T> {
-    bytes
-        .chunks_exact(N)
-        .map(|c| {
-            let mut a = [0u8; N];
-            a.copy_from_slice(c);
-            from(a)
-        })
-        .collect()
-}
-
 /// Serialises named tensors (with optional header metadata) to safetensors bytes.
 fn serialize(entries: &[(String, Tensor)], metadata: Option<HashMap<String, String>>, path: &Path) -> Result<Vec<u8>> {
-    let bytes: Vec<Vec<u8>> = entries.iter().map(|(_, t)| tensor_le_bytes(t)).collect::<Result<_>>()?;
-    let views = entries
-        .iter()
-        .zip(&bytes)
-        .map(|((name, t), b)| {
-            TensorView::new(st_dtype(t.dtype()), t.shape().to_vec(), b)
-                .map(|v| (name.as_str(), v))
-                .map_err(|e| Error::Format { path: path.to_path_buf(), msg: format!("tensor `{name}`: {e}") })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize(views, metadata).map_err(|e| Error::Format { path: path.to_path_buf(), msg: e.to_string() })
+    let named: Vec<(&str, &Tensor)> = entries.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    serialize_safetensors(&named, metadata, path)
 }
 
 fn weights_bytes(store: &ParamStore, path: PathBuf) -> Result<Vec<u8>> {
@@ -319,8 +200,7 @@ fn optimizer_bytes(store: &ParamStore, adam: &Adam, path: PathBuf) -> Result<Vec
 }
 
 fn deserialize<'a>(bytes: &'a [u8], path: &Path) -> Result<SafeTensors<'a>> {
-    SafeTensors::deserialize(bytes)
-        .map_err(|e| Error::Format { path: path.to_path_buf(), msg: format!("not a valid safetensors file: {e:?}") })
+    parse_safetensors(bytes, path)
 }
 
 /// Checks that `name` in the file has the shape and dtype of `like` and converts it.
@@ -328,7 +208,7 @@ fn checked_tensor(st: &SafeTensors<'_>, name: &str, like: &Tensor, param: &str, 
     let view = st
         .tensor(name)
         .map_err(|_| Error::Format { path: path.to_path_buf(), msg: format!("tensor `{name}` is missing from the file") })?;
-    if view.dtype() != st_dtype(like.dtype()) {
+    if view.dtype() != like.dtype().to_safetensors() {
         return Err(Error::Format {
             path: path.to_path_buf(),
             msg: format!("parameter `{param}`: dtype {:?} in the file, {:?} in the model", view.dtype(), like.dtype()),
@@ -340,7 +220,7 @@ fn checked_tensor(st: &SafeTensors<'_>, name: &str, like: &Tensor, param: &str, 
             msg: format!("parameter `{param}`: shape {:?} in the file, {:?} in the model", view.shape(), like.shape()),
         });
     }
-    tensor_from_le(like.dtype(), like.shape(), view.data())
+    tensor_from_safetensors(&view, name, path)
 }
 
 fn parse_weights(bytes: &[u8], path: &Path, store: &ParamStore) -> Result<Vec<(ParamId, Tensor)>> {
@@ -408,6 +288,7 @@ fn commit_weights(store: &mut ParamStore, weights: Vec<(ParamId, Tensor)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::DType;
 
     fn store() -> ParamStore {
         let mut s = ParamStore::new();
@@ -418,7 +299,7 @@ mod tests {
     }
 
     fn bytes_of(s: &ParamStore) -> Vec<Vec<u8>> {
-        s.iter().map(|(_, p)| tensor_le_bytes(&p.value).unwrap()).collect()
+        s.iter().map(|(_, p)| p.value.to_le_bytes().unwrap()).collect()
     }
 
     #[test]

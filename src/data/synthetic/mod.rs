@@ -40,6 +40,8 @@ use std::collections::HashSet;
 
 use rand::Rng;
 
+use crate::{Error, Result};
+
 mod lexicon;
 
 use lexicon::*;
@@ -256,11 +258,23 @@ fn render_tgt(c: &Clause) -> String {
     finish(w)
 }
 
+/// Most pairs [`synthetic_corpus`] generates (all splits together): a few GiB of text, far past
+/// what the built-in corpus is for, and small enough that a mistyped size is an error rather than
+/// an allocation that aborts.
+pub const MAX_SYNTHETIC_PAIRS: usize = 10_000_000;
+
 /// Generates the synthetic corpus deterministically from `seed`. Source sentences are unique across
-/// all three splits, so valid/test never repeat a training sentence.
-pub fn synthetic_corpus(seed: u64, n_train: usize, n_valid: usize, n_test: usize) -> SyntheticCorpus {
+/// all three splits, so valid/test never repeat a training sentence. More than
+/// [`MAX_SYNTHETIC_PAIRS`] in all is an error.
+pub fn synthetic_corpus(seed: u64, n_train: usize, n_valid: usize, n_test: usize) -> Result<SyntheticCorpus> {
+    let total =
+        n_train.checked_add(n_valid).and_then(|n| n.checked_add(n_test)).filter(|&n| n <= MAX_SYNTHETIC_PAIRS).ok_or_else(|| {
+            Error::invalid(
+                "synthetic corpus",
+                format!("{n_train} training + {n_valid} validation + {n_test} test pairs is more than the limit of {MAX_SYNTHETIC_PAIRS}"),
+            )
+        })?;
     let mut rng = crate::rng::seeded(seed);
-    let total = n_train + n_valid + n_test;
     let mut seen = HashSet::with_capacity(total);
     let mut pairs = Vec::with_capacity(total);
     // The sentence space is astronomically larger than any requested size, so duplicates are rare;
@@ -277,7 +291,7 @@ pub fn synthetic_corpus(seed: u64, n_train: usize, n_valid: usize, n_test: usize
     }
     let test = pairs.split_off(n_train + n_valid);
     let valid = pairs.split_off(n_train);
-    SyntheticCorpus { train: pairs, valid, test }
+    Ok(SyntheticCorpus { train: pairs, valid, test })
 }
 
 #[cfg(test)]
@@ -287,15 +301,18 @@ mod tests {
 
     #[test]
     fn deterministic_sizes_and_seed_dependent() {
-        let a = synthetic_corpus(1, 2000, 100, 100);
-        let b = synthetic_corpus(1, 2000, 100, 100);
-        let c = synthetic_corpus(2, 2000, 100, 100);
+        let a = synthetic_corpus(1, 2000, 100, 100).unwrap();
+        let b = synthetic_corpus(1, 2000, 100, 100).unwrap();
+        let c = synthetic_corpus(2, 2000, 100, 100).unwrap();
         assert_eq!(a, b);
         assert_ne!(a.train, c.train);
         assert_eq!((a.train.len(), a.valid.len(), a.test.len()), (2000, 100, 100));
         let train: HashSet<&String> = a.train.iter().map(|p| &p.0).collect();
         assert!(a.valid.iter().chain(&a.test).all(|p| !train.contains(&p.0)));
-        let big = synthetic_corpus(0, 20_000, 1000, 1000);
+        let too_many = synthetic_corpus(0, usize::MAX, 1, 0).unwrap_err().to_string();
+        assert!(too_many.contains("training") && too_many.contains("limit"), "{too_many}");
+        assert!(synthetic_corpus(0, MAX_SYNTHETIC_PAIRS, 1, 0).is_err());
+        let big = synthetic_corpus(0, 20_000, 1000, 1000).unwrap();
         assert_eq!(big.train.len(), 20_000);
         let max_words = big.train.iter().map(|p| p.0.split(' ').count().max(p.1.split(' ').count())).max().unwrap_or(0);
         assert!(max_words <= 40, "{max_words}");
@@ -423,7 +440,7 @@ mod tests {
     #[test]
     fn target_agreement_on_a_sample() {
         let forms = target_forms();
-        let corpus = synthetic_corpus(5, 3000, 0, 0);
+        let corpus = synthetic_corpus(5, 3000, 0, 0).unwrap();
         let mut checked = 0;
         for (_, tgt) in &corpus.train {
             let words: Vec<&str> = tgt.trim_end_matches('.').split(' ').collect();

@@ -79,7 +79,7 @@ pub fn read_source(source: &DataSource) -> Result<(TextPairs, TextPairs)> {
                     format!("needs training and validation pairs (got {n_train} and {n_valid})"),
                 ));
             }
-            let c = synthetic_corpus(*seed, *n_train, *n_valid, 0);
+            let c = synthetic_corpus(*seed, *n_train, *n_valid, 0)?;
             Ok((c.train, c.valid))
         }
     }

@@ -1,0 +1,148 @@
+//! Durable writes. Every file and directory the library writes for a user (models, tokenizers,
+//! checkpoints, search and pipeline outputs) goes through here, so a crash or a full disk never
+//! leaves a half-written file where a complete one was, and a finished write survives a power loss.
+//!
+//! A file is written to a hidden temporary sibling, fsynced, renamed over its target, and the
+//! directory fsynced (so the rename itself is durable). A directory is filled as a temporary
+//! sibling and swapped in with two renames ([`write_dir_atomic`]).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// Writes `bytes` to `path` atomically and durably: a reader sees either the previous file or the
+/// complete new one. The temporary file is `.{name}.tmp{pid}` in the same directory (same file
+/// system, so the rename is atomic) and is removed when any step fails.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path.file_name().ok_or_else(|| Error::invalid("write_atomic", format!("{} has no file name", path.display())))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    if let Err(e) = write_file_synced(&tmp, bytes).and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io(path, e))) {
+        // Best effort: do not leave the temporary behind; the original error is what matters.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fsync_dir(parent_of(path))
+}
+
+/// [`write_atomic`], creating the file's directory first.
+pub fn write_atomic_creating_dir(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = parent_of(path);
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    write_atomic(path, bytes)
+}
+
+/// Creates the directory `target` atomically: `fill` writes the contents into a fresh temporary
+/// sibling directory, which is fsynced and renamed over `target` (the previous `target`, if any,
+/// stays until the rename succeeded). When `fill` or any step fails, `target` is left as it was
+/// and the temporary directory is removed. A crash between the two renames leaves only
+/// `{target}.old`, which readers of checkpoints fall back to.
+pub fn write_dir_atomic(target: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let parent = parent_of(target);
+    fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let tmp = sibling(target, "tmp");
+    let old = sibling(target, "old");
+    // Left over from a crash during an earlier save; never the only copy of anything.
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    if let Err(e) = fill(&tmp).and_then(|()| fsync_dir(&tmp)) {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if target.exists() {
+        // With `target` present, an `.old` is the leftover of a save that completed but crashed
+        // before its cleanup.
+        if old.exists() {
+            fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+        }
+        fs::rename(target, &old).map_err(|e| Error::io(target, e))?;
+    }
+    fs::rename(&tmp, target).map_err(|e| Error::io(target, e))?;
+    fsync_dir(parent)?;
+    if old.exists() {
+        // The new directory is durable; a failure to delete the old one only costs disk space.
+        let _ = fs::remove_dir_all(&old);
+    }
+    Ok(())
+}
+
+/// Writes a new file and fsyncs it (no rename: for files inside a directory that
+/// [`write_dir_atomic`] swaps in as a whole).
+pub fn write_file_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    f.sync_all().map_err(|e| Error::io(path, e))
+}
+
+/// `{path}.{suffix}` next to `path`.
+pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".{suffix}"));
+    path.with_file_name(name)
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Makes a directory's entries (new files, renames) durable. Directories cannot be opened for
+/// syncing on every platform; there the rename's own guarantees are all we get.
+fn fsync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        let f = fs::File::open(dir).map_err(|e| Error::io(dir, e))?;
+        f.sync_all().map_err(|e| Error::io(dir, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_replaces_whole_files_and_leaves_no_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.json");
+        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"second, longer").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second, longer");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("a.json")]);
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.json");
+        write_atomic(&path, b"kept").unwrap();
+        // The target is now a non-empty directory: the rename fails after the temporary is written.
+        let blocked = dir.path().join("b");
+        fs::create_dir(&blocked).unwrap();
+        fs::write(blocked.join("x"), b"x").unwrap();
+        assert!(write_atomic(&blocked, b"lost").is_err());
+        assert_eq!(fs::read(&path).unwrap(), b"kept");
+        assert!(!dir.path().join(".b.tmp".to_string() + &std::process::id().to_string()).exists());
+        assert!(write_atomic(Path::new("/"), b"x").is_err(), "a path without a file name is an error");
+    }
+
+    #[test]
+    fn creating_dir_makes_missing_parents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x/y/z.txt");
+        write_atomic_creating_dir(&path, b"z").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"z");
+    }
+}
