@@ -178,6 +178,10 @@ fn bad_arguments_give_statuses_and_messages() {
         assert!(last_error().contains("sentences[1]"), "{}", last_error());
         let zero_beam = automoe_decode_options { beam: 0, ..o };
         assert_eq!(automoe_translate(m, one.as_ptr(), 1, &zero_beam, &mut t), AUTOMOE_INVALID_ARGUMENT);
+        // A beam past the limit is refused too: its score buffers would abort the host process.
+        let huge_beam = automoe_decode_options { beam: u32::MAX, ..o };
+        assert_eq!(automoe_translate(m, one.as_ptr(), 1, &huge_beam, &mut t), AUTOMOE_INVALID_ARGUMENT);
+        assert!(last_error().contains("beam 4294967295"), "{}", last_error());
         assert!(t.is_null());
 
         // An empty batch is fine.

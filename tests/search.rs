@@ -130,6 +130,15 @@ fn same_seed_same_result_and_different_seed_differs() {
 fn infeasible_constraints_give_a_clear_error() {
     let space = space();
     let mut fitness = |cfg: &SubnetConfig| -> Result<f64> { Ok(synthetic_loss(&space, cfg)) };
+    // Settings past the limits are errors before anything is evaluated.
+    for (cfg, name) in [
+        (SearchConfig { iterations: usize::MAX, ..config(0, 1) }, "iterations"),
+        (SearchConfig { mutations: usize::MAX, ..config(0, 1) }, "population"),
+        (SearchConfig { parents: 0, ..config(0, 1) }, "parents"),
+    ] {
+        let e = search(&space, cfg, Constraints::default(), &mut fitness, None, |_, _| {}).unwrap_err().to_string();
+        assert!(e.contains(name), "{e}");
+    }
     let c = Constraints { gflops: Some(1e-9), ..Constraints::default() };
     let cfg = SearchConfig { max_retries: 50, ..config(0, 2) };
     let msg = search(&space, cfg, c, &mut fitness, None, |_, _| {}).unwrap_err().to_string();

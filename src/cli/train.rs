@@ -155,9 +155,7 @@ impl CommonArgs {
             Schedule::Cosine => LrSchedule::WarmupCosine { lr: self.lr, warmup: self.warmup, total: self.max_updates, min_lr: self.min_lr },
             Schedule::InverseSqrt => LrSchedule::InverseSqrt { lr: self.lr, warmup: self.warmup, init_lr: 0.0 },
         };
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(Error::invalid("--lr", format!("must be positive, got {}", self.lr)));
-        }
+        schedule.check()?;
         let options = ModelOptions {
             pre_norm: self.pre_norm,
             dropout: self.dropout,

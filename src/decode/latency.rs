@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::search::{log_softmax, top_candidates, Allowed};
+use super::search::{log_softmax, top_candidates, Allowed, MAX_BEAM, MAX_POSITIONS};
 use crate::data::tokenizer::{EOS_ID, PAD_ID};
 use crate::model::{ModelView, SourceBatch};
 use crate::{Error, Result};
@@ -94,6 +94,9 @@ pub struct LatencyReport {
     pub runs_kept: usize,
 }
 
+/// Most warm-up or timed runs a protocol may ask for.
+pub const MAX_RUNS: usize = 100_000;
+
 impl LatencyProtocol {
     pub fn check(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::invalid("LatencyProtocol", msg));
@@ -102,6 +105,16 @@ impl LatencyProtocol {
                 "src_len {}, steps {}, beam {} and runs {} must all be positive",
                 self.src_len, self.steps, self.beam, self.runs
             ));
+        }
+        let limits = [
+            ("src_len", self.src_len, MAX_POSITIONS),
+            ("steps", self.steps, MAX_POSITIONS - 1),
+            ("beam", self.beam, MAX_BEAM),
+            ("warmup", self.warmup, MAX_RUNS),
+            ("runs", self.runs, MAX_RUNS),
+        ];
+        if let Some((name, v, max)) = limits.into_iter().find(|&(_, v, max)| v > max) {
+            return bad(format!("{name} = {v} is above the limit of {max}"));
         }
         if !(0.0..0.5).contains(&self.trim) {
             return bad(format!("trim {} must be in [0, 0.5)", self.trim));
@@ -230,6 +243,18 @@ mod tests {
         assert!(LatencyProtocol { trim: 0.5, ..p.clone() }.check().is_err());
         assert!(LatencyProtocol { threads: Some(0), ..p.clone() }.check().is_err());
         assert!(LatencyProtocol { clock: Clock::Cpu, threads: Some(2), ..p.clone() }.check().is_err());
-        assert!(LatencyProtocol { clock: Clock::Cpu, threads: Some(1), ..p }.check().is_ok());
+        assert!(LatencyProtocol { clock: Clock::Cpu, threads: Some(1), ..p.clone() }.check().is_ok());
+        // Sizes past the limits are errors naming the setting (they would abort in an allocation).
+        for (q, name) in [
+            (LatencyProtocol { src_len: MAX_POSITIONS + 1, ..p.clone() }, "src_len = 1025"),
+            (LatencyProtocol { steps: MAX_POSITIONS, ..p.clone() }, "steps = 1024"),
+            (LatencyProtocol { beam: usize::MAX, ..p.clone() }, "beam"),
+            (LatencyProtocol { runs: MAX_RUNS + 1, ..p.clone() }, "runs"),
+            (LatencyProtocol { warmup: MAX_RUNS + 1, ..p.clone() }, "warmup"),
+        ] {
+            let e = q.check().unwrap_err().to_string();
+            assert!(e.contains(name) && e.contains("limit"), "{e}");
+        }
+        assert!(LatencyProtocol { src_len: MAX_POSITIONS, steps: MAX_POSITIONS - 1, ..p }.check().is_ok());
     }
 }

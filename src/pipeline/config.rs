@@ -5,7 +5,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cli::translate::DecodeArgs;
 use crate::decode::latency::Clock;
+use crate::model::ModelOptions;
+use crate::search::{Constraints, PredictorConfig, SearchConfig};
+use crate::train::{LrSchedule, TrainConfig};
 use crate::{Error, Result};
 
 /// Where the corpus comes from: a directory of `train.{src,tgt}`, `val.*` and a test split, or
@@ -189,8 +193,91 @@ impl PipelineConfig {
         Self::from_toml_str(DEMO_TOML, Path::new("configs/pipeline_demo.toml"))
     }
 
+    /// The model options of a training stage.
+    pub(crate) fn model_options(section: &TrainSection) -> ModelOptions {
+        ModelOptions { dropout: section.dropout, ..ModelOptions::default() }
+    }
+
+    /// The training loop's settings for a stage: warmup then cosine to 1 % of the peak rate,
+    /// clipping at 1, ten log lines and four checkpoints per run.
+    pub(crate) fn train_config(&self, section: &TrainSection, seed: u64) -> TrainConfig {
+        TrainConfig {
+            max_updates: section.updates,
+            clip_norm: 1.0,
+            schedule: LrSchedule::WarmupCosine {
+                lr: section.lr,
+                warmup: section.warmup,
+                total: section.updates,
+                min_lr: section.lr * 0.01,
+            },
+            log_every: (section.updates / 10).max(1),
+            valid_every: 0,
+            checkpoint_every: (section.updates / 4).max(1),
+            seed,
+            quiet: true,
+            device: self.device,
+            ..TrainConfig::default()
+        }
+    }
+
+    pub(crate) fn predictor_config(&self) -> PredictorConfig {
+        PredictorConfig { epochs: self.latency.predictor_epochs, seed: self.seed, ..PredictorConfig::default() }
+    }
+
+    /// The evolutionary search's settings; `vocab` and `pre_norm` are the trained supernet's.
+    pub(crate) fn search_config(&self, vocab: usize, pre_norm: bool) -> SearchConfig {
+        let s = &self.search;
+        SearchConfig {
+            parents: s.parents,
+            mutations: s.mutations,
+            crossovers: s.crossovers,
+            iterations: s.iterations,
+            seed: self.seed,
+            vocab,
+            pre_norm,
+            ..SearchConfig::default()
+        }
+    }
+
+    /// How the systems are translated for BLEU (on the latency threads).
+    pub(crate) fn decode_args(&self) -> DecodeArgs {
+        DecodeArgs { beam: self.eval.beam, lenpen: self.eval.lenpen, threads: Some(self.latency.threads.max(1)), ..DecodeArgs::default() }
+    }
+
+    /// Everything a stage would reject later is rejected here, before hours of training: each
+    /// section is turned into the settings its stage uses and checked by the same code.
     fn check(&self, origin: &Path) -> Result<()> {
         let bad = |msg: String| Err(Error::Format { path: origin.to_path_buf(), msg });
+        let section =
+            |name: &str, r: Result<()>| r.map_err(|e| Error::Format { path: origin.to_path_buf(), msg: format!("[{name}]: {e}") });
+        for (name, s) in [("supernet", &self.supernet), ("final_train", &self.final_train)] {
+            section(name, Self::model_options(s).check().and_then(|()| self.train_config(s, self.seed).check()))?;
+        }
+        section("latency", self.predictor_config().check().and_then(|()| crate::search::dataset::check_samples(self.latency.samples)))?;
+        if self.latency.threads > crate::device::MAX_CPU_THREADS {
+            return bad(format!("latency.threads = {} is above the limit of {}", self.latency.threads, crate::device::MAX_CPU_THREADS));
+        }
+        section("search", self.search_config(1, false).check())?;
+        let s = &self.search;
+        let constraints = Constraints { latency_ms: s.latency_ms, gflops: s.gflops, active_params: s.active_params };
+        section("search", constraints.check())?;
+        section("eval", self.decode_args().search_options().map(|_| ()))?;
+        let d = &self.data;
+        if d.vocab_size <= crate::data::SPECIAL_TOKENS.len() || d.vocab_size > crate::data::tokenizer::MAX_VOCAB_SIZE {
+            return bad(format!("data.vocab_size = {} must be between 5 and {}", d.vocab_size, crate::data::tokenizer::MAX_VOCAB_SIZE));
+        }
+        if d.max_tokens == 0 {
+            return bad("data.max_tokens must be positive".into());
+        }
+        if d.dir.is_none() {
+            let total = d.synthetic_train.checked_add(d.synthetic_valid).and_then(|n| n.checked_add(d.synthetic_test));
+            if d.synthetic_train == 0 || d.synthetic_valid == 0 || d.synthetic_test == 0 {
+                return bad("data.synthetic_train, synthetic_valid and synthetic_test must be positive".into());
+            }
+            if total.is_none_or(|n| n > crate::data::synthetic::MAX_SYNTHETIC_PAIRS) {
+                return bad(format!("the synthetic corpus is limited to {} pairs in all", crate::data::synthetic::MAX_SYNTHETIC_PAIRS));
+            }
+        }
         if self.supernet.updates == 0 || self.final_train.updates == 0 {
             return bad("supernet.updates and final_train.updates must be positive".into());
         }
@@ -227,5 +314,31 @@ mod tests {
         assert!(err.contains("x.toml") && err.contains("latency.samples"), "{err}");
         let err = PipelineConfig::from_toml_str("[search]\nbogus = 1\n", Path::new("y.toml")).unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn settings_a_late_stage_would_reject_are_errors_when_the_file_is_read() {
+        let err = |toml: &str| PipelineConfig::from_toml_str(toml, Path::new("p.toml")).unwrap_err().to_string();
+        for (toml, names) in [
+            ("[final_train]\nlr = -1.0\n", &["p.toml", "[final_train]", "learning rate"][..]),
+            ("[supernet]\ndropout = 1.5\n", &["[supernet]", "dropout"]),
+            ("[latency]\npredictor_epochs = 0\n", &["[latency]", "epochs"]),
+            ("[latency]\nthreads = 100000\n", &["latency.threads = 100000"]),
+            ("[latency]\nsamples = 4611686018427387904\n", &["[latency]", "samples"]),
+            ("[search]\nparents = 0\n", &["[search]", "parents"]),
+            ("[search]\nmutations = 4611686018427387904\n", &["[search]", "population"]),
+            ("[search]\ngflops = -1.0\n", &["[search]", "gflops"]),
+            ("[eval]\nbeam = 100000\n", &["[eval]", "beam 100000"]),
+            ("[eval]\nlenpen = nan\n", &["[eval]", "length penalty"]),
+            ("[data]\nvocab_size = 4611686018427387904\n", &["data.vocab_size"]),
+            ("[data]\nsynthetic_train = 4611686018427387904\n", &["synthetic corpus is limited"]),
+            ("[data]\nsynthetic_test = 0\n", &["synthetic_test"]),
+            ("[data]\nmax_tokens = 0\n", &["data.max_tokens"]),
+        ] {
+            let e = err(toml);
+            assert!(names.iter().all(|n| e.contains(n)), "{toml}: {e}");
+        }
+        // A real corpus has no synthetic sizes to check.
+        PipelineConfig::from_toml_str("[data]\ndir = \"x\"\nsynthetic_test = 0\n", Path::new("p.toml")).unwrap();
     }
 }

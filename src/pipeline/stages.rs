@@ -6,19 +6,18 @@ use super::config::{PipelineConfig, TrainSection};
 use super::report::SystemResult;
 use super::say;
 use crate::cli::evaluate::{evaluate, Args as EvalArgs};
-use crate::cli::translate::{load_model_dir, DecodeArgs, TOKENIZER_FILE};
+use crate::cli::translate::{load_model_dir, TOKENIZER_FILE};
 use crate::data::corpus::{filter_pairs, read_parallel, LengthFilter};
 use crate::data::{synthetic_corpus, Tokenizer};
 use crate::decode::latency::{measure, LatencyProtocol as DecodeLatency};
 use crate::fsio::write_atomic;
-use crate::model::{flop_report, param_report, ModelOptions, Routing, SearchSpace, SubnetConfig, PAPER_SRC_LEN, PAPER_TGT_LEN};
+use crate::model::{flop_report, param_report, Routing, SearchSpace, SubnetConfig, PAPER_SRC_LEN, PAPER_TGT_LEN};
 use crate::search::{
     load_supernet, report::save_search, search, split_records, Constraints, CpuLatencyMeter, LatencyDataset, LatencyMeter,
-    LatencyPredictor, LatencyProtocol, PredictorConfig, SearchConfig, SearchResult, SupernetLoss,
+    LatencyPredictor, LatencyProtocol, SearchResult, SupernetLoss,
 };
 use crate::train::mt::data::{read_source, train_tokenizer, DataConfig, DataSource};
 use crate::train::mt::{self, Mode, RunSpec};
-use crate::train::{LrSchedule, TrainConfig};
 use crate::{Error, Result};
 
 /// Marks a finished training stage (its directory is otherwise resumed).
@@ -91,26 +90,10 @@ impl<'a> Context<'a> {
         let resume = crate::train::checkpoint::resolve_checkpoint_dir(&mt::checkpoint_dir(dir)).exists();
         let spec = RunSpec {
             mode,
-            options: ModelOptions { dropout: section.dropout, ..ModelOptions::default() },
+            options: PipelineConfig::model_options(section),
             data: self.data_config(),
             label_smoothing: 0.1,
-            train: TrainConfig {
-                max_updates: section.updates,
-                clip_norm: 1.0,
-                schedule: LrSchedule::WarmupCosine {
-                    lr: section.lr,
-                    warmup: section.warmup,
-                    total: section.updates,
-                    min_lr: section.lr * 0.01,
-                },
-                log_every: (section.updates / 10).max(1),
-                valid_every: 0,
-                checkpoint_every: (section.updates / 4).max(1),
-                seed,
-                quiet: true,
-                device: self.cfg.device,
-                ..TrainConfig::default()
-            },
+            train: self.cfg.train_config(section, seed),
             out: dir.to_path_buf(),
             resume,
             tokenizer: Some(self.tok_path.clone()),
@@ -159,7 +142,7 @@ impl<'a> Context<'a> {
             ds
         };
         let (train, test) = split_records(&ds.records, self.cfg.latency.holdout, self.cfg.seed)?;
-        let config = PredictorConfig { epochs: self.cfg.latency.predictor_epochs, seed: self.cfg.seed, ..PredictorConfig::default() };
+        let config = self.cfg.predictor_config();
         let pred = LatencyPredictor::train(&ds, &train, config, |_| {})?;
         let baseline = train.iter().map(|r| r.latency.total_ms()).sum::<f64>() / train.len().max(1) as f64;
         let report = pred.evaluate(&test, baseline)?;
@@ -198,16 +181,7 @@ impl<'a> Context<'a> {
         let mut meter = predictor.clone();
         let s = &self.cfg.search;
         let constraints = Constraints { latency_ms: budget_ms, gflops: s.gflops, active_params: s.active_params };
-        let config = SearchConfig {
-            parents: s.parents,
-            mutations: s.mutations,
-            crossovers: s.crossovers,
-            iterations: s.iterations,
-            seed: self.cfg.seed,
-            vocab: net.vocab,
-            pre_norm: net.options.pre_norm,
-            ..SearchConfig::default()
-        };
+        let config = self.cfg.search_config(net.vocab, net.options.pre_norm);
         say(format!(
             "search in `{}`: {}, population {} for {} iterations",
             space.name,
@@ -297,12 +271,7 @@ impl<'a> Context<'a> {
             return from_json(&path);
         }
         let (src, reference) = self.test_files()?;
-        let decode = DecodeArgs {
-            beam: self.cfg.eval.beam,
-            lenpen: self.cfg.eval.lenpen,
-            threads: Some(self.cfg.latency.threads.max(1)),
-            ..DecodeArgs::default()
-        };
+        let decode = self.cfg.decode_args();
         let args = EvalArgs {
             model: model_dir.to_path_buf(),
             src,

@@ -35,6 +35,18 @@ pub struct LatencyDataset {
     pub records: Vec<LatencyRecord>,
 }
 
+/// Most subnets a latency dataset measures (a few hundred train a good predictor).
+pub const MAX_LATENCY_SAMPLES: usize = 1_000_000;
+
+/// A sample count past [`MAX_LATENCY_SAMPLES`] is an error (the interleaved build holds every
+/// config at once).
+pub fn check_samples(n: usize) -> Result<()> {
+    if n > MAX_LATENCY_SAMPLES {
+        return Err(Error::invalid("LatencyDataset", format!("{n} samples is above the limit of {MAX_LATENCY_SAMPLES}")));
+    }
+    Ok(())
+}
+
 impl LatencyDataset {
     pub fn new(space: SearchSpace, meter: String) -> Self {
         LatencyDataset { format: FORMAT.into(), feature_version: FEATURE_VERSION, space, meter, records: Vec::new() }
@@ -43,6 +55,7 @@ impl LatencyDataset {
     /// Samples `n` subnets of the space from `seed` and measures each; `progress` is called after
     /// every subnet with the count done.
     pub fn build(space: &SearchSpace, meter: &mut dyn LatencyMeter, n: usize, seed: u64, mut progress: impl FnMut(usize)) -> Result<Self> {
+        check_samples(n)?;
         let mut ds = LatencyDataset::new(space.clone(), meter.describe());
         let mut rng = crate::rng::seeded(seed);
         for i in 0..n {
@@ -63,6 +76,7 @@ impl LatencyDataset {
         seed: u64,
         progress: impl FnMut(usize) + Send,
     ) -> Result<Self> {
+        check_samples(n)?;
         let mut rng = crate::rng::seeded(seed);
         let configs: Vec<SubnetConfig> = (0..n).map(|_| space.sample(&mut rng)).collect::<Result<_>>()?;
         let latencies = meter.measure_interleaved(&configs, progress)?;

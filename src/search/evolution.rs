@@ -37,6 +37,16 @@ pub struct Constraints {
 }
 
 impl Constraints {
+    /// Every bound given must be a finite, non-negative number.
+    pub fn check(&self) -> Result<()> {
+        for (name, v) in [("latency_ms", self.latency_ms), ("gflops", self.gflops), ("active_params", self.active_params)] {
+            if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                return Err(Error::invalid("search", format!("constraint {name} = {v:?} must be a non-negative number")));
+            }
+        }
+        Ok(())
+    }
+
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         if let Some(l) = self.latency_ms {
@@ -91,15 +101,31 @@ impl Default for SearchConfig {
     }
 }
 
+/// Largest population the search evaluates per iteration (AutoMoE's is 125).
+pub const MAX_POPULATION: usize = 100_000;
+/// Most iterations of one search (AutoMoE runs 10-30).
+pub const MAX_ITERATIONS: usize = 100_000;
+
 impl SearchConfig {
     pub fn population(&self) -> usize {
         self.parents + self.mutations + self.crossovers
     }
 
-    fn check(&self) -> Result<()> {
+    /// Counts and probabilities must be usable; a population above [`MAX_POPULATION`] is an error.
+    pub fn check(&self) -> Result<()> {
         let bad = |m: String| Err(Error::invalid("SearchConfig", m));
         if self.parents == 0 || self.max_retries == 0 {
             return bad(format!("parents ({}) and max_retries ({}) must be positive", self.parents, self.max_retries));
+        }
+        if self.iterations > MAX_ITERATIONS {
+            return bad(format!("iterations = {} is above the limit of {MAX_ITERATIONS}", self.iterations));
+        }
+        let population = self.parents.checked_add(self.mutations).and_then(|n| n.checked_add(self.crossovers));
+        if population.is_none_or(|n| n > MAX_POPULATION) {
+            return bad(format!(
+                "a population of {} parents + {} mutations + {} crossovers is above the limit of {MAX_POPULATION}",
+                self.parents, self.mutations, self.crossovers
+            ));
         }
         for (name, p) in [("mutation_prob", self.mutation_prob), ("crossover_prob", self.crossover_prob)] {
             if !(0.0..=1.0).contains(&p) {
@@ -390,12 +416,7 @@ pub fn search<'a>(
     if constraints.latency_ms.is_some() && meter.is_none() {
         return Err(Error::invalid("search", "a latency constraint needs a latency meter or predictor"));
     }
-    for (name, v) in [("latency_ms", constraints.latency_ms), ("gflops", constraints.gflops), ("active_params", constraints.active_params)]
-    {
-        if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
-            return Err(Error::invalid("search", format!("constraint {name} = {v:?} must be a non-negative number")));
-        }
-    }
+    constraints.check()?;
     let mut s = Searcher {
         space,
         cfg: config,

@@ -72,20 +72,24 @@ impl LatencyProtocol {
         LatencyProtocol { warmup: 1, runs: 5, trim: 0.2, ..Self::paper() }
     }
 
+    /// The same checks and limits as the decoder's protocol, which times every run.
     pub fn check(&self) -> Result<()> {
-        if self.src_len == 0 || self.steps == 0 || self.beam == 0 || self.runs == 0 {
-            return Err(Error::invalid(
-                "LatencyProtocol",
-                format!(
-                    "src_len ({}), steps ({}), beam ({}) and runs ({}) must be positive",
-                    self.src_len, self.steps, self.beam, self.runs
-                ),
-            ));
+        self.as_decode(self.warmup, self.runs).check()
+    }
+
+    /// The decoder's protocol with these shapes and clock, `warmup` and `runs` repetitions, and
+    /// the current thread pool (the meter owns its pool).
+    fn as_decode(&self, warmup: usize, runs: usize) -> DecodeProtocol {
+        DecodeProtocol {
+            src_len: self.src_len,
+            steps: self.steps,
+            beam: self.beam,
+            warmup,
+            runs,
+            trim: self.trim,
+            threads: None,
+            clock: self.clock,
         }
-        if !(0.0..0.5).contains(&self.trim) {
-            return Err(Error::invalid("LatencyProtocol", format!("trim {} is not in [0, 0.5)", self.trim)));
-        }
-        Ok(())
     }
 }
 
@@ -173,18 +177,7 @@ impl<'a> CpuLatencyMeter<'a> {
     /// translates): the encoder once, then `steps` beam steps with cached keys and values.
     /// Returns (encoder ms, decoder ms) by the protocol's clock.
     fn time_one_run(&self, view: &ModelView) -> Result<(f64, f64)> {
-        let p = &self.protocol;
-        let proto = DecodeProtocol {
-            src_len: p.src_len,
-            steps: p.steps,
-            beam: p.beam,
-            warmup: 0,
-            runs: 1,
-            trim: 0.0,
-            threads: None,
-            clock: p.clock,
-        };
-        time_one_run(view, &proto)
+        time_one_run(view, &DecodeProtocol { trim: 0.0, ..self.protocol.as_decode(0, 1) })
     }
 
     /// Times an already extracted model, which must be on this meter's device.

@@ -42,6 +42,26 @@ pub struct PredictorConfig {
     pub seed: u64,
 }
 
+impl PredictorConfig {
+    /// Sizes, epochs and learning rate must be positive; weight decay finite and not negative.
+    pub fn check(&self) -> Result<()> {
+        if !self.weight_decay.is_finite() || self.weight_decay < 0.0 {
+            return Err(Error::invalid("LatencyPredictor::train", format!("weight_decay {} must be non-negative", self.weight_decay)));
+        }
+        if self.hidden == 0 || self.epochs == 0 || self.batch_size == 0 || !self.lr.is_finite() || self.lr <= 0.0 {
+            return Err(Error::invalid("LatencyPredictor::train", format!("hidden, epochs, batch_size and lr must be positive: {self:?}")));
+        }
+        // The MLP is a few hidden layers of a few hundred units; past these it would not fit in memory.
+        if self.hidden > 1 << 16 || self.layers > 64 {
+            return Err(Error::invalid(
+                "LatencyPredictor::train",
+                format!("hidden = {} and layers = {} must be at most 65536 and 64", self.hidden, self.layers),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for PredictorConfig {
     fn default() -> Self {
         PredictorConfig { hidden: 400, layers: 3, epochs: 300, batch_size: 32, lr: 1e-3, weight_decay: 0.5, seed: 0 }
@@ -198,15 +218,7 @@ impl LatencyPredictor {
         if train.len() < 2 {
             return Err(Error::invalid("LatencyPredictor::train", format!("needs at least 2 training subnets, got {}", train.len())));
         }
-        if !config.weight_decay.is_finite() || config.weight_decay < 0.0 {
-            return Err(Error::invalid("LatencyPredictor::train", format!("weight_decay {} must be non-negative", config.weight_decay)));
-        }
-        if config.hidden == 0 || config.epochs == 0 || config.batch_size == 0 || !config.lr.is_finite() || config.lr <= 0.0 {
-            return Err(Error::invalid(
-                "LatencyPredictor::train",
-                format!("hidden, epochs, batch_size and lr must be positive: {config:?}"),
-            ));
-        }
+        config.check()?;
         let nf = feature_names(&ds.space).len();
         let feats: Vec<Vec<f32>> = train.iter().map(|r| features(&r.config, &ds.space)).collect::<Result<_>>()?;
         let mut feature_mean = Vec::with_capacity(nf);

@@ -14,6 +14,26 @@ pub enum LrSchedule {
 }
 
 impl LrSchedule {
+    /// The peak rate must be positive and finite; the floors (`init_lr`, `min_lr`) finite and not
+    /// negative.
+    pub fn check(&self) -> crate::Result<()> {
+        let (lr, floor) = match *self {
+            LrSchedule::Constant { lr } => (lr, 0.0),
+            LrSchedule::InverseSqrt { lr, init_lr, .. } => (lr, init_lr),
+            LrSchedule::WarmupCosine { lr, min_lr, .. } => (lr, min_lr),
+        };
+        if !(lr > 0.0 && lr.is_finite()) {
+            return Err(crate::Error::invalid("LrSchedule", format!("the learning rate must be positive and finite, got {lr}")));
+        }
+        if !(floor >= 0.0 && floor.is_finite()) {
+            return Err(crate::Error::invalid(
+                "LrSchedule",
+                format!("the initial / final learning rate must be finite and >= 0, got {floor}"),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn lr(&self, step: u64) -> f64 {
         let step = step.max(1);
         match *self {
@@ -42,6 +62,21 @@ impl LrSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_wants_a_positive_peak_and_non_negative_floors() {
+        assert!(LrSchedule::Constant { lr: 1e-3 }.check().is_ok());
+        for bad in [
+            LrSchedule::Constant { lr: 0.0 },
+            LrSchedule::Constant { lr: f64::NAN },
+            LrSchedule::InverseSqrt { lr: f64::INFINITY, warmup: 10, init_lr: 0.0 },
+            LrSchedule::InverseSqrt { lr: 1e-3, warmup: 10, init_lr: -1e-4 },
+            LrSchedule::WarmupCosine { lr: 1e-3, warmup: 10, total: 100, min_lr: f64::NAN },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
+        assert!(LrSchedule::WarmupCosine { lr: 1e-3, warmup: 10, total: 100, min_lr: 0.0 }.check().is_ok());
+    }
 
     #[test]
     fn inverse_sqrt_warms_up_then_decays() {

@@ -151,18 +151,34 @@ pub struct Trainer {
     last_checkpoint: Option<(PathBuf, u64)>,
 }
 
+/// Most micro-batches one update may accumulate.
+pub const MAX_ACCUMULATE: usize = 1 << 16;
+
+impl TrainConfig {
+    /// What can be checked without a model or data: accumulation, schedule, clipping, and mixed
+    /// precision only on a CUDA backend. (Whether the device is present is [`Trainer::new`]'s.)
+    pub fn check(&self) -> Result<()> {
+        if self.accumulate == 0 || self.accumulate > MAX_ACCUMULATE {
+            return Err(Error::invalid("TrainConfig", format!("accumulate = {} must be between 1 and {MAX_ACCUMULATE}", self.accumulate)));
+        }
+        self.schedule.check()?;
+        if self.clip_norm.is_nan() {
+            return Err(Error::invalid("TrainConfig", "clip_norm is NaN (use 0 to turn clipping off)"));
+        }
+        if self.mixed_precision && !self.device.is_cuda() {
+            return Err(Error::invalid(
+                "TrainConfig",
+                format!("mixed precision (bf16) needs a CUDA device (cuda:N, or emu for the emulator), not {}", self.device),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Trainer {
     /// A trainer for the parameters in `store`, starting at update 0.
     pub fn new(config: TrainConfig, store: ParamStore) -> Result<Self> {
-        if config.accumulate == 0 {
-            return Err(Error::invalid("TrainConfig", "accumulate must be at least 1"));
-        }
-        if config.mixed_precision && !config.device.is_cuda() {
-            return Err(Error::invalid(
-                "TrainConfig",
-                format!("mixed precision (bf16) needs a CUDA device (cuda:N, or emu for the emulator), not {}", config.device),
-            ));
-        }
+        config.check()?;
         config.device.check_available()?;
         let store = store.to_device(config.device)?;
         let adam = Adam::new(config.adam);
