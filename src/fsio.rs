@@ -22,9 +22,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp_name.push(format!(".tmp{}", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
     if let Err(e) = write_file_synced(&tmp, bytes).and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io(path, e))) {
-        // Best effort: do not leave the temporary behind; the original error is what matters.
+        // Best effort: do not leave the temporary behind; the original error is what matters,
+        // reported against the file the caller asked for (the temporary's name means nothing to them).
         let _ = fs::remove_file(&tmp);
-        return Err(e);
+        return Err(match e {
+            Error::Io { source, .. } => Error::io(path, source),
+            other => other,
+        });
     }
     fsync_dir(parent_of(path))
 }
@@ -132,7 +136,11 @@ mod tests {
         let blocked = dir.path().join("b");
         fs::create_dir(&blocked).unwrap();
         fs::write(blocked.join("x"), b"x").unwrap();
-        assert!(write_atomic(&blocked, b"lost").is_err());
+        let e = write_atomic(&blocked, b"lost").unwrap_err().to_string();
+        assert!(e.starts_with(&blocked.display().to_string()), "{e}");
+        let missing_dir = dir.path().join("no/such/out.txt");
+        let e = write_atomic(&missing_dir, b"x").unwrap_err().to_string();
+        assert!(e.starts_with(&missing_dir.display().to_string()), "errors name the target, not the temporary: {e}");
         assert_eq!(fs::read(&path).unwrap(), b"kept");
         assert!(!dir.path().join(".b.tmp".to_string() + &std::process::id().to_string()).exists());
         assert!(write_atomic(Path::new("/"), b"x").is_err(), "a path without a file name is an error");

@@ -188,6 +188,13 @@ fn predictor_beats_a_constant_and_round_trips() {
     p.save(&path).unwrap();
     let q = LatencyPredictor::load(&path).unwrap();
     assert_eq!(p.predict(&test[0].config).unwrap(), q.predict(&test[0].config).unwrap());
+    // A predictor file whose space was edited to absurd sizes is refused, not expanded.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["space"]["decoder_layers"] = serde_json::json!([1, 1_000_000_000]);
+    std::fs::write(&path, json.to_string()).unwrap();
+    let msg = LatencyPredictor::load(&path).unwrap_err().to_string();
+    assert!(msg.contains("p.json") && msg.contains("decoder_layers"), "{msg}");
     // The dataset round-trips and its features are rechecked on load.
     let ds_path = dir.path().join("d.json");
     ds.save_json(&ds_path).unwrap();

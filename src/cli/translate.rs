@@ -7,10 +7,11 @@
 //! sorted by length and decoded in batches of `--batch-size`, so that a batch wastes little on
 //! padding.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::data::tokenizer::EOS_ID;
+use crate::data::corpus::read_lines_from;
 use crate::data::{read_lines, Tokenizer};
 use crate::decode::{translate_ids, SearchOptions, MAX_POSITIONS};
 use crate::fsio::write_atomic;
@@ -195,15 +196,7 @@ pub fn translate_lines(model: &ModelView, tok: &Tokenizer, lines: &[String], arg
 pub fn read_input(path: Option<&Path>) -> Result<Vec<String>> {
     match path {
         Some(p) => read_lines(p),
-        None => {
-            let mut bytes = Vec::new();
-            std::io::stdin().read_to_end(&mut bytes).map_err(|e| Error::io("<stdin>", e))?;
-            let text = String::from_utf8(bytes).map_err(|e| Error::Format {
-                path: "<stdin>".into(),
-                msg: format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()),
-            })?;
-            Ok(text.lines().map(|l| l.trim().to_string()).collect())
-        }
+        None => read_lines_from(std::io::stdin().lock(), Path::new("<stdin>")),
     }
 }
 

@@ -27,6 +27,11 @@ pub fn read_lines(path: impl AsRef<Path>) -> Result<Vec<String>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let is_gz = path.extension().is_some_and(|e| e == "gz");
     let reader: Box<dyn Read> = if is_gz { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) };
+    read_lines_from(reader, path)
+}
+
+/// [`read_lines`] from any reader (stdin); `path` names it in errors.
+pub fn read_lines_from(reader: impl Read, path: &Path) -> Result<Vec<String>> {
     let mut reader = BufReader::with_capacity(1 << 16, reader);
     let mut lines = Vec::new();
     let mut buf = Vec::new();
@@ -79,10 +84,21 @@ pub fn read_parallel(src_path: impl AsRef<Path>, tgt_path: impl AsRef<Path>) -> 
 }
 
 /// The paths of a split `prefix.{src_lang}` / `prefix.{tgt_lang}` (e.g. `data/train.en`,
-/// `data/train.de`), the usual layout of MT corpora.
+/// `data/train.de`), the usual layout of MT corpora. A side stored compressed only
+/// (`train.en.gz`) is found as such; when neither exists the plain name is returned, for the
+/// read's error to name.
 pub fn split_paths(dir: impl AsRef<Path>, split: &str, src_lang: &str, tgt_lang: &str) -> (PathBuf, PathBuf) {
     let dir = dir.as_ref();
-    (dir.join(format!("{split}.{src_lang}")), dir.join(format!("{split}.{tgt_lang}")))
+    let side = |lang: &str| {
+        let plain = dir.join(format!("{split}.{lang}"));
+        let gz = dir.join(format!("{split}.{lang}.gz"));
+        if !plain.exists() && gz.exists() {
+            gz
+        } else {
+            plain
+        }
+    };
+    (side(src_lang), side(tgt_lang))
 }
 
 /// Length filter applied to tokenized pairs.
@@ -197,6 +213,11 @@ mod tests {
         assert_eq!(pairs[0], ("hello world".to_string(), "hallo welt".to_string()));
         assert_eq!(pairs[1].0, "two");
         assert_eq!(pairs[2], ("three".to_string(), "drei".to_string()));
+        // A split finds the compressed side when only it exists, and names the plain file else.
+        let (s, t) = split_paths(&d.0, "a", "en", "de");
+        assert_eq!((s, t), (src.clone(), tgt.clone()));
+        let (s, _) = split_paths(&d.0, "missing", "en", "de");
+        assert_eq!(s, d.0.join("missing.en"));
     }
 
     #[test]

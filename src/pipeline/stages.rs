@@ -7,7 +7,7 @@ use super::report::SystemResult;
 use super::say;
 use crate::cli::evaluate::{evaluate, Args as EvalArgs};
 use crate::cli::translate::{load_model_dir, TOKENIZER_FILE};
-use crate::data::corpus::{filter_pairs, read_parallel, LengthFilter};
+use crate::data::corpus::{filter_pairs, read_parallel, split_paths, LengthFilter};
 use crate::data::{synthetic_corpus, Tokenizer};
 use crate::decode::latency::{measure, LatencyProtocol as DecodeLatency};
 use crate::fsio::write_atomic;
@@ -251,7 +251,10 @@ impl<'a> Context<'a> {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let d = &self.cfg.data;
         let mut pairs = match &d.dir {
-            Some(dir) => read_parallel(dir.join(format!("{}.{}", d.test, d.src)), dir.join(format!("{}.{}", d.test, d.tgt)))?,
+            Some(dir) => {
+                let (s, t) = split_paths(dir, &d.test, &d.src, &d.tgt);
+                read_parallel(s, t)?
+            }
             None => synthetic_corpus(self.cfg.seed, d.synthetic_train, d.synthetic_valid, d.synthetic_test)?.test,
         };
         if self.cfg.eval.max_sentences > 0 {

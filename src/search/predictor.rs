@@ -352,6 +352,8 @@ impl LatencyPredictor {
         if p.format != FORMAT {
             return Err(fmt(format!("format `{}` is not `{FORMAT}`", p.format)));
         }
+        // Before the feature names: a space with absurd sizes would name billions of features.
+        p.space.check().map_err(|e| fmt(e.to_string()))?;
         if p.feature_version != FEATURE_VERSION || p.feature_names != feature_names(&p.space) {
             return Err(fmt(format!("trained on feature version {} (this build: {FEATURE_VERSION}); retrain it", p.feature_version)));
         }
