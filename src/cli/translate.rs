@@ -10,8 +10,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::data::tokenizer::EOS_ID;
 use crate::data::corpus::read_lines_from;
+use crate::data::tokenizer::EOS_ID;
 use crate::data::{read_lines, Tokenizer};
 use crate::decode::{translate_ids, SearchOptions, MAX_POSITIONS};
 use crate::fsio::write_atomic;
