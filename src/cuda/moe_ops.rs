@@ -7,6 +7,7 @@ use half::bf16;
 
 use super::abi::*;
 use crate::moe::reference::Dispatch;
+pub use crate::moe::reference::{check_len, check_topk_idx};
 use crate::{Error, Result};
 
 /// Element types the kernels come in (`_f32`, `_bf16` entry points; f32 accumulation in both).
@@ -126,14 +127,6 @@ fn to_i32(op: &'static str, what: &str, v: usize) -> Result<i32> {
     i32::try_from(v).map_err(|_| Error::invalid(op, format!("{what} = {v} does not fit the kernels' 32-bit indices")))
 }
 
-/// `got == want` or an error naming `what`.
-pub fn check_len(op: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
-    if got != want {
-        return Err(Error::invalid(op, format!("{what} has {got} elements, expected {want}")));
-    }
-    Ok(())
-}
-
 /// Validates gating shapes; returns (tokens, experts, k) as i32.
 pub fn check_gating(op: &'static str, t: usize, e: usize, k: usize) -> Result<(i32, i32, i32)> {
     if e == 0 || e > MAX_EXPERTS {
@@ -145,20 +138,6 @@ pub fn check_gating(op: &'static str, t: usize, e: usize, k: usize) -> Result<(i
     // The kernels index [t, e] with 64-bit offsets, but t * e must still fit host allocations.
     t.checked_mul(e).ok_or_else(|| Error::invalid(op, "t * e overflows"))?;
     Ok((to_i32(op, "tokens", t)?, e as i32, k as i32))
-}
-
-/// Validates `topk_idx` on the host (the kernels assume experts in range and distinct per token).
-pub fn check_topk_idx(op: &'static str, idx: &[i32], t: usize, e: usize, k: usize) -> Result<()> {
-    check_len(op, "topk_idx", idx.len(), t * k)?;
-    for (i, &x) in idx.iter().enumerate() {
-        if x < 0 || x as usize >= e {
-            return Err(Error::IndexOutOfRange { op, index: x.max(0) as usize, limit: e });
-        }
-        if idx[(i / k) * k..i].contains(&x) {
-            return Err(Error::invalid(op, format!("token {} routes to expert {x} twice", i / k)));
-        }
-    }
-    Ok(())
 }
 
 /// Validates row indices (`pos` must be in 0..rows; `src_row` may also be -1).

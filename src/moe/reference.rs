@@ -36,15 +36,17 @@ pub struct Dispatch {
     pub src_row: Vec<i32>,
 }
 
-fn check_len(op: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
+/// `got == want` or an error naming `what` (shared with the CUDA launchers' host checks).
+pub fn check_len(op: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
     if got != want {
         return Err(Error::invalid(op, format!("{what} has {got} elements, expected {want}")));
     }
     Ok(())
 }
 
-/// Checks that `idx` holds `t*k` experts in `0..e`, each token's k distinct.
-fn check_idx(op: &'static str, idx: &[i32], t: usize, e: usize, k: usize) -> Result<()> {
+/// Checks that `idx` holds `t*k` experts in `0..e`, each token's k distinct (what the kernels
+/// assume, so the CUDA launchers run the same check on the host).
+pub fn check_topk_idx(op: &'static str, idx: &[i32], t: usize, e: usize, k: usize) -> Result<()> {
     check_len(op, "topk_idx", idx.len(), t * k)?;
     for (i, &x) in idx.iter().enumerate() {
         if x < 0 || x as usize >= e {
@@ -91,7 +93,7 @@ pub fn topk_gating_fwd(logits: &[f32], t: usize, e: usize, k: usize, renorm: boo
 pub fn topk_gating_bwd(probs: &[f32], idx: &[i32], w: &[f32], dw: &[f32], t: usize, e: usize, k: usize, renorm: bool) -> Result<Vec<f32>> {
     const OP: &str = "topk_gating_bwd";
     check_len(OP, "probs", probs.len(), t * e)?;
-    check_idx(OP, idx, t, e, k)?;
+    check_topk_idx(OP, idx, t, e, k)?;
     check_len(OP, "topk_w", w.len(), t * k)?;
     check_len(OP, "dw", dw.len(), t * k)?;
     let mut out = Vec::with_capacity(t * e);
@@ -119,7 +121,7 @@ pub fn topk_gating_bwd(probs: &[f32], idx: &[i32], w: &[f32], dw: &[f32], t: usi
 /// Counting sort of the `t*k` pairs by expert (stable), with segments padded to `pad_to` rows.
 pub fn dispatch(idx: &[i32], t: usize, k: usize, e: usize, pad_to: usize) -> Result<Dispatch> {
     const OP: &str = "dispatch";
-    check_idx(OP, idx, t, e, k)?;
+    check_topk_idx(OP, idx, t, e, k)?;
     if pad_to == 0 {
         return Err(Error::invalid(OP, "pad_to must be at least 1"));
     }
