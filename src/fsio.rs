@@ -40,6 +40,15 @@ pub fn write_atomic_creating_dir(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic(path, bytes)
 }
 
+/// Creates an output directory (and its parents) that may exist already; a file in its place is an
+/// error saying so (the OS's "File exists" does not).
+pub fn create_output_dir(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::invalid("output directory", format!("{} exists and is not a directory", dir.display())));
+    }
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
+}
+
 /// Creates the directory `target` atomically: `fill` writes the contents into a fresh temporary
 /// sibling directory, which is fsynced and renamed over `target` (the previous `target`, if any,
 /// stays until the rename succeeded). When `fill` or any step fails, `target` is left as it was
@@ -144,6 +153,17 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"kept");
         assert!(!dir.path().join(".b.tmp".to_string() + &std::process::id().to_string()).exists());
         assert!(write_atomic(Path::new("/"), b"x").is_err(), "a path without a file name is an error");
+    }
+
+    #[test]
+    fn an_output_dir_where_a_file_is_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, b"x").unwrap();
+        let e = create_output_dir(&file).unwrap_err().to_string();
+        assert!(e.contains("exists and is not a directory"), "{e}");
+        create_output_dir(&dir.path().join("a/b")).unwrap();
+        create_output_dir(&dir.path().join("a/b")).unwrap();
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub(crate) fn say(msg: impl AsRef<str>) {
 
 /// Runs every stage for `cfg` in `out`; returns the evaluated systems (AutoMoE first).
 pub fn run(cfg: &PipelineConfig, out: &Path) -> Result<Vec<SystemResult>> {
-    std::fs::create_dir_all(out).map_err(|e| crate::Error::io(out, e))?;
+    crate::fsio::create_output_dir(out)?;
     freshness::check(out, cfg)?;
     let cfg_path = out.join(freshness::CONFIG_FILE);
     let text = toml::to_string(cfg).map_err(|e| crate::Error::invalid("pipeline", e.to_string()))?;

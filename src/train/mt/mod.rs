@@ -250,7 +250,7 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
     if spec.resume && !resolve_checkpoint_dir(&ck).exists() {
         return Err(Error::invalid("train --resume", format!("there is no checkpoint to resume in {}", ck.display())));
     }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    crate::fsio::create_output_dir(out)?;
 
     let t_data = Instant::now();
     let data: MtData = data::prepare(&spec.data, pick_tokenizer(spec)?, spec.train.seed)?;
