@@ -7,6 +7,7 @@
 
 use super::space::{SearchSpace, SubnetConfig};
 use crate::autograd::{ParamId, ParamStore};
+use crate::moe::layer::xavier;
 use crate::moe::{ExpertParams, MoeParams};
 use crate::rng::Rng;
 use crate::{DType, Error, Result, Tensor};
@@ -62,22 +63,16 @@ pub struct NetParams {
     pub decoder_d_max: usize,
 }
 
-/// Xavier-uniform `[out, in]` (fairseq's initialisation of linear layers).
-fn xavier(shape: [usize; 2], rng: &mut Rng) -> Tensor {
-    let bound = (6.0 / (shape[0] + shape[1]) as f64).sqrt();
-    Tensor::rand_uniform(&shape, -bound, bound, DType::F32, rng)
-}
-
 fn add_attn(store: &mut ParamStore, prefix: &str, qkv: usize, d_q: usize, d_kv: usize, rng: &mut Rng) -> Result<AttnParams> {
     let zeros = |n: usize| Tensor::zeros(&[n], DType::F32);
     Ok(AttnParams {
-        q_w: store.add(format!("{prefix}.q_proj.weight"), xavier([qkv, d_q], rng))?,
+        q_w: store.add(format!("{prefix}.q_proj.weight"), xavier(qkv, d_q, rng)?)?,
         q_b: store.add(format!("{prefix}.q_proj.bias"), zeros(qkv))?,
-        k_w: store.add(format!("{prefix}.k_proj.weight"), xavier([qkv, d_kv], rng))?,
+        k_w: store.add(format!("{prefix}.k_proj.weight"), xavier(qkv, d_kv, rng)?)?,
         k_b: store.add(format!("{prefix}.k_proj.bias"), zeros(qkv))?,
-        v_w: store.add(format!("{prefix}.v_proj.weight"), xavier([qkv, d_kv], rng))?,
+        v_w: store.add(format!("{prefix}.v_proj.weight"), xavier(qkv, d_kv, rng)?)?,
         v_b: store.add(format!("{prefix}.v_proj.bias"), zeros(qkv))?,
-        o_w: store.add(format!("{prefix}.out_proj.weight"), xavier([d_q, qkv], rng))?,
+        o_w: store.add(format!("{prefix}.out_proj.weight"), xavier(d_q, qkv, rng)?)?,
         o_b: store.add(format!("{prefix}.out_proj.bias"), zeros(d_q))?,
     })
 }

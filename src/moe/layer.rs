@@ -39,7 +39,7 @@ pub struct MoeParams {
 }
 
 /// Xavier-uniform `[rows, cols]` (fairseq's initialisation of linear layers).
-fn xavier(rows: usize, cols: usize, rng: &mut Rng) -> Tensor {
+pub(crate) fn xavier(rows: usize, cols: usize, rng: &mut Rng) -> Result<Tensor> {
     let a = (6.0 / (rows + cols) as f64).sqrt();
     Tensor::rand_uniform(&[rows, cols], -a, a, DType::F32, rng)
 }
@@ -51,15 +51,15 @@ impl MoeParams {
         if d_max == 0 || n_max == 0 || h_max == 0 {
             return Err(Error::invalid("MoeParams::new", format!("sizes must be positive: d_max {d_max}, n_max {n_max}, h_max {h_max}")));
         }
-        let router_w = store.add(format!("{prefix}.router.weight"), xavier(n_max, d_max, rng))?;
+        let router_w = store.add(format!("{prefix}.router.weight"), xavier(n_max, d_max, rng)?)?;
         let router_b = store.add(format!("{prefix}.router.bias"), Tensor::zeros(&[n_max], DType::F32))?;
         let experts = (0..n_max)
             .map(|e| {
                 let p = format!("{prefix}.experts.{e}");
                 Ok(ExpertParams {
-                    fc1_w: store.add(format!("{p}.fc1.weight"), xavier(h_max, d_max, rng))?,
+                    fc1_w: store.add(format!("{p}.fc1.weight"), xavier(h_max, d_max, rng)?)?,
                     fc1_b: store.add(format!("{p}.fc1.bias"), Tensor::zeros(&[h_max], DType::F32))?,
-                    fc2_w: store.add(format!("{p}.fc2.weight"), xavier(d_max, h_max, rng))?,
+                    fc2_w: store.add(format!("{p}.fc2.weight"), xavier(d_max, h_max, rng)?)?,
                     fc2_b: store.add(format!("{p}.fc2.bias"), Tensor::zeros(&[d_max], DType::F32))?,
                 })
             })

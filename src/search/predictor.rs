@@ -246,7 +246,7 @@ impl LatencyPredictor {
             .windows(2)
             .map(|io| {
                 let bound = (6.0 / io[0] as f64).sqrt();
-                let w = Tensor::rand_uniform(&[io[1], io[0]], -bound, bound, DType::F32, &mut rng);
+                let w = Tensor::rand_uniform(&[io[1], io[0]], -bound, bound, DType::F32, &mut rng)?;
                 Ok(Dense { out: io[1], inp: io[0], w: w.to_f32_vec()?, b: vec![0.0; io[1]] })
             })
             .collect::<Result<_>>()?;

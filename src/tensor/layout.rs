@@ -20,6 +20,15 @@ pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     strides
 }
 
+/// The element count of `shape`, or an error naming `op` when it does not fit in `usize` (a plain
+/// product would wrap, and a shape with a wrapped count of 0 or 2 would pass every length check).
+pub fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| Error::invalid(op, format!("shape {shape:?} has more elements than a usize can count")))
+}
+
 impl Layout {
     pub fn contiguous(shape: &[usize]) -> Self {
         Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset: 0 }
@@ -76,8 +85,9 @@ impl Layout {
     pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<Self> {
         self.check_dim("narrow", dim)?;
         let size = self.shape[dim];
-        if start + len > size {
-            return Err(Error::RangeOutOfBounds { op: "narrow", dim, start, end: start + len, size });
+        // Checked: a wrapping `start + len` would pass the bound.
+        if start.checked_add(len).is_none_or(|end| end > size) {
+            return Err(Error::RangeOutOfBounds { op: "narrow", dim, start, end: start.saturating_add(len), size });
         }
         let mut out = self.clone();
         out.shape[dim] = len;
@@ -121,6 +131,7 @@ impl Layout {
         if shape.len() < self.rank() {
             return Err(bad());
         }
+        checked_numel("broadcast_to", shape)?;
         let lead = shape.len() - self.rank();
         let mut strides = vec![0; shape.len()];
         for i in 0..self.rank() {

@@ -14,7 +14,7 @@ use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 pub use dtype::{f32_to_bf16, DType, Float};
-pub use layout::{broadcast_shape, contiguous_strides, Layout};
+pub use layout::{broadcast_shape, checked_numel, contiguous_strides, Layout};
 pub use ops::{BinaryOp, MaskSpec};
 pub use safetensors_io::{parse_safetensors, serialize_safetensors, tensor_from_safetensors};
 pub use storage::{CpuStorage, Element, Storage};
@@ -31,6 +31,11 @@ impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Tensor({:?}, {:?}, {})", self.shape(), self.dtype(), self.device())
     }
+}
+
+/// The element count of a shape given to an infallible constructor.
+fn numel_or_panic(shape: &[usize]) -> usize {
+    checked_numel("Tensor", shape).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Elements of a view in row-major order: borrowed when the view is contiguous, gathered otherwise.
@@ -58,7 +63,7 @@ impl Tensor {
 
     /// A contiguous CPU tensor from a vector (f32, f64 or bf16).
     pub fn from_vec<T: Element>(data: Vec<T>, shape: &[usize]) -> Result<Self> {
-        let numel: usize = shape.iter().product();
+        let numel = checked_numel("from_vec", shape)?;
         if numel != data.len() {
             return Err(Error::BadReshape {
                 op: "from_vec",
@@ -76,8 +81,11 @@ impl Tensor {
         Self::from_parts(Storage::Cpu(T::into_storage(vec![v])), Layout::contiguous(&[]))
     }
 
+    /// # Panics
+    /// When the shape's element count overflows `usize` (as `Vec::with_capacity` does); use
+    /// [`Tensor::full_on`] for an error instead.
     pub fn full(shape: &[usize], value: f64, dtype: DType) -> Self {
-        let n = shape.iter().product();
+        let n = numel_or_panic(shape);
         let s = match dtype {
             DType::F32 => CpuStorage::F32(vec![value as f32; n]),
             DType::F64 => CpuStorage::F64(vec![value; n]),
@@ -88,6 +96,7 @@ impl Tensor {
 
     /// [`Tensor::full`] on `device`.
     pub fn full_on(shape: &[usize], value: f64, dtype: DType, device: Device) -> Result<Self> {
+        checked_numel("full", shape)?;
         if device.is_cuda() {
             return crate::cuda::tensor::full(&crate::cuda::Gpu::of(device)?, shape, value, dtype);
         }
@@ -111,17 +120,23 @@ impl Tensor {
     }
 
     /// Normal(0, std) samples.
+    ///
+    /// # Panics
+    /// When the shape's element count overflows `usize`.
     pub fn randn(shape: &[usize], std: f64, dtype: DType, rng: &mut impl Rng) -> Self {
-        let n: usize = shape.iter().product();
+        let n = numel_or_panic(shape);
         let v: Vec<f64> = (0..n).map(|_| std * <StandardNormal as Distribution<f64>>::sample(&StandardNormal, rng)).collect();
         Self::from_f64_vec(v, shape, dtype)
     }
 
-    /// Uniform samples in `[lo, hi)`.
-    pub fn rand_uniform(shape: &[usize], lo: f64, hi: f64, dtype: DType, rng: &mut impl Rng) -> Self {
-        let n: usize = shape.iter().product();
+    /// Uniform samples in `[lo, hi)`; the bounds must be finite with `lo < hi`.
+    pub fn rand_uniform(shape: &[usize], lo: f64, hi: f64, dtype: DType, rng: &mut impl Rng) -> Result<Self> {
+        let n = checked_numel("rand_uniform", shape)?;
+        if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+            return Err(Error::invalid("rand_uniform", format!("[{lo}, {hi}) is not a finite, non-empty range")));
+        }
         let v: Vec<f64> = (0..n).map(|_| rng.random_range(lo..hi)).collect();
-        Self::from_f64_vec(v, shape, dtype)
+        Ok(Self::from_f64_vec(v, shape, dtype))
     }
 
     fn from_f64_vec(v: Vec<f64>, shape: &[usize], dtype: DType) -> Self {
@@ -370,7 +385,8 @@ impl Tensor {
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         let numel = self.numel();
         let mut shape = shape.to_vec();
-        let known: usize = shape.iter().filter(|&&d| d != usize::MAX).product();
+        let known_dims: Vec<usize> = shape.iter().copied().filter(|&d| d != usize::MAX).collect();
+        let known = checked_numel("reshape", &known_dims)?;
         let bad = |to: Vec<usize>| Error::BadReshape { op: "reshape", from: self.shape().to_vec(), from_numel: numel, to, to_numel: known };
         let inferred: Vec<usize> = (0..shape.len()).filter(|&i| shape[i] == usize::MAX).collect();
         match inferred.len() {
@@ -378,7 +394,7 @@ impl Tensor {
             1 if known > 0 && numel % known == 0 => shape[inferred[0]] = numel / known,
             _ => return Err(bad(shape)),
         }
-        if shape.iter().product::<usize>() != numel {
+        if checked_numel("reshape", &shape)? != numel {
             return Err(bad(shape));
         }
         let c = self.contiguous()?;

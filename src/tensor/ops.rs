@@ -16,6 +16,14 @@ pub struct MaskSpec {
     pub key_padding: Option<Arc<Vec<bool>>>,
 }
 
+/// Elementwise backward ops need the gradient in the shape of their input.
+fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.shape() != b.shape() {
+        return Err(Error::ShapeMismatch { op, lhs: a.shape().to_vec(), rhs: b.shape().to_vec() });
+    }
+    Ok(())
+}
+
 fn bf16_arith(op: &'static str) -> Error {
     Error::invalid(op, "bf16 is a storage type on the CPU: convert with to_dtype(DType::F32) first")
 }
@@ -157,6 +165,7 @@ impl Tensor {
 
     /// `dy * [x > 0]`.
     pub fn relu_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        same_shape("relu_backward", x, dy)?;
         if x.is_cuda() {
             return crate::cuda::tensor::relu_backward(x, dy);
         }
@@ -180,6 +189,7 @@ impl Tensor {
     }
 
     pub fn gelu_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        same_shape("gelu_backward", x, dy)?;
         if x.is_cuda() {
             return crate::cuda::tensor::gelu_backward(x, dy);
         }
@@ -260,6 +270,10 @@ impl Tensor {
                 return Err(Error::ShapeMismatch { op: "softmax key padding", lhs: vec![batch, tk], rhs: vec![pad.len()] });
             }
         }
+        if self.numel() == 0 {
+            // No keys (or no rows): nothing to normalise, and the kernels' row chunks need tk > 0.
+            return Tensor::zeros_on(&shape, self.dtype(), self.device());
+        }
         if self.is_cuda() {
             return crate::cuda::tensor::softmax(self, mask, tk, tq, rows_per_batch);
         }
@@ -268,6 +282,10 @@ impl Tensor {
 
     /// Backward of softmax given its output `y`.
     pub fn softmax_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        same_shape("softmax_backward", y, dy)?;
+        if y.numel() == 0 {
+            return Tensor::zeros_on(y.shape(), y.dtype(), y.device());
+        }
         if y.is_cuda() {
             return crate::cuda::tensor::softmax_backward(y, dy);
         }
@@ -280,6 +298,9 @@ impl Tensor {
     /// Layer norm over the last dimension. Returns `(y, mean, rstd)`; the last two are `[rows]`.
     pub fn layer_norm(&self, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
         let d = *self.shape().last().ok_or_else(|| Error::invalid("layer_norm", "a 0-d tensor has no last dimension"))?;
+        if d == 0 {
+            return Err(Error::invalid("layer_norm", format!("the last dimension of {:?} is empty: nothing to normalise", self.shape())));
+        }
         for p in [gamma, beta] {
             if p.shape() != [d] {
                 return Err(Error::ShapeMismatch { op: "layer_norm", lhs: self.shape().to_vec(), rhs: p.shape().to_vec() });
@@ -300,6 +321,17 @@ impl Tensor {
 
     /// Layer norm gradients `(dx, dgamma, dbeta)`.
     pub fn layer_norm_backward(x: &Tensor, gamma: &Tensor, mean: &Tensor, rstd: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        same_shape("layer_norm_backward", x, dy)?;
+        let d = *x.shape().last().ok_or_else(|| Error::invalid("layer_norm_backward", "a 0-d tensor has no last dimension"))?;
+        let rows = x.numel() / d.max(1);
+        for (what, t, want) in [("gamma", gamma, d), ("mean", mean, rows), ("rstd", rstd, rows)] {
+            if d == 0 || t.shape() != [want] {
+                return Err(Error::invalid(
+                    "layer_norm_backward",
+                    format!("{what} has shape {:?}, x {:?} needs [{want}]", t.shape(), x.shape()),
+                ));
+            }
+        }
         if x.is_cuda() {
             return crate::cuda::tensor::layer_norm_backward(x, gamma, mean, rstd, dy);
         }
@@ -327,7 +359,10 @@ impl Tensor {
 
     /// Gradient of an embedding table `[vocab, d]` from `dy: [ids.len(), d]`.
     pub fn embedding_backward(dy: &Tensor, ids: &[u32], vocab: usize) -> Result<Tensor> {
-        let d = *dy.shape().last().unwrap_or(&0);
+        let d = *dy.shape().last().ok_or_else(|| Error::invalid("embedding_backward", "a 0-d gradient has no row width"))?;
+        if dy.numel() != ids.len() * d {
+            return Err(Error::invalid("embedding_backward", format!("{} ids for a gradient of shape {:?}", ids.len(), dy.shape())));
+        }
         check_ids("embedding_backward", ids, vocab)?;
         if dy.is_cuda() {
             return crate::cuda::tensor::embedding_backward(dy, ids, vocab);
