@@ -52,6 +52,7 @@ fn bad_arguments_are_errors() {
         ("relu_backward mismatched", Box::new(|| errs(|| Tensor::relu_backward(&a, &z)))),
         ("gelu_backward mismatched", Box::new(|| errs(|| Tensor::gelu_backward(&a, &z)))),
         ("layer_norm gamma of the wrong size", Box::new(|| errs(|| a.layer_norm(&t(&[2]), &t(&[3]), 1e-5)))),
+        ("layer_norm with a negative eps", Box::new(|| errs(|| a.layer_norm(&t(&[3]), &t(&[3]), -1.0)))),
         ("layer_norm over 0 features", Box::new(|| errs(|| z2.layer_norm(&t(&[0]), &t(&[0]), 1e-5)))),
         (
             "layer_norm_backward stats of the wrong size",

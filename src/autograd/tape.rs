@@ -11,12 +11,16 @@ use crate::tensor::{BinaryOp, Tensor};
 use crate::{Error, Result};
 
 /// A value on the tape: its tensor and, when it needs a gradient, the index of the node that
-/// produced it.
+/// produced it on the tape `tape` (node indices mean nothing on another tape).
 #[derive(Clone, Debug)]
 pub struct Var {
     pub(crate) id: Option<usize>,
     pub(crate) value: Tensor,
+    tape: u64,
 }
+
+/// Identities of tapes, so that a `Var` of one tape used on another is caught.
+static NEXT_TAPE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Var {
     pub fn value(&self) -> &Tensor {
@@ -202,6 +206,12 @@ pub(crate) struct Node {
 pub struct Tape {
     pub(crate) nodes: Vec<Node>,
     recording: bool,
+    /// This tape's identity (see [`Var`]).
+    uid: u64,
+    /// The first op that was given a recorded `Var` of another tape: its graph is wrong, so
+    /// [`Tape::backward`] refuses it. (Ops return no error for it, to keep every forward infallible
+    /// in this respect; the backward is where a wrong graph would do harm.)
+    foreign_input: Option<&'static str>,
     /// Mixed precision: parameters are read as copies in this dtype (their f32 master weights
     /// stay in the store and receive f32 gradients through [`Op::Cast`]).
     param_dtype: Option<crate::DType>,
@@ -216,12 +226,16 @@ impl Default for Tape {
 impl Tape {
     /// A recording tape (training).
     pub fn new() -> Self {
-        Tape { nodes: Vec::new(), recording: true, param_dtype: None }
+        Tape { nodes: Vec::new(), recording: true, param_dtype: None, uid: Self::next_uid(), foreign_input: None }
+    }
+
+    fn next_uid() -> u64 {
+        NEXT_TAPE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A tape that never records (inference, search).
     pub fn inference() -> Self {
-        Tape { nodes: Vec::new(), recording: false, param_dtype: None }
+        Tape { nodes: Vec::new(), recording: false, param_dtype: None, uid: Self::next_uid(), foreign_input: None }
     }
 
     pub fn is_recording(&self) -> bool {
@@ -251,7 +265,7 @@ impl Tape {
 
     /// A value that needs no gradient (data, masks).
     pub fn constant(&self, value: Tensor) -> Var {
-        Var { id: None, value }
+        Var { id: None, value, tape: self.uid }
     }
 
     /// A value whose gradient is wanted but that is not a stored parameter (tests, probes).
@@ -296,11 +310,11 @@ impl Tape {
 
     fn push_leaf(&mut self, value: Tensor, param: Option<ParamId>) -> Var {
         if !self.recording {
-            return Var { id: None, value };
+            return Var { id: None, value, tape: self.uid };
         }
         let id = self.nodes.len();
         self.nodes.push(Node { op: Op::Leaf { param }, shape: value.shape().to_vec() });
-        Var { id: Some(id), value }
+        Var { id: Some(id), value, tape: self.uid }
     }
 
     /// Records `op` producing `value` if any of `inputs` needs a gradient.
@@ -311,11 +325,15 @@ impl Tape {
 
     pub(crate) fn record(&mut self, value: Tensor, inputs: &[&Var], op: impl FnOnce() -> Op) -> Var {
         if !self.will_record(inputs) {
-            return Var { id: None, value };
+            return Var { id: None, value, tape: self.uid };
+        }
+        let op = op();
+        if self.foreign_input.is_none() && inputs.iter().any(|v| v.id.is_some() && v.tape != self.uid) {
+            self.foreign_input = Some(op.name());
         }
         let id = self.nodes.len();
-        self.nodes.push(Node { op: op(), shape: value.shape().to_vec() });
-        Var { id: Some(id), value }
+        self.nodes.push(Node { op, shape: value.shape().to_vec() });
+        Var { id: Some(id), value, tape: self.uid }
     }
 
     /// Reverse pass from a one-element `loss`. Consumes the recorded graph's intermediate
@@ -324,6 +342,12 @@ impl Tape {
         let root = loss
             .id
             .ok_or_else(|| Error::invalid("backward", "the loss was not recorded (no input needs a gradient, or recording was off)"))?;
+        if loss.tape != self.uid {
+            return Err(Error::invalid("backward", "the loss was recorded on another tape"));
+        }
+        if let Some(op) = self.foreign_input {
+            return Err(Error::invalid("backward", format!("op `{op}` was given a value recorded on another tape")));
+        }
         if loss.value.numel() != 1 {
             return Err(Error::invalid("backward", format!("the loss must have one element, got shape {:?}", loss.shape())));
         }
@@ -341,7 +365,7 @@ impl Tape {
             let Some(g) = grads[i].take() else { continue };
             super::backward::backward_node(node, &g, &mut grads)?;
         }
-        Ok(Gradients { leaves })
+        Ok(Gradients { leaves, tape: self.uid })
     }
 }
 
@@ -349,12 +373,14 @@ impl Tape {
 #[derive(Debug)]
 pub struct Gradients {
     leaves: BTreeMap<usize, (Option<ParamId>, Tensor)>,
+    /// The tape they came from: a `Var` of another tape has no gradient here.
+    tape: u64,
 }
 
 impl Gradients {
     /// The gradient of a recorded leaf (`None` when the loss does not depend on it).
     pub fn wrt(&self, v: &Var) -> Option<&Tensor> {
-        v.id.and_then(|id| self.leaves.get(&id)).map(|(_, g)| g)
+        v.id.filter(|_| v.tape == self.tape).and_then(|id| self.leaves.get(&id)).map(|(_, g)| g)
     }
 
     /// The gradient of each parameter, summed over all the places it was used.
@@ -381,4 +407,34 @@ pub(crate) fn accumulate(grads: &mut [Option<Tensor>], id: Option<usize>, g: Ten
         Some(acc) => acc.add(&g)?,
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(v: &[f32]) -> Tensor {
+        Tensor::from_vec(v.to_vec(), &[v.len()]).unwrap()
+    }
+
+    #[test]
+    fn values_of_another_tape_are_refused_at_backward() {
+        let (mut a, mut b) = (Tape::new(), Tape::new());
+        let x = a.input(t(&[1.0, 2.0]));
+        let y = b.input(t(&[3.0, 4.0]));
+        // A loss recorded on another tape.
+        let lb = b.sum(&y).unwrap();
+        let e = a.backward(&lb).unwrap_err().to_string();
+        assert!(e.contains("another tape"), "{e}");
+        // A graph mixing the two: its node indices would route gradients to the wrong leaves.
+        let mixed = a.mul(&x, &y).unwrap();
+        let loss = a.sum(&mixed).unwrap();
+        let e = a.backward(&loss).unwrap_err().to_string();
+        assert!(e.contains("`binary`") && e.contains("another tape"), "{e}");
+        // The clean tape still works, and its gradients do not answer for the other tape's values.
+        let ly = b.sum(&y).unwrap();
+        let g = b.backward(&ly).unwrap();
+        assert_eq!(g.wrt(&y).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 1.0]);
+        assert!(g.wrt(&x).is_none(), "x is a leaf of tape a with the same node index as y");
+    }
 }

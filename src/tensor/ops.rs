@@ -301,6 +301,9 @@ impl Tensor {
         if d == 0 {
             return Err(Error::invalid("layer_norm", format!("the last dimension of {:?} is empty: nothing to normalise", self.shape())));
         }
+        if !(eps >= 0.0 && eps.is_finite()) {
+            return Err(Error::invalid("layer_norm", format!("eps = {eps} must be finite and >= 0")));
+        }
         for p in [gamma, beta] {
             if p.shape() != [d] {
                 return Err(Error::ShapeMismatch { op: "layer_norm", lhs: self.shape().to_vec(), rhs: p.shape().to_vec() });
