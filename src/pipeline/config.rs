@@ -270,13 +270,13 @@ impl PipelineConfig {
             return bad("data.max_tokens must be positive".into());
         }
         if d.dir.is_none() {
-            let total = d.synthetic_train.checked_add(d.synthetic_valid).and_then(|n| n.checked_add(d.synthetic_test));
             if d.synthetic_train == 0 || d.synthetic_valid == 0 || d.synthetic_test == 0 {
                 return bad("data.synthetic_train, synthetic_valid and synthetic_test must be positive".into());
             }
-            if total.is_none_or(|n| n > crate::data::synthetic::MAX_SYNTHETIC_PAIRS) {
-                return bad(format!("the synthetic corpus is limited to {} pairs in all", crate::data::synthetic::MAX_SYNTHETIC_PAIRS));
-            }
+            section(
+                "data",
+                crate::data::synthetic::check_synthetic_sizes(d.synthetic_train, d.synthetic_valid, d.synthetic_test).map(|_| ()),
+            )?;
         }
         if self.supernet.updates == 0 || self.final_train.updates == 0 {
             return bad("supernet.updates and final_train.updates must be positive".into());
@@ -331,7 +331,7 @@ mod tests {
             ("[eval]\nbeam = 100000\n", &["[eval]", "beam 100000"]),
             ("[eval]\nlenpen = nan\n", &["[eval]", "length penalty"]),
             ("[data]\nvocab_size = 4611686018427387904\n", &["data.vocab_size"]),
-            ("[data]\nsynthetic_train = 4611686018427387904\n", &["synthetic corpus is limited"]),
+            ("[data]\nsynthetic_train = 4611686018427387904\n", &["[data]", "synthetic corpus", "limit"]),
             ("[data]\nsynthetic_test = 0\n", &["synthetic_test"]),
             ("[data]\nmax_tokens = 0\n", &["data.max_tokens"]),
         ] {

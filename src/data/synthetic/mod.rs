@@ -263,17 +263,21 @@ fn render_tgt(c: &Clause) -> String {
 /// an allocation that aborts.
 pub const MAX_SYNTHETIC_PAIRS: usize = 10_000_000;
 
+/// The total pair count of the three splits, or an error when it passes [`MAX_SYNTHETIC_PAIRS`].
+pub fn check_synthetic_sizes(n_train: usize, n_valid: usize, n_test: usize) -> Result<usize> {
+    n_train.checked_add(n_valid).and_then(|n| n.checked_add(n_test)).filter(|&n| n <= MAX_SYNTHETIC_PAIRS).ok_or_else(|| {
+        Error::invalid(
+            "synthetic corpus",
+            format!("{n_train} training + {n_valid} validation + {n_test} test pairs is more than the limit of {MAX_SYNTHETIC_PAIRS}"),
+        )
+    })
+}
+
 /// Generates the synthetic corpus deterministically from `seed`. Source sentences are unique across
 /// all three splits, so valid/test never repeat a training sentence. More than
 /// [`MAX_SYNTHETIC_PAIRS`] in all is an error.
 pub fn synthetic_corpus(seed: u64, n_train: usize, n_valid: usize, n_test: usize) -> Result<SyntheticCorpus> {
-    let total =
-        n_train.checked_add(n_valid).and_then(|n| n.checked_add(n_test)).filter(|&n| n <= MAX_SYNTHETIC_PAIRS).ok_or_else(|| {
-            Error::invalid(
-                "synthetic corpus",
-                format!("{n_train} training + {n_valid} validation + {n_test} test pairs is more than the limit of {MAX_SYNTHETIC_PAIRS}"),
-            )
-        })?;
+    let total = check_synthetic_sizes(n_train, n_valid, n_test)?;
     let mut rng = crate::rng::seeded(seed);
     let mut seen = HashSet::with_capacity(total);
     let mut pairs = Vec::with_capacity(total);
