@@ -2,7 +2,8 @@
 //! the device) for the small space's supernet (a sampled subnet per update) and its dense baseline,
 //! in f32 and in mixed precision (bf16 activations over f32 master weights); then translation
 //! latency by AutoMoE's protocol (batch 1, 30-token source, 30 decoder steps at beam 5, trimmed
-//! mean of 20 runs) for the dense baseline, the largest subnet and a heterogeneous MoE subnet.
+//! mean of 20 runs) for the dense baseline, the largest subnet and a heterogeneous MoE subnet, with
+//! the beam's candidates selected on the device (the default) and on the host.
 //!
 //! ```sh
 //! cargo bench --bench cuda_train_translate                        # cuda:0
@@ -13,7 +14,7 @@
 
 mod common;
 
-use automoe::decode::{measure, LatencyProtocol};
+use automoe::decode::{measure, set_candidate_selection, CandidateSelection, LatencyProtocol};
 use automoe::model::{ModelOptions, SubnetModel};
 use automoe::train::mt;
 use automoe::train::mt::data::{prepare, DataConfig, DataSource};
@@ -75,12 +76,20 @@ fn main() -> automoe::Result<()> {
         LatencyProtocol::default()
     };
     println!("\ntranslation latency on {device} ({} steps, beam {}, trimmed mean of {} runs)", proto.steps, proto.beam, proto.runs);
-    println!("{:<34} {:>12} {:>12} {:>12}", "subnet", "encoder ms", "decoder ms", "total ms");
+    // "decoder ms (host top-k)": the same steps with the beam's candidates selected on the host
+    // from downloaded logits instead of by cuda/decode.cu, measured right after.
+    println!("{:<34} {:>12} {:>12} {:>12} {:>24}", "subnet", "encoder ms", "decoder ms", "total ms", "decoder ms (host top-k)");
+    let row = |name: &str, view: &automoe::model::ModelView| -> automoe::Result<()> {
+        let r = measure(view, &proto)?;
+        set_candidate_selection(CandidateSelection::Host);
+        let host = measure(view, &proto);
+        set_candidate_selection(CandidateSelection::Device);
+        println!("{name:<34} {:>12.2} {:>12.2} {:>12.2} {:>24.2}", r.encoder_ms, r.decoder_ms, r.total_ms, host?.decoder_ms);
+        Ok(())
+    };
     for (name, cfg) in [("dense baseline", space.dense()), ("largest (dense FFNs)", space.largest()), ("heterogeneous MoE", moe)] {
         let model: SubnetModel = supernet.extract(&cfg)?.to_device(device)?;
-        let view = model.view()?;
-        let r = measure(&view, &proto)?;
-        println!("{name:<34} {:>12.2} {:>12.2} {:>12.2}", r.encoder_ms, r.decoder_ms, r.total_ms);
+        row(name, &model.view()?)?;
     }
     drop(supernet);
     if !emu {
@@ -90,8 +99,7 @@ fn main() -> automoe::Result<()> {
         let big = automoe::model::Supernet::new(wmt.clone(), 32000, ModelOptions::default(), 3, automoe::DType::F32)?;
         for (name, cfg) in [("wmt14 dense (largest dims)", wmt.dense()), ("wmt14 largest (all experts)", wmt.largest())] {
             let model: SubnetModel = big.extract(&cfg)?.to_device(device)?;
-            let r = measure(&model.view()?, &proto)?;
-            println!("{name:<34} {:>12.2} {:>12.2} {:>12.2}", r.encoder_ms, r.decoder_ms, r.total_ms);
+            row(name, &model.view()?)?;
         }
     }
     Ok(())

@@ -429,6 +429,32 @@ typedef struct AdamParams {
     int reserved;
 } AdamParams;
 
+/* RowTopParams.allowed[r]: the tokens row r may produce (src/decode/candidates.rs, Allowed). */
+#define AUTOMOE_ALLOW_TOKENS 0          /* any but pad, bos and eos */
+#define AUTOMOE_ALLOW_TOKENS_AND_EOS 1  /* any but pad and bos */
+#define AUTOMOE_ALLOW_EOS_ONLY 2        /* eos only */
+/* The longest candidate list row_top selects per row (a beam of 32 takes 64). */
+#define AUTOMOE_DECODE_MAX_TOP 64
+
+/* row_top_{f32,bf16} (cuda/decode.cu): one beam-search step's candidates, one block per row of
+ * [rows, v] logits: lse[r] = log sum_j exp(x[r, j]) over every token, and the n (<= MAX_TOP)
+ * largest finite logits among the permitted tokens, largest first, equal logits to the lower id;
+ * tokens[r, i] = -1 (and values[r, i] = -inf) past the last such token. The host turns them into
+ * scores base + x - lse and merges a sentence's rows. */
+typedef struct RowTopParams {
+    automoe_dptr logits;  /* [rows, v] */
+    automoe_dptr allowed; /* [rows] i32, AUTOMOE_ALLOW_* */
+    automoe_dptr tokens;  /* [rows, n] i32 out */
+    automoe_dptr values;  /* [rows, n] f32 out: the logits of tokens */
+    automoe_dptr lse;     /* [rows] f32 out */
+    int rows;
+    int v;
+    int n;
+    int pad_id;
+    int bos_id;
+    int eos_id;
+} RowTopParams;
+
 /* emutest_*: the emulator's self-test kernels (cuda/emu/tests.cu); not built by NVRTC. */
 typedef struct EmuTestParams {
     automoe_dptr in;  /* kernel-specific, see cuda/emu/tests.cu */

@@ -9,7 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tests=(moe_kernels ptx_helpers grouped_gemm moe_layer_cuda cuda_tape_ops cuda_moe_tape cuda_moe_model cuda_training)
 benches=(cuda_moe_kernels cuda_grouped_gemm cuda_train_translate)
-args=()
+# --lib: the crate's unit tests, of which the bundle runs the kernel launchers' (cuda::ops::*, on
+# every backend present, so on cuda:0 against the CPU kernels).
+args=(--lib)
 for t in "${tests[@]}"; do args+=(--test "$t"); done
 for b in "${benches[@]}"; do args+=(--bench "$b"); done
 json="$(mktemp)"
@@ -27,6 +29,8 @@ for line in open(sys.argv[1]):
         continue
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"][0] in ("test", "bench"):
         shutil.copy(m["executable"], ".gpu-bundle/bin/" + m["target"]["name"])
+    elif m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"] and "rlib" in m["target"]["kind"]:
+        shutil.copy(m["executable"], ".gpu-bundle/bin/automoe_lib")  # not "automoe": the CLI's name
 PY
 cp target/release/automoe .gpu-bundle/bin/automoe
 strip .gpu-bundle/bin/*

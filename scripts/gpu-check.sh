@@ -2,7 +2,7 @@
 # One command for a machine with a CUDA GPU (driver, NVRTC and cuBLAS 13) and cargo: builds every
 # CUDA test binary and benchmark (scripts/gpu-bundle.sh), then runs them (scripts/gpu-bundle-run.sh):
 # the device tests of the routing kernels, PTX helpers, grouped GEMMs, the CUDA MoE layer, every
-# tape op and the MoE tape ops on cuda:0 against the CPU, supernet training and translation against
+# tape op and the MoE tape ops on cuda:0 against the CPU, the kernel launchers' unit tests, supernet training and translation against
 # the CPU, then the routing kernels' bandwidth benchmark, the grouped GEMM
 # throughput benchmark and the end-to-end benchmark (training tokens/s in f32 and mixed precision,
 # translation latency), and prints a short table. Budget: under 8 minutes.

@@ -146,7 +146,9 @@ fn translation_matches_the_cpu() {
     let model = supernet.extract(&cfg).unwrap();
     // Sources of different lengths (padding in the batch), ending with eos (id 2).
     let sources: Vec<Vec<u32>> = vec![vec![7, 9, 11, 13, 2], vec![20, 21, 2], vec![30, 31, 32, 33, 34, 35, 2]];
-    for beam in [1, 3] {
+    // Beams up to 32 select their candidates on the device (cuda/decode.cu); 40 (80 candidates a
+    // row) reads the logits back and selects them on the host.
+    for beam in [1, 3, 40] {
         let opts = SearchOptions { beam, max_len_a: 0.0, max_len_b: 6, ..SearchOptions::default() };
         let want: Vec<Vec<u32>> = translate_ids(&model.view().unwrap(), &sources, &opts).unwrap().into_iter().map(|h| h.tokens).collect();
         assert!(want.iter().map(Vec::len).sum::<usize>() >= 6, "the reference decodes too little to compare: {want:?}");

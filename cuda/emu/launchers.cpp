@@ -14,6 +14,7 @@
 #include "../loss.cu"
 #include "../embedding.cu"
 #include "../optim.cu"
+#include "../decode.cu"
 #include "../ptx_selftest.cu"
 #include "tests.cu"
 

@@ -37,6 +37,10 @@ pub const AUTOMOE_UNARY_GELU: u32 = 2;
 pub const AUTOMOE_UNARY_RELU_BWD: u32 = 3;
 pub const AUTOMOE_UNARY_GELU_BWD: u32 = 4;
 pub const AUTOMOE_UNARY_FILL: u32 = 5;
+pub const AUTOMOE_ALLOW_TOKENS: u32 = 0;
+pub const AUTOMOE_ALLOW_TOKENS_AND_EOS: u32 = 1;
+pub const AUTOMOE_ALLOW_EOS_ONLY: u32 = 2;
+pub const AUTOMOE_DECODE_MAX_TOP: u32 = 64;
 pub type automoe_dptr = ::std::os::raw::c_ulonglong;
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
@@ -691,6 +695,37 @@ const _: () = {
     ["Offset of field: AdamParams::bc2"][::std::mem::offset_of!(AdamParams, bc2) - 68usize];
     ["Offset of field: AdamParams::decoupled"][::std::mem::offset_of!(AdamParams, decoupled) - 72usize];
     ["Offset of field: AdamParams::reserved"][::std::mem::offset_of!(AdamParams, reserved) - 76usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]
+pub struct RowTopParams {
+    pub logits: automoe_dptr,
+    pub allowed: automoe_dptr,
+    pub tokens: automoe_dptr,
+    pub values: automoe_dptr,
+    pub lse: automoe_dptr,
+    pub rows: ::std::os::raw::c_int,
+    pub v: ::std::os::raw::c_int,
+    pub n: ::std::os::raw::c_int,
+    pub pad_id: ::std::os::raw::c_int,
+    pub bos_id: ::std::os::raw::c_int,
+    pub eos_id: ::std::os::raw::c_int,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of RowTopParams"][::std::mem::size_of::<RowTopParams>() - 64usize];
+    ["Alignment of RowTopParams"][::std::mem::align_of::<RowTopParams>() - 8usize];
+    ["Offset of field: RowTopParams::logits"][::std::mem::offset_of!(RowTopParams, logits) - 0usize];
+    ["Offset of field: RowTopParams::allowed"][::std::mem::offset_of!(RowTopParams, allowed) - 8usize];
+    ["Offset of field: RowTopParams::tokens"][::std::mem::offset_of!(RowTopParams, tokens) - 16usize];
+    ["Offset of field: RowTopParams::values"][::std::mem::offset_of!(RowTopParams, values) - 24usize];
+    ["Offset of field: RowTopParams::lse"][::std::mem::offset_of!(RowTopParams, lse) - 32usize];
+    ["Offset of field: RowTopParams::rows"][::std::mem::offset_of!(RowTopParams, rows) - 40usize];
+    ["Offset of field: RowTopParams::v"][::std::mem::offset_of!(RowTopParams, v) - 44usize];
+    ["Offset of field: RowTopParams::n"][::std::mem::offset_of!(RowTopParams, n) - 48usize];
+    ["Offset of field: RowTopParams::pad_id"][::std::mem::offset_of!(RowTopParams, pad_id) - 52usize];
+    ["Offset of field: RowTopParams::bos_id"][::std::mem::offset_of!(RowTopParams, bos_id) - 56usize];
+    ["Offset of field: RowTopParams::eos_id"][::std::mem::offset_of!(RowTopParams, eos_id) - 60usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone, bytemuck :: Pod, bytemuck :: Zeroable)]

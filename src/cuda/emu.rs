@@ -168,6 +168,8 @@ emu_kernels! {
     EMBEDDING_BWD_F32 = emu_launch_embedding_bwd_f32("embedding_bwd_f32", EmbeddingParams);
     EMBEDDING_BWD_BF16 = emu_launch_embedding_bwd_bf16("embedding_bwd_bf16", EmbeddingParams);
     ADAM_F32 = emu_launch_adam_f32("adam_f32", AdamParams);
+    ROW_TOP_F32 = emu_launch_row_top_f32("row_top_f32", RowTopParams);
+    ROW_TOP_BF16 = emu_launch_row_top_bf16("row_top_bf16", RowTopParams);
     EMUTEST_BLOCK_REDUCE_F32 = emu_launch_emutest_block_reduce_f32("emutest_block_reduce_f32", EmuTestParams);
     EMUTEST_TRANSPOSE_F32 = emu_launch_emutest_transpose_f32("emutest_transpose_f32", EmuTestParams);
     EMUTEST_WARP_SCAN_I32 = emu_launch_emutest_warp_scan_i32("emutest_warp_scan_i32", EmuTestParams);
@@ -256,6 +258,7 @@ kernel_params! {
     CrossEntropyParams: [CROSS_ENTROPY_FWD_F32, CROSS_ENTROPY_FWD_BF16, CROSS_ENTROPY_BWD_F32, CROSS_ENTROPY_BWD_BF16];
     EmbeddingParams: [EMBEDDING_FWD_F32, EMBEDDING_FWD_BF16, EMBEDDING_BWD_F32, EMBEDDING_BWD_BF16];
     AdamParams: [ADAM_F32];
+    RowTopParams: [ROW_TOP_F32, ROW_TOP_BF16];
     EmuTestParams: [
         EMUTEST_BLOCK_REDUCE_F32, EMUTEST_TRANSPOSE_F32, EMUTEST_WARP_SCAN_I32, EMUTEST_WARP_OPS_I32,
         EMUTEST_RACE_F32, EMUTEST_ATOMIC_I32, EMUTEST_BF16_I32, EMUTEST_DIVERGENT_SHFL_I32,

@@ -15,7 +15,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::search::{log_softmax, top_candidates, Allowed, MAX_BEAM, MAX_POSITIONS};
+use super::candidates::{merge_rows, step_candidates, Allowed};
+use super::search::{MAX_BEAM, MAX_POSITIONS};
 use crate::data::tokenizer::{EOS_ID, PAD_ID};
 use crate::model::{ModelView, SourceBatch};
 use crate::{Error, Result};
@@ -201,17 +202,17 @@ pub fn time_one_run(model: &ModelView, proto: &LatencyProtocol) -> Result<(f64, 
 
 /// Beam search of exactly `steps` tokens (eos forbidden) for one sentence.
 fn decode_fixed(model: &ModelView, enc: &crate::model::EncoderOutput, proto: &LatencyProtocol) -> Result<()> {
-    let v = model.vocab();
     let mut state = model.start(enc)?;
     state.reorder(&vec![0; proto.beam])?;
     let mut scores = vec![0.0f64; proto.beam];
     let mut tokens = vec![crate::data::tokenizer::BOS_ID; proto.beam];
+    let no_eos = vec![Allowed::Tokens { eos: false }; proto.beam];
     for step in 0..proto.steps {
-        let lp = log_softmax(&model.step(&mut state, &tokens)?)?;
+        let per_row = step_candidates(&model.step(&mut state, &tokens)?, &scores, &no_eos, 2 * proto.beam)?;
         // The beam's rows are identical at the first step: only the first one proposes.
         let live = if step == 0 { 1 } else { proto.beam };
         let rows: Vec<usize> = (0..live).collect();
-        let cands = top_candidates(&lp, v, &scores[..live], &rows, 2 * proto.beam, Allowed::Tokens { eos: false });
+        let cands = merge_rows(&per_row, &rows, 2 * proto.beam);
         let keep: Vec<_> = cands.iter().take(proto.beam).collect();
         if keep.len() < proto.beam {
             return Err(Error::invalid("latency", format!("only {} candidates for a beam of {}", keep.len(), proto.beam)));

@@ -4,9 +4,11 @@
 //! without leaving Rust. The incremental decoder itself is `crate::model::incremental`.
 
 pub mod bleu;
+mod candidates;
 pub mod chrf;
 pub mod latency;
 pub mod search;
 
+pub use candidates::{set_candidate_selection, CandidateSelection};
 pub use latency::{measure, time_one_run, LatencyProtocol, LatencyReport};
 pub use search::{beam_search, greedy, translate_ids, Hypothesis, SearchOptions, MAX_POSITIONS};

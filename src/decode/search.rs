@@ -22,10 +22,10 @@
 //! scores go to the lower (hypothesis, token) index, in greedy search and beam search alike, so
 //! a beam of 1 is exactly greedy search.
 
+use super::candidates::{merge_rows, step_candidates, Allowed};
 use crate::data::tokenizer::{BOS_ID, EOS_ID, PAD_ID};
 use crate::model::{ModelView, SourceBatch};
-use crate::tensor::Float;
-use crate::{DType, Error, Result, Tensor};
+use crate::{Error, Result};
 
 /// The longest source (tokens including its eos) and target (tokens before the eos) the decoder
 /// accepts by default. Sinusoidal positions have no hard limit; this bounds memory and time, and
@@ -101,88 +101,6 @@ pub struct Hypothesis {
     pub score: f64,
 }
 
-/// Row-wise log-softmax of `logits: [rows, V]`, in f64.
-pub(crate) fn log_softmax(logits: &Tensor) -> Result<Vec<f64>> {
-    let v = match logits.shape() {
-        [_, v] if *v > 0 => *v,
-        s => return Err(Error::invalid("log_softmax", format!("expects [rows, vocab] logits, got {s:?}"))),
-    };
-    // Exponentials in the element type (f32 for bf16 logits), their sum in f64 (the crate's
-    // softmax convention), vectorised (`cpu::rowmath`): this runs over beam x vocabulary scores at
-    // every step.
-    fn rows<T: Float>(x: &[T], v: usize) -> Vec<f64> {
-        let mut out = Vec::with_capacity(x.len());
-        for row in x.chunks(v) {
-            let mx = T::row_max(row);
-            let lse = mx.as_f64() + T::exp_shifted_sum(row, mx).ln();
-            out.extend(row.iter().map(|&a| a.as_f64() - lse));
-        }
-        out
-    }
-    Ok(if logits.dtype() == DType::F64 { rows(&logits.to_vec::<f64>()?, v) } else { rows(&logits.to_f32_vec()?, v) })
-}
-
-/// Which tokens a step may produce.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Allowed {
-    /// Anything but pad, bos and (when `eos` is false) eos.
-    Tokens { eos: bool },
-    /// Only eos (the maximum length is reached).
-    EosOnly,
-}
-
-impl Allowed {
-    fn for_step(step: usize, max_len: usize, min_len: usize) -> Self {
-        if step >= max_len {
-            Allowed::EosOnly
-        } else {
-            Allowed::Tokens { eos: step >= min_len }
-        }
-    }
-
-    #[inline]
-    fn permits(self, tok: u32) -> bool {
-        match self {
-            Allowed::EosOnly => tok == EOS_ID,
-            Allowed::Tokens { eos } => tok != PAD_ID && tok != BOS_ID && (eos || tok != EOS_ID),
-        }
-    }
-}
-
-/// A (hypothesis, token) extension and its cumulative score.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Candidate {
-    pub score: f64,
-    /// Index into the `bases` the candidates were drawn from.
-    pub hyp: usize,
-    pub token: u32,
-}
-
-/// The best `n` extensions of hypotheses with scores `bases`, reading row `rows[i]` of the
-/// log-probabilities `lp: [.., V]` for hypothesis `i`. Sorted best first; equal scores keep the
-/// lower (hypothesis, token) first. Non-finite and forbidden candidates are never returned.
-pub(crate) fn top_candidates(lp: &[f64], v: usize, bases: &[f64], rows: &[usize], n: usize, allowed: Allowed) -> Vec<Candidate> {
-    let mut best: Vec<Candidate> = Vec::with_capacity(n + 1);
-    for (hyp, (&base, &row)) in bases.iter().zip(rows).enumerate() {
-        let r = &lp[row * v..(row + 1) * v];
-        let toks = if allowed == Allowed::EosOnly { EOS_ID as usize..EOS_ID as usize + 1 } else { 0..v };
-        for tok in toks {
-            if !allowed.permits(tok as u32) {
-                continue;
-            }
-            let score = base + r[tok];
-            if !score.is_finite() || (best.len() == n && score <= best[n - 1].score) {
-                continue;
-            }
-            // After every equal score already kept: earlier candidates win ties.
-            let at = best.partition_point(|c| c.score >= score);
-            best.insert(at, Candidate { score, hyp, token: tok as u32 });
-            best.truncate(n);
-        }
-    }
-    best
-}
-
 /// Sentences with no tokens get an empty translation without running the model.
 fn empty_hypothesis() -> Hypothesis {
     Hypothesis { tokens: Vec::new(), log_prob: 0.0, score: 0.0 }
@@ -218,7 +136,6 @@ pub fn beam_search(model: &ModelView, sources: &[Vec<u32>], opts: &SearchOptions
     let src: Vec<Vec<u32>> = run.iter().map(|&i| sources[i].clone()).collect();
     let enc = model.encode(&SourceBatch::from_sentences(&src, PAD_ID)?)?;
     let mut state = model.start(&enc)?;
-    let v = model.vocab();
     let beam = opts.beam;
     let mut sents: Vec<Sentence> = run
         .iter()
@@ -233,15 +150,22 @@ pub fn beam_search(model: &ModelView, sources: &[Vec<u32>], opts: &SearchOptions
     let mut step = 0usize;
     while !sents.is_empty() {
         let tokens: Vec<u32> = sents.iter().flat_map(|s| s.live.iter().map(|l| l.tokens.last().copied().unwrap_or(BOS_ID))).collect();
-        let lp = log_softmax(&model.step(&mut state, &tokens)?)?;
+        let logits = model.step(&mut state, &tokens)?;
+        let (mut bases, mut allowed) = (vec![0.0; tokens.len()], vec![Allowed::EosOnly; tokens.len()]);
+        for s in &sents {
+            for l in &s.live {
+                bases[l.row] = l.score;
+                allowed[l.row] = Allowed::for_step(step, s.max_len, opts.min_len);
+            }
+        }
+        let per_row = step_candidates(&logits, &bases, &allowed, 2 * beam)?;
         let mut keep_rows: Vec<u32> = Vec::new();
         let mut next = Vec::with_capacity(sents.len());
         for mut s in sents {
             let allowed = Allowed::for_step(step, s.max_len, opts.min_len);
-            let bases: Vec<f64> = s.live.iter().map(|l| l.score).collect();
             let rows: Vec<usize> = s.live.iter().map(|l| l.row).collect();
             let mut live = Vec::with_capacity(beam);
-            for (rank, c) in top_candidates(&lp, v, &bases, &rows, 2 * beam, allowed).into_iter().enumerate() {
+            for (rank, c) in merge_rows(&per_row, &rows, 2 * beam).into_iter().enumerate() {
                 let parent = &s.live[c.hyp];
                 if c.token == EOS_ID {
                     if rank < beam && s.done.len() < beam {
@@ -302,24 +226,18 @@ pub fn greedy(model: &ModelView, sources: &[Vec<u32>], opts: &SearchOptions) -> 
         let src: Vec<Vec<u32>> = active.iter().map(|&i| sources[i].clone()).collect();
         let enc = model.encode(&SourceBatch::from_sentences(&src, PAD_ID)?)?;
         let mut state = model.start(&enc)?;
-        let v = model.vocab();
         let mut hyps: Vec<(Vec<u32>, f64)> = vec![(Vec::new(), 0.0); active.len()];
         let mut step = 0usize;
         while !active.is_empty() {
             let tokens: Vec<u32> = hyps.iter().map(|(t, _)| t.last().copied().unwrap_or(BOS_ID)).collect();
-            let lp = log_softmax(&model.step(&mut state, &tokens)?)?;
+            let logits = model.step(&mut state, &tokens)?;
+            let bases: Vec<f64> = hyps.iter().map(|(_, s)| *s).collect();
+            let allowed: Vec<Allowed> =
+                active.iter().map(|&i| Allowed::for_step(step, opts.max_len(sources[i].len()), opts.min_len)).collect();
+            let per_row = step_candidates(&logits, &bases, &allowed, 1)?;
             let (mut keep, mut next_active, mut next_hyps) = (Vec::new(), Vec::new(), Vec::new());
             for (r, (&i, (mut toks, score))) in active.iter().zip(hyps).enumerate() {
-                let allowed = Allowed::for_step(step, opts.max_len(sources[i].len()), opts.min_len);
-                let row = &lp[r * v..(r + 1) * v];
-                let mut best: Option<(u32, f64)> = None;
-                for tok in 0..v as u32 {
-                    let s = score + row[tok as usize];
-                    if allowed.permits(tok) && s.is_finite() && best.is_none_or(|(_, b)| s > b) {
-                        best = Some((tok, s));
-                    }
-                }
-                match best {
+                match per_row[r].first().map(|c| (c.token, c.score)) {
                     Some((tok, s)) if tok != EOS_ID => {
                         toks.push(tok);
                         keep.push(r as u32);
@@ -360,19 +278,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn candidates_sorted_with_ties_to_the_lower_index() {
-        // Two hypotheses over a vocabulary of 6 (0 pad, 1 bos, 2 eos).
-        let lp = vec![0.0, 0.0, -1.0, -2.0, -0.5, -0.5, 0.0, 0.0, -3.0, -0.5, -4.0, -0.1];
-        let c = top_candidates(&lp, 6, &[0.0, -0.4], &[0, 1], 4, Allowed::Tokens { eos: true });
-        let got: Vec<(usize, u32)> = c.iter().map(|c| (c.hyp, c.token)).collect();
-        assert_eq!(got, vec![(0, 4), (0, 5), (1, 5), (1, 3)]);
-        let no_eos = top_candidates(&lp, 6, &[0.0], &[0], 10, Allowed::Tokens { eos: false });
-        assert!(no_eos.iter().all(|c| c.token > 2));
-        let eos = top_candidates(&lp, 6, &[0.0, -0.4], &[0, 1], 4, Allowed::EosOnly);
-        assert_eq!(eos.iter().map(|c| (c.hyp, c.token)).collect::<Vec<_>>(), vec![(0, 2), (1, 2)]);
-    }
-
-    #[test]
     fn fairseq_length_rules() {
         let o = SearchOptions::default();
         assert_eq!(o.max_len(10), 22); // floor(1.2 * 10 + 10)
@@ -383,19 +288,5 @@ mod tests {
         assert!(SearchOptions { beam: MAX_BEAM + 1, ..o.clone() }.check().unwrap_err().to_string().contains("beam 1025"));
         assert!(SearchOptions { beam: MAX_BEAM, ..o.clone() }.check().is_ok());
         assert!(SearchOptions { max_len_a: f64::NAN, ..o }.check().is_err());
-    }
-
-    #[test]
-    fn log_softmax_rows_sum_to_one() {
-        let v = vec![1.0f64, 2.0, 3.0, 0.0, 0.0, 0.0];
-        let t64 = Tensor::from_vec(v.clone(), &[2, 3]).unwrap();
-        let t32 = t64.to_dtype(DType::F32).unwrap();
-        for (t, tol) in [(t64, 1e-12), (t32, 1e-6)] {
-            let lp = log_softmax(&t).unwrap();
-            for r in lp.chunks(3) {
-                assert!((r.iter().map(|x| x.exp()).sum::<f64>() - 1.0).abs() < tol);
-            }
-            assert!((lp[2] - (3.0 - (1f64.exp() + 2f64.exp() + 3f64.exp()).ln())).abs() < tol);
-        }
     }
 }

@@ -1,10 +1,11 @@
 //! Launchers of the tape's tensor kernels (cuda/elementwise.cu, reduce.cu, norm.cu, softmax.cu,
-//! loss.cu, embedding.cu, optim.cu) on a [`Gpu`](super::Gpu): each checks sizes, allocates its
+//! loss.cu, embedding.cu, optim.cu, decode.cu) on a [`Gpu`](super::Gpu): each checks sizes, allocates its
 //! outputs (poisoned on the emulator), fills the abi.h struct and launches. Inputs are whole
 //! buffers (contiguous from element 0) unless a function says otherwise; the tensor layer
 //! (`src/cuda/tensor.rs`) makes views contiguous first. Each file's tests run the kernels on the
 //! emulator (and on a device when one exists) against the CPU kernels of `src/cpu/`.
 
+pub mod decode;
 pub mod embedding;
 pub mod loss;
 pub mod norm;

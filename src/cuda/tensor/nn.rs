@@ -3,7 +3,8 @@
 //! launchers of `super::super::ops` called.
 
 use super::super::moe_exec::Exec;
-use super::super::ops::{embedding as emb, loss, norm, softmax as sm};
+pub use super::super::ops::decode::RowTopLogits;
+use super::super::ops::{decode, embedding as emb, loss, norm, softmax as sm};
 use super::{by_dtype, same_gpu, storage, tensor_of, whole_buf, GpuElem};
 use crate::cpu::loss::CeTotals;
 use crate::tensor::{MaskSpec, Tensor};
@@ -114,4 +115,16 @@ pub fn cross_entropy_backward(logits: &Tensor, targets: &[u32], eps: f64, ignore
         let d = loss::cross_entropy_bwd::<T>(&gpu, &*whole_buf::<T>(OP, logits)?, targets, rows, v, eps as f32, ignore, scale as f32)?;
         Ok(tensor_of(&gpu, d, logits.shape()))
     })
+}
+
+/// A beam-search step's candidates of `logits: [rows, v]` (`src/decode/candidates.rs`): each row's
+/// log-sum-exp and its `n` (at most 64) largest permitted logits, selected on the device.
+pub fn row_top_logits(logits: &Tensor, n: usize, allowed: &[i32]) -> Result<RowTopLogits> {
+    const OP: &str = "row_top_logits";
+    let gpu = storage(OP, logits)?.gpu().clone();
+    let (rows, v) = match logits.shape() {
+        [r, v] => (*r, *v),
+        s => return Err(crate::Error::invalid(OP, format!("expects [rows, vocab] logits, got {s:?}"))),
+    };
+    by_dtype!(OP, logits.dtype(), T => decode::row_top::<T>(&gpu, &*whole_buf::<T>(OP, logits)?, rows, v, n, allowed))
 }
