@@ -108,8 +108,20 @@ automoe_status automoe_translate(const automoe_model *model, const char *const *
 automoe_status automoe_translate_ids(const automoe_model *model, const uint32_t *const *ids, const size_t *lengths,
                                      size_t count, const automoe_decode_options *options, automoe_translations **out);
 
+/* As automoe_translate, keeping the `nbest` best translations of each sentence (1 <= nbest <=
+ * options' beam, else AUTOMOE_INVALID_ARGUMENT), best first; a sentence can have fewer than
+ * `nbest` (never none). Read them with the automoe_translations_nbest_* functions; the
+ * functions without `nbest` read the best one. */
+automoe_status automoe_translate_nbest(const automoe_model *model, const char *const *sentences, size_t count,
+                                       const automoe_decode_options *options, size_t nbest,
+                                       automoe_translations **out);
+
 /* Number of sentences in a result (0 for NULL). */
 size_t automoe_translations_count(const automoe_translations *translations);
+
+/* Number of translations kept for sentence `index`: 1 for automoe_translate and
+ * automoe_translate_ids, 1..nbest for automoe_translate_nbest (0 for NULL or out of range). */
+size_t automoe_translations_nbest_count(const automoe_translations *translations, size_t index);
 
 /* The text of translation `index`, owned by `translations`; NULL when out of range. */
 const char *automoe_translations_text(const automoe_translations *translations, size_t index);
@@ -120,6 +132,14 @@ automoe_status automoe_translations_ids(const automoe_translations *translations
 
 /* The length-normalised log-probability score of translation `index` (0 when out of range). */
 double automoe_translations_score(const automoe_translations *translations, size_t index);
+
+/* Translation `rank` (0 = the best) of sentence `index`: its text (NULL when out of range), its
+ * token ids (AUTOMOE_OUT_OF_RANGE when out of range) and its score (0 when out of range), owned
+ * by `translations`. Rank 0 is what the functions above return. */
+const char *automoe_translations_nbest_text(const automoe_translations *translations, size_t index, size_t rank);
+automoe_status automoe_translations_nbest_ids(const automoe_translations *translations, size_t index, size_t rank,
+                                              const uint32_t **out_ids, size_t *out_length);
+double automoe_translations_nbest_score(const automoe_translations *translations, size_t index, size_t rank);
 
 /* Releases a result. NULL is a no-op. */
 void automoe_translations_free(automoe_translations *translations);

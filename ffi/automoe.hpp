@@ -101,24 +101,44 @@ class Model {
         return collect(t);
     }
 
+    /// The `nbest` best translations of each sentence (1 <= nbest <= options.beam), best first;
+    /// a sentence can have fewer, never none.
+    std::vector<std::vector<Translation>> translate_nbest(const std::vector<std::string> &sentences, size_t nbest,
+                                                          const automoe_decode_options &options = default_options()) const {
+        std::vector<const char *> ptrs;
+        ptrs.reserve(sentences.size());
+        for (const auto &s : sentences) ptrs.push_back(s.c_str());
+        automoe_translations *t = nullptr;
+        detail::check(automoe_translate_nbest(model_, ptrs.data(), ptrs.size(), &options, nbest, &t));
+        std::vector<std::vector<Translation>> out(automoe_translations_count(t));
+        for (size_t i = 0; i < out.size(); ++i) {
+            for (size_t r = 0; r < automoe_translations_nbest_count(t, i); ++r) out[i].push_back(entry(t, i, r));
+        }
+        automoe_translations_free(t);
+        return out;
+    }
+
     const automoe_model *get() const noexcept { return model_; }
 
   private:
+    /// Translation `rank` of sentence `i`; frees `t` before throwing.
+    static Translation entry(automoe_translations *t, size_t i, size_t rank) {
+        const uint32_t *ids = nullptr;
+        size_t len = 0;
+        automoe_status s = automoe_translations_nbest_ids(t, i, rank, &ids, &len);
+        if (s != AUTOMOE_OK) {
+            automoe_translations_free(t);
+            detail::check(s);
+        }
+        return Translation{automoe_translations_nbest_text(t, i, rank), std::vector<uint32_t>(ids, ids + len),
+                           automoe_translations_nbest_score(t, i, rank)};
+    }
+
     static std::vector<Translation> collect(automoe_translations *t) {
         std::vector<Translation> out;
         size_t n = automoe_translations_count(t);
         out.reserve(n);
-        for (size_t i = 0; i < n; ++i) {
-            const uint32_t *ids = nullptr;
-            size_t len = 0;
-            automoe_status s = automoe_translations_ids(t, i, &ids, &len);
-            if (s != AUTOMOE_OK) {
-                automoe_translations_free(t);
-                detail::check(s);
-            }
-            out.push_back(Translation{automoe_translations_text(t, i), std::vector<uint32_t>(ids, ids + len),
-                                      automoe_translations_score(t, i)});
-        }
+        for (size_t i = 0; i < n; ++i) out.push_back(entry(t, i, 0));
         automoe_translations_free(t);
         return out;
     }

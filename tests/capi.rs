@@ -8,7 +8,7 @@ use std::path::Path;
 use std::ptr::{null, null_mut};
 
 use automoe::capi::header::*;
-use automoe::cli::translate::{load_model_dir, translate_lines, DecodeArgs, TOKENIZER_FILE};
+use automoe::cli::translate::{load_model_dir, translate_lines, translate_lines_nbest, DecodeArgs, TOKENIZER_FILE};
 use automoe::data::{BpeConfig, Tokenizer};
 use automoe::model::{ModelOptions, Supernet};
 use automoe::DType;
@@ -119,6 +119,60 @@ fn translations_equal_the_rust_api_and_info_is_reported() {
         let (mut p, mut n) = (null(), 0usize);
         assert_eq!(automoe_translations_ids(t, 99, &mut p, &mut n), AUTOMOE_OUT_OF_RANGE);
         automoe_translations_free(t);
+        automoe_model_free(m);
+    }
+}
+
+/// `automoe_translate_nbest`: each sentence's best translations in order, as the Rust API gives
+/// them (texts, ids and scores), rank 0 equal to `automoe_translate`'s; out-of-range ranks and an
+/// `nbest` outside 1..=beam are refused.
+#[test]
+fn nbest_translations_equal_the_rust_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_model_dir(tmp.path());
+    let m = load(tmp.path());
+    let lines = ["a man is riding", "", "zwei hunde spielen", "the park"];
+    let (model, tok) = load_model_dir(tmp.path()).unwrap();
+    let args = DecodeArgs { beam: 3, max_len_a: 0.0, max_len_b: 6, batch_size: 32, ..DecodeArgs::default() };
+    let owned: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+    let want = translate_lines_nbest(&model.view().unwrap(), &tok, &owned, &args, 3).unwrap();
+    assert!(want.iter().any(|n| n.len() == 3), "the test needs sentences with 3 finished hypotheses: {want:?}");
+    let best = translate(m, &lines).unwrap();
+    let owned_c: Vec<CString> = lines.iter().map(|l| CString::new(*l).unwrap()).collect();
+    let ptrs: Vec<*const c_char> = owned_c.iter().map(|c| c.as_ptr()).collect();
+    let o = options();
+    let mut t = null_mut();
+    // SAFETY: valid pointers for the whole call; the result is read, then freed once.
+    unsafe {
+        assert_eq!(automoe_translate_nbest(m, ptrs.as_ptr(), ptrs.len(), &o, 3, &mut t), AUTOMOE_OK, "{}", last_error());
+        assert_eq!(automoe_translations_count(t), lines.len());
+        for (i, hyps) in want.iter().enumerate() {
+            assert_eq!(automoe_translations_nbest_count(t, i), hyps.len(), "sentence {i}");
+            for (r, (text, score)) in hyps.iter().enumerate() {
+                assert_eq!(CStr::from_ptr(automoe_translations_nbest_text(t, i, r)).to_str().unwrap(), text, "sentence {i} rank {r}");
+                assert_eq!(automoe_translations_nbest_score(t, i, r), *score, "sentence {i} rank {r}");
+                let (mut p, mut n) = (null(), 0usize);
+                assert_eq!(automoe_translations_nbest_ids(t, i, r, &mut p, &mut n), AUTOMOE_OK);
+                assert_eq!(tok.decode(std::slice::from_raw_parts(p, n)).unwrap(), *text);
+            }
+            assert!(hyps.windows(2).all(|w| w[0].1 >= w[1].1), "sentence {i}: best first");
+            assert_eq!(CStr::from_ptr(automoe_translations_text(t, i)).to_str().unwrap(), best[i], "rank 0 is the 1-best");
+            let r = hyps.len();
+            assert!(automoe_translations_nbest_text(t, i, r).is_null());
+            let (mut p, mut n) = (null(), 0usize);
+            assert_eq!(automoe_translations_nbest_ids(t, i, r, &mut p, &mut n), AUTOMOE_OUT_OF_RANGE);
+            assert!(last_error().contains(&format!("rank {r} but sentence {i} has {r} translations")), "{}", last_error());
+        }
+        assert_eq!(automoe_translations_nbest_count(t, 99), 0);
+        assert_eq!(automoe_translations_nbest_count(null(), 0), 0);
+        automoe_translations_free(t);
+        for bad in [0, 4] {
+            let mut t = null_mut();
+            assert_eq!(automoe_translate_nbest(m, ptrs.as_ptr(), ptrs.len(), &o, bad, &mut t), AUTOMOE_INVALID_ARGUMENT);
+            assert!(last_error().contains(&format!("nbest = {bad} must be 1 to the beam size (3)")), "{}", last_error());
+            assert!(t.is_null(), "no result on failure");
+        }
+        assert_eq!(automoe_translate_nbest(m, ptrs.as_ptr(), ptrs.len(), &o, 2, null_mut()), AUTOMOE_NULL_ARGUMENT);
         automoe_model_free(m);
     }
 }

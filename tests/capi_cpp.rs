@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use automoe::cli::translate::{load_model_dir, translate_lines, DecodeArgs, TOKENIZER_FILE};
+use automoe::cli::translate::{load_model_dir, nbest_lines, translate_lines, translate_lines_nbest, DecodeArgs, TOKENIZER_FILE};
 use automoe::data::{BpeConfig, Tokenizer};
 use automoe::model::{ModelOptions, Supernet};
 use automoe::DType;
@@ -63,6 +63,10 @@ fn example_links_statically_and_dynamically_and_matches_the_rust_api() {
     let (model, tok) = load_model_dir(&model_dir).unwrap();
     let want = translate_lines(&model.view().unwrap(), &tok, &lines, &DecodeArgs { beam: 3, ..DecodeArgs::default() }).unwrap();
     let want: String = want.iter().map(|l| format!("{l}\n")).collect();
+    // The n-best lines `automoe translate --nbest 3 --beam 3` writes.
+    let nbest = translate_lines_nbest(&model.view().unwrap(), &tok, &lines, &DecodeArgs { beam: 3, ..DecodeArgs::default() }, 3).unwrap();
+    assert!(nbest.iter().any(|n| n.len() > 1), "the test needs sentences with several finished hypotheses: {nbest:?}");
+    let want_nbest: String = nbest_lines(&nbest).iter().map(|l| format!("{l}\n")).collect();
 
     let libs = lib_dir();
     let example = ffi_dir().join("examples/translate.cpp");
@@ -95,16 +99,33 @@ fn example_links_statically_and_dynamically_and_matches_the_rust_api() {
             .arg(&shared_bin),
     );
     for bin in [&static_bin, &shared_bin] {
-        let mut child =
-            Command::new(bin).arg(&model_dir).arg("3").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}: {}", bin.display(), String::from_utf8_lossy(&out.stderr));
-        assert_eq!(String::from_utf8(out.stdout).unwrap(), want, "{}", bin.display());
+        for (args, want) in [(&["3"][..], &want), (&["3", "3"][..], &want_nbest)] {
+            // cargo's LD_LIBRARY_PATH would put target/<profile>/libautomoe.so, left by an earlier
+            // `cargo build` and possibly stale, ahead of the rpath: point it at this build's.
+            let mut child = Command::new(bin)
+                .arg(&model_dir)
+                .args(args)
+                .env("LD_LIBRARY_PATH", &libs)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{} {args:?}: {}", bin.display(), String::from_utf8_lossy(&out.stderr));
+            assert_eq!(&String::from_utf8(out.stdout).unwrap(), want, "{} {args:?}", bin.display());
+        }
     }
+    // nbest above the beam: the library's error, through the C++ exception.
+    let out =
+        Command::new(&shared_bin).arg(&model_dir).args(["2", "3"]).env("LD_LIBRARY_PATH", &libs).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("AUTOMOE_INVALID_ARGUMENT") && err.contains("nbest = 3"), "{err}");
     // A bad model directory: the C++ exception carries the status and message, exit code 1.
-    let out = Command::new(&shared_bin).arg(tmp.path().join("nope")).stdin(Stdio::null()).output().unwrap();
+    let out = Command::new(&shared_bin).arg(tmp.path().join("nope")).env("LD_LIBRARY_PATH", &libs).stdin(Stdio::null()).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("AUTOMOE_IO") && err.contains("nope"), "{err}");

@@ -43,8 +43,13 @@ fn translate_files_end_to_end() {
     let input = tmp.path().join("in.txt");
     std::fs::write(&input, "a man reads a book\n\ntwo dogs\n   \nein mann fährt im park\n").unwrap();
     let output = tmp.path().join("out.txt");
-    let args =
-        translate::Args { model: model_dir.clone(), input: Some(input.clone()), output: Some(output.clone()), decode: small_decode() };
+    let args = translate::Args {
+        model: model_dir.clone(),
+        input: Some(input.clone()),
+        output: Some(output.clone()),
+        nbest: 1,
+        decode: small_decode(),
+    };
     translate::run(args).unwrap();
     let out = std::fs::read_to_string(&output).unwrap();
     let lines: Vec<&str> = out.split('\n').collect();
@@ -75,13 +80,18 @@ fn long_lines_are_errors_or_truncated() {
     std::fs::write(&input, "a man\ntwo dogs\ntwo dogs play in the park and a man is riding a bike\n").unwrap();
     let output = tmp.path().join("out.txt");
     let decode = DecodeArgs { max_source_len: 8, ..small_decode() };
-    let args =
-        translate::Args { model: model_dir.clone(), input: Some(input.clone()), output: Some(output.clone()), decode: decode.clone() };
+    let args = translate::Args {
+        model: model_dir.clone(),
+        input: Some(input.clone()),
+        output: Some(output.clone()),
+        nbest: 1,
+        decode: decode.clone(),
+    };
     let err = translate::run(args).unwrap_err().to_string();
     assert!(err.contains("line 3") && err.contains("--truncate"), "{err}");
     assert!(!output.exists(), "nothing is written after an error");
     let decode = DecodeArgs { truncate: true, ..decode };
-    translate::run(translate::Args { model: model_dir, input: Some(input), output: Some(output.clone()), decode }).unwrap();
+    translate::run(translate::Args { model: model_dir, input: Some(input), output: Some(output.clone()), nbest: 1, decode }).unwrap();
     assert_eq!(std::fs::read_to_string(&output).unwrap().lines().count(), 3);
 }
 
@@ -129,26 +139,62 @@ fn evaluate_scores_and_writes_hypotheses() {
     assert!(evaluate(&args).unwrap_err().to_string().contains("has 2 lines"));
 }
 
-#[test]
-fn binary_translates_stdin() {
+/// Runs `automoe translate MODEL_DIR --beam 2 --max-len-a 0 --max-len-b 4 --threads 1 EXTRA...`
+/// on `input`; returns its stdout, after checking that it succeeded.
+fn translate_stdin(model_dir: &Path, extra: &[&str], input: &str) -> String {
     use std::io::Write;
     use std::process::{Command, Stdio};
-    let tmp = tempfile::tempdir().unwrap();
-    let model_dir = tmp.path().join("model");
-    make_model_dir(&model_dir);
     let mut child = Command::new(env!("CARGO_BIN_EXE_automoe"))
         .args(["translate", model_dir.to_str().unwrap(), "--beam", "2", "--max-len-a", "0", "--max-len-b", "4", "--threads", "1"])
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all("the woman reads\n\ndie frau\n".as_bytes()).unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn binary_translates_stdin() {
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("model");
+    make_model_dir(&model_dir);
+    let input = "the woman reads\n\ndie frau\n";
+    let text = translate_stdin(&model_dir, &[], input);
     assert_eq!(text.lines().count(), 3, "{text:?}");
     assert_eq!(text.lines().nth(1), Some(""));
+    let one_best: Vec<String> = text.lines().map(str::to_string).collect();
+
+    // --nbest 2: "SENTENCE ||| TRANSLATION ||| SCORE" lines, best first, the first the 1-best.
+    let text = translate_stdin(&model_dir, &["--nbest", "2"], input);
+    let rows: Vec<(usize, String, f64)> = text
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(" ||| ").collect();
+            assert_eq!(f.len(), 3, "{l:?}");
+            (f[0].parse().unwrap(), f[1].to_string(), f[2].parse().unwrap())
+        })
+        .collect();
+    for (i, best) in one_best.iter().enumerate() {
+        let mine: Vec<&(usize, String, f64)> = rows.iter().filter(|r| r.0 == i).collect();
+        assert!(!mine.is_empty() && mine.len() <= 2, "sentence {i}: {text}");
+        assert_eq!(&mine[0].1, best, "sentence {i}: the first is the 1-best");
+        assert!(mine.windows(2).all(|w| w[0].2 >= w[1].2), "sentence {i}: best first: {text}");
+    }
+    assert_eq!(rows.iter().filter(|r| r.0 == 1).count(), 1, "an empty line gives one empty translation");
+    let out = Command::new(env!("CARGO_BIN_EXE_automoe"))
+        .args(["translate", model_dir.to_str().unwrap(), "--beam", "2", "--nbest", "3"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--nbest 3 must be 1 to --beam (2)"), "{}", String::from_utf8_lossy(&out.stderr));
+
     // A missing model directory fails with a message, not a panic.
     let out = Command::new(env!("CARGO_BIN_EXE_automoe")).args(["translate", "/nonexistent/model"]).output().unwrap();
     assert!(!out.status.success());

@@ -167,3 +167,30 @@ fn latency_protocol_runs() {
     assert!(e > 0.0 && d > 0.0);
     assert!(measure(&view, &LatencyProtocol { beam: 0, ..proto }).is_err());
 }
+
+/// `translate_nbest`: the first `nbest` of beam search's finished hypotheses (best first, never
+/// none), its first the 1-best of `translate_ids`; `nbest` outside 1..=beam is an error.
+#[test]
+fn nbest_is_the_head_of_the_beam() {
+    use automoe::decode::translate_nbest;
+    let sup = supernet(4);
+    let cfg = moe_config();
+    let view = sup.view(&cfg).unwrap();
+    let src = sources(&[3, 6, 2], 40);
+    let opts = SearchOptions { beam: 4, ..SearchOptions::default() };
+    let all = beam_search(&view, &src, &opts).unwrap();
+    let best = translate_ids(&view, &src, &opts).unwrap();
+    for nbest in 1..=4 {
+        let got = translate_nbest(&view, &src, &opts, nbest).unwrap();
+        for (i, (g, a)) in got.iter().zip(&all).enumerate() {
+            assert_eq!(g.len(), a.len().min(nbest), "sentence {i}, nbest {nbest}");
+            assert_eq!(g[..], a[..g.len()], "sentence {i}, nbest {nbest}");
+            assert_eq!(g[0], best[i]);
+        }
+    }
+    assert!(all.iter().any(|a| a.len() > 1), "the test needs sentences with several finished hypotheses");
+    for bad in [0, 5] {
+        let e = translate_nbest(&view, &src, &opts, bad).unwrap_err().to_string();
+        assert!(e.contains(&format!("{bad} translations per sentence: must be 1 to the beam size (4)")), "{e}");
+    }
+}

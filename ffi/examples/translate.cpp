@@ -1,6 +1,9 @@
-// Reads sentences from stdin (one per line) and prints their translations, one per line.
-// Usage: translate MODEL_DIR [BEAM]
+// Reads sentences from stdin (one per line) and prints their translations, one per line; with
+// NBEST > 1, up to NBEST lines "SENTENCE ||| TRANSLATION ||| SCORE" per sentence, best first (the
+// format of `automoe translate --nbest`).
+// Usage: translate MODEL_DIR [BEAM [NBEST]]
 #include <cstdlib>
+#include <iomanip>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -9,7 +12,7 @@
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        std::cerr << "usage: " << argv[0] << " MODEL_DIR [BEAM]\n";
+        std::cerr << "usage: " << argv[0] << " MODEL_DIR [BEAM [NBEST]]\n";
         return 2;
     }
     try {
@@ -18,7 +21,15 @@ int main(int argc, char **argv) {
         if (argc > 2) options.beam = static_cast<uint32_t>(std::strtoul(argv[2], nullptr, 10));
         std::vector<std::string> lines;
         for (std::string line; std::getline(std::cin, line);) lines.push_back(line);
-        for (const auto &t : model.translate(lines, options)) std::cout << t.text << '\n';
+        const size_t nbest = argc > 3 ? std::strtoul(argv[3], nullptr, 10) : 1;
+        if (nbest == 1) {
+            for (const auto &t : model.translate(lines, options)) std::cout << t.text << '\n';
+        } else {
+            const auto all = model.translate_nbest(lines, nbest, options);
+            std::cout << std::fixed << std::setprecision(6);
+            for (size_t i = 0; i < all.size(); ++i)
+                for (const auto &t : all[i]) std::cout << i << " ||| " << t.text << " ||| " << t.score << '\n';
+        }
     } catch (const automoe::Error &e) {
         std::cerr << "automoe: " << e.what() << '\n';
         return 1;

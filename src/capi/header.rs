@@ -113,7 +113,20 @@ unsafe extern "C" {
     ) -> automoe_status;
 }
 unsafe extern "C" {
+    pub fn automoe_translate_nbest(
+        model: *const automoe_model,
+        sentences: *const *const ::std::os::raw::c_char,
+        count: usize,
+        options: *const automoe_decode_options,
+        nbest: usize,
+        out: *mut *mut automoe_translations,
+    ) -> automoe_status;
+}
+unsafe extern "C" {
     pub fn automoe_translations_count(translations: *const automoe_translations) -> usize;
+}
+unsafe extern "C" {
+    pub fn automoe_translations_nbest_count(translations: *const automoe_translations, index: usize) -> usize;
 }
 unsafe extern "C" {
     pub fn automoe_translations_text(translations: *const automoe_translations, index: usize) -> *const ::std::os::raw::c_char;
@@ -128,6 +141,25 @@ unsafe extern "C" {
 }
 unsafe extern "C" {
     pub fn automoe_translations_score(translations: *const automoe_translations, index: usize) -> f64;
+}
+unsafe extern "C" {
+    pub fn automoe_translations_nbest_text(
+        translations: *const automoe_translations,
+        index: usize,
+        rank: usize,
+    ) -> *const ::std::os::raw::c_char;
+}
+unsafe extern "C" {
+    pub fn automoe_translations_nbest_ids(
+        translations: *const automoe_translations,
+        index: usize,
+        rank: usize,
+        out_ids: *mut *const u32,
+        out_length: *mut usize,
+    ) -> automoe_status;
+}
+unsafe extern "C" {
+    pub fn automoe_translations_nbest_score(translations: *const automoe_translations, index: usize, rank: usize) -> f64;
 }
 unsafe extern "C" {
     pub fn automoe_translations_free(translations: *mut automoe_translations);

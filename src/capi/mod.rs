@@ -73,6 +73,26 @@ mod tests {
             super::translate::automoe_translations_score as unsafe extern "C" fn(_, _) -> _,
         );
         same(
+            h::automoe_translate_nbest as unsafe extern "C" fn(_, _, _, _, _, _) -> _,
+            super::translate::automoe_translate_nbest as unsafe extern "C" fn(_, _, _, _, _, _) -> _,
+        );
+        same(
+            h::automoe_translations_nbest_count as unsafe extern "C" fn(_, _) -> _,
+            super::translate::automoe_translations_nbest_count as unsafe extern "C" fn(_, _) -> _,
+        );
+        same(
+            h::automoe_translations_nbest_text as unsafe extern "C" fn(_, _, _) -> _,
+            super::translate::automoe_translations_nbest_text as unsafe extern "C" fn(_, _, _) -> _,
+        );
+        same(
+            h::automoe_translations_nbest_ids as unsafe extern "C" fn(_, _, _, _, _) -> _,
+            super::translate::automoe_translations_nbest_ids as unsafe extern "C" fn(_, _, _, _, _) -> _,
+        );
+        same(
+            h::automoe_translations_nbest_score as unsafe extern "C" fn(_, _, _) -> _,
+            super::translate::automoe_translations_nbest_score as unsafe extern "C" fn(_, _, _) -> _,
+        );
+        same(
             h::automoe_translations_free as unsafe extern "C" fn(_),
             super::translate::automoe_translations_free as unsafe extern "C" fn(_),
         );

@@ -7,16 +7,28 @@ use super::header::*;
 use super::model::{model_ref, ModelHandle};
 use crate::cli::translate::encode_lines;
 use crate::data::EOS_ID;
-use crate::decode::search::{translate_ids, SearchOptions, MAX_POSITIONS};
+use crate::decode::search::{translate_nbest, SearchOptions, MAX_POSITIONS};
 
 /// Sentences translated per call of the search: similar lengths share a batch.
 const BATCH: usize = 32;
 
-/// What an `automoe_translations*` points to.
+/// One hypothesis of a result.
+struct Entry {
+    text: CString,
+    ids: Vec<u32>,
+    score: f64,
+}
+
+/// What an `automoe_translations*` points to: per sentence its hypotheses, best first (one, or up
+/// to `nbest` from `automoe_translate_nbest`; never none).
 struct Translations {
-    texts: Vec<CString>,
-    ids: Vec<Vec<u32>>,
-    scores: Vec<f64>,
+    sentences: Vec<Vec<Entry>>,
+}
+
+impl Translations {
+    fn entry(&self, index: usize, rank: usize) -> Option<&Entry> {
+        self.sentences.get(index).and_then(|hyps| hyps.get(rank))
+    }
 }
 
 fn search_options(p: *const automoe_decode_options, function: &str) -> Result<SearchOptions, Failure> {
@@ -29,8 +41,8 @@ fn search_options(p: *const automoe_decode_options, function: &str) -> Result<Se
     }
     let opts = SearchOptions {
         beam: o.beam as usize,
-        len_penalty: f64::from(o.length_penalty),
-        max_len_a: f64::from(o.max_len_a),
+        len_penalty: f32_as_written(o.length_penalty),
+        max_len_a: f32_as_written(o.max_len_a),
         max_len_b: o.max_len_b as usize,
         ..SearchOptions::default()
     };
@@ -38,24 +50,53 @@ fn search_options(p: *const automoe_decode_options, function: &str) -> Result<Se
     Ok(opts)
 }
 
-/// Translates `sources` (token ids ending in eos; empty = empty output), longest first in batches.
-fn run(m: &ModelHandle, sources: &[Vec<u32>], opts: &SearchOptions) -> crate::Result<Translations> {
+/// An f32 option as the decimal a caller writes: 0.6f as 0.6, not 0.6000000238, which is what the
+/// CLI and the Rust API (f64 options) use for the same setting; a widened 0.6f ranked hypotheses
+/// by len^0.6000000238 and gave scores that differed from theirs in the 8th digit.
+fn f32_as_written(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
+}
+
+/// Translates `sources` (token ids ending in eos; empty = empty output), longest first in
+/// batches, keeping the `nbest` best hypotheses of each.
+fn run(m: &ModelHandle, sources: &[Vec<u32>], opts: &SearchOptions, nbest: usize) -> crate::Result<Translations> {
     let view = m.model.view()?;
     let mut order: Vec<usize> = (0..sources.len()).filter(|&i| !sources[i].is_empty()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(sources[i].len()));
-    let n = sources.len();
-    let mut out = Translations { texts: vec![CString::default(); n], ids: vec![Vec::new(); n], scores: vec![0.0; n] };
+    let empty = || vec![Entry { text: CString::default(), ids: Vec::new(), score: 0.0 }];
+    let mut out = Translations { sentences: (0..sources.len()).map(|_| empty()).collect() };
     for chunk in order.chunks(BATCH) {
         let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| sources[i].clone()).collect();
-        for (&i, h) in chunk.iter().zip(translate_ids(&view, &batch, opts)?) {
-            let text = m.tokenizer.decode(&h.tokens)?;
-            // Decoded text cannot hold NUL unless the vocabulary does; replace rather than fail.
-            out.texts[i] = CString::new(text.replace('\0', "\u{FFFD}")).unwrap_or_default();
-            out.ids[i] = h.tokens;
-            out.scores[i] = h.score;
+        for (&i, hyps) in chunk.iter().zip(translate_nbest(&view, &batch, opts, nbest)?) {
+            let mut entries = Vec::with_capacity(hyps.len());
+            for h in hyps {
+                let text = m.tokenizer.decode(&h.tokens)?;
+                // Decoded text cannot hold NUL unless the vocabulary does; replace rather than fail.
+                let text = CString::new(text.replace('\0', "\u{FFFD}")).unwrap_or_default();
+                entries.push(Entry { text, ids: h.tokens, score: h.score });
+            }
+            out.sentences[i] = entries;
         }
     }
     Ok(out)
+}
+
+/// The sentences of a C array of `count` NUL-terminated strings, as source ids.
+///
+/// # Safety
+/// `sentences` NULL (only with `count == 0`) or `count` pointers to NUL-terminated strings.
+unsafe fn sentence_sources(m: &ModelHandle, sentences: *const *const c_char, count: usize, f: &str) -> Result<Vec<Vec<u32>>, Failure> {
+    if sentences.is_null() && count > 0 {
+        return Err(Failure::null("sentences", f));
+    }
+    let mut lines = Vec::with_capacity(count);
+    for i in 0..count {
+        // SAFETY: `sentences` has `count` readable entries (the contract).
+        let p = unsafe { *sentences.add(i) };
+        // SAFETY: each entry is NULL or a NUL-terminated string (the contract).
+        lines.push(unsafe { str_arg(p, &format!("sentences[{i}]"), f)? }.to_string());
+    }
+    Ok(encode_lines(&m.tokenizer, &lines, MAX_POSITIONS, false)?)
 }
 
 fn write_result(out: *mut *mut automoe_translations, t: Translations) {
@@ -81,19 +122,39 @@ pub unsafe extern "C" fn automoe_translate(
         if out.is_null() {
             return Err(Failure::null("out", F));
         }
-        if sentences.is_null() && count > 0 {
-            return Err(Failure::null("sentences", F));
+        // SAFETY: forwarded from this function's contract.
+        let sources = unsafe { sentence_sources(m, sentences, count, F)? };
+        let opts = search_options(options, F)?;
+        write_result(out, run(m, &sources, &opts, 1)?);
+        Ok(())
+    })
+}
+
+/// # Safety
+/// As [`automoe_translate`].
+#[no_mangle]
+pub unsafe extern "C" fn automoe_translate_nbest(
+    model: *const automoe_model,
+    sentences: *const *const c_char,
+    count: usize,
+    options: *const automoe_decode_options,
+    nbest: usize,
+    out: *mut *mut automoe_translations,
+) -> automoe_status {
+    ffi_call(|| {
+        const F: &str = "automoe_translate_nbest";
+        // SAFETY: forwarded from this function's contract.
+        let m = unsafe { model_ref(model, F)? };
+        if out.is_null() {
+            return Err(Failure::null("out", F));
         }
         let opts = search_options(options, F)?;
-        let mut lines = Vec::with_capacity(count);
-        for i in 0..count {
-            // SAFETY: `sentences` has `count` readable entries (the contract).
-            let p = unsafe { *sentences.add(i) };
-            // SAFETY: each entry is NULL or a NUL-terminated string (the contract).
-            lines.push(unsafe { str_arg(p, &format!("sentences[{i}]"), F)? }.to_string());
+        if nbest == 0 || nbest > opts.beam {
+            return Err(Failure::new(AUTOMOE_INVALID_ARGUMENT, format!("{F}: nbest = {nbest} must be 1 to the beam size ({})", opts.beam)));
         }
-        let sources = encode_lines(&m.tokenizer, &lines, MAX_POSITIONS, false)?;
-        write_result(out, run(m, &sources, &opts)?);
+        // SAFETY: forwarded from this function's contract.
+        let sources = unsafe { sentence_sources(m, sentences, count, F)? };
+        write_result(out, run(m, &sources, &opts, nbest)?);
         Ok(())
     })
 }
@@ -148,7 +209,7 @@ pub unsafe extern "C" fn automoe_translate_ids(
             s.push(EOS_ID);
             sources.push(s);
         }
-        write_result(out, run(m, &sources, &opts)?);
+        write_result(out, run(m, &sources, &opts, 1)?);
         Ok(())
     })
 }
@@ -165,7 +226,15 @@ unsafe fn translations_ref<'a>(t: *const automoe_translations) -> Option<&'a Tra
 #[no_mangle]
 pub unsafe extern "C" fn automoe_translations_count(translations: *const automoe_translations) -> usize {
     // SAFETY: forwarded from this function's contract.
-    unsafe { translations_ref(translations) }.map_or(0, |t| t.texts.len())
+    unsafe { translations_ref(translations) }.map_or(0, |t| t.sentences.len())
+}
+
+/// # Safety
+/// `translations` NULL or a live result.
+#[no_mangle]
+pub unsafe extern "C" fn automoe_translations_nbest_count(translations: *const automoe_translations, index: usize) -> usize {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { translations_ref(translations) }.and_then(|t| t.sentences.get(index)).map_or(0, Vec::len)
 }
 
 /// # Safety
@@ -173,8 +242,20 @@ pub unsafe extern "C" fn automoe_translations_count(translations: *const automoe
 #[no_mangle]
 pub unsafe extern "C" fn automoe_translations_text(translations: *const automoe_translations, index: usize) -> *const c_char {
     // SAFETY: forwarded from this function's contract.
-    match unsafe { translations_ref(translations) }.and_then(|t| t.texts.get(index)) {
-        Some(s) => s.as_ptr(),
+    unsafe { automoe_translations_nbest_text(translations, index, 0) }
+}
+
+/// # Safety
+/// `translations` NULL or a live result.
+#[no_mangle]
+pub unsafe extern "C" fn automoe_translations_nbest_text(
+    translations: *const automoe_translations,
+    index: usize,
+    rank: usize,
+) -> *const c_char {
+    // SAFETY: forwarded from this function's contract.
+    match unsafe { translations_ref(translations) }.and_then(|t| t.entry(index, rank)) {
+        Some(e) => e.text.as_ptr(),
         None => std::ptr::null(),
     }
 }
@@ -188,20 +269,50 @@ pub unsafe extern "C" fn automoe_translations_ids(
     out_ids: *mut *const u32,
     out_length: *mut usize,
 ) -> automoe_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { nbest_ids(translations, index, 0, out_ids, out_length, "automoe_translations_ids") }
+}
+
+/// # Safety
+/// `translations` NULL or a live result; `out_ids`, `out_length` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn automoe_translations_nbest_ids(
+    translations: *const automoe_translations,
+    index: usize,
+    rank: usize,
+    out_ids: *mut *const u32,
+    out_length: *mut usize,
+) -> automoe_status {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { nbest_ids(translations, index, rank, out_ids, out_length, "automoe_translations_nbest_ids") }
+}
+
+/// # Safety
+/// As [`automoe_translations_nbest_ids`].
+unsafe fn nbest_ids(
+    translations: *const automoe_translations,
+    index: usize,
+    rank: usize,
+    out_ids: *mut *const u32,
+    out_length: *mut usize,
+    f: &'static str,
+) -> automoe_status {
     ffi_call(|| {
-        const F: &str = "automoe_translations_ids";
-        // SAFETY: forwarded from this function's contract.
-        let t = unsafe { translations_ref(translations) }.ok_or_else(|| Failure::null("translations", F))?;
+        // SAFETY: forwarded from the caller's contract.
+        let t = unsafe { translations_ref(translations) }.ok_or_else(|| Failure::null("translations", f))?;
         if out_ids.is_null() || out_length.is_null() {
-            return Err(Failure::null(if out_ids.is_null() { "out_ids" } else { "out_length" }, F));
+            return Err(Failure::null(if out_ids.is_null() { "out_ids" } else { "out_length" }, f));
         }
-        let ids = t.ids.get(index).ok_or_else(|| {
-            Failure::new(AUTOMOE_OUT_OF_RANGE, format!("{F}: index {index} but the result has {} sentences", t.ids.len()))
+        let hyps = t.sentences.get(index).ok_or_else(|| {
+            Failure::new(AUTOMOE_OUT_OF_RANGE, format!("{f}: index {index} but the result has {} sentences", t.sentences.len()))
+        })?;
+        let e = hyps.get(rank).ok_or_else(|| {
+            Failure::new(AUTOMOE_OUT_OF_RANGE, format!("{f}: rank {rank} but sentence {index} has {} translations", hyps.len()))
         })?;
         // SAFETY: both out-pointers are non-null and writable (the contract).
         unsafe {
-            out_ids.write(ids.as_ptr());
-            out_length.write(ids.len());
+            out_ids.write(e.ids.as_ptr());
+            out_length.write(e.ids.len());
         }
         Ok(())
     })
@@ -212,7 +323,15 @@ pub unsafe extern "C" fn automoe_translations_ids(
 #[no_mangle]
 pub unsafe extern "C" fn automoe_translations_score(translations: *const automoe_translations, index: usize) -> f64 {
     // SAFETY: forwarded from this function's contract.
-    unsafe { translations_ref(translations) }.and_then(|t| t.scores.get(index).copied()).unwrap_or(0.0)
+    unsafe { automoe_translations_nbest_score(translations, index, 0) }
+}
+
+/// # Safety
+/// `translations` NULL or a live result.
+#[no_mangle]
+pub unsafe extern "C" fn automoe_translations_nbest_score(translations: *const automoe_translations, index: usize, rank: usize) -> f64 {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { translations_ref(translations) }.and_then(|t| t.entry(index, rank)).map_or(0.0, |e| e.score)
 }
 
 /// # Safety
@@ -222,5 +341,20 @@ pub unsafe extern "C" fn automoe_translations_free(translations: *mut automoe_tr
     if !translations.is_null() {
         // SAFETY: the pointer came from Box::into_raw(Box<Translations>) and is freed once.
         drop(unsafe { Box::from_raw(translations as *mut Translations) });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::f32_as_written;
+
+    #[test]
+    fn f32_options_are_read_as_written() {
+        assert_eq!(f32_as_written(0.6), 0.6);
+        assert_eq!(f32_as_written(1.2), 1.2);
+        assert_eq!(f32_as_written(0.0), 0.0);
+        assert_eq!(f32_as_written(f32::INFINITY), f64::INFINITY);
+        assert!(f32_as_written(f32::NAN).is_nan());
+        assert_eq!(f32_as_written(1e-30), 1e-30);
     }
 }

@@ -5,7 +5,9 @@
 //! `--input`); output: one translation per line, in input order (stdout or `--output`, written
 //! atomically). Empty lines translate to empty lines without running the model. Sentences are
 //! sorted by length and decoded in batches of `--batch-size`, so that a batch wastes little on
-//! padding.
+//! padding. With `--nbest N` (N <= beam) each sentence gives up to N lines
+//! `SENTENCE ||| TRANSLATION ||| SCORE`, best first (the 0-based input line, the length-normalised
+//! score the beam ranks by), the n-best format of Moses and Marian.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,7 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::data::corpus::read_lines_from;
 use crate::data::tokenizer::EOS_ID;
 use crate::data::{read_lines, Tokenizer};
-use crate::decode::{translate_ids, SearchOptions, MAX_POSITIONS};
+use crate::decode::{translate_nbest, SearchOptions, MAX_POSITIONS};
 use crate::fsio::write_atomic;
 use crate::model::{ModelView, SubnetModel};
 use crate::{Error, Result};
@@ -111,6 +113,10 @@ pub struct Args {
     /// Where to write the translations (default: stdout); written to a temporary file and renamed.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Write the N best translations of each sentence (N <= --beam) as
+    /// `SENTENCE ||| TRANSLATION ||| SCORE` lines, best first.
+    #[arg(long, default_value_t = 1)]
+    pub nbest: usize,
     #[command(flatten)]
     pub decode: DecodeArgs,
 }
@@ -176,20 +182,42 @@ pub fn encode_lines(tok: &Tokenizer, lines: &[String], max_source_len: usize, tr
 /// Translates `lines` (one sentence each) with the settings of `args`; one output line per input
 /// line, in order.
 pub fn translate_lines(model: &ModelView, tok: &Tokenizer, lines: &[String], args: &DecodeArgs) -> Result<Vec<String>> {
+    let nbest = translate_lines_nbest(model, tok, lines, args, 1)?;
+    Ok(nbest.into_iter().map(|mut n| n.swap_remove(0).0).collect())
+}
+
+/// The `nbest` best translations of each line with their scores, best first (at least one per
+/// line; an empty line gives one empty translation scored 0).
+pub fn translate_lines_nbest(
+    model: &ModelView,
+    tok: &Tokenizer,
+    lines: &[String],
+    args: &DecodeArgs,
+    nbest: usize,
+) -> Result<Vec<Vec<(String, f64)>>> {
     let opts = args.search_options()?;
     let sources = encode_lines(tok, lines, args.max_source_len, args.truncate)?;
     let mut order: Vec<usize> = (0..sources.len()).filter(|&i| !sources[i].is_empty()).collect();
     // Longest first: similar lengths share a batch, and the slowest batch shows up early.
     order.sort_by_key(|&i| std::cmp::Reverse(sources[i].len()));
-    let mut out = vec![String::new(); lines.len()];
+    let mut out = vec![vec![(String::new(), 0.0)]; lines.len()];
     for chunk in order.chunks(args.batch_size) {
         let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| sources[i].clone()).collect();
-        let hyps = translate_ids(model, &batch, &opts)?;
-        for (&i, h) in chunk.iter().zip(hyps) {
-            out[i] = tok.decode(&h.tokens)?;
+        let hyps = translate_nbest(model, &batch, &opts, nbest)?;
+        for (&i, hs) in chunk.iter().zip(hyps) {
+            out[i] = hs.iter().map(|h| Ok((tok.decode(&h.tokens)?, h.score))).collect::<Result<_>>()?;
         }
     }
     Ok(out)
+}
+
+/// The n-best lines `SENTENCE ||| TRANSLATION ||| SCORE` (0-based sentence index, in input order).
+pub fn nbest_lines(nbest: &[Vec<(String, f64)>]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, hyps) in nbest.iter().enumerate() {
+        out.extend(hyps.iter().map(|(text, score)| format!("{i} ||| {text} ||| {score:.6}")));
+    }
+    out
 }
 
 /// Reads lines from a file (`.gz` allowed) or, with `None`, from stdin.
@@ -218,10 +246,17 @@ pub fn write_output(path: Option<&Path>, lines: &[String]) -> Result<()> {
 
 pub fn run(args: Args) -> Result<()> {
     args.decode.search_options()?;
+    if args.nbest == 0 || args.nbest > args.decode.beam {
+        return Err(Error::invalid("translate", format!("--nbest {} must be 1 to --beam ({})", args.nbest, args.decode.beam)));
+    }
     let (model, tok) = load_model_dir(&args.model)?;
     let model = model.to_device(args.decode.device)?;
     let lines = read_input(args.input.as_deref())?;
     let view = model.view()?;
-    let out = args.decode.with_threads(|| translate_lines(&view, &tok, &lines, &args.decode))?;
+    let out = if args.nbest == 1 {
+        args.decode.with_threads(|| translate_lines(&view, &tok, &lines, &args.decode))?
+    } else {
+        nbest_lines(&args.decode.with_threads(|| translate_lines_nbest(&view, &tok, &lines, &args.decode, args.nbest))?)
+    };
     write_output(args.output.as_deref(), &out)
 }

@@ -11,4 +11,4 @@ pub mod search;
 
 pub use candidates::{set_candidate_selection, CandidateSelection};
 pub use latency::{measure, time_one_run, LatencyProtocol, LatencyReport};
-pub use search::{beam_search, greedy, translate_ids, Hypothesis, SearchOptions, MAX_POSITIONS};
+pub use search::{beam_search, greedy, translate_ids, translate_nbest, Hypothesis, SearchOptions, MAX_POSITIONS};

@@ -265,6 +265,26 @@ pub fn greedy(model: &ModelView, sources: &[Vec<u32>], opts: &SearchOptions) -> 
     Ok(out.into_iter().map(|h| h.unwrap_or_else(empty_hypothesis)).collect())
 }
 
+/// The `nbest` best translations of every source, best first, for `1 <= nbest <= beam`: beam
+/// search's finished hypotheses (a sentence can have fewer than `nbest`, never none). `nbest = 1`
+/// is [`translate_ids`] (greedy search for a beam of 1).
+pub fn translate_nbest(model: &ModelView, sources: &[Vec<u32>], opts: &SearchOptions, nbest: usize) -> Result<Vec<Vec<Hypothesis>>> {
+    opts.check()?;
+    if nbest == 0 || nbest > opts.beam {
+        return Err(Error::invalid("nbest", format!("{nbest} translations per sentence: must be 1 to the beam size ({})", opts.beam)));
+    }
+    if nbest == 1 {
+        return Ok(translate_ids(model, sources, opts)?.into_iter().map(|h| vec![h]).collect());
+    }
+    Ok(beam_search(model, sources, opts)?
+        .into_iter()
+        .map(|mut hyps| {
+            hyps.truncate(nbest);
+            hyps
+        })
+        .collect())
+}
+
 /// The best translation of every source: greedy search for a beam of 1, beam search otherwise.
 pub fn translate_ids(model: &ModelView, sources: &[Vec<u32>], opts: &SearchOptions) -> Result<Vec<Hypothesis>> {
     if opts.beam == 1 {
