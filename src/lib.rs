@@ -22,6 +22,12 @@ pub mod search;
 pub mod tensor;
 pub mod train;
 
+/// The README's Rust examples, compiled (and those not marked `no_run` run) by `cargo test`, so
+/// that the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExamples;
+
 pub use device::Device;
 pub use error::{Error, Result};
 pub use tensor::{DType, Tensor};
