@@ -116,11 +116,17 @@ automoe_status automoe_translate_nbest(const automoe_model *model, const char *c
                                        const automoe_decode_options *options, size_t nbest,
                                        automoe_translations **out);
 
+/* As automoe_translate_ids, keeping the `nbest` best translations of each sentence (as
+ * automoe_translate_nbest). */
+automoe_status automoe_translate_ids_nbest(const automoe_model *model, const uint32_t *const *ids, const size_t *lengths,
+                                           size_t count, const automoe_decode_options *options, size_t nbest,
+                                           automoe_translations **out);
+
 /* Number of sentences in a result (0 for NULL). */
 size_t automoe_translations_count(const automoe_translations *translations);
 
 /* Number of translations kept for sentence `index`: 1 for automoe_translate and
- * automoe_translate_ids, 1..nbest for automoe_translate_nbest (0 for NULL or out of range). */
+ * automoe_translate_ids, 1..nbest for the _nbest ones (0 for NULL or out of range). */
 size_t automoe_translations_nbest_count(const automoe_translations *translations, size_t index);
 
 /* The text of translation `index`, owned by `translations`; NULL when out of range. */

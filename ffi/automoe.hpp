@@ -90,14 +90,9 @@ class Model {
 
     std::vector<Translation> translate_ids(const std::vector<std::vector<uint32_t>> &sentences,
                                            const automoe_decode_options &options = default_options()) const {
-        std::vector<const uint32_t *> ptrs;
-        std::vector<size_t> lens;
-        for (const auto &s : sentences) {
-            ptrs.push_back(s.data());
-            lens.push_back(s.size());
-        }
+        const IdArrays a(sentences);
         automoe_translations *t = nullptr;
-        detail::check(automoe_translate_ids(model_, ptrs.data(), lens.data(), ptrs.size(), &options, &t));
+        detail::check(automoe_translate_ids(model_, a.ptrs.data(), a.lens.data(), a.ptrs.size(), &options, &t));
         return collect(t);
     }
 
@@ -110,17 +105,34 @@ class Model {
         for (const auto &s : sentences) ptrs.push_back(s.c_str());
         automoe_translations *t = nullptr;
         detail::check(automoe_translate_nbest(model_, ptrs.data(), ptrs.size(), &options, nbest, &t));
-        std::vector<std::vector<Translation>> out(automoe_translations_count(t));
-        for (size_t i = 0; i < out.size(); ++i) {
-            for (size_t r = 0; r < automoe_translations_nbest_count(t, i); ++r) out[i].push_back(entry(t, i, r));
-        }
-        automoe_translations_free(t);
-        return out;
+        return collect_nbest(t);
+    }
+
+    /// translate_ids, keeping the `nbest` best translations of each sentence.
+    std::vector<std::vector<Translation>> translate_ids_nbest(const std::vector<std::vector<uint32_t>> &sentences,
+                                                              size_t nbest,
+                                                              const automoe_decode_options &options = default_options()) const {
+        const IdArrays a(sentences);
+        automoe_translations *t = nullptr;
+        detail::check(automoe_translate_ids_nbest(model_, a.ptrs.data(), a.lens.data(), a.ptrs.size(), &options, nbest, &t));
+        return collect_nbest(t);
     }
 
     const automoe_model *get() const noexcept { return model_; }
 
   private:
+    /// The C arrays of pre-tokenised sentences: a pointer and a length per sentence.
+    struct IdArrays {
+        std::vector<const uint32_t *> ptrs;
+        std::vector<size_t> lens;
+        explicit IdArrays(const std::vector<std::vector<uint32_t>> &sentences) {
+            for (const auto &s : sentences) {
+                ptrs.push_back(s.data());
+                lens.push_back(s.size());
+            }
+        }
+    };
+
     /// Translation `rank` of sentence `i`; frees `t` before throwing.
     static Translation entry(automoe_translations *t, size_t i, size_t rank) {
         const uint32_t *ids = nullptr;
@@ -132,6 +144,15 @@ class Model {
         }
         return Translation{automoe_translations_nbest_text(t, i, rank), std::vector<uint32_t>(ids, ids + len),
                            automoe_translations_nbest_score(t, i, rank)};
+    }
+
+    static std::vector<std::vector<Translation>> collect_nbest(automoe_translations *t) {
+        std::vector<std::vector<Translation>> out(automoe_translations_count(t));
+        for (size_t i = 0; i < out.size(); ++i) {
+            for (size_t r = 0; r < automoe_translations_nbest_count(t, i); ++r) out[i].push_back(entry(t, i, r));
+        }
+        automoe_translations_free(t);
+        return out;
     }
 
     static std::vector<Translation> collect(automoe_translations *t) {

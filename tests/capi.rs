@@ -173,6 +173,30 @@ fn nbest_translations_equal_the_rust_api() {
             assert!(t.is_null(), "no result on failure");
         }
         assert_eq!(automoe_translate_nbest(m, ptrs.as_ptr(), ptrs.len(), &o, 2, null_mut()), AUTOMOE_NULL_ARGUMENT);
+
+        // Pre-tokenised input: the same n-best lists.
+        let ids: Vec<Vec<u32>> =
+            lines.iter().map(|l| if l.is_empty() { vec![] } else { tok.encode(l).unwrap()[..].split_last().unwrap().1.to_vec() }).collect();
+        let id_ptrs: Vec<*const u32> = ids.iter().map(|v| if v.is_empty() { null() } else { v.as_ptr() }).collect();
+        let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
+        let mut t = null_mut();
+        assert_eq!(
+            automoe_translate_ids_nbest(m, id_ptrs.as_ptr(), lens.as_ptr(), ids.len(), &o, 3, &mut t),
+            AUTOMOE_OK,
+            "{}",
+            last_error()
+        );
+        for (i, hyps) in want.iter().enumerate() {
+            assert_eq!(automoe_translations_nbest_count(t, i), hyps.len());
+            for (r, (text, score)) in hyps.iter().enumerate() {
+                assert_eq!(CStr::from_ptr(automoe_translations_nbest_text(t, i, r)).to_str().unwrap(), text);
+                assert_eq!(automoe_translations_nbest_score(t, i, r), *score);
+            }
+        }
+        automoe_translations_free(t);
+        let mut t = null_mut();
+        assert_eq!(automoe_translate_ids_nbest(m, id_ptrs.as_ptr(), lens.as_ptr(), ids.len(), &o, 9, &mut t), AUTOMOE_INVALID_ARGUMENT);
+        assert!(last_error().contains("automoe_translate_ids_nbest: nbest = 9"), "{}", last_error());
         automoe_model_free(m);
     }
 }

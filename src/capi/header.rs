@@ -123,6 +123,17 @@ unsafe extern "C" {
     ) -> automoe_status;
 }
 unsafe extern "C" {
+    pub fn automoe_translate_ids_nbest(
+        model: *const automoe_model,
+        ids: *const *const u32,
+        lengths: *const usize,
+        count: usize,
+        options: *const automoe_decode_options,
+        nbest: usize,
+        out: *mut *mut automoe_translations,
+    ) -> automoe_status;
+}
+unsafe extern "C" {
     pub fn automoe_translations_count(translations: *const automoe_translations) -> usize;
 }
 unsafe extern "C" {

@@ -77,6 +77,10 @@ mod tests {
             super::translate::automoe_translate_nbest as unsafe extern "C" fn(_, _, _, _, _, _) -> _,
         );
         same(
+            h::automoe_translate_ids_nbest as unsafe extern "C" fn(_, _, _, _, _, _, _) -> _,
+            super::translate::automoe_translate_ids_nbest as unsafe extern "C" fn(_, _, _, _, _, _, _) -> _,
+        );
+        same(
             h::automoe_translations_nbest_count as unsafe extern "C" fn(_, _) -> _,
             super::translate::automoe_translations_nbest_count as unsafe extern "C" fn(_, _) -> _,
         );

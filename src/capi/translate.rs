@@ -104,6 +104,35 @@ fn write_result(out: *mut *mut automoe_translations, t: Translations) {
     unsafe { out.write(Box::into_raw(Box::new(t)) as *mut automoe_translations) };
 }
 
+/// What every translate entry point shares: the model, `out`, the options and `nbest`
+/// (1..=beam) are checked, then `read` gives the sources, then the result is written to `out`.
+///
+/// # Safety
+/// `model` NULL or live; `options` NULL or readable; `out` NULL or writable.
+unsafe fn translate_into(
+    model: *const automoe_model,
+    options: *const automoe_decode_options,
+    nbest: usize,
+    out: *mut *mut automoe_translations,
+    f: &'static str,
+    read: impl FnOnce(&ModelHandle) -> Result<Vec<Vec<u32>>, Failure>,
+) -> automoe_status {
+    ffi_call(|| {
+        // SAFETY: forwarded from this function's contract.
+        let m = unsafe { model_ref(model, f)? };
+        if out.is_null() {
+            return Err(Failure::null("out", f));
+        }
+        let opts = search_options(options, f)?;
+        if nbest == 0 || nbest > opts.beam {
+            return Err(Failure::new(AUTOMOE_INVALID_ARGUMENT, format!("{f}: nbest = {nbest} must be 1 to the beam size ({})", opts.beam)));
+        }
+        let sources = read(m)?;
+        write_result(out, run(m, &sources, &opts, nbest)?);
+        Ok(())
+    })
+}
+
 /// # Safety
 /// `model` NULL or live; `sentences` NULL (only with `count == 0`) or `count` pointers to
 /// NUL-terminated strings; `options` NULL or readable; `out` NULL or writable.
@@ -115,19 +144,9 @@ pub unsafe extern "C" fn automoe_translate(
     options: *const automoe_decode_options,
     out: *mut *mut automoe_translations,
 ) -> automoe_status {
-    ffi_call(|| {
-        const F: &str = "automoe_translate";
-        // SAFETY: forwarded from this function's contract.
-        let m = unsafe { model_ref(model, F)? };
-        if out.is_null() {
-            return Err(Failure::null("out", F));
-        }
-        // SAFETY: forwarded from this function's contract.
-        let sources = unsafe { sentence_sources(m, sentences, count, F)? };
-        let opts = search_options(options, F)?;
-        write_result(out, run(m, &sources, &opts, 1)?);
-        Ok(())
-    })
+    const F: &str = "automoe_translate";
+    // SAFETY: forwarded from this function's contract.
+    unsafe { translate_into(model, options, 1, out, F, |m| sentence_sources(m, sentences, count, F)) }
 }
 
 /// # Safety
@@ -141,22 +160,9 @@ pub unsafe extern "C" fn automoe_translate_nbest(
     nbest: usize,
     out: *mut *mut automoe_translations,
 ) -> automoe_status {
-    ffi_call(|| {
-        const F: &str = "automoe_translate_nbest";
-        // SAFETY: forwarded from this function's contract.
-        let m = unsafe { model_ref(model, F)? };
-        if out.is_null() {
-            return Err(Failure::null("out", F));
-        }
-        let opts = search_options(options, F)?;
-        if nbest == 0 || nbest > opts.beam {
-            return Err(Failure::new(AUTOMOE_INVALID_ARGUMENT, format!("{F}: nbest = {nbest} must be 1 to the beam size ({})", opts.beam)));
-        }
-        // SAFETY: forwarded from this function's contract.
-        let sources = unsafe { sentence_sources(m, sentences, count, F)? };
-        write_result(out, run(m, &sources, &opts, nbest)?);
-        Ok(())
-    })
+    const F: &str = "automoe_translate_nbest";
+    // SAFETY: forwarded from this function's contract.
+    unsafe { translate_into(model, options, nbest, out, F, |m| sentence_sources(m, sentences, count, F)) }
 }
 
 /// # Safety
@@ -172,46 +178,70 @@ pub unsafe extern "C" fn automoe_translate_ids(
     options: *const automoe_decode_options,
     out: *mut *mut automoe_translations,
 ) -> automoe_status {
-    ffi_call(|| {
-        const F: &str = "automoe_translate_ids";
-        // SAFETY: forwarded from this function's contract.
-        let m = unsafe { model_ref(model, F)? };
-        if out.is_null() {
-            return Err(Failure::null("out", F));
+    const F: &str = "automoe_translate_ids";
+    // SAFETY: forwarded from this function's contract.
+    unsafe { translate_into(model, options, 1, out, F, |m| id_sources(m, ids, lengths, count, F)) }
+}
+
+/// # Safety
+/// As [`automoe_translate_ids`].
+#[no_mangle]
+pub unsafe extern "C" fn automoe_translate_ids_nbest(
+    model: *const automoe_model,
+    ids: *const *const u32,
+    lengths: *const usize,
+    count: usize,
+    options: *const automoe_decode_options,
+    nbest: usize,
+    out: *mut *mut automoe_translations,
+) -> automoe_status {
+    const F: &str = "automoe_translate_ids_nbest";
+    // SAFETY: forwarded from this function's contract.
+    unsafe { translate_into(model, options, nbest, out, F, |m| id_sources(m, ids, lengths, count, F)) }
+}
+
+/// Pre-tokenised sources (`count` arrays of ids, eos appended), each id checked against the
+/// vocabulary.
+///
+/// # Safety
+/// As [`automoe_translate_ids`] says of `ids` and `lengths`.
+unsafe fn id_sources(
+    m: &ModelHandle,
+    ids: *const *const u32,
+    lengths: *const usize,
+    count: usize,
+    f: &str,
+) -> Result<Vec<Vec<u32>>, Failure> {
+    if count > 0 && (ids.is_null() || lengths.is_null()) {
+        return Err(Failure::null(if ids.is_null() { "ids" } else { "lengths" }, f));
+    }
+    let vocab = m.model.vocab;
+    let mut sources = Vec::with_capacity(count);
+    for i in 0..count {
+        // SAFETY: `ids` and `lengths` have `count` readable entries (the contract).
+        let (p, len) = unsafe { (*ids.add(i), *lengths.add(i)) };
+        if len == 0 {
+            sources.push(Vec::new());
+            continue;
         }
-        if count > 0 && (ids.is_null() || lengths.is_null()) {
-            return Err(Failure::null(if ids.is_null() { "ids" } else { "lengths" }, F));
+        if p.is_null() {
+            return Err(Failure::null(&format!("ids[{i}]"), f));
         }
-        let opts = search_options(options, F)?;
-        let vocab = m.model.vocab;
-        let mut sources = Vec::with_capacity(count);
-        for i in 0..count {
-            // SAFETY: `ids` and `lengths` have `count` readable entries (the contract).
-            let (p, len) = unsafe { (*ids.add(i), *lengths.add(i)) };
-            if len == 0 {
-                sources.push(Vec::new());
-                continue;
-            }
-            if p.is_null() {
-                return Err(Failure::null(&format!("ids[{i}]"), F));
-            }
-            if len + 1 > MAX_POSITIONS {
-                return Err(Failure::new(
-                    AUTOMOE_INVALID_ARGUMENT,
-                    format!("{F}: sentence {i} has {len} ids, more than {}", MAX_POSITIONS - 1),
-                ));
-            }
-            // SAFETY: `ids[i]` points to `lengths[i]` readable ids (the contract).
-            let mut s = unsafe { std::slice::from_raw_parts(p, len) }.to_vec();
-            if let Some((j, &bad)) = s.iter().enumerate().find(|(_, &t)| t as usize >= vocab) {
-                return Err(Failure::new(AUTOMOE_OUT_OF_RANGE, format!("{F}: ids[{i}][{j}] = {bad} is outside the vocabulary of {vocab}")));
-            }
-            s.push(EOS_ID);
-            sources.push(s);
+        if len + 1 > MAX_POSITIONS {
+            return Err(Failure::new(
+                AUTOMOE_INVALID_ARGUMENT,
+                format!("{f}: sentence {i} has {len} ids, more than {}", MAX_POSITIONS - 1),
+            ));
         }
-        write_result(out, run(m, &sources, &opts, 1)?);
-        Ok(())
-    })
+        // SAFETY: `ids[i]` points to `lengths[i]` readable ids (the contract).
+        let mut s = unsafe { std::slice::from_raw_parts(p, len) }.to_vec();
+        if let Some((j, &bad)) = s.iter().enumerate().find(|(_, &t)| t as usize >= vocab) {
+            return Err(Failure::new(AUTOMOE_OUT_OF_RANGE, format!("{f}: ids[{i}][{j}] = {bad} is outside the vocabulary of {vocab}")));
+        }
+        s.push(EOS_ID);
+        sources.push(s);
+    }
+    Ok(sources)
 }
 
 /// # Safety
