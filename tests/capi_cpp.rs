@@ -11,7 +11,7 @@ use automoe::cli::translate::{load_model_dir, nbest_lines, translate_lines, tran
 use automoe::data::{BpeConfig, Tokenizer};
 use automoe::model::{ModelOptions, Supernet};
 use automoe::DType;
-use common::{moe_config, tiny_space};
+use common::{moe_config, stdout_with_input, tiny_space};
 
 const FLAGS: &[&str] = &["-Wall", "-Wextra", "-Werror", "-pedantic"];
 
@@ -102,20 +102,8 @@ fn example_links_statically_and_dynamically_and_matches_the_rust_api() {
         for (args, want) in [(&["3"][..], &want), (&["3", "3"][..], &want_nbest)] {
             // cargo's LD_LIBRARY_PATH would put target/<profile>/libautomoe.so, left by an earlier
             // `cargo build` and possibly stale, ahead of the rpath: point it at this build's.
-            let mut child = Command::new(bin)
-                .arg(&model_dir)
-                .args(args)
-                .env("LD_LIBRARY_PATH", &libs)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-            let out = child.wait_with_output().unwrap();
-            assert!(out.status.success(), "{} {args:?}: {}", bin.display(), String::from_utf8_lossy(&out.stderr));
-            assert_eq!(&String::from_utf8(out.stdout).unwrap(), want, "{} {args:?}", bin.display());
+            let got = stdout_with_input(Command::new(bin).arg(&model_dir).args(args).env("LD_LIBRARY_PATH", &libs), input);
+            assert_eq!(&got, want, "{} {args:?}", bin.display());
         }
     }
     // nbest above the beam: the library's error, through the C++ exception.

@@ -142,20 +142,10 @@ fn evaluate_scores_and_writes_hypotheses() {
 /// Runs `automoe translate MODEL_DIR --beam 2 --max-len-a 0 --max-len-b 4 --threads 1 EXTRA...`
 /// on `input`; returns its stdout, after checking that it succeeded.
 fn translate_stdin(model_dir: &Path, extra: &[&str], input: &str) -> String {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_automoe"))
-        .args(["translate", model_dir.to_str().unwrap(), "--beam", "2", "--max-len-a", "0", "--max-len-b", "4", "--threads", "1"])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_automoe"));
+    cmd.args(["translate", model_dir.to_str().unwrap(), "--beam", "2", "--max-len-a", "0", "--max-len-b", "4", "--threads", "1"])
+        .args(extra);
+    common::stdout_with_input(&mut cmd, input)
 }
 
 #[test]

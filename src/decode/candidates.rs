@@ -53,11 +53,12 @@ impl Allowed {
 
     /// The code of `cuda/abi.h` (`AUTOMOE_ALLOW_*`).
     pub(crate) fn code(self) -> i32 {
-        match self {
-            Allowed::Tokens { eos: false } => 0,
-            Allowed::Tokens { eos: true } => 1,
-            Allowed::EosOnly => 2,
-        }
+        use crate::cuda::abi::{AUTOMOE_ALLOW_EOS_ONLY, AUTOMOE_ALLOW_TOKENS, AUTOMOE_ALLOW_TOKENS_AND_EOS};
+        (match self {
+            Allowed::Tokens { eos: false } => AUTOMOE_ALLOW_TOKENS,
+            Allowed::Tokens { eos: true } => AUTOMOE_ALLOW_TOKENS_AND_EOS,
+            Allowed::EosOnly => AUTOMOE_ALLOW_EOS_ONLY,
+        }) as i32
     }
 }
 
@@ -224,7 +225,7 @@ pub(crate) fn merge_rows(per_row: &[Vec<RowCandidate>], rows: &[usize], n: usize
 /// The plain reference: row-wise log-softmax of `logits: [rows, V]` in f64, as the search
 /// computed it before the per-row selection (the tests' oracle).
 #[cfg(test)]
-pub(crate) fn log_softmax_reference(logits: &Tensor) -> Vec<f64> {
+fn log_softmax_reference(logits: &Tensor) -> Vec<f64> {
     use crate::cpu::rowmath::RowMath;
     let v = logits.shape()[1];
     let x = logits.to_f32_vec().unwrap();
@@ -240,14 +241,7 @@ pub(crate) fn log_softmax_reference(logits: &Tensor) -> Vec<f64> {
 /// The plain reference of [`merge_rows`] over [`step_candidates`]: every permitted extension of
 /// every hypothesis scanned in (hypothesis, token) order.
 #[cfg(test)]
-pub(crate) fn top_candidates_reference(
-    lp: &[f64],
-    v: usize,
-    bases: &[f64],
-    rows: &[usize],
-    n: usize,
-    allowed: &[Allowed],
-) -> Vec<Candidate> {
+fn top_candidates_reference(lp: &[f64], v: usize, bases: &[f64], rows: &[usize], n: usize, allowed: &[Allowed]) -> Vec<Candidate> {
     let mut best: Vec<Candidate> = Vec::new();
     for (hyp, (&base, &row)) in bases.iter().zip(rows).enumerate() {
         for tok in 0..v {

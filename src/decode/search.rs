@@ -151,18 +151,18 @@ pub fn beam_search(model: &ModelView, sources: &[Vec<u32>], opts: &SearchOptions
     while !sents.is_empty() {
         let tokens: Vec<u32> = sents.iter().flat_map(|s| s.live.iter().map(|l| l.tokens.last().copied().unwrap_or(BOS_ID))).collect();
         let logits = model.step(&mut state, &tokens)?;
+        let sent_allowed: Vec<Allowed> = sents.iter().map(|s| Allowed::for_step(step, s.max_len, opts.min_len)).collect();
         let (mut bases, mut allowed) = (vec![0.0; tokens.len()], vec![Allowed::EosOnly; tokens.len()]);
-        for s in &sents {
+        for (s, &a) in sents.iter().zip(&sent_allowed) {
             for l in &s.live {
                 bases[l.row] = l.score;
-                allowed[l.row] = Allowed::for_step(step, s.max_len, opts.min_len);
+                allowed[l.row] = a;
             }
         }
         let per_row = step_candidates(&logits, &bases, &allowed, 2 * beam)?;
         let mut keep_rows: Vec<u32> = Vec::new();
         let mut next = Vec::with_capacity(sents.len());
-        for mut s in sents {
-            let allowed = Allowed::for_step(step, s.max_len, opts.min_len);
+        for (mut s, allowed) in sents.into_iter().zip(sent_allowed) {
             let rows: Vec<usize> = s.live.iter().map(|l| l.row).collect();
             let mut live = Vec::with_capacity(beam);
             for (rank, c) in merge_rows(&per_row, &rows, 2 * beam).into_iter().enumerate() {

@@ -3,7 +3,7 @@
 //! `src/decode/candidates.rs` is the caller and, on the host, the reference.
 
 use super::{check_buf, to_i32};
-use crate::cuda::abi::{RowTopParams, AUTOMOE_DECODE_MAX_TOP};
+use crate::cuda::abi::{RowTopParams, AUTOMOE_ALLOW_EOS_ONLY, AUTOMOE_ALLOW_TOKENS, AUTOMOE_ALLOW_TOKENS_AND_EOS, AUTOMOE_DECODE_MAX_TOP};
 use crate::cuda::gpu::{GBuf, Gpu};
 use crate::cuda::moe_exec::Exec;
 use crate::cuda::moe_ops::{Geometry, KernelFloat};
@@ -39,7 +39,8 @@ pub fn row_top<T: KernelFloat>(gpu: &Gpu, logits: &GBuf<T>, rows: usize, v: usiz
     if allowed.len() != rows {
         return Err(Error::invalid(OP, format!("{} permitted-token codes for {rows} rows", allowed.len())));
     }
-    if let Some((r, a)) = allowed.iter().enumerate().find(|(_, a)| !(0..=2).contains(*a)) {
+    let codes = [AUTOMOE_ALLOW_TOKENS, AUTOMOE_ALLOW_TOKENS_AND_EOS, AUTOMOE_ALLOW_EOS_ONLY].map(|c| c as i32);
+    if let Some((r, a)) = allowed.iter().enumerate().find(|(_, a)| !codes.contains(a)) {
         return Err(Error::invalid(OP, format!("row {r}: permitted-token code {a} is none of AUTOMOE_ALLOW_* (0, 1, 2)")));
     }
     let (rows_i, v_i, n_i) = (to_i32(OP, "rows", rows)?, to_i32(OP, "v", v)?, to_i32(OP, "n", n)?);
