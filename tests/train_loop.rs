@@ -6,7 +6,7 @@ use std::path::Path;
 
 use automoe::autograd::{LossStats, ParamStore, Tape, Var};
 use automoe::data::{Batch, TokenizedPair, PAD_ID};
-use automoe::train::{load_checkpoint, read_checkpoint_meta, LogLine, LrSchedule, TrainConfig, Trainer, UpdateCtx};
+use automoe::train::{load_checkpoint, read_checkpoint_meta, LogLine, LrSchedule, TrainConfig, Trainer, UpdateCtx, WeightAveraging};
 use automoe::{DType, Error, Result, Tensor};
 use rand::Rng;
 
@@ -261,4 +261,80 @@ fn validation_runs_on_schedule_and_is_logged() {
 
 fn store_numel() -> f64 {
     model(0, DType::F32).numel() as f64
+}
+
+/// Weight averaging: the averaged store is the mean of the weights after exactly the schedule's
+/// points (checked against stores captured by stepping a second trainer by hand), survives a
+/// resume across the points, and a resume that passed points without snapshots is refused.
+#[test]
+fn averaged_weights_are_the_mean_of_the_schedules_points_across_a_resume() {
+    let data = batches(5, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let averaging = Some(WeightAveraging { snapshots: 3, every: 2 });
+    let cfg = |max, sub: &str| TrainConfig {
+        averaging,
+        snapshot_dir: Some(dir.path().join(sub).join("snapshots")),
+        checkpoint_dir: Some(dir.path().join(sub).join("ck")),
+        ..config(max)
+    };
+
+    // Reference: step by hand and average the stores after updates 6, 8 and 10 in f64.
+    let mut manual = Trainer::new(config(10), model(1, DType::F32)).unwrap();
+    let mut loss = loss_fn(0.2);
+    let mut sums: Vec<Vec<f64>> = manual.store().iter().map(|(_, p)| vec![0.0; p.value.numel()]).collect();
+    for k in 1..=10 {
+        manual.step(&data, &mut loss).unwrap();
+        if [6, 8, 10].contains(&k) {
+            for (sum, (_, p)) in sums.iter_mut().zip(manual.store().iter()) {
+                for (s, v) in sum.iter_mut().zip(p.value.to_f64_vec().unwrap()) {
+                    *s += v;
+                }
+            }
+        }
+    }
+    let expected: Vec<Vec<f32>> = sums.iter().map(|s| s.iter().map(|x| (x / 3.0) as f32).collect()).collect();
+    let values = |s: &ParamStore| s.iter().map(|(_, p)| p.value.to_vec::<f32>().unwrap()).collect::<Vec<_>>();
+
+    // Straight through.
+    let mut straight = Trainer::new(cfg(10, "a"), model(1, DType::F32)).unwrap();
+    straight.train(&data, loss_fn(0.2)).unwrap();
+    let files: Vec<String> = {
+        let mut f: Vec<String> =
+            fs::read_dir(dir.path().join("a/snapshots")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        f.sort();
+        f
+    };
+    assert_eq!(files, ["update-00000006.safetensors", "update-00000008.safetensors", "update-00000010.safetensors"]);
+    let averaged = straight.averaged_store().unwrap().unwrap();
+    assert_eq!(values(&averaged), expected);
+    assert_eq!(param_bytes(straight.store()), param_bytes(manual.store()), "averaging leaves the trained weights alone");
+
+    // Interrupted in update 8 (one point passed, checkpoint at 7), resumed with a fresh initialisation.
+    let mut first = Trainer::new(TrainConfig { checkpoint_every: 1, ..cfg(10, "b") }, model(1, DType::F32)).unwrap();
+    let mut inner = loss_fn(0.2);
+    let interrupted = first.train(&data, |tape: &mut Tape, store: &ParamStore, batch: &Batch, ctx: UpdateCtx| {
+        if ctx.update == 8 {
+            return Err(Error::invalid("test", "interrupted"));
+        }
+        inner(tape, store, batch, ctx)
+    });
+    assert!(interrupted.is_err());
+    let err = first.averaged_store().unwrap_err().to_string();
+    assert!(err.contains("update 7 of 10"), "{err}");
+    let mut second = Trainer::resume(cfg(10, "b"), model(5, DType::F32), &dir.path().join("b/ck")).unwrap();
+    second.train(&data, loss_fn(0.2)).unwrap();
+    assert_eq!(values(&second.averaged_store().unwrap().unwrap()), expected);
+
+    // A run that passed update 6 without averaging cannot average it later.
+    let plain = TrainConfig { checkpoint_dir: Some(dir.path().join("c/ck")), ..config(7) };
+    Trainer::new(plain, model(1, DType::F32)).unwrap().train(&data, loss_fn(0.2)).unwrap();
+    let mut late = Trainer::resume(cfg(10, "c"), model(1, DType::F32), &dir.path().join("c/ck")).unwrap();
+    let err = late.train(&data, loss_fn(0.2)).unwrap_err().to_string();
+    assert!(err.contains("update-00000006.safetensors") && err.contains("missing"), "{err}");
+    assert_eq!(late.update(), 7, "nothing was trained");
+
+    // Averaging without a snapshot directory, or with points before the run's start, is refused.
+    assert!(Trainer::new(TrainConfig { averaging, ..config(10) }, model(1, DType::F32)).is_err());
+    let err = TrainConfig { averaging: Some(WeightAveraging { snapshots: 6, every: 2 }), ..config(10) }.check().unwrap_err();
+    assert!(err.to_string().contains("6 snapshots 2 updates apart"), "{err}");
 }

@@ -87,8 +87,7 @@ fn common(dir: &Path, out: &str, max_updates: u64) -> Vec<String> {
 
 fn train_run(argv: Vec<String>) -> Result<RunSummary, Error> {
     let cli = TrainCli::try_parse_from(argv).unwrap();
-    let spec = cli.args.common.spec(mt::Mode::Subnet { config: cli.args.subnet()? })?;
-    cli.args.common.execute(&spec)
+    cli.args.common.execute(&cli.args.spec()?)
 }
 
 fn mean_loss(s: &RunSummary, range: std::ops::Range<usize>) -> f64 {
@@ -152,6 +151,46 @@ fn dense_subnet_learns_resumes_and_stops_on_nan() {
     assert!(matches!(err, Error::Format { .. }), "{msg}");
     assert!(msg.contains("weights.safetensors") && msg.contains("`embed.weight`") && msg.contains("NaN"), "{msg}");
     assert_eq!(read_checkpoint_meta(&second.checkpoint).unwrap().update, 60, "the last good checkpoint is kept");
+}
+
+/// `--average 3 --average-every 5`: the exported model holds the mean of the weights after
+/// updates 30, 35 and 40 (read back from the snapshots and averaged here), the checkpoint keeps the
+/// final weights, and both are validated.
+#[test]
+fn averaged_model_is_the_mean_of_the_last_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut argv = common(dir.path(), "avg", 40);
+    argv.extend(["--dense", "--average", "3", "--average-every", "5"].map(String::from));
+    let s = train_run(argv.clone()).unwrap();
+    assert_eq!(s.averaged_updates, [30, 35, 40]);
+    let metrics = &s.valid.last().unwrap().1;
+    assert!(metrics["averaged.nll"].is_finite() && metrics["nll"].is_finite(), "{metrics:?}");
+
+    let model = SubnetModel::load(s.model_dir.unwrap()).unwrap();
+    let snapshot_values = |update: u64| {
+        let mut store = model.store.clone();
+        let path = dir.path().join(format!("avg/snapshots/update-{update:08}.safetensors"));
+        automoe::train::load_weights(&path, &mut store).unwrap();
+        store.iter().map(|(_, p)| p.value.to_f64_vec().unwrap()).collect::<Vec<_>>()
+    };
+    let snaps: Vec<_> = [30, 35, 40].map(snapshot_values).into();
+    let mut differs_from_final = false;
+    for (i, (_, p)) in model.store.iter().enumerate() {
+        let got = p.value.to_vec::<f32>().unwrap();
+        for (j, g) in got.iter().enumerate() {
+            let mean = (snaps[0][i][j] + snaps[1][i][j] + snaps[2][i][j]) / 3.0;
+            assert_eq!(*g, mean as f32, "`{}`[{j}]", p.name);
+            differs_from_final |= *g != snaps[2][i][j] as f32;
+        }
+    }
+    assert!(differs_from_final, "the exported model is the final weights, not their average");
+
+    // A schedule reaching back before the first update is refused before anything runs.
+    let mut too_far = common(dir.path(), "avg_bad", 40);
+    too_far.extend(["--dense", "--average", "9", "--average-every", "5"].map(String::from));
+    let err = train_run(too_far).unwrap_err().to_string();
+    assert!(err.contains("--average") && err.contains("9 snapshots 5 updates apart"), "{err}");
+    assert!(!dir.path().join("avg_bad").exists());
 }
 
 #[test]

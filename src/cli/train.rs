@@ -7,9 +7,10 @@ use clap::{ArgGroup, ValueEnum};
 
 use crate::data::BpeConfig;
 use crate::model::{FfnActivation, ModelOptions, SearchSpace, SubnetConfig};
+use crate::train::average::DEFAULT_AVERAGED_FRACTION;
 use crate::train::mt::data::{DataConfig, DataSource};
 use crate::train::mt::{self, Mode, RunSpec, RunSummary};
-use crate::train::{AdamConfig, LrSchedule, TrainConfig};
+use crate::train::{AdamConfig, LrSchedule, TrainConfig, WeightAveraging};
 use crate::{Error, Result};
 
 /// clap parser for `--device` (`cpu`, `cuda`, `cuda:N`, `emu`).
@@ -184,6 +185,8 @@ impl CommonArgs {
                 valid_every: self.valid_every,
                 checkpoint_every: self.checkpoint_every,
                 checkpoint_dir: None,
+                averaging: None,
+                snapshot_dir: None,
                 log_path: None,
                 seed: self.seed,
                 quiet: self.quiet,
@@ -219,12 +222,38 @@ pub struct Args {
     /// The space's dense baseline: the largest subnet with one expert (a dense FFN) per layer.
     #[arg(long)]
     pub dense: bool,
+    /// Export the mean of the weights at this many points at the end of training (fairseq's
+    /// checkpoint averaging; 0: the final weights). The points' weights go to `snapshots/`.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub average: usize,
+    /// Updates between the averaged points (default: spread over the last quarter of training).
+    #[arg(long, value_name = "UPDATES", requires = "average")]
+    pub average_every: Option<u64>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
 
 impl Args {
     /// The subnet the arguments select.
+    /// The run the arguments describe: the selected subnet, with the weight averaging asked for.
+    pub fn spec(&self) -> Result<RunSpec> {
+        let mut spec = self.common.spec(Mode::Subnet { config: self.subnet()? })?;
+        spec.train.averaging = self.averaging();
+        if let Some(a) = &spec.train.averaging {
+            a.check(spec.train.max_updates).map_err(|e| Error::invalid("--average", e.to_string()))?;
+        }
+        Ok(spec)
+    }
+
+    /// The weight averaging `--average` and `--average-every` ask for.
+    pub fn averaging(&self) -> Option<WeightAveraging> {
+        let max = self.common.max_updates;
+        (self.average > 0).then(|| match self.average_every {
+            Some(every) => WeightAveraging { snapshots: self.average, every },
+            None => WeightAveraging::over_last_fraction(self.average, max, DEFAULT_AVERAGED_FRACTION),
+        })
+    }
+
     pub fn subnet(&self) -> Result<SubnetConfig> {
         if let Some(path) = &self.subnet_config {
             let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -265,13 +294,17 @@ pub fn print_summary(s: &RunSummary, quiet: bool) {
     );
     println!("checkpoint: {}", s.checkpoint.display());
     if let Some(d) = &s.model_dir {
-        println!("model: {}", d.display());
+        match (s.averaged_updates.first(), s.averaged_updates.last()) {
+            (Some(a), Some(b)) => {
+                println!("model: {} (mean of the weights at {} updates, {a} to {b})", d.display(), s.averaged_updates.len())
+            }
+            _ => println!("model: {}", d.display()),
+        }
     }
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let cfg = args.subnet()?;
-    let spec = args.common.spec(Mode::Subnet { config: cfg })?;
+    let spec = args.spec()?;
     let summary = args.common.execute(&spec)?;
     print_summary(&summary, args.common.quiet);
     Ok(())

@@ -9,7 +9,8 @@ use crate::cli::translate::DecodeArgs;
 use crate::decode::latency::Clock;
 use crate::model::ModelOptions;
 use crate::search::{Constraints, PredictorConfig, SearchConfig};
-use crate::train::{LrSchedule, TrainConfig};
+use crate::train::average::DEFAULT_AVERAGED_FRACTION;
+use crate::train::{LrSchedule, TrainConfig, WeightAveraging};
 use crate::{Error, Result};
 
 /// Where the corpus comes from: a directory of `train.{src,tgt}`, `val.*` and a test split, or
@@ -54,11 +55,16 @@ pub struct TrainSection {
     pub lr: f64,
     pub warmup: u64,
     pub dropout: f64,
+    /// `[final_train]` only: export the mean of the weights at this many points at the end of
+    /// training (checkpoint averaging; 0: the final weights).
+    pub average: usize,
+    /// Updates between the averaged points (default: spread over the last quarter of training).
+    pub average_every: Option<u64>,
 }
 
 impl Default for TrainSection {
     fn default() -> Self {
-        TrainSection { updates: 400, lr: 1e-3, warmup: 100, dropout: 0.1 }
+        TrainSection { updates: 400, lr: 1e-3, warmup: 100, dropout: 0.1, average: 0, average_every: None }
     }
 }
 
@@ -213,6 +219,10 @@ impl PipelineConfig {
             log_every: (section.updates / 10).max(1),
             valid_every: 0,
             checkpoint_every: (section.updates / 4).max(1),
+            averaging: (section.average > 0).then(|| match section.average_every {
+                Some(every) => WeightAveraging { snapshots: section.average, every },
+                None => WeightAveraging::over_last_fraction(section.average, section.updates, DEFAULT_AVERAGED_FRACTION),
+            }),
             seed,
             quiet: true,
             device: self.device,
@@ -250,6 +260,9 @@ impl PipelineConfig {
         let bad = |msg: String| Err(Error::Format { path: origin.to_path_buf(), msg });
         let section =
             |name: &str, r: Result<()>| r.map_err(|e| Error::Format { path: origin.to_path_buf(), msg: format!("[{name}]: {e}") });
+        if self.supernet.average > 0 || self.supernet.average_every.is_some() {
+            return bad("[supernet] average: weight averaging applies to the trained systems ([final_train]); the search reads the supernet's weights as trained".into());
+        }
         for (name, s) in [("supernet", &self.supernet), ("final_train", &self.final_train)] {
             section(name, Self::model_options(s).check().and_then(|()| self.train_config(s, self.seed).check()))?;
         }
@@ -334,10 +347,16 @@ mod tests {
             ("[data]\nsynthetic_train = 4611686018427387904\n", &["[data]", "synthetic corpus", "limit"]),
             ("[data]\nsynthetic_test = 0\n", &["synthetic_test"]),
             ("[data]\nmax_tokens = 0\n", &["data.max_tokens"]),
+            ("[supernet]\naverage = 5\n", &["[supernet] average", "[final_train]"]),
+            ("[final_train]\nupdates = 40\naverage = 5\naverage_every = 10\n", &["[final_train]", "5 snapshots 10 updates apart"]),
         ] {
             let e = err(toml);
             assert!(names.iter().all(|n| e.contains(n)), "{toml}: {e}");
         }
+        // `average` without a spacing spreads the points over the last quarter of the run.
+        let c = PipelineConfig::from_toml_str("[final_train]\nupdates = 400\naverage = 4\n", Path::new("p.toml")).unwrap();
+        assert_eq!(c.train_config(&c.final_train, 1).averaging, Some(WeightAveraging { snapshots: 4, every: 25 }));
+        assert_eq!(c.train_config(&c.supernet, 1).averaging, None);
         // A real corpus has no synthetic sizes to check.
         PipelineConfig::from_toml_str("[data]\ndir = \"x\"\nsynthetic_test = 0\n", Path::new("p.toml")).unwrap();
     }

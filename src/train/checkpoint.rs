@@ -160,9 +160,14 @@ pub fn save_weights(path: &Path, store: &ParamStore) -> Result<()> {
 /// Reads the safetensors file `path` into `store`; the file and the store must hold the same
 /// parameters with the same shapes and dtypes. Gradients are cleared.
 pub fn load_weights(path: &Path, store: &mut ParamStore) -> Result<()> {
-    let weights = parse_weights(&read_existing(path)?, path, store)?;
+    let weights = parse_weights_file(path, store)?;
     commit_weights(store, weights);
     Ok(())
+}
+
+/// The tensors of the weight file `path`, checked against `store`'s parameters and in its order.
+pub(crate) fn parse_weights_file(path: &Path, store: &ParamStore) -> Result<Vec<(ParamId, Tensor)>> {
+    parse_weights(&read_existing(path)?, path, store)
 }
 
 fn read_existing(path: &Path) -> Result<Vec<u8>> {

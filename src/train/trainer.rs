@@ -23,7 +23,8 @@ use std::time::Instant;
 
 use rand::seq::SliceRandom;
 
-use super::checkpoint::{load_checkpoint, save_checkpoint, CheckpointMeta};
+use super::average::{average_weight_files, snapshot_path, WeightAveraging};
+use super::checkpoint::{load_checkpoint, save_checkpoint, save_weights, CheckpointMeta};
 use super::log::{TrainLog, Window};
 use super::optim::{clip_grad_norm, Adam, AdamConfig};
 use super::schedule::LrSchedule;
@@ -70,6 +71,13 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// The checkpoint directory, replaced atomically at each save.
     pub checkpoint_dir: Option<PathBuf>,
+    /// Weight averaging (see [`super::average`]): the weights are written to `snapshot_dir` at
+    /// each of the schedule's points, and [`Trainer::averaged_store`] averages them.
+    #[serde(default)]
+    pub averaging: Option<WeightAveraging>,
+    /// Where the averaging snapshots are written (the trainer needs one with `averaging`).
+    #[serde(default)]
+    pub snapshot_dir: Option<PathBuf>,
     /// The JSONL log file (appended to).
     pub log_path: Option<PathBuf>,
     pub seed: u64,
@@ -96,6 +104,8 @@ impl Default for TrainConfig {
             valid_every: 0,
             checkpoint_every: 0,
             checkpoint_dir: None,
+            averaging: None,
+            snapshot_dir: None,
             log_path: None,
             seed: 0,
             quiet: false,
@@ -165,6 +175,9 @@ impl TrainConfig {
         if self.clip_norm.is_nan() {
             return Err(Error::invalid("TrainConfig", "clip_norm is NaN (use 0 to turn clipping off)"));
         }
+        if let Some(a) = &self.averaging {
+            a.check(self.max_updates)?;
+        }
         if self.mixed_precision && !self.device.is_cuda() {
             return Err(Error::invalid(
                 "TrainConfig",
@@ -179,6 +192,9 @@ impl Trainer {
     /// A trainer for the parameters in `store`, starting at update 0.
     pub fn new(config: TrainConfig, store: ParamStore) -> Result<Self> {
         config.check()?;
+        if config.averaging.is_some() && config.snapshot_dir.is_none() {
+            return Err(Error::invalid("Trainer", "weight averaging needs a snapshot_dir to write its snapshots to"));
+        }
         config.device.check_available()?;
         let store = store.to_device(config.device)?;
         let adam = Adam::new(config.adam);
@@ -291,6 +307,55 @@ impl Trainer {
         Ok(())
     }
 
+    /// The snapshot file to write after update `k`, if `k` is one of the averaging points.
+    fn snapshot_due(&self, k: u64) -> Option<PathBuf> {
+        let (a, dir) = (self.config.averaging.as_ref()?, self.config.snapshot_dir.as_ref()?);
+        a.points(self.config.max_updates).contains(&k).then(|| snapshot_path(dir, k))
+    }
+
+    /// The snapshot files of the averaging points already passed (all of them once training is
+    /// done). Errors, naming them, when some are missing: a run resumed with averaging turned on
+    /// (or its schedule changed) after it passed those points.
+    fn snapshots_so_far(&self) -> Result<Vec<PathBuf>> {
+        let (Some(a), Some(dir)) = (&self.config.averaging, &self.config.snapshot_dir) else {
+            return Ok(Vec::new());
+        };
+        let files: Vec<PathBuf> =
+            a.points(self.config.max_updates).into_iter().filter(|&u| u <= self.update).map(|u| snapshot_path(dir, u)).collect();
+        let missing: Vec<String> = files.iter().filter(|f| !f.is_file()).map(|f| f.display().to_string()).collect();
+        if !missing.is_empty() {
+            return Err(Error::invalid(
+                "weight averaging",
+                format!(
+                    "the run is at update {} but the snapshots of earlier averaging points are missing: {} \
+                     (averaging was turned on, or its schedule changed, after the run passed them; \
+                     average fewer or later snapshots)",
+                    self.update,
+                    missing.join(", ")
+                ),
+            ));
+        }
+        Ok(files)
+    }
+
+    /// The parameters with every value replaced by the mean over the averaging snapshots (see
+    /// [`super::average`]); `None` when the config has no averaging. Errors before training has
+    /// reached `max_updates` or when a snapshot is missing.
+    pub fn averaged_store(&self) -> Result<Option<ParamStore>> {
+        if self.config.averaging.is_none() {
+            return Ok(None);
+        }
+        if self.update < self.config.max_updates {
+            return Err(Error::invalid(
+                "Trainer::averaged_store",
+                format!("training is at update {} of {}: the last snapshots are not written yet", self.update, self.config.max_updates),
+            ));
+        }
+        let mut store = self.store.clone();
+        average_weight_files(&self.snapshots_so_far()?, &mut store)?;
+        Ok(Some(store))
+    }
+
     fn check_data(&mut self, batches: &[Batch]) -> Result<()> {
         if batches.is_empty() {
             return Err(Error::invalid("Trainer", "no training batches"));
@@ -331,6 +396,7 @@ impl Trainer {
         L: FnMut(&mut Tape, &ParamStore, &Batch, UpdateCtx) -> Result<(Var, LossStats)>,
     {
         self.check_data(batches)?;
+        self.snapshots_so_far()?;
         self.session_start.get_or_insert_with(Instant::now);
         let n = batches.len();
         let k = self.update + 1;
@@ -405,6 +471,7 @@ impl Trainer {
         V: FnMut(&ParamStore, u64) -> Result<Metrics>,
     {
         self.check_data(batches)?;
+        self.snapshots_so_far()?;
         self.session_start.get_or_insert_with(Instant::now);
         let cfg = self.config.clone();
         let mut log = TrainLog::open(cfg.log_path.as_deref(), cfg.max_updates, self.update, cfg.quiet)?;
@@ -436,6 +503,12 @@ impl Trainer {
                 let metrics = valid_fn(&self.store, k)?;
                 log.valid(k, &metrics, self.elapsed_s())?;
                 report.valid.push((k, metrics));
+            }
+            // Before the checkpoint: a checkpoint at update k implies the snapshot of k exists.
+            if let Some(path) = self.snapshot_due(k) {
+                let dir = self.config.snapshot_dir.as_deref().unwrap_or(Path::new("."));
+                crate::fsio::create_output_dir(dir)?;
+                save_weights(&path, &self.store)?;
             }
             if let Some(dir) = &cfg.checkpoint_dir {
                 if every(cfg.checkpoint_every, k) {

@@ -12,7 +12,8 @@
 //! `ModelOptions::balance_coef > 0`.
 //!
 //! A run directory holds `tokenizer.json`, `checkpoint/` (see `checkpoint.rs`), `train.jsonl` and,
-//! for a subnet, `model/` (the exported model plus a copy of `tokenizer.json`). The checkpoint's
+//! for a subnet, `model/` (the exported model plus a copy of `tokenizer.json`) and, with weight
+//! averaging, `snapshots/` (the averaged points' weights; `model/` holds their mean). The checkpoint's
 //! `model_config` is a [`RunDescription`]: resuming compares it with the new run's and refuses
 //! anything that would change the model or the batches.
 
@@ -95,6 +96,8 @@ pub struct RunSummary {
     pub checkpoint: PathBuf,
     /// The exported standalone model (subnet mode).
     pub model_dir: Option<PathBuf>,
+    /// The updates whose weights the exported model averages (empty: the final weights).
+    pub averaged_updates: Vec<u64>,
     /// Scalars trained (the whole supernet, or the subnet).
     pub params: usize,
 }
@@ -107,6 +110,10 @@ pub fn log_path(out: &Path) -> PathBuf {
 }
 pub fn model_dir(out: &Path) -> PathBuf {
     out.join("model")
+}
+/// Where weight averaging's snapshots go (`--average`).
+pub fn snapshot_dir(out: &Path) -> PathBuf {
+    out.join("snapshots")
 }
 
 /// The parameters being trained, with the structure the forward pass needs.
@@ -250,6 +257,12 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
     if spec.resume && !resolve_checkpoint_dir(&ck).exists() {
         return Err(Error::invalid("train --resume", format!("there is no checkpoint to resume in {}", ck.display())));
     }
+    if spec.train.averaging.is_some() && matches!(spec.mode, Mode::Supernet { .. }) {
+        return Err(Error::invalid(
+            "train-supernet",
+            "weight averaging applies to a trained subnet (the search reads the supernet's checkpoint as it is)",
+        ));
+    }
     crate::fsio::create_output_dir(out)?;
 
     let t_data = Instant::now();
@@ -277,7 +290,12 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
         data: spec.data.clone(),
     };
     let desc_json = serde_json::to_value(&desc).map_err(|e| Error::invalid("train", e.to_string()))?;
-    let train_cfg = TrainConfig { checkpoint_dir: Some(ck.clone()), log_path: Some(log_path(out)), ..spec.train.clone() };
+    let train_cfg = TrainConfig {
+        checkpoint_dir: Some(ck.clone()),
+        log_path: Some(log_path(out)),
+        snapshot_dir: spec.train.averaging.map(|_| snapshot_dir(out)),
+        ..spec.train.clone()
+    };
     let net = build_net(&desc, spec.train.seed)?;
     let params_count = net.store.numel();
     let mut trainer = if spec.resume {
@@ -325,6 +343,20 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
         super::log::append_valid(&log_path(out), last, &m, trainer.checkpoint_meta().elapsed_s)?;
         report.valid.push((last, m));
     }
+    // The averaged weights are validated too (as `averaged.loss`, ...), beside the final ones.
+    let averaged = trainer.averaged_store()?;
+    let averaged_updates = match &averaged {
+        Some(store) => {
+            let m: Metrics =
+                valid_metrics(&params, store, &desc, &data.valid)?.into_iter().map(|(k, v)| (format!("averaged.{k}"), v)).collect();
+            super::log::append_valid(&log_path(out), last, &m, trainer.checkpoint_meta().elapsed_s)?;
+            if let Some((_, metrics)) = report.valid.last_mut() {
+                metrics.extend(m);
+            }
+            spec.train.averaging.map(|a| a.points(spec.train.max_updates)).unwrap_or_default()
+        }
+        None => Vec::new(),
+    };
     let wall_s = t0.elapsed().as_secs_f64();
     let tokens: usize = report.updates.iter().map(|r| r.tokens).sum();
 
@@ -334,7 +366,7 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
                 config: config.clone(),
                 options: desc.options.clone(),
                 vocab: desc.vocab,
-                store: trainer.into_store(),
+                store: averaged.unwrap_or_else(|| trainer.into_store()),
                 params,
             };
             let dir = model_dir(out);
@@ -352,6 +384,7 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
         wall_s,
         checkpoint: ck,
         model_dir,
+        averaged_updates,
         params: params_count,
         report,
     })
