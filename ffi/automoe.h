@@ -93,7 +93,10 @@ automoe_status automoe_model_get_info(const automoe_model *model, automoe_model_
 /* The model's architecture (its SubnetConfig) as JSON. Release *out_json with automoe_string_free. */
 automoe_status automoe_model_config_json(const automoe_model *model, char **out_json);
 
-/* Releases a string returned by the library. NULL is a no-op. */
+/* Releases a string the library returned through an out-parameter (so far only *out_json of
+ * automoe_model_config_json), unmodified, once. NULL is a no-op. Not for the strings of
+ * automoe_version, automoe_status_name and automoe_last_error_message (the library's) or of
+ * automoe_translations_text (the result's, released with it). */
 void automoe_string_free(char *s);
 
 /* Translates `count` UTF-8 sentences (count may be 0). `options` may be NULL for the defaults.

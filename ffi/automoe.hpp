@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -28,6 +29,32 @@ class Error : public std::runtime_error {
 namespace detail {
 inline void check(automoe_status s) {
     if (s != AUTOMOE_OK) throw Error(s, automoe_last_error_message());
+}
+
+// Owners of what the library returns, so that an exception thrown while copying out (bad_alloc,
+// a failed entry) cannot leak it.
+struct TranslationsFree {
+    void operator()(automoe_translations *t) const noexcept { automoe_translations_free(t); }
+};
+struct StringFree {
+    void operator()(char *s) const noexcept { automoe_string_free(s); }
+};
+using TranslationsPtr = std::unique_ptr<automoe_translations, TranslationsFree>;
+using StringPtr = std::unique_ptr<char, StringFree>;
+
+/// `s` as a C string; a std::string can hold NUL bytes, which would silently cut the sentence
+/// the library sees, so one with a NUL is refused instead.
+inline const char *c_string(const std::string &s, size_t index) {
+    if (s.find('\0') != std::string::npos)
+        throw Error(AUTOMOE_INVALID_ARGUMENT, "sentence " + std::to_string(index) + " contains a NUL byte");
+    return s.c_str();
+}
+
+inline std::vector<const char *> c_strings(const std::vector<std::string> &sentences) {
+    std::vector<const char *> ptrs;
+    ptrs.reserve(sentences.size());
+    for (size_t i = 0; i < sentences.size(); ++i) ptrs.push_back(c_string(sentences[i], i));
+    return ptrs;
 }
 }  // namespace detail
 
@@ -73,19 +100,16 @@ class Model {
     std::string config_json() const {
         char *s = nullptr;
         detail::check(automoe_model_config_json(model_, &s));
-        std::string out(s);
-        automoe_string_free(s);
-        return out;
+        const detail::StringPtr owned(s);
+        return std::string(owned.get());
     }
 
     std::vector<Translation> translate(const std::vector<std::string> &sentences,
                                        const automoe_decode_options &options = default_options()) const {
-        std::vector<const char *> ptrs;
-        ptrs.reserve(sentences.size());
-        for (const auto &s : sentences) ptrs.push_back(s.c_str());
+        const std::vector<const char *> ptrs = detail::c_strings(sentences);
         automoe_translations *t = nullptr;
         detail::check(automoe_translate(model_, ptrs.data(), ptrs.size(), &options, &t));
-        return collect(t);
+        return collect(detail::TranslationsPtr(t));
     }
 
     std::vector<Translation> translate_ids(const std::vector<std::vector<uint32_t>> &sentences,
@@ -93,19 +117,17 @@ class Model {
         const IdArrays a(sentences);
         automoe_translations *t = nullptr;
         detail::check(automoe_translate_ids(model_, a.ptrs.data(), a.lens.data(), a.ptrs.size(), &options, &t));
-        return collect(t);
+        return collect(detail::TranslationsPtr(t));
     }
 
     /// The `nbest` best translations of each sentence (1 <= nbest <= options.beam), best first;
     /// a sentence can have fewer, never none.
     std::vector<std::vector<Translation>> translate_nbest(const std::vector<std::string> &sentences, size_t nbest,
                                                           const automoe_decode_options &options = default_options()) const {
-        std::vector<const char *> ptrs;
-        ptrs.reserve(sentences.size());
-        for (const auto &s : sentences) ptrs.push_back(s.c_str());
+        const std::vector<const char *> ptrs = detail::c_strings(sentences);
         automoe_translations *t = nullptr;
         detail::check(automoe_translate_nbest(model_, ptrs.data(), ptrs.size(), &options, nbest, &t));
-        return collect_nbest(t);
+        return collect_nbest(detail::TranslationsPtr(t));
     }
 
     /// translate_ids, keeping the `nbest` best translations of each sentence.
@@ -115,7 +137,7 @@ class Model {
         const IdArrays a(sentences);
         automoe_translations *t = nullptr;
         detail::check(automoe_translate_ids_nbest(model_, a.ptrs.data(), a.lens.data(), a.ptrs.size(), &options, nbest, &t));
-        return collect_nbest(t);
+        return collect_nbest(detail::TranslationsPtr(t));
     }
 
     const automoe_model *get() const noexcept { return model_; }
@@ -133,34 +155,28 @@ class Model {
         }
     };
 
-    /// Translation `rank` of sentence `i`; frees `t` before throwing.
-    static Translation entry(automoe_translations *t, size_t i, size_t rank) {
+    /// Translation `rank` of sentence `i` (the owner frees the result if this throws).
+    static Translation entry(const automoe_translations *t, size_t i, size_t rank) {
         const uint32_t *ids = nullptr;
         size_t len = 0;
-        automoe_status s = automoe_translations_nbest_ids(t, i, rank, &ids, &len);
-        if (s != AUTOMOE_OK) {
-            automoe_translations_free(t);
-            detail::check(s);
-        }
+        detail::check(automoe_translations_nbest_ids(t, i, rank, &ids, &len));
         return Translation{automoe_translations_nbest_text(t, i, rank), std::vector<uint32_t>(ids, ids + len),
                            automoe_translations_nbest_score(t, i, rank)};
     }
 
-    static std::vector<std::vector<Translation>> collect_nbest(automoe_translations *t) {
-        std::vector<std::vector<Translation>> out(automoe_translations_count(t));
+    static std::vector<std::vector<Translation>> collect_nbest(const detail::TranslationsPtr t) {
+        std::vector<std::vector<Translation>> out(automoe_translations_count(t.get()));
         for (size_t i = 0; i < out.size(); ++i) {
-            for (size_t r = 0; r < automoe_translations_nbest_count(t, i); ++r) out[i].push_back(entry(t, i, r));
+            for (size_t r = 0; r < automoe_translations_nbest_count(t.get(), i); ++r) out[i].push_back(entry(t.get(), i, r));
         }
-        automoe_translations_free(t);
         return out;
     }
 
-    static std::vector<Translation> collect(automoe_translations *t) {
+    static std::vector<Translation> collect(const detail::TranslationsPtr t) {
         std::vector<Translation> out;
-        size_t n = automoe_translations_count(t);
+        size_t n = automoe_translations_count(t.get());
         out.reserve(n);
-        for (size_t i = 0; i < n; ++i) out.push_back(entry(t, i, 0));
-        automoe_translations_free(t);
+        for (size_t i = 0; i < n; ++i) out.push_back(entry(t.get(), i, 0));
         return out;
     }
 

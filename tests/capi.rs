@@ -273,6 +273,16 @@ fn bad_arguments_give_statuses_and_messages() {
         assert_eq!(automoe_translate_ids(m, p.as_ptr(), n.as_ptr(), 1, &o, &mut t), AUTOMOE_OUT_OF_RANGE);
         assert!(last_error().contains("100000"), "{}", last_error());
         assert_eq!(automoe_translate_ids(m, null(), n.as_ptr(), 1, &o, &mut t), AUTOMOE_NULL_ARGUMENT);
+        // A wild length is refused before anything is read (len + 1 would wrap to 0).
+        let wild = [usize::MAX];
+        assert_eq!(automoe_translate_ids(m, p.as_ptr(), wild.as_ptr(), 1, &o, &mut t), AUTOMOE_INVALID_ARGUMENT);
+        assert!(last_error().contains(&format!("{}", usize::MAX)), "{}", last_error());
+        // A sentence longer than the model's positions is refused with its index, in C's terms.
+        let long = CString::new(vec!["a man"; 2000].join(" ")).unwrap();
+        let sentences = [c"x".as_ptr(), long.as_ptr()];
+        assert_eq!(automoe_translate(m, sentences.as_ptr(), 2, &o, &mut t), AUTOMOE_INVALID_ARGUMENT);
+        assert!(last_error().contains("sentences[1] has") && !last_error().contains("--truncate"), "{}", last_error());
+        assert!(t.is_null());
 
         let mut info = automoe_model_info::default();
         assert_eq!(automoe_model_get_info(null(), &mut info), AUTOMOE_NULL_ARGUMENT);
@@ -305,4 +315,40 @@ fn one_model_serves_four_threads() {
     }
     // SAFETY: all threads have finished; freed once.
     unsafe { automoe_model_free(m as *mut automoe_model) };
+}
+
+thread_local! {
+    static FAILS_ON_DROP: FailsOnDrop = const { FailsOnDrop };
+}
+
+/// Calls the library with bad arguments from a thread-local destructor, as a C++ thread_local
+/// owning a model would on thread exit.
+struct FailsOnDrop;
+
+impl Drop for FailsOnDrop {
+    fn drop(&mut self) {
+        let mut out = null_mut();
+        // SAFETY: NULLs only; the library must check them.
+        let status = unsafe { automoe_model_load(null(), null(), &mut out) };
+        assert_eq!(status, AUTOMOE_NULL_ARGUMENT);
+        // The message may already be gone with the thread; the pointer must still be a string.
+        let _ = last_error();
+    }
+}
+
+#[test]
+fn a_failing_call_during_thread_teardown_returns_its_status() {
+    // Without try_with, the last-error slot accessed after its own destruction panics in an
+    // extern "C" function, which aborts the whole test process.
+    std::thread::spawn(|| {
+        // Thread-local destructors run in reverse order of first use: touching FAILS_ON_DROP
+        // before the library's LAST_ERROR makes LAST_ERROR go first, so the drop above calls
+        // into the library after its last-error slot is gone.
+        FAILS_ON_DROP.with(|_| {});
+        let mut out = null_mut();
+        // SAFETY: NULLs only.
+        assert_eq!(unsafe { automoe_model_load(null(), null(), &mut out) }, AUTOMOE_NULL_ARGUMENT);
+    })
+    .join()
+    .unwrap();
 }

@@ -1,6 +1,7 @@
 //! The C/C++ side of the C ABI, compiled and run from `cargo test`: the header alone as C99 and
 //! C++17 (included twice, warnings as errors), and `ffi/examples/translate.cpp` linked against the
-//! static and the shared library, its output equal to the Rust API's.
+//! static and the shared library, its output equal to the Rust API's; `tests/cpp/wrapper_ids.cpp`
+//! runs the wrapper's pre-tokenised paths the same way.
 
 mod common;
 
@@ -11,7 +12,7 @@ use automoe::cli::translate::{load_model_dir, nbest_lines, translate_lines, tran
 use automoe::data::{BpeConfig, Tokenizer};
 use automoe::model::{ModelOptions, Supernet};
 use automoe::DType;
-use common::{moe_config, stdout_with_input, tiny_space};
+use common::{moe_config, output_with_input, stdout_with_input, tiny_space};
 
 const FLAGS: &[&str] = &["-Wall", "-Wextra", "-Werror", "-pedantic"];
 
@@ -31,6 +32,19 @@ fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(out.status.success(), "{cmd:?} failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// g++ compiling the C++17 program `source` into `bin` against the headers; the caller adds
+/// the library to link.
+fn cxx(source: &Path, bin: &Path) -> Command {
+    let mut cmd = Command::new("g++");
+    cmd.args(["-std=c++17", "-O1"]).args(FLAGS).arg("-I").arg(ffi_dir()).arg(source).arg("-o").arg(bin);
+    cmd
+}
+
+/// Builds `source` into `bin` against `libautomoe.so` in `libs` (found at run time by rpath).
+fn link_shared(source: &Path, libs: &Path, bin: &Path) {
+    run_ok(cxx(source, bin).arg(format!("-L{}", libs.display())).arg("-lautomoe").arg(format!("-Wl,-rpath,{}", libs.display())));
 }
 
 #[test]
@@ -72,32 +86,9 @@ fn example_links_statically_and_dynamically_and_matches_the_rust_api() {
     let example = ffi_dir().join("examples/translate.cpp");
     let native = ["-ldl", "-lpthread", "-lm", "-lrt", "-lutil", "-lgcc_s"];
     let static_bin = tmp.path().join("translate_static");
-    run_ok(
-        Command::new("g++")
-            .args(["-std=c++17", "-O1"])
-            .args(FLAGS)
-            .arg("-I")
-            .arg(ffi_dir())
-            .arg(&example)
-            .arg(libs.join("libautomoe.a"))
-            .args(native)
-            .arg("-o")
-            .arg(&static_bin),
-    );
+    run_ok(cxx(&example, &static_bin).arg(libs.join("libautomoe.a")).args(native));
     let shared_bin = tmp.path().join("translate_shared");
-    run_ok(
-        Command::new("g++")
-            .args(["-std=c++17", "-O1"])
-            .args(FLAGS)
-            .arg("-I")
-            .arg(ffi_dir())
-            .arg(&example)
-            .arg(format!("-L{}", libs.display()))
-            .arg("-lautomoe")
-            .arg(format!("-Wl,-rpath,{}", libs.display()))
-            .arg("-o")
-            .arg(&shared_bin),
-    );
+    link_shared(&example, &libs, &shared_bin);
     for bin in [&static_bin, &shared_bin] {
         for (args, want) in [(&["3"][..], &want), (&["3", "3"][..], &want_nbest)] {
             // cargo's LD_LIBRARY_PATH would put target/<profile>/libautomoe.so, left by an earlier
@@ -106,12 +97,31 @@ fn example_links_statically_and_dynamically_and_matches_the_rust_api() {
             assert_eq!(&got, want, "{} {args:?}", bin.display());
         }
     }
+    // The wrapper's pre-tokenised paths and config_json, built the way the example was.
+    let ids_bin = tmp.path().join("wrapper_ids");
+    link_shared(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cpp/wrapper_ids.cpp"), &libs, &ids_bin);
+    // The source ids of each line without its end-of-sentence, which the library appends.
+    let id_lines: String = lines
+        .iter()
+        .map(|l| {
+            let ids = if l.is_empty() { vec![] } else { tok.encode(l).unwrap() };
+            let words: Vec<String> = ids.iter().take(ids.len().saturating_sub(1)).map(u32::to_string).collect();
+            format!("{}\n", words.join(" "))
+        })
+        .collect();
+    let got = stdout_with_input(Command::new(&ids_bin).arg(&model_dir).args(["3", "3"]).env("LD_LIBRARY_PATH", &libs), &id_lines);
+    assert_eq!(got, format!("{want}{want_nbest}config_json object\n"));
     // nbest above the beam: the library's error, through the C++ exception.
     let out =
         Command::new(&shared_bin).arg(&model_dir).args(["2", "3"]).env("LD_LIBRARY_PATH", &libs).stdin(Stdio::null()).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("AUTOMOE_INVALID_ARGUMENT") && err.contains("nbest = 3"), "{err}");
+    // A sentence holding a NUL byte would reach the library cut short; the wrapper refuses it.
+    let out = output_with_input(Command::new(&shared_bin).arg(&model_dir).env("LD_LIBRARY_PATH", &libs), "a man\nis\0riding\n");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("AUTOMOE_INVALID_ARGUMENT") && err.contains("sentence 1 contains a NUL"), "{err}");
     // A bad model directory: the C++ exception carries the status and message, exit code 1.
     let out = Command::new(&shared_bin).arg(tmp.path().join("nope")).env("LD_LIBRARY_PATH", &libs).stdin(Stdio::null()).output().unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -44,15 +44,20 @@ impl From<Error> for Failure {
     }
 }
 
-/// The last error message of this thread.
+// Every access uses `try_with`: a call made from another thread-local's destructor (a C++
+// thread_local object freeing its model, say) may run after LAST_ERROR is gone, and `with` would
+// then panic outside any catch_unwind, which aborts the host process.
+
+/// The last error message of this thread (empty once the thread is tearing down).
 pub fn last_error_message() -> String {
-    LAST_ERROR.with(|m| m.borrow().to_string_lossy().into_owned())
+    LAST_ERROR.try_with(|m| m.borrow().to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 fn set_last_error(msg: &str) {
     // Interior NULs would truncate the C string; replace them rather than lose the message.
     let c = CString::new(msg.replace('\0', "\u{FFFD}")).unwrap_or_default();
-    LAST_ERROR.with(|m| *m.borrow_mut() = c);
+    // During thread teardown the message has nowhere to go; the status still tells the caller.
+    let _ = LAST_ERROR.try_with(|m| *m.borrow_mut() = c);
 }
 
 /// Runs `f`, turning its error or panic into a status and the thread's last error message.
@@ -100,7 +105,7 @@ pub extern "C" fn automoe_version() -> *const c_char {
 #[no_mangle]
 pub extern "C" fn automoe_last_error_message() -> *const c_char {
     // The pointer stays valid until this thread's next failure replaces the string.
-    LAST_ERROR.with(|m| m.borrow().as_ptr())
+    LAST_ERROR.try_with(|m| m.borrow().as_ptr()).unwrap_or(c"".as_ptr())
 }
 
 #[no_mangle]

@@ -19,6 +19,13 @@ pub struct ModelHandle {
     pub config_json: String,
 }
 
+// The header promises that one model serves many threads at once; this fails to compile if a
+// field ever stops being shareable (an Rc or RefCell cache, say).
+const _: () = {
+    const fn shared_across_threads<T: Send + Sync>() {}
+    shared_across_threads::<ModelHandle>()
+};
+
 impl ModelHandle {
     /// Loads a model directory: `model.safetensors` + `model.json` (a standalone subnet) and
     /// `tokenizer.json`, whose vocabulary must match the model's.

@@ -5,7 +5,7 @@ use std::ffi::{c_char, CString};
 use super::boundary::{ffi_call, str_arg, Failure};
 use super::header::*;
 use super::model::{model_ref, ModelHandle};
-use crate::cli::translate::encode_lines;
+use crate::cli::translate::encode_source;
 use crate::data::EOS_ID;
 use crate::decode::search::{translate_nbest, SearchOptions, MAX_POSITIONS};
 
@@ -89,14 +89,25 @@ unsafe fn sentence_sources(m: &ModelHandle, sentences: *const *const c_char, cou
     if sentences.is_null() && count > 0 {
         return Err(Failure::null("sentences", f));
     }
-    let mut lines = Vec::with_capacity(count);
+    // No with_capacity(count): a wrong count from C must fail on its first bad entry, not abort
+    // the process in an allocation of count pointers' worth.
+    let mut sources = Vec::new();
     for i in 0..count {
         // SAFETY: `sentences` has `count` readable entries (the contract).
         let p = unsafe { *sentences.add(i) };
         // SAFETY: each entry is NULL or a NUL-terminated string (the contract).
-        lines.push(unsafe { str_arg(p, &format!("sentences[{i}]"), f)? }.to_string());
+        let text = unsafe { str_arg(p, &format!("sentences[{i}]"), f)? };
+        match encode_source(&m.tokenizer, text, MAX_POSITIONS, false)? {
+            Ok(ids) => sources.push(ids),
+            Err(n) => {
+                return Err(Failure::new(
+                    AUTOMOE_INVALID_ARGUMENT,
+                    format!("{f}: sentences[{i}] has {n} tokens, more than the maximum source length {MAX_POSITIONS}"),
+                ))
+            }
+        }
     }
-    Ok(encode_lines(&m.tokenizer, &lines, MAX_POSITIONS, false)?)
+    Ok(sources)
 }
 
 fn write_result(out: *mut *mut automoe_translations, t: Translations) {
@@ -216,7 +227,8 @@ unsafe fn id_sources(
         return Err(Failure::null(if ids.is_null() { "ids" } else { "lengths" }, f));
     }
     let vocab = m.model.vocab;
-    let mut sources = Vec::with_capacity(count);
+    // No with_capacity(count), for the reason sentence_sources gives.
+    let mut sources = Vec::new();
     for i in 0..count {
         // SAFETY: `ids` and `lengths` have `count` readable entries (the contract).
         let (p, len) = unsafe { (*ids.add(i), *lengths.add(i)) };
@@ -227,7 +239,8 @@ unsafe fn id_sources(
         if p.is_null() {
             return Err(Failure::null(&format!("ids[{i}]"), f));
         }
-        if len + 1 > MAX_POSITIONS {
+        // Compared this way round so that a wild length such as usize::MAX cannot wrap.
+        if len >= MAX_POSITIONS {
             return Err(Failure::new(
                 AUTOMOE_INVALID_ARGUMENT,
                 format!("{f}: sentence {i} has {len} ids, more than {}", MAX_POSITIONS - 1),

@@ -148,33 +148,48 @@ pub fn load_model_dir(dir: &Path) -> Result<(SubnetModel, Tokenizer)> {
     Ok((model, tok))
 }
 
-/// Encodes `lines` (empty lines to no tokens), enforcing the source length limit: a longer line is
-/// an error naming its 1-based line number, or is cut (keeping its end-of-sentence) when
-/// `truncate` is set.
+/// Encodes one sentence (trimmed; empty to no tokens) within `max_source_len` tokens, its
+/// end-of-sentence included: `Ok(Err(n))` when it has `n` tokens, more than that, and `truncate`
+/// is not set; with `truncate` such a sentence is cut, keeping its end-of-sentence. The callers
+/// word the length error for their own users (a line of a file, an entry of a C array).
+pub fn encode_source(
+    tok: &Tokenizer,
+    sentence: &str,
+    max_source_len: usize,
+    truncate: bool,
+) -> Result<std::result::Result<Vec<u32>, usize>> {
+    let text = sentence.trim();
+    if text.is_empty() {
+        return Ok(Ok(Vec::new()));
+    }
+    let mut ids = tok.encode(text)?;
+    if ids.len() > max_source_len {
+        if !truncate {
+            return Ok(Err(ids.len()));
+        }
+        ids.truncate(max_source_len - 1);
+        ids.push(EOS_ID);
+    }
+    Ok(Ok(ids))
+}
+
+/// Encodes `lines` as [`encode_source`] does; a line too long is an error naming its 1-based
+/// line number.
 pub fn encode_lines(tok: &Tokenizer, lines: &[String], max_source_len: usize, truncate: bool) -> Result<Vec<Vec<u32>>> {
     let mut out = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
-        let text = line.trim();
-        if text.is_empty() {
-            out.push(Vec::new());
-            continue;
-        }
-        let mut ids = tok.encode(text)?;
-        if ids.len() > max_source_len {
-            if !truncate {
+        match encode_source(tok, line, max_source_len, truncate)? {
+            Ok(ids) => out.push(ids),
+            Err(n) => {
                 return Err(Error::invalid(
                     "translate",
                     format!(
-                        "line {}: {} tokens, more than the maximum source length {max_source_len} (use --truncate to cut long lines)",
-                        i + 1,
-                        ids.len()
+                        "line {}: {n} tokens, more than the maximum source length {max_source_len} (use --truncate to cut long lines)",
+                        i + 1
                     ),
-                ));
+                ))
             }
-            ids.truncate(max_source_len - 1);
-            ids.push(EOS_ID);
         }
-        out.push(ids);
     }
     Ok(out)
 }

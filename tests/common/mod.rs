@@ -101,15 +101,20 @@ pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).fold(0.0f64, |m, (x, y)| if x.is_nan() || y.is_nan() { f64::INFINITY } else { m.max((x - y).abs()) }) / scale
 }
 
-/// Runs `cmd` with `input` on its stdin; returns its stdout after checking that it succeeded (the
-/// failure message names the command and carries its stderr).
-pub fn stdout_with_input(cmd: &mut std::process::Command, input: &str) -> String {
+/// Runs `cmd` with `input` on its stdin and returns what it did, success or not.
+pub fn output_with_input(cmd: &mut std::process::Command, input: &str) -> std::process::Output {
     use std::io::Write;
     use std::process::Stdio;
     let mut child =
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Runs `cmd` with `input` on its stdin; returns its stdout after checking that it succeeded (the
+/// failure message names the command and carries its stderr).
+pub fn stdout_with_input(cmd: &mut std::process::Command, input: &str) -> String {
+    let out = output_with_input(cmd, input);
     assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
