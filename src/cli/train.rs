@@ -7,7 +7,6 @@ use clap::{ArgGroup, ValueEnum};
 
 use crate::data::BpeConfig;
 use crate::model::{FfnActivation, ModelOptions, SearchSpace, SubnetConfig};
-use crate::train::average::DEFAULT_AVERAGED_FRACTION;
 use crate::train::mt::data::{DataConfig, DataSource};
 use crate::train::mt::{self, Mode, RunSpec, RunSummary};
 use crate::train::{AdamConfig, LrSchedule, TrainConfig, WeightAveraging};
@@ -247,11 +246,7 @@ impl Args {
 
     /// The weight averaging `--average` and `--average-every` ask for.
     pub fn averaging(&self) -> Option<WeightAveraging> {
-        let max = self.common.max_updates;
-        (self.average > 0).then(|| match self.average_every {
-            Some(every) => WeightAveraging { snapshots: self.average, every },
-            None => WeightAveraging::over_last_fraction(self.average, max, DEFAULT_AVERAGED_FRACTION),
-        })
+        WeightAveraging::from_settings(self.average, self.average_every, self.common.max_updates)
     }
 
     pub fn subnet(&self) -> Result<SubnetConfig> {

@@ -9,7 +9,6 @@ use crate::cli::translate::DecodeArgs;
 use crate::decode::latency::Clock;
 use crate::model::ModelOptions;
 use crate::search::{Constraints, PredictorConfig, SearchConfig};
-use crate::train::average::DEFAULT_AVERAGED_FRACTION;
 use crate::train::{LrSchedule, TrainConfig, WeightAveraging};
 use crate::{Error, Result};
 
@@ -219,10 +218,7 @@ impl PipelineConfig {
             log_every: (section.updates / 10).max(1),
             valid_every: 0,
             checkpoint_every: (section.updates / 4).max(1),
-            averaging: (section.average > 0).then(|| match section.average_every {
-                Some(every) => WeightAveraging { snapshots: section.average, every },
-                None => WeightAveraging::over_last_fraction(section.average, section.updates, DEFAULT_AVERAGED_FRACTION),
-            }),
+            averaging: WeightAveraging::from_settings(section.average, section.average_every, section.updates),
             seed,
             quiet: true,
             device: self.device,

@@ -42,6 +42,16 @@ impl WeightAveraging {
         WeightAveraging { snapshots, every }
     }
 
+    /// What a user's two settings ask for, as the CLI's `--average N [--average-every U]` and the
+    /// pipeline's `average`/`average_every` spell them: no averaging for 0 snapshots, and without a
+    /// spacing the points spread over the last [`DEFAULT_AVERAGED_FRACTION`] of the run.
+    pub fn from_settings(snapshots: usize, every: Option<u64>, max_updates: u64) -> Option<Self> {
+        (snapshots > 0).then(|| match every {
+            Some(every) => WeightAveraging { snapshots, every },
+            None => WeightAveraging::over_last_fraction(snapshots, max_updates, DEFAULT_AVERAGED_FRACTION),
+        })
+    }
+
     /// Errors unless the schedule fits in a run of `max_updates` updates (every point after
     /// update 0).
     pub fn check(&self, max_updates: u64) -> Result<()> {
