@@ -98,3 +98,22 @@ fn bad_configs_are_clear_errors() {
     let err = PipelineConfig::from_toml_str("[latency]\nclock = \"sundial\"", Path::new("p.toml")).unwrap_err().to_string();
     assert!(err.contains("p.toml") && err.contains("sundial"), "{err}");
 }
+
+#[test]
+fn a_missing_test_split_fails_before_any_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("corpus");
+    std::fs::create_dir(&corpus).unwrap();
+    let en = ["a man rides a bike", "two dogs play", "a woman reads", "the children run"];
+    let de = ["ein mann fährt rad", "zwei hunde spielen", "eine frau liest", "die kinder rennen"];
+    for split in ["train", "val"] {
+        std::fs::write(corpus.join(format!("{split}.en")), en.join("\n") + "\n").unwrap();
+        std::fs::write(corpus.join(format!("{split}.de")), de.join("\n") + "\n").unwrap();
+    }
+    let toml = TINY.replace("[data]\n", &format!("[data]\ndir = {:?}\ntest = \"tset\"\n", corpus.to_str().unwrap()));
+    let cfg = PipelineConfig::from_toml_str(&toml, Path::new("tiny.toml")).unwrap();
+    let out = tmp.path().join("run");
+    let err = pipeline::run(&cfg, &out).unwrap_err().to_string();
+    assert!(err.contains("tset.en"), "{err}");
+    assert!(!out.join("supernet").exists(), "the supernet was trained before the test split was read");
+}

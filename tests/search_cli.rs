@@ -122,6 +122,9 @@ fn latency_predictor_and_search_commands_end_to_end() {
     run(&one).unwrap();
     let msg = run(&["latency", "--space", &space_path]).unwrap_err().to_string();
     assert!(msg.contains("--samples"), "{msg}");
+    // An --out the CSV would overwrite is refused before anything is measured.
+    let msg = run(&["latency", "--space", &space_path, "--samples", "12", "--out", "lat.CSV"]).unwrap_err().to_string();
+    assert!(msg.contains("--out") && msg.contains("lat.CSV"), "{msg}");
 
     let pred = p("pred.json");
     run(&["predictor", "--dataset", &ds, "--out", &pred, "--hidden", "8", "--layers", "1", "--epochs", "3"]).unwrap();
@@ -166,4 +169,8 @@ fn latency_predictor_and_search_commands_end_to_end() {
     let mut no_meter = base.to_vec();
     no_meter.extend(["--latency-ms", "5"]);
     assert!(run(&no_meter).unwrap_err().to_string().contains("latency meter"));
+    let mut no_pairs = base.to_vec();
+    no_pairs.extend(["--valid-sentences", "0"]);
+    let msg = run(&no_pairs).unwrap_err().to_string();
+    assert!(msg.contains("--valid-sentences"), "{msg}");
 }

@@ -103,6 +103,12 @@ fn resuming_mid_run_is_bit_identical() {
     assert_eq!(read_checkpoint_meta(&ck).unwrap().epoch_pos, 2, "12 batches of 5 consumed: epoch 2, position 2");
     drop(a);
 
+    // A crash after checkpoint 6 would have left lines about later updates; the resumed run logs
+    // those updates again, so the stale lines are dropped rather than duplicated.
+    let mut with_stale = fs::read_to_string(&log).unwrap();
+    with_stale.push_str("{\"update\":8,\"stale\":true}\n");
+    fs::write(&log, with_stale).unwrap();
+
     // A differently initialised store: every value must come from the checkpoint.
     let second_half = TrainConfig { checkpoint_dir: Some(ck.clone()), log_path: Some(log.clone()), ..config(12) };
     let mut b = Trainer::resume(second_half, model(99, DType::F32), &ck).unwrap();
@@ -188,6 +194,14 @@ fn damaged_checkpoints_give_errors_naming_the_file_and_parameter() {
     fs::write(bad_meta.join("meta.json"), "{\"update\": ").unwrap();
     let e = resume_err(&bad_meta);
     assert!(e.contains("meta.json"), "{e}");
+
+    // A data position past the end of the epoch (an edited file) is refused, not indexed.
+    let past_end = copy("past_end");
+    let mut meta: serde_json::Value = serde_json::from_slice(&fs::read(past_end.join("meta.json")).unwrap()).unwrap();
+    meta["epoch_pos"] = serde_json::json!(999);
+    fs::write(past_end.join("meta.json"), meta.to_string()).unwrap();
+    let e = resume_err(&past_end);
+    assert!(e.contains("meta.json") && e.contains("epoch_pos 999"), "{e}");
 
     let e = resume_err(&dir.path().join("nowhere"));
     assert!(e.contains("meta.json") && e.contains("missing"), "{e}");

@@ -246,3 +246,26 @@ fn training_on_the_cuda_emulator_checkpoints_and_resumes() {
     let e = train_run(with("bad", &["--device", "cpu", "--mixed-precision"], 1)).unwrap_err().to_string();
     assert!(e.contains("CUDA"), "{e}");
 }
+
+/// Settings the run would reject only after reading the corpus, or would follow to a strange
+/// schedule, are refused up front in the flags' terms; nothing is written.
+#[test]
+fn bad_flags_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let with = |flag: &str, value: &str| {
+        let mut a = common(dir.path(), "bad", 40);
+        match a.iter().position(|x| x == flag) {
+            Some(i) => a[i + 1] = value.to_string(),
+            None => a.extend([flag.to_string(), value.to_string()]),
+        }
+        a.push("--dense".into());
+        train_run(a).unwrap_err().to_string()
+    };
+    for flag in ["--max-updates", "--max-tokens", "--max-len", "--accumulate"] {
+        let err = with(flag, "0");
+        assert!(err.contains(flag) && err.contains("at least 1"), "{flag}: {err}");
+    }
+    let err = with("--min-lr", "0.01");
+    assert!(err.contains("--min-lr") && err.contains("above --lr"), "{err}");
+    assert!(!dir.path().join("bad").exists());
+}

@@ -120,6 +120,16 @@ pub(crate) fn bar(total: u64, what: &str) -> indicatif::ProgressBar {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // The CSV goes beside the dataset with the extension swapped: an --out ending in .csv would
+    // have the CSV overwrite the JSON once the (long) measuring is done.
+    if let Some(out) = &args.out {
+        if out.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+            return Err(Error::invalid(
+                "--out",
+                format!("{} ends in .csv, the name of the CSV written beside the JSON dataset; name the dataset .json", out.display()),
+            ));
+        }
+    }
     let net = supernet(args.checkpoint.as_ref(), &args.space, args.vocab)?;
     let mut meter =
         CpuLatencyMeter::new(&net, args.protocol.protocol(), args.protocol.threads, args.seed)?.on_device(args.protocol.device)?;

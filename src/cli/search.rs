@@ -98,6 +98,9 @@ fn find_tokenizer(explicit: Option<&PathBuf>, checkpoint: &Path) -> Result<PathB
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if args.valid_sentences == 0 {
+        return Err(Error::invalid("--valid-sentences", "must be at least 1 (the search's fitness is their loss)"));
+    }
     let (net, meta) = load_supernet(&args.checkpoint)?;
     eprintln!("supernet: space `{}`, vocabulary {}, update {}", net.space.name, net.vocab, meta.update);
     let tok_path = find_tokenizer(args.tokenizer.as_ref(), &args.checkpoint)?;
@@ -116,6 +119,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     let raw = read_parallel(&args.valid_src, &args.valid_tgt)?;
     let (mut pairs, report) = filter_pairs(&raw, &LengthFilter::default(), |s| tok.encode(s))?;
+    if pairs.is_empty() {
+        return Err(Error::Format { path: args.valid_src.clone(), msg: format!("no validation pair for the search's fitness ({report})") });
+    }
     pairs.truncate(args.valid_sentences);
     eprintln!("validation: {report}; using {} pairs", pairs.len());
     let mut fitness = SupernetLoss::new(&net, &pairs, args.max_tokens)?;

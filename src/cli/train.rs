@@ -135,6 +135,18 @@ impl CommonArgs {
 
     /// The run `mode` trains with these options.
     pub fn spec(&self, mode: Mode) -> Result<RunSpec> {
+        // Zeros the run would reject only after reading the corpus and training the tokenizer,
+        // and then in the trainer's terms rather than the flag's.
+        for (flag, value) in [
+            ("--max-updates", self.max_updates as usize),
+            ("--max-tokens", self.max_tokens),
+            ("--max-len", self.max_len),
+            ("--accumulate", self.accumulate),
+        ] {
+            if value == 0 {
+                return Err(Error::invalid(flag, "must be at least 1"));
+            }
+        }
         let source = match &self.data {
             // Absolute, so that a resume from another working directory describes the same data.
             Some(dir) => DataSource::Files {
@@ -151,11 +163,19 @@ impl CommonArgs {
         if data.vocab_size > BpeConfig::default().vocab_size * 8 {
             return Err(Error::invalid("--vocab-size", format!("{} is unreasonably large for this trainer", data.vocab_size)));
         }
+        if self.schedule == Schedule::Cosine && self.min_lr > self.lr {
+            return Err(Error::invalid("--min-lr", format!("{} is above --lr {}: the cosine would raise the rate", self.min_lr, self.lr)));
+        }
         let schedule = match self.schedule {
             Schedule::Cosine => LrSchedule::WarmupCosine { lr: self.lr, warmup: self.warmup, total: self.max_updates, min_lr: self.min_lr },
             Schedule::InverseSqrt => LrSchedule::InverseSqrt { lr: self.lr, warmup: self.warmup, init_lr: 0.0 },
         };
         schedule.check()?;
+        if let Some(w) = schedule.warning(self.max_updates) {
+            if !self.quiet {
+                eprintln!("warning: {w} (--warmup {} with --max-updates {})", self.warmup, self.max_updates);
+            }
+        }
         let options = ModelOptions {
             pre_norm: self.pre_norm,
             dropout: self.dropout,

@@ -99,7 +99,8 @@ pub struct SearchSection {
     pub parents: usize,
     pub mutations: usize,
     pub crossovers: usize,
-    /// Latency budget as a fraction of the largest dense subnet's predicted latency.
+    /// Latency budget as a fraction of the largest dense subnet's predicted latency; 0 turns the
+    /// latency budget off (TOML has no null), e.g. for a search bounded by `gflops` alone.
     pub latency_fraction: Option<f64>,
     /// An absolute latency budget (ms), instead of the fraction.
     pub latency_ms: Option<f64>,
@@ -250,6 +251,28 @@ impl PipelineConfig {
         DecodeArgs { beam: self.eval.beam, lenpen: self.eval.lenpen, threads: Some(self.latency.threads.max(1)), ..DecodeArgs::default() }
     }
 
+    /// The search's latency budget (ms), if any: `latency_ms`, else `latency_fraction` of the
+    /// largest dense subnet's predicted latency (`dense_ms`, asked only when needed), 0 meaning none.
+    pub(crate) fn latency_budget(&self, dense_ms: impl FnOnce() -> Result<f64>) -> Result<Option<f64>> {
+        Ok(match (self.search.latency_ms, self.search.latency_fraction) {
+            (Some(ms), _) => Some(ms),
+            (None, Some(0.0)) => None,
+            (None, Some(f)) => Some(f * dense_ms()?),
+            (None, None) => None,
+        })
+    }
+
+    /// What is legal but likely unwanted (see [`crate::train::LrSchedule::warning`]), one line per
+    /// finding, naming the section.
+    pub fn warnings(&self) -> Vec<String> {
+        [("supernet", &self.supernet), ("final_train", &self.final_train)]
+            .into_iter()
+            .filter_map(|(name, s)| {
+                self.train_config(s, self.seed).schedule.warning(s.updates).map(|w| format!("[{name}] warmup = {}: {w}", s.warmup))
+            })
+            .collect()
+    }
+
     /// Everything a stage would reject later is rejected here, before hours of training: each
     /// section is turned into the settings its stage uses and checked by the same code.
     fn check(&self, origin: &Path) -> Result<()> {
@@ -263,8 +286,8 @@ impl PipelineConfig {
             section(name, Self::model_options(s).check().and_then(|()| self.train_config(s, self.seed).check()))?;
         }
         section("latency", self.predictor_config().check().and_then(|()| crate::search::dataset::check_samples(self.latency.samples)))?;
-        if self.latency.threads > crate::device::MAX_CPU_THREADS {
-            return bad(format!("latency.threads = {} is above the limit of {}", self.latency.threads, crate::device::MAX_CPU_THREADS));
+        if self.latency.threads == 0 || self.latency.threads > crate::device::MAX_CPU_THREADS {
+            return bad(format!("latency.threads = {} must be between 1 and {}", self.latency.threads, crate::device::MAX_CPU_THREADS));
         }
         section("search", self.search_config(1, false).check())?;
         let s = &self.search;
@@ -293,16 +316,21 @@ impl PipelineConfig {
         if self.latency.samples < 10 {
             return bad(format!("latency.samples = {} is too few to train a predictor (at least 10)", self.latency.samples));
         }
-        if !(0.0..0.9).contains(&self.latency.holdout) {
-            return bad(format!("latency.holdout = {} must be in [0, 0.9)", self.latency.holdout));
+        // split_records needs at least one held-out record, so 0 is refused here, not after the
+        // latencies are measured.
+        if !(self.latency.holdout > 0.0 && self.latency.holdout < 0.9) {
+            return bad(format!("latency.holdout = {} must be in (0, 0.9)", self.latency.holdout));
         }
         if self.latency.clock == Clock::Cpu && self.latency.threads != 1 {
             return bad(format!("latency.clock = \"cpu\" times one thread, but latency.threads = {}", self.latency.threads));
         }
         if let Some(f) = self.search.latency_fraction {
-            if !(f > 0.0 && f.is_finite()) {
-                return bad(format!("search.latency_fraction = {f} must be positive"));
+            if !(f >= 0.0 && f.is_finite()) {
+                return bad(format!("search.latency_fraction = {f} must be positive (or 0: no latency budget)"));
             }
+        }
+        if self.search.valid_sentences == 0 {
+            return bad("search.valid_sentences must be at least 1 (the search's fitness is their loss)".into());
         }
         if self.eval.beam == 0 {
             return bad("eval.beam must be at least 1".into());
@@ -333,6 +361,10 @@ mod tests {
             ("[supernet]\ndropout = 1.5\n", &["[supernet]", "dropout"]),
             ("[latency]\npredictor_epochs = 0\n", &["[latency]", "epochs"]),
             ("[latency]\nthreads = 100000\n", &["latency.threads = 100000"]),
+            ("[latency]\nthreads = 0\n", &["latency.threads = 0"]),
+            ("[latency]\nholdout = 0.0\n", &["latency.holdout = 0"]),
+            ("[search]\nvalid_sentences = 0\n", &["search.valid_sentences"]),
+            ("[search]\nlatency_fraction = -0.5\n", &["search.latency_fraction = -0.5"]),
             ("[latency]\nsamples = 4611686018427387904\n", &["[latency]", "samples"]),
             ("[search]\nparents = 0\n", &["[search]", "parents"]),
             ("[search]\nmutations = 4611686018427387904\n", &["[search]", "population"]),
@@ -344,7 +376,10 @@ mod tests {
             ("[data]\nsynthetic_test = 0\n", &["synthetic_test"]),
             ("[data]\nmax_tokens = 0\n", &["data.max_tokens"]),
             ("[supernet]\naverage = 5\n", &["[supernet] average", "[final_train]"]),
-            ("[final_train]\nupdates = 40\naverage = 5\naverage_every = 10\n", &["[final_train]", "5 snapshots 10 updates apart"]),
+            (
+                "[final_train]\nupdates = 40\nwarmup = 5\naverage = 5\naverage_every = 10\n",
+                &["[final_train]", "5 snapshots 10 updates apart"],
+            ),
         ] {
             let e = err(toml);
             assert!(names.iter().all(|n| e.contains(n)), "{toml}: {e}");
@@ -353,6 +388,15 @@ mod tests {
         let c = PipelineConfig::from_toml_str("[final_train]\nupdates = 400\naverage = 4\n", Path::new("p.toml")).unwrap();
         assert_eq!(c.train_config(&c.final_train, 1).averaging, Some(WeightAveraging { snapshots: 4, every: 25 }));
         assert_eq!(c.train_config(&c.supernet, 1).averaging, None);
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        // The latency budget: a fraction by default, an absolute bound first, 0 for none.
+        assert_eq!(c.latency_budget(|| Ok(10.0)).unwrap(), Some(5.0));
+        let off = PipelineConfig::from_toml_str("[search]\nlatency_fraction = 0.0\ngflops = 0.05\n", Path::new("p.toml")).unwrap();
+        assert_eq!(off.latency_budget(|| panic!("not needed")).unwrap(), None);
+        let ms = PipelineConfig::from_toml_str("[search]\nlatency_ms = 3.0\n", Path::new("p.toml")).unwrap();
+        assert_eq!(ms.latency_budget(|| panic!("not needed")).unwrap(), Some(3.0));
+        let short = PipelineConfig::from_toml_str("[final_train]\nupdates = 50\n", Path::new("p.toml")).unwrap();
+        assert!(matches!(&short.warnings()[..], [w] if w.contains("[final_train] warmup = 100")), "{:?}", short.warnings());
         // A real corpus has no synthetic sizes to check.
         PipelineConfig::from_toml_str("[data]\ndir = \"x\"\nsynthetic_test = 0\n", Path::new("p.toml")).unwrap();
     }

@@ -15,16 +15,19 @@ use crate::{Error, Result};
 /// The run's configuration as last used, in the run directory.
 pub const CONFIG_FILE: &str = "pipeline.toml";
 
-/// A stage: its name, the top-level configuration keys it reads, and its outputs (relative to the
-/// run directory). In pipeline order: a stage depends on every stage before it. `name` (a label)
-/// and `device` (where the computation runs, not what it computes) belong to no stage.
+/// A stage: its name, the configuration keys it reads (a table's name stands for every key in it;
+/// the most specific entry wins, so `data.test` is the evaluation's while the rest of `data` is
+/// the first stage's), and its outputs (relative to the run directory). In pipeline order: a stage
+/// depends on every stage before it. `name` (a label) and `device` (where the computation runs,
+/// not what it computes) belong to no stage. `data/` holds only the evaluation's copy of the test
+/// split (cut to `eval.max_sentences`), so it is the evaluation's output.
 const STAGES: &[(&str, &[&str], &[&str])] = &[
-    ("tokenizer and data", &["seed", "data"], &[TOKENIZER_FILE, "data"]),
+    ("tokenizer and data", &["seed", "data"], &[TOKENIZER_FILE]),
     ("supernet training", &["space", "supernet"], &["supernet"]),
     ("latency predictor", &["latency"], &["latency"]),
     ("search", &["search"], &["search", "search_dense"]),
     ("training of the chosen systems", &["final_train", "baselines"], &["systems", "export"]),
-    ("evaluation", &["eval"], &["eval"]),
+    ("evaluation", &["eval", "data.test"], &["eval", "data"]),
 ];
 
 /// Errors when `out` holds stage outputs that `cfg` would compute differently from the
@@ -74,8 +77,13 @@ fn to_value(cfg: &PipelineConfig) -> Result<toml::Value> {
 
 /// The index in `STAGES` of the stage that reads the dotted `key`, if any.
 fn stage_of(key: &str) -> Option<usize> {
-    let top = key.split('.').next().unwrap_or(key);
-    STAGES.iter().position(|(_, keys, _)| keys.contains(&top))
+    let covers = |k: &str| key == k || key.strip_prefix(k).is_some_and(|rest| rest.starts_with('.'));
+    STAGES
+        .iter()
+        .enumerate()
+        .flat_map(|(stage, (_, keys, _))| keys.iter().filter(|k| covers(k)).map(move |k| (k.len(), stage)))
+        .max_by_key(|&(len, _)| len)
+        .map(|(_, stage)| stage)
 }
 
 /// Every dotted key whose value differs between `old` and `new` (present in one only included),
@@ -143,6 +151,25 @@ mod tests {
         renamed.name = "other".into();
         renamed.device = crate::Device::Emu;
         check(out, &renamed).unwrap();
+
+        // The test split is the evaluation's: renaming it (or cutting it differently) leaves the
+        // supernet and the systems valid and makes only data/ and eval/ stale.
+        let mut test = cfg.clone();
+        test.data.test = "test_2017".into();
+        let err = check(out, &test).unwrap_err().to_string();
+        assert!(err.contains("data.test") && err.contains("evaluation") && !err.contains("supernet\n"), "{err}");
+        std::fs::remove_dir(out.join("eval")).unwrap();
+        check(out, &test).unwrap();
+        std::fs::create_dir_all(out.join("data")).unwrap();
+        let mut fewer = cfg.clone();
+        fewer.eval.max_sentences += 1;
+        let err = check(out, &fewer).unwrap_err().to_string();
+        assert!(err.contains("eval.max_sentences") && err.contains(&out.join("data").display().to_string()), "{err}");
+        // Any other data setting is still the first stage's.
+        let mut vocab = cfg.clone();
+        vocab.data.vocab_size += 1;
+        let err = check(out, &vocab).unwrap_err().to_string();
+        assert!(err.contains("data.vocab_size") && err.contains("tokenizer and data"), "{err}");
     }
 
     #[test]

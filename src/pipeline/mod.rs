@@ -27,11 +27,15 @@ pub(crate) fn say(msg: impl AsRef<str>) {
 pub fn run(cfg: &PipelineConfig, out: &Path) -> Result<Vec<SystemResult>> {
     crate::fsio::create_output_dir(out)?;
     freshness::check(out, cfg)?;
+    for w in cfg.warnings() {
+        say(format!("warning: {w}"));
+    }
     let cfg_path = out.join(freshness::CONFIG_FILE);
     let text = toml::to_string(cfg).map_err(|e| crate::Error::invalid("pipeline", e.to_string()))?;
     crate::fsio::write_atomic(&cfg_path, text.as_bytes())?;
     let t0 = std::time::Instant::now();
     let ctx = stages::Context::new(cfg, out)?;
+    ctx.check_test_split()?;
     let supernet_dir = ctx.train_supernet()?;
     let predictor = ctx.latency_predictor(&supernet_dir)?;
     let systems = ctx.choose_systems(&supernet_dir, &predictor)?;

@@ -6,7 +6,7 @@ use super::config::{PipelineConfig, TrainSection};
 use super::report::SystemResult;
 use super::say;
 use crate::cli::evaluate::{evaluate, Args as EvalArgs};
-use crate::cli::translate::{load_model_dir, TOKENIZER_FILE};
+use crate::cli::translate::{encode_source, load_model_dir, TOKENIZER_FILE};
 use crate::data::corpus::{filter_pairs, read_parallel, split_paths, LengthFilter};
 use crate::data::{synthetic_corpus, Tokenizer};
 use crate::decode::latency::{measure, LatencyProtocol as DecodeLatency};
@@ -156,7 +156,7 @@ impl<'a> Context<'a> {
     fn fitness_pairs(&self, tok: &Tokenizer) -> Result<Vec<crate::data::TokenizedPair>> {
         let (_, valid) = read_source(&self.source)?;
         let (mut pairs, _) = filter_pairs(&valid, &LengthFilter::default(), |s| tok.encode(s))?;
-        pairs.truncate(self.cfg.search.valid_sentences.max(1));
+        pairs.truncate(self.cfg.search.valid_sentences);
         Ok(pairs)
     }
 
@@ -199,11 +199,7 @@ impl<'a> Context<'a> {
     /// the same budget, and the fixed baselines.
     pub fn choose_systems(&self, supernet_dir: &Path, predictor: &LatencyPredictor) -> Result<Vec<System>> {
         let dense = self.space.dense();
-        let budget = match (self.cfg.search.latency_ms, self.cfg.search.latency_fraction) {
-            (Some(ms), _) => Some(ms),
-            (None, Some(f)) => Some(f * predictor.predict(&dense)?.total_ms()),
-            (None, None) => None,
-        };
+        let budget = self.cfg.latency_budget(|| Ok(predictor.predict(&dense)?.total_ms()))?;
         let automoe = self.run_search(&self.out.join("search"), &self.space, supernet_dir, predictor, budget)?;
         let budget_note = budget.map(|b| format!("predicted latency <= {b:.1} ms")).unwrap_or_else(|| "no latency budget".into());
         let mut systems = vec![System {
@@ -239,6 +235,25 @@ impl<'a> Context<'a> {
         say(format!("{}: training from scratch ({})", sys.name, sys.description));
         self.train(&dir, Mode::Subnet { config: sys.config.clone() }, &self.cfg.final_train, self.cfg.seed + 1)?;
         Ok(mt::model_dir(&dir))
+    }
+
+    /// Reads the test split now and checks every source sentence fits the translator, so that a
+    /// misnamed `data.test`, an unreadable file or an over-long line fails before the training
+    /// stages rather than after them.
+    pub fn check_test_split(&self) -> Result<()> {
+        let (src, _) = self.test_files()?;
+        let tok = Tokenizer::load(&self.tok_path)?;
+        let max = self.cfg.decode_args().max_source_len;
+        let text = std::fs::read_to_string(&src).map_err(|e| Error::io(&src, e))?;
+        for (i, line) in text.lines().enumerate() {
+            if let Err(n) = encode_source(&tok, line, max, false)? {
+                return Err(Error::Format {
+                    path: src.clone(),
+                    msg: format!("line {}: {n} tokens, more than the translator's maximum source length {max}", i + 1),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The test split as two files under the run directory (truncated to `eval.max_sentences`).

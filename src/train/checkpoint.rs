@@ -137,6 +137,14 @@ pub fn read_checkpoint_meta(dir: &Path) -> Result<CheckpointMeta> {
             msg: format!("checkpoint format version {} (this build reads version {FORMAT_VERSION})", meta.format_version),
         });
     }
+    // The trainer indexes its epoch order with the position; an edited or corrupted file must
+    // not reach it past the end.
+    if meta.epoch_pos > meta.num_batches {
+        return Err(Error::Format {
+            path,
+            msg: format!("epoch_pos {} is past the end of an epoch of {} batches", meta.epoch_pos, meta.num_batches),
+        });
+    }
     Ok(meta)
 }
 

@@ -1,5 +1,6 @@
 //! Training logs: a JSONL file (one object per log step or validation, appended, so a resumed run
-//! continues the same file) and an `indicatif` progress bar on stderr.
+//! continues the same file; the lines a crash left after the resumed checkpoint are dropped first,
+//! so each update is logged once) and an `indicatif` progress bar on stderr.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -146,6 +147,44 @@ pub(crate) fn append_valid(path: &Path, update: u64, metrics: &BTreeMap<String, 
     log.write(&serde_json::json!({ "update": update, "valid": metrics, "elapsed_s": elapsed_s }))
 }
 
+/// Drops from the log at `path` every line about an update after `update`: what a run wrote after
+/// the checkpoint it now resumes from (it will log those updates again), or, for a fresh start
+/// (`update` 0), a previous run's lines. Lines that are not a JSON object with an `update` are
+/// kept; a last line cut short by a crash gets its newline, so the next line starts on its own.
+/// Rewritten atomically, and only when something changes.
+pub(crate) fn drop_lines_after(path: &Path, update: u64) -> Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let line_update = |l: &str| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v.get("update")?.as_u64());
+    let kept: String = text.lines().filter(|l| line_update(l).is_none_or(|u| u <= update)).map(|l| format!("{l}\n")).collect();
+    if kept != text {
+        crate::fsio::write_atomic(path, kept.as_bytes())?;
+    }
+    Ok(())
+}
+
 fn format_metrics(m: &BTreeMap<String, f64>) -> String {
     m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_after_the_resumed_update_are_dropped_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.jsonl");
+        drop_lines_after(&path, 5).unwrap(); // no log yet: nothing to do
+        assert!(!path.exists());
+        let text = "{\"update\":2,\"loss\":1}\nnot json\n{\"update\":4,\"valid\":{}}\n{\"update\":6,\"loss\":0.5}\n{\"upd";
+        std::fs::write(&path, text).unwrap();
+        drop_lines_after(&path, 4).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"update\":2,\"loss\":1}\nnot json\n{\"update\":4,\"valid\":{}}\n{\"upd\n");
+        drop_lines_after(&path, 0).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "not json\n{\"upd\n");
+    }
 }

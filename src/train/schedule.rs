@@ -14,8 +14,8 @@ pub enum LrSchedule {
 }
 
 impl LrSchedule {
-    /// The peak rate must be positive and finite; the floors (`init_lr`, `min_lr`) finite and not
-    /// negative.
+    /// The peak rate must be positive and finite; the floors (`init_lr`, `min_lr`) finite, not
+    /// negative and not above the peak (a "decay" to a higher floor would raise the rate).
     pub fn check(&self) -> crate::Result<()> {
         let (lr, floor) = match *self {
             LrSchedule::Constant { lr } => (lr, 0.0),
@@ -31,7 +31,28 @@ impl LrSchedule {
                 format!("the initial / final learning rate must be finite and >= 0, got {floor}"),
             ));
         }
+        if floor > lr {
+            return Err(crate::Error::invalid(
+                "LrSchedule",
+                format!("the initial / final learning rate {floor} is above the peak learning rate {lr}"),
+            ));
+        }
         Ok(())
+    }
+
+    /// What a run of `updates` updates would likely not want, though it is legal: a warmup that
+    /// does not end within the run (a short trial run with the default warmup, say), so the rate
+    /// never reaches its peak. The CLI and the pipeline print it; it stops nothing.
+    pub fn warning(&self, updates: u64) -> Option<String> {
+        let warmup = match *self {
+            LrSchedule::Constant { .. } => return None,
+            LrSchedule::InverseSqrt { warmup, .. } | LrSchedule::WarmupCosine { warmup, .. } => warmup,
+        };
+        (warmup >= updates).then(|| {
+            format!(
+                "the warmup ({warmup} updates) does not end within the run's {updates} updates: the learning rate never reaches its peak"
+            )
+        })
     }
 
     pub fn lr(&self, step: u64) -> f64 {
@@ -72,10 +93,18 @@ mod tests {
             LrSchedule::InverseSqrt { lr: f64::INFINITY, warmup: 10, init_lr: 0.0 },
             LrSchedule::InverseSqrt { lr: 1e-3, warmup: 10, init_lr: -1e-4 },
             LrSchedule::WarmupCosine { lr: 1e-3, warmup: 10, total: 100, min_lr: f64::NAN },
+            LrSchedule::WarmupCosine { lr: 5e-6, warmup: 10, total: 100, min_lr: 1e-5 },
+            LrSchedule::InverseSqrt { lr: 1e-3, warmup: 10, init_lr: 2e-3 },
         ] {
             assert!(bad.check().is_err(), "{bad:?}");
         }
         assert!(LrSchedule::WarmupCosine { lr: 1e-3, warmup: 10, total: 100, min_lr: 0.0 }.check().is_ok());
+        // A warmup longer than the run is legal, and warned about.
+        let long_warmup = LrSchedule::WarmupCosine { lr: 1e-3, warmup: 200, total: 100, min_lr: 0.0 };
+        assert!(long_warmup.check().is_ok());
+        assert!(long_warmup.warning(100).is_some_and(|w| w.contains("200 updates") && w.contains("100 updates")));
+        assert_eq!(LrSchedule::WarmupCosine { lr: 1e-3, warmup: 99, total: 100, min_lr: 0.0 }.warning(100), None);
+        assert_eq!(LrSchedule::Constant { lr: 1e-3 }.warning(1), None);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use rand::seq::SliceRandom;
 
 use super::average::{average_weight_files, snapshot_path, WeightAveraging};
 use super::checkpoint::{load_checkpoint, save_checkpoint, save_weights, CheckpointMeta};
-use super::log::{TrainLog, Window};
+use super::log::{drop_lines_after, TrainLog, Window};
 use super::optim::{clip_grad_norm, Adam, AdamConfig};
 use super::schedule::LrSchedule;
 use crate::autograd::{LossStats, ParamStore, Tape, Var};
@@ -196,6 +196,13 @@ impl Trainer {
             return Err(Error::invalid("Trainer", "weight averaging needs a snapshot_dir to write its snapshots to"));
         }
         config.device.check_available()?;
+        if config.device == crate::Device::Cpu {
+            // The weights exist already; training adds a gradient and Adam's two f32 moments per
+            // weight, which a space too big would fail to allocate at the first update (an abort).
+            let n = store.numel() as u64;
+            let bytes = n.saturating_mul(3 * 4);
+            crate::device::check_host_memory(bytes, &format!("the gradients and Adam moments of {n} parameters"))?;
+        }
         let store = store.to_device(config.device)?;
         let adam = Adam::new(config.adam);
         Ok(Trainer {
@@ -474,6 +481,9 @@ impl Trainer {
         self.snapshots_so_far()?;
         self.session_start.get_or_insert_with(Instant::now);
         let cfg = self.config.clone();
+        if let Some(path) = &cfg.log_path {
+            drop_lines_after(path, self.update)?;
+        }
         let mut log = TrainLog::open(cfg.log_path.as_deref(), cfg.max_updates, self.update, cfg.quiet)?;
         let result = self.run(batches, &mut loss_fn, &mut valid_fn, &mut log);
         log.finish();

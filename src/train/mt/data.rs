@@ -102,6 +102,7 @@ pub fn prepare(cfg: &DataConfig, tokenizer: Option<Tokenizer>, seed: u64) -> Res
     let encode = |s: &str| tokenizer.encode(s);
     let (train_pairs, train_report) =
         filter_pairs(&train_text, &LengthFilter { max_tokens: cfg.max_len, max_ratio: cfg.max_ratio }, encode)?;
+    check_valid_lengths(&cfg.source, &valid_text, &tokenizer)?;
     // Validation keeps every non-empty pair, so its loss is over the whole split.
     let (valid_pairs, valid_report) =
         filter_pairs(&valid_text, &LengthFilter { max_tokens: usize::MAX, max_ratio: f64::INFINITY }, encode)?;
@@ -125,6 +126,38 @@ pub fn prepare(cfg: &DataConfig, tokenizer: Option<Tokenizer>, seed: u64) -> Res
         valid_report,
         unigram_nll,
     })
+}
+
+/// Validation keeps sentences of any length, but one of tens of thousands of tokens (two files
+/// joined, a lost line break) would make an attention matrix that exhausts memory: such a
+/// sentence is an error naming its file and line. Only lines at least as long in characters as the
+/// limit in tokens are encoded to check (a token covers at least one character).
+fn check_valid_lengths(source: &DataSource, valid: &[(String, String)], tokenizer: &Tokenizer) -> Result<()> {
+    let limit = crate::decode::MAX_POSITIONS;
+    for (i, (s, t)) in valid.iter().enumerate() {
+        for (side, text) in [(0, s), (1, t)] {
+            if text.len() < limit || text.chars().count() < limit {
+                continue;
+            }
+            let n = tokenizer.encode(text)?.len();
+            if n > limit {
+                let msg = format!("line {}: {n} tokens, more than the {limit} a validation sentence may have (a lost line break?)", i + 1);
+                let path = match source {
+                    DataSource::Files { dir, src, tgt } => {
+                        let (sp, tp) = split_paths(dir, "val", src, tgt);
+                        if side == 0 {
+                            sp
+                        } else {
+                            tp
+                        }
+                    }
+                    DataSource::Synthetic { .. } => return Err(Error::invalid("synthetic corpus", msg)),
+                };
+                return Err(Error::Format { path, msg });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Mean negative log-likelihood of the validation targets (with `</s>`) under the add-one smoothed
@@ -189,5 +222,24 @@ mod tests {
         assert!(d.unigram_nll > 1.0 && d.unigram_nll < (300f64).ln());
         let mb = model_batch(&d.train[0]).unwrap();
         assert_eq!(mb.tgt, d.train[0].tgt_in);
+    }
+
+    #[test]
+    fn an_overlong_validation_line_is_named_not_batched() {
+        let dir = tempfile::tempdir().unwrap();
+        let words = ["a man rides a bike", "two dogs play", "a woman reads a book"];
+        for (lang, lines) in [("en", words.to_vec()), ("de", words.to_vec())] {
+            std::fs::write(dir.path().join(format!("train.{lang}")), lines.join("\n") + "\n").unwrap();
+        }
+        let long = vec!["a man"; 1500].join(" ");
+        std::fs::write(dir.path().join("val.en"), "two dogs play\na woman reads\n").unwrap();
+        std::fs::write(dir.path().join("val.de"), format!("two dogs play\n{long}\n")).unwrap();
+        let source = DataSource::Files { dir: dir.path().to_path_buf(), src: "en".into(), tgt: "de".into() };
+        let cfg = DataConfig { vocab_size: 40, ..DataConfig::new(source) };
+        let err = prepare(&cfg, None, 0).err().unwrap().to_string();
+        assert!(err.contains("val.de") && err.contains("line 2") && err.contains("tokens"), "{err}");
+        // The same sentence within the limit is validated as usual.
+        std::fs::write(dir.path().join("val.de"), "two dogs play\na woman reads\n").unwrap();
+        prepare(&cfg, None, 0).unwrap();
     }
 }
