@@ -117,3 +117,13 @@ fn a_missing_test_split_fails_before_any_training() {
     assert!(err.contains("tset.en"), "{err}");
     assert!(!out.join("supernet").exists(), "the supernet was trained before the test split was read");
 }
+
+#[test]
+fn a_gflops_bound_no_subnet_meets_fails_before_any_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = PipelineConfig::from_toml_str(&TINY.replace("[search]\n", "[search]\ngflops = 1e-9\n"), Path::new("tiny.toml")).unwrap();
+    let out = tmp.path().join("run");
+    let err = pipeline::run(&cfg, &out).unwrap_err().to_string();
+    assert!(err.contains("GFLOPs <= 0.000000001 is out of reach"), "{err}");
+    assert!(!out.join("supernet").exists(), "the supernet was trained before the bound was checked");
+}

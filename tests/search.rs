@@ -139,10 +139,25 @@ fn infeasible_constraints_give_a_clear_error() {
         let e = search(&space, cfg, Constraints::default(), &mut fitness, None, |_, _| {}).unwrap_err().to_string();
         assert!(e.contains(name), "{e}");
     }
+    // A bound below the smallest subnet's cost is known from the space: refused before any draw.
     let c = Constraints { gflops: Some(1e-9), ..Constraints::default() };
     let cfg = SearchConfig { max_retries: 50, ..config(0, 2) };
+    let mut evaluated = 0;
+    let mut counting = |cfg: &SubnetConfig| -> Result<f64> {
+        evaluated += 1;
+        Ok(synthetic_loss(&space, cfg))
+    };
+    let msg = search(&space, cfg, c, &mut counting, None, |_, _| {}).unwrap_err().to_string();
+    assert!(msg.contains("GFLOPs <= 0.000000001 is out of reach") && msg.contains("smallest subnet"), "{msg}");
+    assert_eq!(evaluated, 0);
+    let c = Constraints { active_params: Some(10.0), ..Constraints::default() };
     let msg = search(&space, cfg, c, &mut fitness, None, |_, _| {}).unwrap_err().to_string();
-    assert!(msg.contains("no random subnet satisfying the constraints") && msg.contains("GFLOPs <= 0.000000001"), "{msg}");
+    assert!(msg.contains("active params <= 0.000 M is out of reach"), "{msg}");
+    // One only the meter can rule out (no subnet has under 1 decoder layer): the draws give up
+    // after max_retries with the costs they saw.
+    let c = Constraints { latency_ms: Some(0.5), ..Constraints::default() };
+    let msg = search(&space, cfg, c, &mut fitness, Some(&mut DepthLatency), |_, _| {}).unwrap_err().to_string();
+    assert!(msg.contains("no random subnet satisfying the constraints") && msg.contains("latency <= 0.5 ms"), "{msg}");
     assert!(msg.contains("smallest costs seen"), "{msg}");
     // A latency constraint without a meter is refused up front.
     let c = Constraints { latency_ms: Some(1.0), ..Constraints::default() };

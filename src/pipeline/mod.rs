@@ -35,7 +35,7 @@ pub fn run(cfg: &PipelineConfig, out: &Path) -> Result<Vec<SystemResult>> {
     crate::fsio::write_atomic(&cfg_path, text.as_bytes())?;
     let t0 = std::time::Instant::now();
     let ctx = stages::Context::new(cfg, out)?;
-    ctx.check_test_split()?;
+    ctx.check_before_training()?;
     let supernet_dir = ctx.train_supernet()?;
     let predictor = ctx.latency_predictor(&supernet_dir)?;
     let systems = ctx.choose_systems(&supernet_dir, &predictor)?;

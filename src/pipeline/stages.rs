@@ -237,16 +237,30 @@ impl<'a> Context<'a> {
         Ok(mt::model_dir(&dir))
     }
 
+    /// What can be known to fail before the supernet is trained: a GFLOPs or active-parameter
+    /// bound that even the space's smallest subnet exceeds, and the test split (see
+    /// [`Context::check_test_split`]).
+    pub fn check_before_training(&self) -> Result<()> {
+        let s = &self.cfg.search;
+        let tok = Tokenizer::load(&self.tok_path)?;
+        let pre_norm = PipelineConfig::model_options(&self.cfg.supernet).pre_norm;
+        Constraints { latency_ms: None, gflops: s.gflops, active_params: s.active_params }.check_reachable(
+            &self.space,
+            tok.vocab_size(),
+            pre_norm,
+        )?;
+        self.check_test_split(&tok)
+    }
+
     /// Reads the test split now and checks every source sentence fits the translator, so that a
     /// misnamed `data.test`, an unreadable file or an over-long line fails before the training
     /// stages rather than after them.
-    pub fn check_test_split(&self) -> Result<()> {
+    fn check_test_split(&self, tok: &Tokenizer) -> Result<()> {
         let (src, _) = self.test_files()?;
-        let tok = Tokenizer::load(&self.tok_path)?;
         let max = self.cfg.decode_args().max_source_len;
         let text = std::fs::read_to_string(&src).map_err(|e| Error::io(&src, e))?;
         for (i, line) in text.lines().enumerate() {
-            if let Err(n) = encode_source(&tok, line, max, false)? {
+            if let Err(n) = encode_source(tok, line, max, false)? {
                 return Err(Error::Format {
                     path: src.clone(),
                     msg: format!("line {}: {n} tokens, more than the translator's maximum source length {max}", i + 1),

@@ -47,6 +47,32 @@ impl Constraints {
         Ok(())
     }
 
+    /// Errors when no subnet of `space` meets the GFLOPs or active-parameter bound because its
+    /// smallest subnet (the cheapest in both) already exceeds it: known from the space alone, so
+    /// callers check it before training a supernet rather than after.
+    pub fn check_reachable(&self, space: &SearchSpace, vocab: usize, pre_norm: bool) -> Result<()> {
+        let cost = SubnetCost::of(&space.smallest(), vocab, pre_norm, &Routing::Uniform)?;
+        let (gflops, active) = (cost.flops.paper_gflops(), cost.params.active_without_embedding());
+        if let Some(g) = self.gflops.filter(|&g| g < gflops) {
+            return Err(Error::invalid(
+                "search",
+                format!("GFLOPs <= {g} is out of reach: the smallest subnet of space `{}` has {gflops:.4} GFLOPs", space.name),
+            ));
+        }
+        if let Some(p) = self.active_params.filter(|&p| p < active) {
+            return Err(Error::invalid(
+                "search",
+                format!(
+                    "active params <= {:.3} M is out of reach: the smallest subnet of space `{}` has {:.3} M",
+                    p / 1e6,
+                    space.name,
+                    active / 1e6
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         if let Some(l) = self.latency_ms {
@@ -417,6 +443,7 @@ pub fn search<'a>(
         return Err(Error::invalid("search", "a latency constraint needs a latency meter or predictor"));
     }
     constraints.check()?;
+    constraints.check_reachable(space, config.vocab, config.pre_norm)?;
     let mut s = Searcher {
         space,
         cfg: config,
