@@ -48,15 +48,20 @@ typedef struct automoe_model automoe_model;
 /* The translations of one batch: text, token ids and score per sentence. */
 typedef struct automoe_translations automoe_translations;
 
-/* Decoding options. Initialise with automoe_decode_options_init, then change fields. */
+/* Decoding options. Initialise with automoe_decode_options_init, then change fields.
+ * `struct_size` (set by the init function to this header's sizeof) lets a later library add
+ * fields and still read options from a program built against this header; a size the library
+ * does not know (an uninitialised struct, or a newer header than the library) is refused. */
 typedef struct automoe_decode_options {
+    size_t struct_size;     /* sizeof(automoe_decode_options); set by automoe_decode_options_init */
     uint32_t beam;          /* beam size; 1 = greedy (default 4) */
     float length_penalty;   /* fairseq length penalty: score / length^lp (default 0.6) */
     float max_len_a;        /* output length limit a * source_len + b (default a = 1.2) */
     uint32_t max_len_b;     /* (default b = 10) */
 } automoe_decode_options;
 
-/* What a model is. */
+/* What a model is. Written whole by automoe_model_get_info; should it ever need more fields, they
+ * will come with a new function, so this struct keeps its size. */
 typedef struct automoe_model_info {
     size_t vocab_size;      /* size of the joined vocabulary */
     double total_params;    /* parameters of the model, embedding included */

@@ -32,6 +32,7 @@ fn options() -> automoe_decode_options {
     let mut o = automoe_decode_options::default();
     // SAFETY: a valid, writable options struct.
     unsafe { automoe_decode_options_init(&mut o) };
+    assert_eq!(o.struct_size, std::mem::size_of::<automoe_decode_options>());
     o.beam = 3;
     o.max_len_a = 0.0;
     o.max_len_b = 6;
@@ -260,6 +261,13 @@ fn bad_arguments_give_statuses_and_messages() {
         let huge_beam = automoe_decode_options { beam: u32::MAX, ..o };
         assert_eq!(automoe_translate(m, one.as_ptr(), 1, &huge_beam, &mut t), AUTOMOE_INVALID_ARGUMENT);
         assert!(last_error().contains("beam 4294967295"), "{}", last_error());
+        // Options never initialised (struct_size 0), and options of a newer header (bigger).
+        let raw = automoe_decode_options { struct_size: 0, ..o };
+        assert_eq!(automoe_translate(m, one.as_ptr(), 1, &raw, &mut t), AUTOMOE_INVALID_ARGUMENT);
+        assert!(last_error().contains("automoe_decode_options_init"), "{}", last_error());
+        let newer = automoe_decode_options { struct_size: std::mem::size_of::<automoe_decode_options>() + 8, ..o };
+        assert_eq!(automoe_translate(m, one.as_ptr(), 1, &newer, &mut t), AUTOMOE_UNSUPPORTED);
+        assert!(last_error().contains("newer automoe.h"), "{}", last_error());
         assert!(t.is_null());
 
         // An empty batch is fine.

@@ -31,6 +31,7 @@ pub struct automoe_translations {
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct automoe_decode_options {
+    pub struct_size: usize,
     pub beam: u32,
     pub length_penalty: f32,
     pub max_len_a: f32,
@@ -38,12 +39,13 @@ pub struct automoe_decode_options {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of automoe_decode_options"][::std::mem::size_of::<automoe_decode_options>() - 16usize];
-    ["Alignment of automoe_decode_options"][::std::mem::align_of::<automoe_decode_options>() - 4usize];
-    ["Offset of field: automoe_decode_options::beam"][::std::mem::offset_of!(automoe_decode_options, beam) - 0usize];
-    ["Offset of field: automoe_decode_options::length_penalty"][::std::mem::offset_of!(automoe_decode_options, length_penalty) - 4usize];
-    ["Offset of field: automoe_decode_options::max_len_a"][::std::mem::offset_of!(automoe_decode_options, max_len_a) - 8usize];
-    ["Offset of field: automoe_decode_options::max_len_b"][::std::mem::offset_of!(automoe_decode_options, max_len_b) - 12usize];
+    ["Size of automoe_decode_options"][::std::mem::size_of::<automoe_decode_options>() - 24usize];
+    ["Alignment of automoe_decode_options"][::std::mem::align_of::<automoe_decode_options>() - 8usize];
+    ["Offset of field: automoe_decode_options::struct_size"][::std::mem::offset_of!(automoe_decode_options, struct_size) - 0usize];
+    ["Offset of field: automoe_decode_options::beam"][::std::mem::offset_of!(automoe_decode_options, beam) - 8usize];
+    ["Offset of field: automoe_decode_options::length_penalty"][::std::mem::offset_of!(automoe_decode_options, length_penalty) - 12usize];
+    ["Offset of field: automoe_decode_options::max_len_a"][::std::mem::offset_of!(automoe_decode_options, max_len_a) - 16usize];
+    ["Offset of field: automoe_decode_options::max_len_b"][::std::mem::offset_of!(automoe_decode_options, max_len_b) - 20usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

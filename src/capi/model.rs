@@ -64,7 +64,15 @@ pub(crate) unsafe fn model_ref<'a>(p: *const automoe_model, function: &str) -> R
 pub unsafe extern "C" fn automoe_decode_options_init(options: *mut automoe_decode_options) {
     if !options.is_null() {
         // SAFETY: non-null and writable per the contract.
-        unsafe { options.write(automoe_decode_options { beam: 4, length_penalty: 0.6, max_len_a: 1.2, max_len_b: 10 }) };
+        unsafe {
+            options.write(automoe_decode_options {
+                struct_size: std::mem::size_of::<automoe_decode_options>(),
+                beam: 4,
+                length_penalty: 0.6,
+                max_len_a: 1.2,
+                max_len_b: 10,
+            })
+        };
     }
 }
 

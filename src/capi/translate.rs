@@ -36,7 +36,21 @@ fn search_options(p: *const automoe_decode_options, function: &str) -> Result<Se
     // SAFETY: `o` is a valid, writable options struct; the defaults live in one place.
     unsafe { super::model::automoe_decode_options_init(&mut o) };
     if !p.is_null() {
-        // SAFETY: a non-null `options` points to a readable automoe_decode_options (the contract).
+        // SAFETY: a non-null `options` points to a readable automoe_decode_options of the
+        // caller's header, whose first field is its size in every version (the contract).
+        let size = unsafe { p.cast::<usize>().read() };
+        let ours = std::mem::size_of::<automoe_decode_options>();
+        // Every size this library knows is its own: struct_size came with the first release. A
+        // later one reads the prefix of an older header's struct and defaults the rest.
+        if size != ours {
+            let (status, why) = if size > ours {
+                (AUTOMOE_UNSUPPORTED, "the options come from a newer automoe.h than this library; link the library of that header")
+            } else {
+                (AUTOMOE_INVALID_ARGUMENT, "the options were not initialised with automoe_decode_options_init")
+            };
+            return Err(Failure::new(status, format!("{function}: options.struct_size is {size}, this library's is {ours}: {why}")));
+        }
+        // SAFETY: as above, and the caller's struct has this library's size.
         o = unsafe { p.read() };
     }
     let opts = SearchOptions {
