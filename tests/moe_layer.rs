@@ -200,9 +200,12 @@ fn results_do_not_depend_on_the_thread_count() {
         let grads = tape.backward(&loss).unwrap();
         (out.y.value().to_f64_vec().unwrap(), grads.wrt(&xv).unwrap().to_f64_vec().unwrap())
     };
-    let default = run();
-    let single = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(run);
-    assert!(default == single, "outputs and gradients must be bit-identical across thread counts");
+    // Explicit pools: on a one-core machine the default pool has one thread, which would make
+    // this compare a run with itself.
+    let pool = |n: usize| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+    let four = pool(4).install(run);
+    let single = pool(1).install(run);
+    assert!(four == single, "outputs and gradients must be bit-identical across thread counts");
 }
 
 const TOL: f64 = 1e-6;
@@ -274,69 +277,85 @@ fn gradcheck_grouped_ffn_through_front_slices() {
     }
 }
 
+/// The library's routed layer itself (`moe_forward_routed`, not a copy of it), by central
+/// differences on its input and on elements inside the used slices of its parameters, for top-2
+/// routing with renormalised gates and with a capacity that drops pairs. The loss is a random
+/// projection of the output plus the balance loss.
 #[test]
-fn gradcheck_whole_layer_with_balance_loss() {
-    let (store, p) = layer(6, 4, 8, 50, DType::F64);
+fn gradcheck_the_routed_layer_top2_with_renormalisation_and_capacity() {
     let sub = MoeSubnet { d: 5, widths: vec![8, 3, 6], k: 2 };
-    let opts = MoeOptions { renormalize: true, balance_coef: 0.5, ..Default::default() };
-    // Perturb x and the router weight (through the store copy passed as inputs).
-    let x = rand(&[9, 5], DType::F64, 51);
-    let rw = store.value(p.router_w).clone();
-    let w1 = store.value(p.experts[0].fc1_w).clone();
-    let r = check_gradients(&[x, rw, w1], 1e-6, |t, v| {
-        let mut s = store.clone();
-        s.get_mut(p.router_w).value = v[1].value().clone();
-        s.get_mut(p.experts[0].fc1_w).value = v[2].value().clone();
-        // Route through the store's params, but feed the perturbed values via the tape inputs: the
-        // test harness perturbs `v`, so rebuild the layer call on them.
-        let out = layer_on_vars(t, &s, &p, &sub, &opts, &v[0], &v[1], &v[2])?;
-        let w = t.constant(rand(out.0.shape(), DType::F64, 52));
-        let prod = t.mul(&out.0, &w)?;
-        let sum = t.sum(&prod)?;
-        t.add(&sum, &out.1)
-    })
-    .unwrap();
-    assert!(r.max_rel_error < TOL, "whole layer: {r:?}");
-}
-
-/// The routed layer with the router weight and expert 0's fc1 supplied as tape vars (so the
-/// gradient checker can perturb them), everything else from the store.
-#[allow(clippy::too_many_arguments)]
-fn layer_on_vars(
-    t: &mut Tape,
-    s: &ParamStore,
-    p: &MoeParams,
-    sub: &MoeSubnet,
-    opts: &MoeOptions,
-    x: &Var,
-    rw: &Var,
-    w1: &Var,
-) -> Result<(Var, Var)> {
-    let (n, d, k) = (sub.widths.len(), sub.d, sub.k);
-    let rws = t.front_slice(rw, &[n, d])?;
-    let rb = t.param(s, p.router_b)?;
-    let rb = t.front_slice(&rb, &[n])?;
-    let logits = t.linear(x, &rws, Some(&rb))?;
-    let probs = t.softmax(&logits, &Default::default())?;
-    let g = t.topk_gating(&probs, k, opts.renormalize)?;
-    let dis = Arc::new(Dispatch::new(&g.idx.to_host()?, x.shape()[0], k, n, None)?);
-    let xp = t.moe_permute(x, &dis)?;
-    let mut experts = Vec::new();
-    for (e, &h) in sub.widths.iter().enumerate() {
-        let ep = &p.experts[e];
-        let w1v = if e == 0 { w1.clone() } else { t.param(s, ep.fc1_w)? };
-        let (b1, w2, b2) = (t.param(s, ep.fc1_b)?, t.param(s, ep.fc2_w)?, t.param(s, ep.fc2_b)?);
-        experts.push(ExpertVars {
-            w1: t.front_slice(&w1v, &[h, d])?,
-            b1: t.front_slice(&b1, &[h])?,
-            w2: t.front_slice(&w2, &[d, h])?,
-            b2: t.front_slice(&b2, &[d])?,
-        });
+    for (opts, seed) in [
+        (MoeOptions { renormalize: true, balance_coef: 0.5, ..Default::default() }, 50),
+        (MoeOptions { capacity_factor: Some(0.7), balance_coef: 0.3, activation: Activation::Gelu, ..Default::default() }, 60),
+    ] {
+        let (mut store, p) = layer(6, 4, 8, seed, DType::F64);
+        let mut x = rand(&[9, 5], DType::F64, seed + 1);
+        let w = rand(&[9, 5], DType::F64, seed + 2);
+        let loss = |t: &mut Tape, store: &ParamStore, x: &Var| -> Result<Var> {
+            let out = moe_forward_routed(t, store, &p, &sub, &opts, x)?;
+            let wv = t.constant(w.clone());
+            let prod = t.mul(&out.y, &wv)?;
+            let sum = t.sum(&prod)?;
+            t.add(&sum, out.balance_loss.as_ref().expect("balance_coef > 0"))
+        };
+        let mut tape = Tape::new();
+        let xv = tape.input(x.clone());
+        let l = loss(&mut tape, &store, &xv).unwrap();
+        let grads = tape.backward(&l).unwrap();
+        let dx = grads.wrt(&xv).unwrap().to_f64_vec().unwrap();
+        let dparams: std::collections::HashMap<_, _> =
+            grads.param_grads().unwrap().into_iter().map(|(id, g)| (id, g.to_f64_vec().unwrap())).collect();
+        if opts.capacity_factor.is_some() {
+            let mut t = Tape::inference();
+            let xv = t.constant(x.clone());
+            let out = moe_forward_routed(&mut t, &store, &p, &sub, &opts, &xv).unwrap();
+            let pos = out.routing.to_host().unwrap().pos.clone();
+            assert!(pos.contains(&DROPPED), "the capacity case must drop pairs to test them");
+        }
+        let value = |store: &ParamStore, x: &Tensor| {
+            let mut t = Tape::inference();
+            let xv = t.constant(x.clone());
+            loss(&mut t, store, &xv).unwrap().value().to_scalar().unwrap()
+        };
+        let h = 1e-6;
+        let check = |what: String, analytic: f64, numeric: f64| {
+            let err = (analytic - numeric).abs() / analytic.abs().max(numeric.abs()).max(1e-3);
+            assert!(err < 1e-6, "{what}: analytic {analytic} numeric {numeric} (rel err {err})");
+        };
+        for i in [0, 7, 23, 44] {
+            let x0 = x.data_mut::<f64>().unwrap()[i];
+            x.data_mut::<f64>().unwrap()[i] = x0 + h;
+            let up = value(&store, &x);
+            x.data_mut::<f64>().unwrap()[i] = x0 - h;
+            let down = value(&store, &x);
+            x.data_mut::<f64>().unwrap()[i] = x0;
+            check(format!("x[{i}] (seed {seed})"), dx[i], (up - down) / (2.0 * h));
+        }
+        // (parameter, flat index inside its used slice: rows of the subnet's experts, columns of d)
+        let e = &p.experts;
+        let elements = [
+            (p.router_w, 2 * 6 + 4), // router row 2 (the third expert), column 4
+            (p.router_b, 1),
+            (e[0].fc1_w, 7 * 6 + 3), // expert 0 (width 8): row 7, column 3
+            (e[1].fc1_b, 2),         // expert 1 (width 3)
+            (e[2].fc2_w, 4 * 8 + 5), // expert 2 (width 6): row 4, column 5
+            (e[2].fc2_b, 0),
+        ];
+        for (id, i) in elements {
+            let name = store.get(id).name.clone();
+            let mut eval = |delta: f64| {
+                store.get_mut(id).value.data_mut::<f64>().unwrap()[i] += delta;
+                let v = value(&store, &x);
+                store.get_mut(id).value.data_mut::<f64>().unwrap()[i] -= delta;
+                v
+            };
+            let numeric = (eval(h) - eval(-h)) / (2.0 * h);
+            let analytic = dparams.get(&id).map_or(0.0, |g| g[i]);
+            // Each element is one a routed token uses, so a zero gradient would be a lost path.
+            assert!(analytic.abs() > 1e-6, "{name}[{i}] (seed {seed}): gradient {analytic}");
+            check(format!("{name}[{i}] (seed {seed})"), analytic, numeric);
+        }
     }
-    let yp = t.grouped_ffn(&xp, &experts, &dis.offsets, opts.activation)?;
-    let y = t.moe_combine(&yp, &g.gates, &dis)?;
-    let bl = automoe::moe::balance_loss(t, &probs, &dis, opts.balance_coef)?;
-    Ok((y, bl))
 }
 
 #[test]
