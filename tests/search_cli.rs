@@ -169,6 +169,15 @@ fn latency_predictor_and_search_commands_end_to_end() {
     let mut no_meter = base.to_vec();
     no_meter.extend(["--latency-ms", "5"]);
     assert!(run(&no_meter).unwrap_err().to_string().contains("latency meter"));
+    // A predictor of another space (here: the same one, renamed) is refused, naming the file and both spaces.
+    let mut other: serde_json::Value = serde_json::from_slice(&std::fs::read(&pred).unwrap()).unwrap();
+    other["space"]["name"] = "other".into();
+    let other_path = p("pred_other.json");
+    std::fs::write(&other_path, other.to_string()).unwrap();
+    let mut with_other = base.to_vec();
+    with_other.extend(["--predictor", &other_path, "--latency-ms", "1e9"]);
+    let msg = run(&with_other).unwrap_err().to_string();
+    assert!(msg.contains("pred_other.json") && msg.contains("trained for space `other`"), "{msg}");
     let mut no_pairs = base.to_vec();
     no_pairs.extend(["--valid-sentences", "0"]);
     let msg = run(&no_pairs).unwrap_err().to_string();

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use automoe::cli::{train, train_supernet};
 use automoe::data::Tokenizer;
-use automoe::model::SubnetModel;
+use automoe::model::{SearchSpace, SubnetModel};
 use automoe::train::mt::{self, RunSummary};
 use automoe::train::{read_checkpoint_meta, save_weights};
 use automoe::{Error, Tensor};
@@ -268,4 +268,35 @@ fn bad_flags_are_refused_before_anything_runs() {
     let err = with("--min-lr", "0.01");
     assert!(err.contains("--min-lr") && err.contains("above --lr"), "{err}");
     assert!(!dir.path().join("bad").exists());
+}
+
+/// `--subnet-config` trains the architecture in the file (a search's best.json), exported as is;
+/// one outside the given space is refused naming the file, and so is one that is not a config.
+#[test]
+fn a_subnet_config_file_is_trained_and_checked_against_the_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let space = SearchSpace::from_toml_str(TINY_SPACE).unwrap();
+    let mut cfg = space.smallest();
+    cfg.decoder[0].experts = 2; // a two-expert decoder layer, unlike any preset
+    cfg.decoder[0].expert_widths = vec![64, 32];
+    space.validate(&cfg).unwrap();
+    let path = dir.path().join("best.json");
+    std::fs::write(&path, cfg.to_json().unwrap()).unwrap();
+    let mut argv = common(dir.path(), "from_file", 6);
+    argv.extend(["--subnet-config".into(), path.to_str().unwrap().into()]);
+    let s = train_run(argv).unwrap();
+    assert_eq!(SubnetModel::load(s.model_dir.as_ref().unwrap()).unwrap().config, cfg);
+
+    cfg.decoder[0].experts = 3; // max_experts is 2
+    cfg.decoder[0].expert_widths = vec![64, 32, 32];
+    std::fs::write(&path, cfg.to_json().unwrap()).unwrap();
+    let mut argv = common(dir.path(), "outside", 6);
+    argv.extend(["--subnet-config".into(), path.to_str().unwrap().into()]);
+    let err = train_run(argv).unwrap_err().to_string();
+    assert!(err.contains("best.json"), "{err}");
+    std::fs::write(&path, "{\"encoder\": 3}").unwrap();
+    let mut argv = common(dir.path(), "garbage", 6);
+    argv.extend(["--subnet-config".into(), path.to_str().unwrap().into()]);
+    let err = train_run(argv).unwrap_err().to_string();
+    assert!(err.contains("best.json"), "{err}");
 }
