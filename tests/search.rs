@@ -106,10 +106,24 @@ fn active_params_constraint_holds_for_every_candidate() {
     let space = space();
     let largest = SubnetCost::of(&space.largest(), 50, false, &automoe::model::Routing::Uniform).unwrap();
     let budget = largest.params.active_without_embedding() * 0.6;
-    let mut fitness = |cfg: &SubnetConfig| -> Result<f64> { Ok(synthetic_loss(&space, cfg)) };
+    // Every subnet the search evaluates, not only the final population, must be within budget.
+    let seen = RefCell::new(Vec::new());
+    let mut fitness = |cfg: &SubnetConfig| -> Result<f64> {
+        seen.borrow_mut().push(cfg.clone());
+        Ok(synthetic_loss(&space, cfg))
+    };
     let c = Constraints { active_params: Some(budget), ..Constraints::default() };
     let r = search(&space, config(2, 5), c, &mut fitness, None, |_, _| {}).unwrap();
-    assert!(r.population.iter().all(|c| c.active_params <= budget && c.latency.is_none()));
+    let seen = seen.into_inner();
+    assert!(seen.len() >= r.population.len(), "{} evaluated", seen.len());
+    for cfg in &seen {
+        let active = SubnetCost::of(cfg, 50, false, &automoe::model::Routing::Uniform).unwrap().params.active_without_embedding();
+        assert!(active <= budget, "evaluated a subnet over the budget: {active} > {budget}");
+    }
+    assert!(r.population.iter().all(|c| c.active_params <= budget));
+    // The budget binds: the unconstrained optimum (the largest subnet) is over it, so some
+    // draws were rejected.
+    assert!(r.rejected > 0, "a budget of 0.6x the largest rejected nothing");
 }
 
 #[test]

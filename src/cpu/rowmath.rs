@@ -327,6 +327,12 @@ mod tests {
     /// same code does.
     #[test]
     fn every_target_version_gives_the_same_bits() {
+        // Without AVX2 the dispatcher picks the baseline, and this would compare it with itself.
+        #[cfg(target_arch = "x86_64")]
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            eprintln!("every_target_version_gives_the_same_bits: skipped, this CPU has neither AVX2 nor AVX-512");
+            return;
+        }
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
         for n in [1usize, 17, 1698, 4099] {
             let x = row(&mut rng, n);
