@@ -104,8 +104,13 @@ impl CudaExec {
     /// A device buffer of `n` elements whose contents are undefined until a kernel writes them (no
     /// fill: one driver call and one queued memset fewer per op output than [`Self::alloc_zeros`];
     /// the emulator poisons such buffers instead, so its tests catch a kernel that reads one before
-    /// writing it).
+    /// writing it). With `AUTOMOE_POISON_DEVICE=1` (set by the GPU check's test runs) the device
+    /// does the same: every byte 0xFF, a NaN in f32 and bf16 and an out-of-range index in u32, so
+    /// an element no kernel wrote shows in the CUDA tests instead of passing on leftover memory.
     pub fn alloc_uninit<T: Elem>(&self, n: usize) -> Result<DeviceBuf<T>> {
+        if poison_device_buffers() {
+            return self.alloc_filled(n, 0xFF);
+        }
         // SAFETY: the elements are plain old data (Elem: Pod) that no Rust code reads before a
         // kernel writes them: the buffer is only handed to kernels as an output address.
         let slice = unsafe { self.stream.alloc::<T>(n.max(1)) }.map_err(cuda_err("alloc"))?;
@@ -114,12 +119,17 @@ impl CudaExec {
 
     /// A zero-filled device buffer of `n` elements.
     pub fn alloc_zeros<T: Elem>(&self, n: usize) -> Result<DeviceBuf<T>> {
-        // SAFETY: the memory is zeroed below before anything can read it; every Elem is Pod, for
-        // which all-zero bytes are a valid value.
+        self.alloc_filled(n, 0)
+    }
+
+    /// A device buffer of `n` elements with every byte `byte`.
+    fn alloc_filled<T: Elem>(&self, n: usize, byte: u8) -> Result<DeviceBuf<T>> {
+        // SAFETY: the memory is filled below before anything can read it; every Elem is Pod, for
+        // which any bytes are a valid value.
         let mut slice = unsafe { self.stream.alloc::<T>(n.max(1)) }.map_err(cuda_err("alloc"))?;
         let (ptr, _guard) = slice.device_ptr_mut(&self.stream);
         // SAFETY: ptr is a live allocation of n.max(1) elements on this stream.
-        unsafe { cudarc::driver::result::memset_d8_async(ptr, 0, n.max(1) * std::mem::size_of::<T>(), self.stream.cu_stream()) }
+        unsafe { cudarc::driver::result::memset_d8_async(ptr, byte, n.max(1) * std::mem::size_of::<T>(), self.stream.cu_stream()) }
             .map_err(cuda_err("memset"))?;
         drop(_guard);
         Ok(DeviceBuf { slice, len: n })
@@ -238,4 +248,10 @@ impl Exec for CudaExec {
         unsafe { self.launch_async(file, name, g, params)? };
         self.stream.synchronize().map_err(|e| Error::Cuda(format!("{name} failed on cuda:{}: {e}", self.ordinal)))
     }
+}
+
+/// Whether `AUTOMOE_POISON_DEVICE=1`: read once, since every op output asks.
+fn poison_device_buffers() -> bool {
+    static POISON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *POISON.get_or_init(|| std::env::var("AUTOMOE_POISON_DEVICE").is_ok_and(|v| v == "1"))
 }
