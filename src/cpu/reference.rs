@@ -69,3 +69,51 @@ pub fn cross_entropy(logits: &[f64], targets: &[u32], v: usize, eps: f64, ignore
         total / count as f64
     }
 }
+
+/// Backward of a row-wise softmax from its output `y` and the output gradient `dy`:
+/// `dx_j = sum_i dy_i * J_ij` with the Jacobian `J_ij = y_i (delta_ij - y_j)` written out element
+/// by element (masked keys have `y = 0` and so get no gradient).
+pub fn softmax_backward(y: &[f64], dy: &[f64], tk: usize) -> Vec<f64> {
+    let mut dx = vec![0.0; y.len()];
+    for r in 0..y.len() / tk {
+        let (yr, gr) = (&y[r * tk..(r + 1) * tk], &dy[r * tk..(r + 1) * tk]);
+        for j in 0..tk {
+            let mut s = 0.0;
+            for i in 0..tk {
+                let jac = yr[i] * (if i == j { 1.0 } else { 0.0 } - yr[j]);
+                s += gr[i] * jac;
+            }
+            dx[r * tk + j] = s;
+        }
+    }
+    dx
+}
+
+/// Gradients `(dx, dgamma, dbeta)` of [`layer_norm`] for the output gradient `dy`. `dx` goes
+/// through the full Jacobian of the normalised row, `dxhat_j/dx_k = (delta_jk - 1/d - xhat_j
+/// xhat_k / d) / sigma`, rather than the fused formula the kernels use.
+pub fn layer_norm_backward(x: &[f64], gamma: &[f64], dy: &[f64], d: usize, eps: f64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let mut dx = vec![0.0; x.len()];
+    let mut dgamma = vec![0.0; d];
+    let mut dbeta = vec![0.0; d];
+    for r in 0..x.len() / d {
+        let (xr, gr) = (&x[r * d..(r + 1) * d], &dy[r * d..(r + 1) * d]);
+        let mean = xr.iter().sum::<f64>() / d as f64;
+        let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / d as f64;
+        let sigma = (var + eps).sqrt();
+        let xhat: Vec<f64> = xr.iter().map(|v| (v - mean) / sigma).collect();
+        for j in 0..d {
+            dgamma[j] += gr[j] * xhat[j];
+            dbeta[j] += gr[j];
+        }
+        for k in 0..d {
+            let mut s = 0.0;
+            for j in 0..d {
+                let delta = if j == k { 1.0 } else { 0.0 };
+                s += gr[j] * gamma[j] * (delta - 1.0 / d as f64 - xhat[j] * xhat[k] / d as f64) / sigma;
+            }
+            dx[r * d + k] = s;
+        }
+    }
+    (dx, dgamma, dbeta)
+}
