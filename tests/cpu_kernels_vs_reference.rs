@@ -3,6 +3,7 @@
 //! are split over several rayon tasks (`cpu::rows_per_task`), where a row index or a partial sum
 //! computed per task could go wrong without the small-shape tests noticing.
 
+use automoe::autograd::Tape;
 use automoe::cpu::{reference, rows_per_task};
 use automoe::rng::seeded;
 use automoe::tensor::MaskSpec;
@@ -88,4 +89,59 @@ fn layer_norm_over_many_tasks_matches_reference() {
             assert!(max_rel_err(&dbeta.to_f64_vec().unwrap(), &wdb) < tol(dtype), "{what}: dbeta");
         }
     }
+}
+
+#[test]
+fn cross_entropy_loss_and_nll_match_reference() {
+    let mut rng = seeded(90);
+    let (rows, v) = (300, 41);
+    let logits = rand(&[rows, v], DType::F64, 91);
+    // About one row in five has the ignored target 0.
+    let targets: Vec<u32> = (0..rows).map(|_| if rng.random_bool(0.2) { 0 } else { rng.random_range(1..v as u32) }).collect();
+    let lv = logits.to_f64_vec().unwrap();
+    for eps in [0.0, 0.1, 0.6] {
+        let want = reference::cross_entropy(&lv, &targets, v, eps, Some(0));
+        let t = logits.cross_entropy_totals(&targets, eps, Some(0)).unwrap();
+        assert_eq!(t.count, want.count);
+        let n = t.count as f64;
+        assert!((t.loss_sum / n - want.loss).abs() < 1e-12 * want.loss, "eps {eps}: loss");
+        // The NLL (perplexity) ignores the smoothing.
+        assert!((t.nll_sum / n - want.nll).abs() < 1e-12 * want.nll, "eps {eps}: nll");
+        // The tape reports the same means.
+        let mut tape = Tape::new();
+        let x = tape.input(logits.clone());
+        let (loss, stats) = tape.cross_entropy(&x, &targets, eps, Some(0)).unwrap();
+        assert!((loss.value().to_scalar().unwrap() - want.loss).abs() < 1e-12 * want.loss, "eps {eps}: tape loss");
+        assert!((stats.nll - want.nll).abs() < 1e-12 * want.nll, "eps {eps}: tape nll");
+        assert_eq!(stats.count, want.count);
+    }
+    // Without smoothing the loss is the NLL, in both the reference and the kernel.
+    let want = reference::cross_entropy(&lv, &targets, v, 0.0, Some(0));
+    assert!((want.loss - want.nll).abs() < 1e-12 * want.nll);
+    let t = logits.cross_entropy_totals(&targets, 0.0, Some(0)).unwrap();
+    assert_eq!(t.loss_sum, t.nll_sum);
+}
+
+#[test]
+fn cross_entropy_refuses_label_smoothing_outside_0_1() {
+    let logits = rand(&[4, 5], DType::F64, 92);
+    for eps in [-0.1, 1.0, 1.5, f64::NAN, f64::INFINITY] {
+        let mut tape = Tape::new();
+        let x = tape.input(logits.clone());
+        let err = tape.cross_entropy(&x, &[1, 2, 3, 4], eps, None).unwrap_err().to_string();
+        assert!(err.contains("label smoothing"), "eps {eps}: {err}");
+    }
+}
+
+#[test]
+fn an_all_ignored_batch_has_zero_loss_and_zero_gradient() {
+    let logits = rand(&[6, 7], DType::F64, 93);
+    let mut tape = Tape::new();
+    let x = tape.input(logits);
+    let (loss, stats) = tape.cross_entropy(&x, &[3; 6], 0.1, Some(3)).unwrap();
+    assert_eq!(stats.count, 0);
+    assert_eq!((loss.value().to_scalar().unwrap(), stats.loss, stats.nll), (0.0, 0.0, 0.0));
+    let g = tape.backward(&loss).unwrap();
+    let dx = g.wrt(&x).expect("the logits were recorded").to_f64_vec().unwrap();
+    assert!(dx.iter().all(|&v| v == 0.0), "{dx:?}");
 }

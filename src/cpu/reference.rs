@@ -46,9 +46,21 @@ pub fn softmax(x: &[f64], tk: usize, hidden: impl Fn(usize, usize) -> bool) -> V
     y
 }
 
-/// Mean label-smoothed cross-entropy over rows whose target is not `ignore`.
-pub fn cross_entropy(logits: &[f64], targets: &[u32], v: usize, eps: f64, ignore: Option<u32>) -> f64 {
+/// Mean losses of [`cross_entropy`] over the counted rows (zero when no row is counted).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CrossEntropy {
+    /// Mean label-smoothed loss `-sum_j q_j log p_j`.
+    pub loss: f64,
+    /// Mean unsmoothed negative log-likelihood `-log p_t` (what perplexity is computed from).
+    pub nll: f64,
+    /// Rows whose target is not `ignore`.
+    pub count: usize,
+}
+
+/// Mean label-smoothed cross-entropy over rows whose target is not `ignore`, with the plain NLL.
+pub fn cross_entropy(logits: &[f64], targets: &[u32], v: usize, eps: f64, ignore: Option<u32>) -> CrossEntropy {
     let mut total = 0.0;
+    let mut nll = 0.0;
     let mut count = 0;
     for (row, &t) in logits.chunks(v).zip(targets) {
         if Some(t) == ignore {
@@ -60,14 +72,14 @@ pub fn cross_entropy(logits: &[f64], targets: &[u32], v: usize, eps: f64, ignore
             let logp = x - mx - z.ln();
             let q = eps / v as f64 + if j == t as usize { 1.0 - eps } else { 0.0 };
             total -= q * logp;
+            if j == t as usize {
+                nll -= logp;
+            }
         }
         count += 1;
     }
-    if count == 0 {
-        0.0
-    } else {
-        total / count as f64
-    }
+    let n = count.max(1) as f64;
+    CrossEntropy { loss: total / n, nll: nll / n, count }
 }
 
 /// Backward of a row-wise softmax from its output `y` and the output gradient `dy`:
