@@ -145,3 +145,26 @@ fn an_all_ignored_batch_has_zero_loss_and_zero_gradient() {
     let dx = g.wrt(&x).expect("the logits were recorded").to_f64_vec().unwrap();
     assert!(dx.iter().all(|&v| v == 0.0), "{dx:?}");
 }
+
+#[test]
+fn embedding_forward_and_backward_match_reference_on_random_repeated_ids() {
+    let mut rng = seeded(94);
+    let (vocab, d, n) = (60, 37, 400);
+    // Ids from the first 50 rows only: 400 draws repeat each of them, and rows 50.. get no gradient.
+    let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..50)).collect();
+    for dtype in [DType::F32, DType::F64] {
+        let table = rand(&[vocab, d], dtype, 95);
+        let e = table.embedding(&ids).unwrap();
+        assert_eq!(e.shape(), &[n, d]);
+        // A gather copies: exact in either dtype.
+        assert_eq!(e.to_f64_vec().unwrap(), reference::embedding(&table.to_f64_vec().unwrap(), &ids, d), "{dtype:?}");
+
+        let dy = rand(&[n, d], dtype, 96);
+        let dw = Tensor::embedding_backward(&dy, &ids, vocab).unwrap();
+        assert_eq!(dw.shape(), &[vocab, d]);
+        let want = reference::embedding_backward(&dy.to_f64_vec().unwrap(), &ids, vocab, d);
+        let got = dw.to_f64_vec().unwrap();
+        assert!(max_rel_err(&got, &want) < tol(dtype), "{dtype:?}: backward");
+        assert!(got[50 * d..].iter().all(|&v| v == 0.0), "{dtype:?}: unused rows");
+    }
+}

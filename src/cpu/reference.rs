@@ -129,3 +129,29 @@ pub fn layer_norm_backward(x: &[f64], gamma: &[f64], dy: &[f64], d: usize, eps: 
     }
     (dx, dgamma, dbeta)
 }
+
+/// `out[i, :] = weight[ids[i], :]` for a `[vocab, d]` table.
+pub fn embedding(weight: &[f64], ids: &[u32], d: usize) -> Vec<f64> {
+    let mut out = vec![0.0; ids.len() * d];
+    for (i, &id) in ids.iter().enumerate() {
+        for j in 0..d {
+            out[i * d + j] = weight[id as usize * d + j];
+        }
+    }
+    out
+}
+
+/// Gradient of [`embedding`]: `dweight[v, :] = sum of dy[i, :] over the positions i with ids[i] == v`.
+pub fn embedding_backward(dy: &[f64], ids: &[u32], vocab: usize, d: usize) -> Vec<f64> {
+    let mut dw = vec![0.0; vocab * d];
+    for v in 0..vocab {
+        for (i, &id) in ids.iter().enumerate() {
+            if id as usize == v {
+                for j in 0..d {
+                    dw[v * d + j] += dy[i * d + j];
+                }
+            }
+        }
+    }
+    dw
+}
