@@ -159,3 +159,27 @@ fn cuda_request_without_device_is_an_error() {
     assert!(matches!(err, automoe::Error::NoCudaDevice { .. }), "{err}");
     assert!(automoe::Device::Cuda(0).check_available().is_err());
 }
+
+#[test]
+fn div_is_the_elementwise_quotient_with_broadcasting() {
+    for (sa, sb) in [(vec![3, 700], vec![3, 700]), (vec![3, 700], vec![700]), (vec![3, 700], vec![3, 1]), (vec![3, 1], vec![1, 5])] {
+        for dtype in [DType::F32, DType::F64] {
+            let (a, b) = (rand(&sa, dtype, 30), rand(&sb, dtype, 31));
+            let q = a.div(&b).unwrap();
+            // [700] broadcasts as [1, 700] (the bias-like path of the kernel).
+            let sb = if sb.len() == 1 { vec![1, sb[0]] } else { sb.clone() };
+            let shape = vec![sa[0].max(sb[0]), sa[1].max(sb[1])];
+            assert_eq!(q.shape(), shape.as_slice());
+            let (av, bv, qv) = (a.to_f64_vec().unwrap(), b.to_f64_vec().unwrap(), q.to_f64_vec().unwrap());
+            // Element (i, j) of an operand with a size-1 dimension is read at index 0 of that dimension.
+            let at = |v: &[f64], s: &[usize], i: usize, j: usize| v[(i % s[0]) * s[1] + j % s[1]];
+            for i in 0..shape[0] {
+                for j in 0..shape[1] {
+                    let want = at(&av, &sa, i, j) / at(&bv, &sb, i, j);
+                    let got = qv[i * shape[1] + j];
+                    assert!((got - want).abs() <= 1e-6 * want.abs(), "{sa:?} / {sb:?} {dtype:?} at ({i}, {j}): {got} vs {want}");
+                }
+            }
+        }
+    }
+}
