@@ -79,6 +79,7 @@ run_test ptx_helpers 60 --nocapture
 run_test grouped_gemm 180 cuda --nocapture
 run_test moe_layer_cuda 120 --nocapture
 run_test cuda_tape_ops 120 --nocapture
+run_test cuda_kernels_many_blocks 60 --nocapture
 run_test cuda_moe_tape 120 --nocapture
 run_test cuda_moe_model 120 --nocapture
 run_test cuda_training 180 --nocapture

@@ -48,6 +48,12 @@ fn check(name: &str, inputs: &[Tensor], f: impl Fn(&mut Tape, &[Var]) -> Result<
     }
 }
 
+/// `x` with every element moved at least 0.5 away from zero (keeping its sign), for denominators.
+fn away_from_zero(x: &Tensor) -> Tensor {
+    let v = x.to_f32_vec().unwrap().into_iter().map(|v| v.signum() * (v.abs() + 0.5)).collect();
+    Tensor::from_vec::<f32>(v, x.shape()).unwrap()
+}
+
 #[test]
 fn products() {
     check("matmul 2d", &[rand(&[3, 4], 1), rand(&[4, 5], 2)], |t, v| t.matmul(&v[0], &v[1]));
@@ -75,6 +81,7 @@ fn elementwise_and_broadcasting() {
         check("add", &[rand(&a, 16), rand(&b, 17)], |t, v| t.add(&v[0], &v[1]));
         check("sub", &[rand(&a, 18), rand(&b, 19)], |t, v| t.sub(&v[0], &v[1]));
         check("mul", &[rand(&a, 20), rand(&b, 21)], |t, v| t.mul(&v[0], &v[1]));
+        check("div", &[rand(&a, 120), away_from_zero(&rand(&b, 121))], |t, v| t.div(&v[0], &v[1]));
     }
     check("add_bias", &[rand(&[3, 4], 22), rand(&[4], 23)], |t, v| t.add_bias(&v[0], &v[1]));
     check("scale", &[rand(&[3, 4], 24)], |t, v| t.scale(&v[0], -2.5));

@@ -94,7 +94,7 @@ fn cross_entropy_matches_reference() {
     let logits = rand(&[rows, v], DType::F32, 13);
     let targets: Vec<u32> = (0..rows).map(|_| rng.random_range(0..v as u32)).collect();
     let t = logits.cross_entropy_totals(&targets, 0.1, Some(0)).unwrap();
-    let want = reference::cross_entropy(&logits.to_f64_vec().unwrap(), &targets, v, 0.1, Some(0));
+    let want = reference::cross_entropy(&logits.to_f64_vec().unwrap(), &targets, v, 0.1, Some(0)).loss;
     assert!((t.loss_sum / t.count as f64 - want).abs() < 1e-6 * want.abs());
     assert_eq!(t.count, targets.iter().filter(|&&x| x != 0).count());
     // A target outside the vocabulary is an error naming it.
@@ -151,11 +151,36 @@ fn bf16_is_storage_with_exact_rounding() {
 
 #[test]
 fn cuda_request_without_device_is_an_error() {
-    if automoe::cuda::device_count().map(|n| n > 0).unwrap_or(false) {
-        return; // a real device exists: nothing to check here
-    }
+    // The first ordinal with no device behind it: cuda:0 on a machine without one, cuda:n on a
+    // machine with n devices, so the check runs everywhere.
+    let n = automoe::cuda::device_count().unwrap_or(0);
     let t = Tensor::ones(&[2], DType::F32);
-    let err = t.to_device(automoe::Device::Cuda(0)).unwrap_err();
-    assert!(matches!(err, automoe::Error::NoCudaDevice { .. }), "{err}");
-    assert!(automoe::Device::Cuda(0).check_available().is_err());
+    let err = t.to_device(automoe::Device::Cuda(n)).unwrap_err();
+    assert!(matches!(err, automoe::Error::NoCudaDevice { .. }), "cuda:{n}: {err}");
+    let err = automoe::Device::Cuda(n).check_available().unwrap_err();
+    assert!(matches!(err, automoe::Error::NoCudaDevice { .. }), "cuda:{n}: {err}");
+}
+
+#[test]
+fn div_is_the_elementwise_quotient_with_broadcasting() {
+    for (sa, sb) in [(vec![3, 700], vec![3, 700]), (vec![3, 700], vec![700]), (vec![3, 700], vec![3, 1]), (vec![3, 1], vec![1, 5])] {
+        for dtype in [DType::F32, DType::F64] {
+            let (a, b) = (rand(&sa, dtype, 30), rand(&sb, dtype, 31));
+            let q = a.div(&b).unwrap();
+            // [700] broadcasts as [1, 700] (the bias-like path of the kernel).
+            let sb = if sb.len() == 1 { vec![1, sb[0]] } else { sb.clone() };
+            let shape = vec![sa[0].max(sb[0]), sa[1].max(sb[1])];
+            assert_eq!(q.shape(), shape.as_slice());
+            let (av, bv, qv) = (a.to_f64_vec().unwrap(), b.to_f64_vec().unwrap(), q.to_f64_vec().unwrap());
+            // Element (i, j) of an operand with a size-1 dimension is read at index 0 of that dimension.
+            let at = |v: &[f64], s: &[usize], i: usize, j: usize| v[(i % s[0]) * s[1] + j % s[1]];
+            for i in 0..shape[0] {
+                for j in 0..shape[1] {
+                    let want = at(&av, &sa, i, j) / at(&bv, &sb, i, j);
+                    let got = qv[i * shape[1] + j];
+                    assert!((got - want).abs() <= 1e-6 * want.abs(), "{sa:?} / {sb:?} {dtype:?} at ({i}, {j}): {got} vs {want}");
+                }
+            }
+        }
+    }
 }

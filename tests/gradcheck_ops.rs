@@ -56,7 +56,15 @@ fn broadcasting_binary_ops() {
         check("add", &[rand(&a, 16), rand(&b, 17)], |t, v| t.add(&v[0], &v[1]));
         check("sub", &[rand(&a, 18), rand(&b, 19)], |t, v| t.sub(&v[0], &v[1]));
         check("mul", &[rand(&a, 20), rand(&b, 21)], |t, v| t.mul(&v[0], &v[1]));
+        check("div", &[rand(&a, 120), away_from_zero(&rand(&b, 121))], |t, v| t.div(&v[0], &v[1]));
     }
+}
+
+/// `x` with every element moved at least 0.5 away from zero (keeping its sign): a denominator
+/// near zero would make `a / b` too curved for finite differences.
+fn away_from_zero(x: &Tensor) -> Tensor {
+    let v = x.to_f64_vec().unwrap().into_iter().map(|v| v.signum() * (v.abs() + 0.5)).collect();
+    Tensor::from_vec::<f64>(v, x.shape()).unwrap()
 }
 
 #[test]

@@ -214,7 +214,7 @@ macro_rules! backend_tests {
                 ($body:expr) => {
                     match $make {
                         Ok(b) => $body(&b),
-                        Err(e) => eprintln!("skipped on {}: {e}", stringify!($module)),
+                        Err(e) => automoe::cuda::skip_unless_required("AUTOMOE_REQUIRE_CUDA", &format!("{}: {e}", stringify!($module))),
                     }
                 };
             }

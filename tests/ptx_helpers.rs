@@ -157,6 +157,6 @@ fn ptx_helpers_on_cuda_device() {
                 eprintln!("wgmma skipped: {} is not sm_90a", x.backend_name());
             }
         }
-        Err(e) => eprintln!("skipped on cuda: {e}"),
+        Err(e) => automoe::cuda::skip_unless_required("AUTOMOE_REQUIRE_CUDA", &format!("cuda: {e}")),
     }
 }

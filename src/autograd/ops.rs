@@ -38,6 +38,10 @@ impl Tape {
     pub fn mul(&mut self, a: &Var, b: &Var) -> Result<Var> {
         self.binary(a, b, BinaryOp::Mul)
     }
+    /// `a / b`; a zero in `b` gives inf or NaN, as the IEEE division does.
+    pub fn div(&mut self, a: &Var, b: &Var) -> Result<Var> {
+        self.binary(a, b, BinaryOp::Div)
+    }
 
     /// `x[.., n] + bias[n]`.
     pub fn add_bias(&mut self, x: &Var, bias: &Var) -> Result<Var> {

@@ -418,6 +418,48 @@ mod tests {
     }
 
     #[test]
+    fn backward_refuses_an_unrecorded_loss_and_one_of_several_elements() {
+        let mut tape = Tape::new();
+        // A constant was never recorded: there is nothing to differentiate.
+        let c = tape.constant(t(&[2.0]));
+        let e = tape.backward(&c).unwrap_err().to_string();
+        assert!(e.contains("not recorded"), "{e}");
+        // A recorded value with two elements is not a loss.
+        let x = tape.input(t(&[1.0, 2.0]));
+        let y = tape.scale(&x, 3.0).unwrap();
+        let e = tape.backward(&y).unwrap_err().to_string();
+        assert!(e.contains("one element") && e.contains("[2]"), "{e}");
+        // The same graph reduced to one element is fine.
+        let loss = tape.sum(&y).unwrap();
+        assert_eq!(tape.backward(&loss).unwrap().wrt(&x).unwrap().to_vec::<f32>().unwrap(), vec![3.0, 3.0]);
+    }
+
+    #[test]
+    fn no_grad_records_nothing_and_then_resumes() {
+        let mut tape = Tape::new();
+        let x = tape.input(t(&[1.0, -2.0]));
+        let before = tape.len();
+        let (frozen, inner_recording) = tape.no_grad(|tp| {
+            let y = tp.scale(&x, 2.0).unwrap();
+            (tp.sum(&y).unwrap(), tp.is_recording())
+        });
+        assert!(!inner_recording);
+        assert_eq!(tape.len(), before, "no node may be recorded under no_grad");
+        assert_eq!(frozen.value().to_vec::<f32>().unwrap(), vec![-2.0], "the value is still computed");
+        let e = tape.backward(&frozen).unwrap_err().to_string();
+        assert!(e.contains("not recorded"), "{e}");
+        // Recording is back on afterwards, and a value from inside enters as a constant.
+        assert!(tape.is_recording());
+        let y = tape.mul(&x, &frozen).unwrap();
+        let loss = tape.sum(&y).unwrap();
+        assert_eq!(tape.backward(&loss).unwrap().wrt(&x).unwrap().to_vec::<f32>().unwrap(), vec![-2.0, -2.0]);
+        // An inference tape stays off after no_grad too.
+        let mut inf = Tape::inference();
+        inf.no_grad(|_| ());
+        assert!(!inf.is_recording());
+    }
+
+    #[test]
     fn values_of_another_tape_are_refused_at_backward() {
         let (mut a, mut b) = (Tape::new(), Tape::new());
         let x = a.input(t(&[1.0, 2.0]));

@@ -46,9 +46,21 @@ pub fn softmax(x: &[f64], tk: usize, hidden: impl Fn(usize, usize) -> bool) -> V
     y
 }
 
-/// Mean label-smoothed cross-entropy over rows whose target is not `ignore`.
-pub fn cross_entropy(logits: &[f64], targets: &[u32], v: usize, eps: f64, ignore: Option<u32>) -> f64 {
+/// Mean losses of [`cross_entropy`] over the counted rows (zero when no row is counted).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CrossEntropy {
+    /// Mean label-smoothed loss `-sum_j q_j log p_j`.
+    pub loss: f64,
+    /// Mean unsmoothed negative log-likelihood `-log p_t` (what perplexity is computed from).
+    pub nll: f64,
+    /// Rows whose target is not `ignore`.
+    pub count: usize,
+}
+
+/// Mean label-smoothed cross-entropy over rows whose target is not `ignore`, with the plain NLL.
+pub fn cross_entropy(logits: &[f64], targets: &[u32], v: usize, eps: f64, ignore: Option<u32>) -> CrossEntropy {
     let mut total = 0.0;
+    let mut nll = 0.0;
     let mut count = 0;
     for (row, &t) in logits.chunks(v).zip(targets) {
         if Some(t) == ignore {
@@ -60,12 +72,86 @@ pub fn cross_entropy(logits: &[f64], targets: &[u32], v: usize, eps: f64, ignore
             let logp = x - mx - z.ln();
             let q = eps / v as f64 + if j == t as usize { 1.0 - eps } else { 0.0 };
             total -= q * logp;
+            if j == t as usize {
+                nll -= logp;
+            }
         }
         count += 1;
     }
-    if count == 0 {
-        0.0
-    } else {
-        total / count as f64
+    let n = count.max(1) as f64;
+    CrossEntropy { loss: total / n, nll: nll / n, count }
+}
+
+/// Backward of a row-wise softmax from its output `y` and the output gradient `dy`:
+/// `dx_j = sum_i dy_i * J_ij` with the Jacobian `J_ij = y_i (delta_ij - y_j)` written out element
+/// by element (masked keys have `y = 0` and so get no gradient).
+pub fn softmax_backward(y: &[f64], dy: &[f64], tk: usize) -> Vec<f64> {
+    let mut dx = vec![0.0; y.len()];
+    for r in 0..y.len() / tk {
+        let (yr, gr) = (&y[r * tk..(r + 1) * tk], &dy[r * tk..(r + 1) * tk]);
+        for j in 0..tk {
+            let mut s = 0.0;
+            for i in 0..tk {
+                let jac = yr[i] * (if i == j { 1.0 } else { 0.0 } - yr[j]);
+                s += gr[i] * jac;
+            }
+            dx[r * tk + j] = s;
+        }
     }
+    dx
+}
+
+/// Gradients `(dx, dgamma, dbeta)` of [`layer_norm`] for the output gradient `dy`. `dx` goes
+/// through the full Jacobian of the normalised row, `dxhat_j/dx_k = (delta_jk - 1/d - xhat_j
+/// xhat_k / d) / sigma`, rather than the fused formula the kernels use.
+pub fn layer_norm_backward(x: &[f64], gamma: &[f64], dy: &[f64], d: usize, eps: f64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let mut dx = vec![0.0; x.len()];
+    let mut dgamma = vec![0.0; d];
+    let mut dbeta = vec![0.0; d];
+    for r in 0..x.len() / d {
+        let (xr, gr) = (&x[r * d..(r + 1) * d], &dy[r * d..(r + 1) * d]);
+        let mean = xr.iter().sum::<f64>() / d as f64;
+        let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / d as f64;
+        let sigma = (var + eps).sqrt();
+        let xhat: Vec<f64> = xr.iter().map(|v| (v - mean) / sigma).collect();
+        for j in 0..d {
+            dgamma[j] += gr[j] * xhat[j];
+            dbeta[j] += gr[j];
+        }
+        for k in 0..d {
+            let mut s = 0.0;
+            for j in 0..d {
+                let delta = if j == k { 1.0 } else { 0.0 };
+                s += gr[j] * gamma[j] * (delta - 1.0 / d as f64 - xhat[j] * xhat[k] / d as f64) / sigma;
+            }
+            dx[r * d + k] = s;
+        }
+    }
+    (dx, dgamma, dbeta)
+}
+
+/// `out[i, :] = weight[ids[i], :]` for a `[vocab, d]` table.
+pub fn embedding(weight: &[f64], ids: &[u32], d: usize) -> Vec<f64> {
+    let mut out = vec![0.0; ids.len() * d];
+    for (i, &id) in ids.iter().enumerate() {
+        for j in 0..d {
+            out[i * d + j] = weight[id as usize * d + j];
+        }
+    }
+    out
+}
+
+/// Gradient of [`embedding`]: `dweight[v, :] = sum of dy[i, :] over the positions i with ids[i] == v`.
+pub fn embedding_backward(dy: &[f64], ids: &[u32], vocab: usize, d: usize) -> Vec<f64> {
+    let mut dw = vec![0.0; vocab * d];
+    for v in 0..vocab {
+        for (i, &id) in ids.iter().enumerate() {
+            if id as usize == v {
+                for j in 0..d {
+                    dw[v * d + j] += dy[i * d + j];
+                }
+            }
+        }
+    }
+    dw
 }

@@ -38,6 +38,19 @@ pub use storage::{CudaData, CudaStorage};
 
 use crate::{Error, Result};
 
+/// For tests: reports that a check was skipped because `what` (e.g. "cuda: <why>") is unavailable,
+/// or panics when the environment variable `require` is "1" (`AUTOMOE_REQUIRE_CUDA` on the GPU runs
+/// of scripts/gpu-bundle-run.sh, `AUTOMOE_REQUIRE_NVRTC` in scripts/ci-cuda-checks.sh), so that a
+/// run meant to reach the device or NVRTC cannot pass by skipping. The line printed starts with
+/// "skipped on", which scripts/gpu-bundle-run.sh looks for in its logs.
+#[doc(hidden)]
+pub fn skip_unless_required(require: &str, what: &str) {
+    if std::env::var(require).is_ok_and(|v| v == "1") {
+        panic!("{require}=1 but {what}");
+    }
+    eprintln!("skipped on {what}");
+}
+
 /// Whether the CUDA driver library (`libcuda.so.1`) can be loaded on this machine.
 pub fn driver_present() -> bool {
     // SAFETY: only probes whether the shared library can be opened; calls nothing in it.

@@ -216,6 +216,66 @@ mod tests {
         assert!((s2.value(id2).to_scalar().unwrap() - 1.5).abs() < 1e-6);
     }
 
+    /// Five steps of Adam against the textbook update written out per scalar, with weight decay
+    /// both ways. From step 2 on the bias corrections `1 - beta^t` no longer cancel, so a wrong
+    /// step count or correction shows. A second parameter sits out step 3 (no gradient): its own
+    /// count, not the optimizer's, drives its correction.
+    #[test]
+    fn five_adam_steps_match_the_scalar_formula() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for decoupled in [true, false] {
+            let cfg = AdamConfig { beta1: 0.8, beta2: 0.9, eps: 1e-6, weight_decay: 0.05, decoupled_weight_decay: decoupled };
+            let lr = 0.03;
+            let n = 7;
+            let mut s = ParamStore::new();
+            let init: [Vec<f64>; 2] =
+                [(0..n).map(|_| rng.random_range(-2.0..2.0)).collect(), (0..n).map(|_| rng.random_range(-2.0..2.0)).collect()];
+            let ids = [
+                s.add("a", Tensor::from_vec(init[0].clone(), &[n]).unwrap()).unwrap(),
+                s.add("b", Tensor::from_vec(init[1].clone(), &[n]).unwrap()).unwrap(),
+            ];
+            // The expected state per parameter: weights, moments and the count of its updates.
+            struct Expected {
+                w: Vec<f64>,
+                m: Vec<f64>,
+                v: Vec<f64>,
+                t: i32,
+            }
+            let mut want: Vec<Expected> = init.iter().map(|w| Expected { w: w.clone(), m: vec![0.0; n], v: vec![0.0; n], t: 0 }).collect();
+            let mut opt = Adam::new(cfg);
+            for step in 1..=5 {
+                for (p, &id) in ids.iter().enumerate() {
+                    if p == 1 && step == 3 {
+                        s.get_mut(id).grad = None;
+                        continue;
+                    }
+                    let g: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+                    let Expected { w, m, v, t } = &mut want[p];
+                    *t += 1;
+                    for i in 0..n {
+                        let gi = if decoupled { g[i] } else { g[i] + cfg.weight_decay * w[i] };
+                        m[i] = cfg.beta1 * m[i] + (1.0 - cfg.beta1) * gi;
+                        v[i] = cfg.beta2 * v[i] + (1.0 - cfg.beta2) * gi * gi;
+                        let m_hat = m[i] / (1.0 - cfg.beta1.powi(*t));
+                        let v_hat = v[i] / (1.0 - cfg.beta2.powi(*t));
+                        let decay = if decoupled { lr * cfg.weight_decay * w[i] } else { 0.0 };
+                        w[i] = w[i] - lr * m_hat / (v_hat.sqrt() + cfg.eps) - decay;
+                    }
+                    s.get_mut(id).grad = Some(Tensor::from_vec(g, &[n]).unwrap());
+                }
+                opt.step(&mut s, lr).unwrap();
+                for (p, &id) in ids.iter().enumerate() {
+                    let got = s.value(id).to_f64_vec().unwrap();
+                    for (a, b) in got.iter().zip(&want[p].w) {
+                        assert!((a - b).abs() < 1e-12, "decoupled {decoupled}, step {step}, param {p}: {a} vs {b}");
+                    }
+                    assert_eq!(opt.state(id).unwrap().steps, want[p].t as u64);
+                }
+            }
+        }
+    }
+
     #[test]
     fn adam_minimises_a_quadratic() {
         let (mut s, id) = store_with(vec![3.0, -2.0], vec![0.0, 0.0]);

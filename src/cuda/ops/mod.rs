@@ -50,11 +50,13 @@ pub(crate) mod test_util {
     use super::super::gpu::Gpu;
     use crate::Device;
 
-    /// Every backend present: the emulator always, `cuda:0` when a device and NVRTC exist.
+    /// Every backend present: the emulator always, `cuda:0` when a device and NVRTC exist. A
+    /// missing `cuda:0` is said on stderr, and is a failure under `AUTOMOE_REQUIRE_CUDA=1`.
     pub fn backends() -> Vec<Gpu> {
         let mut v = vec![Gpu::of(Device::Emu).expect("the emulator is always there")];
-        if let Ok(g) = Gpu::of(Device::Cuda(0)) {
-            v.push(g);
+        match Gpu::of(Device::Cuda(0)) {
+            Ok(g) => v.push(g),
+            Err(e) => crate::cuda::skip_unless_required("AUTOMOE_REQUIRE_CUDA", &format!("cuda: {e}")),
         }
         v
     }
