@@ -3,19 +3,16 @@
 //! are split over several rayon tasks (`cpu::rows_per_task`), where a row index or a partial sum
 //! computed per task could go wrong without the small-shape tests noticing.
 
+mod common;
+
 use automoe::autograd::Tape;
 use automoe::cpu::{reference, rows_per_task};
 use automoe::rng::seeded;
 use automoe::tensor::MaskSpec;
 use automoe::{DType, Tensor};
+use common::rel_diff;
 use rand::Rng;
 use std::sync::Arc;
-
-fn max_rel_err(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max) / scale
-}
 
 fn rand(shape: &[usize], dtype: DType, seed: u64) -> Tensor {
     Tensor::randn(shape, 1.0, dtype, &mut seeded(seed))
@@ -54,13 +51,13 @@ fn masked_softmax_over_many_tasks_matches_reference() {
                 let y = x.softmax(&mask).unwrap();
                 let yv = y.to_f64_vec().unwrap();
                 let want = reference::softmax(&x.to_f64_vec().unwrap(), tk, hidden);
-                assert!(max_rel_err(&yv, &want) < tol(dtype), "{what}: forward");
+                assert!(rel_diff(&yv, &want) < tol(dtype), "{what}: forward");
                 assert!(yv[tq * h * tk..2 * tq * h * tk].iter().all(|&v| v == 0.0), "{what}: the padded batch");
 
                 let dy = rand(&[b, h, tq, tk], dtype, 60 + case as u64);
                 let dx = Tensor::softmax_backward(&y, &dy).unwrap().to_f64_vec().unwrap();
                 let want = reference::softmax_backward(&yv, &dy.to_f64_vec().unwrap(), tk);
-                assert!(max_rel_err(&dx, &want) < tol(dtype), "{what}: backward");
+                assert!(rel_diff(&dx, &want) < tol(dtype), "{what}: backward");
             }
         }
     }
@@ -78,15 +75,15 @@ fn layer_norm_over_many_tasks_matches_reference() {
             let (xv, gv, bv) = (x.to_f64_vec().unwrap(), gamma.to_f64_vec().unwrap(), beta.to_f64_vec().unwrap());
             let (y, mean, rstd) = x.layer_norm(&gamma, &beta, 1e-5).unwrap();
             let want = reference::layer_norm(&xv, &gv, &bv, d, 1e-5);
-            assert!(max_rel_err(&y.to_f64_vec().unwrap(), &want) < tol(dtype), "{what}: forward");
+            assert!(rel_diff(&y.to_f64_vec().unwrap(), &want) < tol(dtype), "{what}: forward");
 
             let dy = rand(&[rows, d], dtype, seed + 3);
             let (dx, dgamma, dbeta) = Tensor::layer_norm_backward(&x, &gamma, &mean, &rstd, &dy).unwrap();
             let (wdx, wdg, wdb) = reference::layer_norm_backward(&xv, &gv, &dy.to_f64_vec().unwrap(), d, 1e-5);
-            assert!(max_rel_err(&dx.to_f64_vec().unwrap(), &wdx) < tol(dtype), "{what}: dx");
+            assert!(rel_diff(&dx.to_f64_vec().unwrap(), &wdx) < tol(dtype), "{what}: dx");
             // dgamma and dbeta are summed over rows, partly within tasks and then across them.
-            assert!(max_rel_err(&dgamma.to_f64_vec().unwrap(), &wdg) < tol(dtype), "{what}: dgamma");
-            assert!(max_rel_err(&dbeta.to_f64_vec().unwrap(), &wdb) < tol(dtype), "{what}: dbeta");
+            assert!(rel_diff(&dgamma.to_f64_vec().unwrap(), &wdg) < tol(dtype), "{what}: dgamma");
+            assert!(rel_diff(&dbeta.to_f64_vec().unwrap(), &wdb) < tol(dtype), "{what}: dbeta");
         }
     }
 }
@@ -164,7 +161,7 @@ fn embedding_forward_and_backward_match_reference_on_random_repeated_ids() {
         assert_eq!(dw.shape(), &[vocab, d]);
         let want = reference::embedding_backward(&dy.to_f64_vec().unwrap(), &ids, vocab, d);
         let got = dw.to_f64_vec().unwrap();
-        assert!(max_rel_err(&got, &want) < tol(dtype), "{dtype:?}: backward");
+        assert!(rel_diff(&got, &want) < tol(dtype), "{dtype:?}: backward");
         assert!(got[50 * d..].iter().all(|&v| v == 0.0), "{dtype:?}: unused rows");
     }
 }

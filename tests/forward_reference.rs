@@ -1,18 +1,15 @@
 //! Forward results of the fast CPU kernels against the plain references in `automoe::cpu::reference`,
 //! on random shapes and on non-contiguous views (transposes, front slices, permutes).
 
+mod common;
+
 use automoe::cpu::reference;
 use automoe::rng::seeded;
 use automoe::tensor::MaskSpec;
 use automoe::{DType, Tensor};
+use common::rel_diff;
 use rand::Rng;
 use std::sync::Arc;
-
-fn max_rel_err(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max) / scale
-}
 
 fn rand(shape: &[usize], dtype: DType, seed: u64) -> Tensor {
     Tensor::randn(shape, 1.0, dtype, &mut seeded(seed))
@@ -33,7 +30,7 @@ fn matmul_matches_reference_on_random_shapes_and_views() {
             let got = a.matmul(&b).unwrap().to_f64_vec().unwrap();
             let want = reference::matmul(&a.to_f64_vec().unwrap(), &b.to_f64_vec().unwrap(), m, k, n);
             let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
-            assert!(max_rel_err(&got, &want) < tol, "case {case} {dtype:?} ({m}x{k}x{n})");
+            assert!(rel_diff(&got, &want) < tol, "case {case} {dtype:?} ({m}x{k}x{n})");
         }
     }
 }
@@ -51,7 +48,7 @@ fn batched_matmul_matches_per_matrix_reference() {
             let bm = b.narrow(0, j, 1).unwrap().to_f64_vec().unwrap();
             let want = reference::matmul(&am, &bm, 5, 7, 4);
             let off = (i * 3 + j) * 20;
-            assert!(max_rel_err(&yv[off..off + 20], &want) < 1e-12);
+            assert!(rel_diff(&yv[off..off + 20], &want) < 1e-12);
         }
     }
 }
@@ -64,7 +61,7 @@ fn layer_norm_matches_reference() {
         let b = rand(&[d], DType::F32, 9);
         let (y, _, _) = x.layer_norm(&g, &b, 1e-5).unwrap();
         let want = reference::layer_norm(&x.to_f64_vec().unwrap(), &g.to_f64_vec().unwrap(), &b.to_f64_vec().unwrap(), d, 1e-5);
-        assert!(max_rel_err(&y.to_f64_vec().unwrap(), &want) < 1e-5, "rows {rows} d {d}");
+        assert!(rel_diff(&y.to_f64_vec().unwrap(), &want) < 1e-5, "rows {rows} d {d}");
     }
 }
 
@@ -79,7 +76,7 @@ fn masked_softmax_matches_reference() {
         let (batch, i) = (r / (h * tq), r % tq);
         j > i + (tk - tq) || pad[batch * tk + j]
     });
-    assert!(max_rel_err(&y, &want) < 1e-6);
+    assert!(rel_diff(&y, &want) < 1e-6);
     // Batch 2 pads keys 3..6; query 0 sees keys 0..=2 only, so no row is fully masked here, but a
     // fully masked row must be zeros, not NaN:
     let all = MaskSpec { causal: false, key_padding: Some(Arc::new(vec![true; 2 * 3])) };
