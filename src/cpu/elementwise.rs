@@ -47,7 +47,7 @@ unsafe fn fill_chunked_uninit<T: Send>(len: usize, body: impl Fn(usize, &mut [Ma
 }
 
 /// A vector of `len` elements whose elements `start..start + n` are `body(start, n)`, evaluated
-/// over pieces of up to [`CHUNK`] elements, in parallel for large `len`, written once.
+/// over pieces of up to `CHUNK` elements, in parallel for large `len`, written once.
 pub fn fill_chunked<T: Float, I: Iterator<Item = T>>(len: usize, body: impl Fn(usize, usize) -> I + Sync) -> Vec<T> {
     // SAFETY: write_all initialises every element of the chunk whatever the iterator yields.
     unsafe { fill_chunked_uninit(len, |start, o| write_all(o, body(start, o.len()))) }
@@ -104,12 +104,12 @@ fn blocked_sum<T: Float>(x: &[T], per_block: impl Fn(&[T]) -> f64 + Sync) -> f64
     x.par_chunks(BLOCK).map(&per_block).collect::<Vec<f64>>().iter().sum()
 }
 
-/// Sum of all elements in f64 (thread-count independent, [`blocked_sum`]).
+/// Sum of all elements in f64 (thread-count independent: a fixed blocking of the sum).
 pub fn sum_all<T: Float>(x: &[T]) -> f64 {
     blocked_sum(x, T::row_sum)
 }
 
-/// `sum x^2` in f64 (the global gradient norm; thread-count independent, [`blocked_sum`]).
+/// `sum x^2` in f64 (the global gradient norm; thread-count independent: a fixed blocking of the sum).
 pub fn sum_squares<T: Float>(x: &[T]) -> f64 {
     blocked_sum(x, |c| {
         super::rowmath::lane_sum(c, |v| {

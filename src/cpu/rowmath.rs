@@ -4,7 +4,7 @@
 //! Why: a plain `row.iter().map(|v| v as f64).sum::<f64>()` is one dependent f64 add per element
 //! (IEEE order forbids the compiler to split it), and `f32::exp` is a scalar libm call. On a
 //! training step those loops cost more than the arithmetic they do (`docs/BENCHMARKS.md`, CPU
-//! training throughput). Here sums run in [`LANES`] independent f64 accumulators in a fixed order,
+//! training throughput). Here sums run in `LANES` independent f64 accumulators in a fixed order,
 //! and `exp` is a branch-free polynomial the compiler can put in vector registers.
 //!
 //! The f32 entry points are compiled for AVX-512 and for AVX2 besides the baseline and picked at
@@ -57,7 +57,7 @@ pub fn exp_f32(x: f32) -> f32 {
     }
 }
 
-/// Folds `f(x[i])` into [`LANES`] f64 accumulators (element `i` into lane `i % LANES`), then adds
+/// Folds `f(x[i])` into `LANES` f64 accumulators (element `i` into lane `i % LANES`), then adds
 /// the lanes in order: a fixed order whatever the machine. Even compiled for the baseline target
 /// (two f64 per register) this runs several times faster than a single running sum, whose every
 /// add waits for the previous one. (Slices, not indices: a closure indexing captured slices keeps

@@ -59,8 +59,8 @@ pub trait Exec {
 ///
 /// # Safety
 /// Every address in `p` must come from `x`'s live buffers sized for the shapes in `p`: `topk_idx`
-/// and `pos` [pairs], `counts` [E], `offsets` [E+1], `src_row` [rows_cap] and `block_rows`
-/// [[`dispatch_scratch_len`]], living until the queued kernels have run.
+/// and `pos` \[pairs\], `counts` \[E\], `offsets` \[E+1\], `src_row` \[rows_cap\] and `block_rows`
+/// \[[`dispatch_scratch_len`]\], living until the queued kernels have run.
 pub unsafe fn enqueue_dispatch<X: Exec>(x: &X, p: &DispatchParams) -> Result<()> {
     for (name, g) in dispatch_launches(p) {
         // SAFETY: forwarded from this function's contract.

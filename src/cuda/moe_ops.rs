@@ -1,6 +1,7 @@
 //! The MoE routing kernels (cuda/gating.cu, cuda/permute.cu) behind one host-slice API, implemented
-//! by every backend that can run them: the SIMT emulator ([`super::emu::Emu`]) and a CUDA device
-//! ([`super::launch::CudaMoe`]). Tests and the lead's layer code call the same methods on either;
+//! by every backend that can run them: `super::moe_exec` implements it once for every
+//! [`super::moe_exec::Exec`], i.e. the SIMT emulator ([`super::emu::Emu`]) and a CUDA device
+//! ([`super::CudaExec`]). Tests and the lead's layer code call the same methods on either;
 //! shape checks and launch geometry live here once so both backends launch identically.
 
 use half::bf16;

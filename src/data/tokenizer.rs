@@ -11,7 +11,7 @@
 //!   whitespace and whose characters were seen in training (unseen characters become `<unk>`);
 //! * a `TemplateProcessing` post-processor `$A </s>`, so the file encodes identically elsewhere
 //!   (HF `encode(text, add_special_tokens=True)` appends `</s>` like [`Tokenizer::encode`]);
-//! * the text "</s>" (or any special token's text) inside a sentence is encoded as ordinary
+//! * the text `</s>` (or any special token's text) inside a sentence is encoded as ordinary
 //!   characters, never as the control token (a runtime setting; plain HF loaders differ here only).
 
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! Every weight is read as a front slice of whatever the store holds (`W[:out, :in]`), so the same
 //! code runs a supernet (slices of max-size tensors) and a standalone model (whole tensors).
 //!
-//! FLOPs: [`Ctx`] counts the matrix products it executes, `2·m·n·k` each: every linear layer, the
+//! FLOPs: `Ctx` counts the matrix products it executes, `2·m·n·k` each: every linear layer, the
 //! attention score and context products, the output projection, and inside an MoE layer the
 //! router and each expert's two products over the rows it actually received (read off the
 //! layer's dispatch). Elementwise ops, softmax, layer norm, embedding lookups, bias adds and

@@ -1,5 +1,5 @@
 //! Hardware-aware search (AutoMoE): latency measurement by the paper's protocol ([`latency`]), a
-//! latency dataset and an MLP predictor over architecture features ([`dataset`], [`features`],
+//! latency dataset and an MLP predictor over architecture features ([`dataset`], [`mod@features`],
 //! [`predictor`]), and the evolutionary search under latency / FLOPs / active-parameter
 //! constraints with supernet validation loss as fitness ([`evolution`], [`fitness`]), with its
 //! outputs and Pareto plot ([`report`]). See `docs/ARCHITECTURE.md` ("Search").
