@@ -10,7 +10,8 @@
  *  - Strings are NUL-terminated UTF-8. Strings and buffers the library returns are owned by the
  *    object they came from, or come with their own free function, as documented per function.
  *  - A loaded model is immutable: any number of threads may translate with one model at once.
- *  - No function unwinds into C: a Rust panic inside is caught and reported as AUTOMOE_PANIC.
+ *  - No function unwinds into C: a Rust panic inside is caught and reported as AUTOMOE_PANIC,
+ *    with its location in the message; nothing is printed to stderr unless RUST_BACKTRACE is set.
  */
 #ifndef AUTOMOE_H
 #define AUTOMOE_H

@@ -1,14 +1,58 @@
 //! The panic boundary, status mapping and the thread-local last error of the C ABI.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, CStr, CString};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{catch_unwind, AssertUnwindSafe, PanicHookInfo};
+use std::sync::Once;
 
 use super::header::*;
 use crate::Error;
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    /// Whether this thread is inside `ffi_call`, so a panic here is caught and reported as a status.
+    static IN_FFI_CALL: Cell<bool> = const { Cell::new(false) };
+    /// Where the last panic caught by `ffi_call` on this thread happened (`file:line`).
+    static PANIC_SITE: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Installs, once per process, a panic hook that keeps panics caught at the C boundary off the
+/// host's stderr (the host gets AUTOMOE_PANIC and the message, with the panic's location, from
+/// `automoe_last_error_message`; a C program's stderr is its own). Every other panic, and every
+/// panic when `RUST_BACKTRACE` is set (someone is debugging), goes to the hook that was installed
+/// before, so a Rust host's own hook keeps working.
+fn install_boundary_panic_hook() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        let debugging = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
+        std::panic::set_hook(Box::new(move |info: &PanicHookInfo<'_>| {
+            if IN_FFI_CALL.try_with(Cell::get).unwrap_or(false) {
+                let site = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+                let _ = PANIC_SITE.try_with(|s| *s.borrow_mut() = site);
+                if !debugging {
+                    return;
+                }
+            }
+            previous(info)
+        }));
+    });
+}
+
+/// Marks this thread as inside `ffi_call` until dropped (restoring the previous mark, so a nested
+/// call does not clear its caller's).
+struct InFfiCall(bool);
+
+impl InFfiCall {
+    fn enter() -> Self {
+        InFfiCall(IN_FFI_CALL.try_with(|c| c.replace(true)).unwrap_or(false))
+    }
+}
+
+impl Drop for InFfiCall {
+    fn drop(&mut self) {
+        let _ = IN_FFI_CALL.try_with(|c| c.set(self.0));
+    }
 }
 
 /// A failure to report to C: a status and a message.
@@ -62,7 +106,13 @@ fn set_last_error(msg: &str) {
 
 /// Runs `f`, turning its error or panic into a status and the thread's last error message.
 pub(crate) fn ffi_call(f: impl FnOnce() -> Result<(), Failure>) -> automoe_status {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    install_boundary_panic_hook();
+    let _ = PANIC_SITE.try_with(|s| s.borrow_mut().take());
+    let outcome = {
+        let _inside = InFfiCall::enter();
+        catch_unwind(AssertUnwindSafe(f))
+    };
+    match outcome {
         Ok(Ok(())) => AUTOMOE_OK,
         Ok(Err(fail)) => {
             set_last_error(&fail.message);
@@ -74,7 +124,11 @@ pub(crate) fn ffi_call(f: impl FnOnce() -> Result<(), Failure>) -> automoe_statu
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            set_last_error(&format!("internal panic (a bug in automoe, please report it): {what}"));
+            // A panic on a rayon worker reaches here through resume_unwind, which runs no hook, so
+            // only panics on the calling thread have a site.
+            let site = PANIC_SITE.try_with(|s| s.borrow_mut().take()).ok().flatten();
+            let at = site.map(|s| format!(" at {s}")).unwrap_or_default();
+            set_last_error(&format!("internal panic{at} (a bug in automoe, please report it): {what}"));
             AUTOMOE_PANIC
         }
     }
@@ -135,7 +189,15 @@ mod tests {
     fn a_panic_becomes_a_status_and_a_message() {
         let status = ffi_call(|| panic!("planted"));
         assert_eq!(status, AUTOMOE_PANIC);
-        assert!(last_error_message().contains("planted"));
+        let msg = last_error_message();
+        assert!(msg.contains("planted"), "{msg}");
+        // The boundary's hook saw the panic (and kept it off stderr): the message has its site.
+        assert!(msg.contains(&format!("at {}:", file!())), "{msg}");
+        // A panic outside any ffi_call still goes to the previous hook and leaves no site behind.
+        assert!(std::panic::catch_unwind(|| panic!("outside")).is_err());
+        let status = ffi_call(|| std::panic::panic_any(7u32));
+        assert_eq!(status, AUTOMOE_PANIC);
+        assert!(last_error_message().contains("unknown panic"), "{}", last_error_message());
         let status = ffi_call(|| Err(Failure::from(Error::invalid("x", "bad thing"))));
         assert_eq!(status, AUTOMOE_INVALID_ARGUMENT);
         assert!(last_error_message().contains("bad thing"));
