@@ -139,6 +139,13 @@ fn dense_subnet_learns_resumes_and_stops_on_nan() {
     assert_eq!(valids, [20, 40, 60]);
     assert!(second.valid.last().unwrap().1["nll"] <= valid_nll + 0.05);
 
+    // Resuming the finished run trains nothing, reports the same final validation, and logs no
+    // second line for update 60.
+    let rerun = train_run(with(&["--dense", "--resume"], 60)).unwrap();
+    assert!(rerun.report.updates.is_empty());
+    assert_eq!(rerun.valid.last().unwrap(), second.valid.last().unwrap());
+    assert_eq!(std::fs::read_to_string(dir.path().join("dense/train.jsonl")).unwrap(), log, "the log is unchanged");
+
     // A NaN in the checkpoint's weights: resuming stops before training, naming the file and the
     // tensor (divergence during training is `train_loop`'s a_nan_loss_stops_at_its_update...).
     let mut poisoned = SubnetModel::load(&model_dir).unwrap();

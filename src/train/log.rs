@@ -141,10 +141,29 @@ impl TrainLog {
 }
 
 /// Appends one validation line (the same object [`TrainLog::valid`] writes) to the log at `path`:
-/// for a validation made after the trainer's loop, e.g. of the final weights.
-pub(crate) fn append_valid(path: &Path, update: u64, metrics: &BTreeMap<String, f64>, elapsed_s: f64) -> Result<()> {
+/// for a validation made after the trainer's loop, e.g. of the final weights. Nothing is written
+/// when the log already has a validation of `update` with the same metric names: rerunning a
+/// finished run validates the same weights again, and the log should still say it once.
+pub(crate) fn append_valid_once(path: &Path, update: u64, metrics: &BTreeMap<String, f64>, elapsed_s: f64) -> Result<()> {
+    if logged_valid(path, update, metrics)? {
+        return Ok(());
+    }
     let mut log = TrainLog::open(Some(path), 0, 0, true)?;
     log.write(&serde_json::json!({ "update": update, "valid": metrics, "elapsed_s": elapsed_s }))
+}
+
+/// Whether the log at `path` holds a validation line of `update` with exactly `metrics`' names.
+fn logged_valid(path: &Path, update: u64, metrics: &BTreeMap<String, f64>) -> Result<bool> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let same = |v: &serde_json::Value| {
+        v.get("update").and_then(|u| u.as_u64()) == Some(update)
+            && v.get("valid").and_then(|m| m.as_object()).is_some_and(|m| m.keys().eq(metrics.keys()))
+    };
+    Ok(text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).any(|v| same(&v)))
 }
 
 /// Drops from the log at `path` every line about an update after `update`: what a run wrote after
@@ -186,5 +205,24 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"update\":2,\"loss\":1}\nnot json\n{\"update\":4,\"valid\":{}}\n{\"upd\n");
         drop_lines_after(&path, 0).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "not json\n{\"upd\n");
+    }
+
+    #[test]
+    fn a_validation_already_logged_is_not_logged_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.jsonl");
+        let plain: BTreeMap<String, f64> = [("loss".to_string(), 2.0), ("nll".to_string(), 1.5)].into();
+        let averaged: BTreeMap<String, f64> = [("averaged.loss".to_string(), 1.9)].into();
+        append_valid_once(&path, 10, &plain, 1.0).unwrap();
+        append_valid_once(&path, 10, &averaged, 1.0).unwrap();
+        append_valid_once(&path, 10, &plain, 2.0).unwrap();
+        append_valid_once(&path, 10, &averaged, 2.0).unwrap();
+        append_valid_once(&path, 12, &plain, 3.0).unwrap();
+        let updates: Vec<u64> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["update"].as_u64().unwrap())
+            .collect();
+        assert_eq!(updates, [10, 10, 12]);
     }
 }

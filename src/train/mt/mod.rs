@@ -336,11 +336,12 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
         let valid_fn = |store: &ParamStore, _update: u64| valid_metrics(params, store, desc, valid);
         trainer.train_with_validation(&data.train, loss_fn, valid_fn)?
     };
-    // Always end with a validation of the final weights (unless the schedule just did one).
+    // Always end with a validation of the final weights (unless the schedule just did one; a rerun
+    // of a finished run validates again for its summary but logs nothing new).
     let last = trainer.update();
     if report.valid.last().is_none_or(|(u, _)| *u != last) {
         let m = valid_metrics(&params, trainer.store(), &desc, &data.valid)?;
-        super::log::append_valid(&log_path(out), last, &m, trainer.checkpoint_meta().elapsed_s)?;
+        super::log::append_valid_once(&log_path(out), last, &m, trainer.checkpoint_meta().elapsed_s)?;
         report.valid.push((last, m));
     }
     // The averaged weights are validated too (as `averaged.loss`, ...), beside the final ones.
@@ -349,7 +350,7 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
         Some(store) => {
             let m: Metrics =
                 valid_metrics(&params, store, &desc, &data.valid)?.into_iter().map(|(k, v)| (format!("averaged.{k}"), v)).collect();
-            super::log::append_valid(&log_path(out), last, &m, trainer.checkpoint_meta().elapsed_s)?;
+            super::log::append_valid_once(&log_path(out), last, &m, trainer.checkpoint_meta().elapsed_s)?;
             if let Some((_, metrics)) = report.valid.last_mut() {
                 metrics.extend(m);
             }
