@@ -97,3 +97,20 @@ fn empty_dimensions_give_empty_results() {
     assert!(z2.cross_entropy_totals(&[0, 0, 0], 0.1, None).is_err());
     assert!(z.cross_entropy_totals(&[], 0.1, None).is_ok_and(|t| t.count == 0), "no rows, no tokens");
 }
+
+/// The fallible constructors refuse what cannot be allocated: an element count past `usize`, a
+/// byte count past `isize::MAX`, and 4 PiB (more than a 47-bit address space holds), each with an
+/// error naming the size, where `Tensor::zeros` would panic or abort.
+#[test]
+fn fallible_constructors_refuse_impossible_sizes() {
+    let cases: [(&[usize], &str); 3] =
+        [(&[usize::MAX, 2], "more elements"), (&[1 << 61], "cannot be allocated"), (&[1 << 50], "cannot be allocated")];
+    for (shape, want) in cases {
+        for dtype in [DType::F32, DType::F64, DType::BF16] {
+            let err = Tensor::zeros_on(shape, dtype, automoe::Device::Cpu).unwrap_err().to_string();
+            assert!(err.contains(want), "{shape:?} {dtype:?}: {err}");
+        }
+    }
+    let ok = Tensor::full_on(&[3, 2], 1.5, DType::BF16, automoe::Device::Cpu).unwrap().to_dtype(DType::F32).unwrap();
+    assert_eq!(ok.to_vec::<f32>().unwrap(), vec![1.5; 6]);
+}

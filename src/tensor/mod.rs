@@ -38,6 +38,17 @@ fn numel_or_panic(shape: &[usize]) -> usize {
     checked_numel("Tensor", shape).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// `n` copies of `value`, or an error when the allocation fails (`vec!` would abort the process).
+fn try_filled<T: Copy>(n: usize, value: T) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|e| {
+        let bytes = n.saturating_mul(std::mem::size_of::<T>());
+        Error::invalid("Tensor::full_on", format!("{n} elements ({:.1} GiB) cannot be allocated: {e}", bytes as f64 / (1u64 << 30) as f64))
+    })?;
+    v.resize(n, value);
+    Ok(v)
+}
+
 /// Elements of a view in row-major order: borrowed when the view is contiguous, gathered otherwise.
 pub(crate) fn view_data<'a, T: Copy>(data: &'a [T], layout: &Layout) -> Cow<'a, [T]> {
     if layout.is_contiguous() {
@@ -94,13 +105,19 @@ impl Tensor {
         Self::from_parts(Storage::Cpu(s), Layout::contiguous(shape))
     }
 
-    /// [`Tensor::full`] on `device`.
+    /// [`Tensor::full`] on `device`, with an error instead of a panic or abort when the element
+    /// count overflows or the memory cannot be had.
     pub fn full_on(shape: &[usize], value: f64, dtype: DType, device: Device) -> Result<Self> {
-        checked_numel("full", shape)?;
+        let n = checked_numel("full", shape)?;
         if device.is_cuda() {
             return crate::cuda::tensor::full(&crate::cuda::Gpu::of(device)?, shape, value, dtype);
         }
-        Ok(Self::full(shape, value, dtype))
+        let s = match dtype {
+            DType::F32 => CpuStorage::F32(try_filled(n, value as f32)?),
+            DType::F64 => CpuStorage::F64(try_filled(n, value)?),
+            DType::BF16 => CpuStorage::BF16(try_filled(n, half::bf16::from_f64(value))?),
+        };
+        Ok(Self::from_parts(Storage::Cpu(s), Layout::contiguous(shape)))
     }
 
     pub fn zeros_on(shape: &[usize], dtype: DType, device: Device) -> Result<Self> {
