@@ -331,8 +331,15 @@ impl Searcher<'_> {
     fn mutate(&mut self, parent: &SubnetConfig) -> Result<SubnetConfig> {
         let p = self.cfg.mutation_prob;
         let space = self.space;
-        // A fresh sample supplies the genes of layers the parent does not have.
-        let fresh = space.sample(&mut self.rng)?;
+        // A fresh sample at the space's full depth supplies the genes of layers the parent does not
+        // have, each layer drawn on its own (a sample of random depth would leave the deepest new
+        // layers as copies of one layer).
+        let full_depth = SearchSpace {
+            encoder_layers: vec![space.max_encoder_layers()],
+            decoder_layers: vec![space.max_decoder_layers()],
+            ..space.clone()
+        };
+        let fresh = full_depth.sample(&mut self.rng)?;
         let gene = |rng: &mut Rng, old: usize, list: &[usize]| if rng.random_bool(p) { pick(rng, list) } else { old };
         let encoder_embed_dim = gene(&mut self.rng, parent.encoder_embed_dim, &space.encoder_embed_dim);
         let decoder_embed_dim = gene(&mut self.rng, parent.decoder_embed_dim, &space.decoder_embed_dim);
@@ -341,7 +348,7 @@ impl Searcher<'_> {
         let n_dec = gene(&mut self.rng, parent.decoder.len(), &space.decoder_layers);
         let mut encoder = Vec::with_capacity(n_enc);
         for i in 0..n_enc {
-            let base = parent.encoder.get(i).or(fresh.encoder.get(i)).cloned().unwrap_or_else(|| fresh.encoder[0].clone());
+            let base = parent.encoder.get(i).unwrap_or(&fresh.encoder[i]).clone();
             let self_heads = gene(&mut self.rng, base.self_heads, &space.encoder_heads);
             let (experts, expert_widths) = self.mutate_experts(base.experts, &base.expert_widths, p);
             encoder.push(EncoderLayerConfig { self_heads, experts, expert_widths });
@@ -349,7 +356,7 @@ impl Searcher<'_> {
         let spans = self.spans_for(n_enc);
         let mut decoder = Vec::with_capacity(n_dec);
         for i in 0..n_dec {
-            let base = parent.decoder.get(i).or(fresh.decoder.get(i)).cloned().unwrap_or_else(|| fresh.decoder[0].clone());
+            let base = parent.decoder.get(i).unwrap_or(&fresh.decoder[i]).clone();
             let self_heads = gene(&mut self.rng, base.self_heads, &space.decoder_self_heads);
             let cross_heads = gene(&mut self.rng, base.cross_heads, &space.decoder_cross_heads);
             let cross_span =
@@ -503,4 +510,49 @@ pub fn search<'a>(
         evaluated: s.losses.len(),
         rejected: s.rejected,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 1-layer-decoder parent grown by mutation: its new decoder layers are drawn each on its
+    /// own. Before, layers past the depth of the one fresh sample were copies of its first layer,
+    /// and with p = 0.3 many of their genes stayed copies: 7.5 % of the pairs of new layers had
+    /// the same expert widths, against 2.0 % now (seed 3, the WMT space).
+    #[test]
+    fn mutation_draws_each_new_layer_on_its_own() {
+        let space = SearchSpace::from_toml_file(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/space_wmt14.toml")).unwrap();
+        let mut parent = space.smallest();
+        parent.decoder.truncate(1);
+        space.validate(&parent).unwrap();
+        let mut fitness = |_: &SubnetConfig| Ok(0.0);
+        let mut s = Searcher {
+            space: &space,
+            cfg: SearchConfig::default(),
+            constraints: Constraints::default(),
+            rng: crate::rng::seeded(3),
+            fitness: &mut fitness,
+            meter: None,
+            costs: HashMap::new(),
+            losses: HashMap::new(),
+            rejected: 0,
+            min_seen: (f64::INFINITY, f64::INFINITY, f64::INFINITY),
+        };
+        let (mut pairs, mut equal) = (0usize, 0usize);
+        for _ in 0..2000 {
+            let child = s.mutate(&parent).unwrap();
+            space.validate(&child).unwrap();
+            let new = &child.decoder[1..];
+            for i in 0..new.len() {
+                for j in i + 1..new.len() {
+                    pairs += 1;
+                    equal += usize::from(new[i].expert_widths == new[j].expert_widths);
+                }
+            }
+        }
+        assert!(pairs > 100, "too few grown children to judge: {pairs} pairs");
+        let frac = equal as f64 / pairs as f64;
+        assert!(frac < 0.045, "{equal} of {pairs} pairs of new decoder layers have the same expert widths");
+    }
 }
