@@ -9,7 +9,7 @@ use automoe::data::tokenizer::{BOS_ID, EOS_ID, PAD_ID};
 use automoe::decode::{beam_search, greedy, translate_ids, SearchOptions};
 use automoe::model::{Batch, ModelOptions, RunMode, SubnetConfig, Supernet};
 use automoe::rng::seeded;
-use automoe::DType;
+use automoe::{DType, Tensor};
 use common::{dense_config, moe_config, tiny_space, VOCAB};
 use rand::Rng;
 
@@ -193,4 +193,43 @@ fn nbest_is_the_head_of_the_beam() {
         let e = translate_nbest(&view, &src, &opts, bad).unwrap_err().to_string();
         assert!(e.contains(&format!("{bad} translations per sentence: must be 1 to the beam size (4)")), "{e}");
     }
+}
+
+/// A model that wants to stop at once (the last decoder layer norm outputs the eos embedding, made
+/// the longest row): by default (fairseq's min_len 1) every translation still has a token; with
+/// min_len 0 the search returns the empty translation, which is what the default used to do.
+#[test]
+fn translations_are_not_empty_by_default() {
+    let mut sup = supernet(8);
+    let cfg = dense_config();
+    let store = &mut sup.store;
+    let embed_id = store.id("embed.weight").unwrap();
+    let embed = store.value(embed_id).to_f64_vec().unwrap();
+    let d_emb = store.value(embed_id).shape()[1];
+    let mut boosted = embed.clone();
+    for x in &mut boosted[EOS_ID as usize * d_emb..(EOS_ID as usize + 1) * d_emb] {
+        *x *= 20.0;
+    }
+    store.get_mut(embed_id).value = Tensor::from_vec(boosted.clone(), &[VOCAB, d_emb]).unwrap().to_dtype(DType::F64).unwrap();
+    let dd = cfg.decoder_embed_dim;
+    let last = cfg.decoder.len() - 1;
+    let eos_row: Vec<f64> = boosted[EOS_ID as usize * d_emb..][..dd].to_vec();
+    let (g, b) = (
+        store.id(&format!("decoder.layers.{last}.final_layer_norm.weight")).unwrap(),
+        store.id(&format!("decoder.layers.{last}.final_layer_norm.bias")).unwrap(),
+    );
+    let full = store.value(g).shape()[0];
+    store.get_mut(g).value = Tensor::zeros(&[full], DType::F64);
+    let mut beta = vec![0.0; full];
+    beta[..dd].copy_from_slice(&eos_row);
+    store.get_mut(b).value = Tensor::from_vec(beta, &[full]).unwrap();
+    let view = sup.view(&cfg).unwrap();
+    let src = sources(&[3, 6], 9);
+
+    let loose = SearchOptions { min_len: 0, ..SearchOptions::default() };
+    assert!(beam_search(&view, &src, &loose).unwrap().iter().all(|h| h[0].tokens.is_empty()), "the model prefers to stop at once");
+    for hyps in beam_search(&view, &src, &SearchOptions::default()).unwrap() {
+        assert!(hyps.iter().all(|h| !h.tokens.is_empty()), "{hyps:?}");
+    }
+    assert!(greedy(&view, &src, &SearchOptions::default()).unwrap().iter().all(|h| !h.tokens.is_empty()));
 }

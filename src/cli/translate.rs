@@ -40,6 +40,9 @@ pub struct DecodeArgs {
     pub max_len_a: f64,
     #[arg(long, default_value_t = 10)]
     pub max_len_b: usize,
+    /// Tokens a translation has at least (fairseq's --min-len; 0 allows an empty translation).
+    #[arg(long, default_value_t = 1)]
+    pub min_len: usize,
     /// Longest source accepted, in tokens including the end-of-sentence token.
     #[arg(long, default_value_t = MAX_POSITIONS)]
     pub max_source_len: usize,
@@ -63,6 +66,7 @@ impl Default for DecodeArgs {
             lenpen: 0.6,
             max_len_a: 1.2,
             max_len_b: 10,
+            min_len: 1,
             max_source_len: MAX_POSITIONS,
             truncate: false,
             threads: None,
@@ -78,6 +82,7 @@ impl DecodeArgs {
             len_penalty: self.lenpen,
             max_len_a: self.max_len_a,
             max_len_b: self.max_len_b,
+            min_len: self.min_len,
             ..SearchOptions::default()
         };
         o.check()?;

@@ -50,13 +50,15 @@ pub struct SearchOptions {
     pub max_len_b: usize,
     /// Upper bound of the maximum length whatever the source length.
     pub max_len_cap: usize,
-    /// Tokens generated before eos may end a hypothesis.
+    /// Tokens generated before eos may end a hypothesis. fairseq's default, 1, so a translation is
+    /// never empty: an empty hypothesis is scored `log p(eos) / 1^lenpen`, with no length
+    /// normalisation to pay, and an undertrained model would otherwise often pick it.
     pub min_len: usize,
 }
 
 impl Default for SearchOptions {
     fn default() -> Self {
-        SearchOptions { beam: 4, len_penalty: 0.6, max_len_a: 1.2, max_len_b: 10, max_len_cap: MAX_POSITIONS - 1, min_len: 0 }
+        SearchOptions { beam: 4, len_penalty: 0.6, max_len_a: 1.2, max_len_b: 10, max_len_cap: MAX_POSITIONS - 1, min_len: 1 }
     }
 }
 
