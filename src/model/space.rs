@@ -249,6 +249,10 @@ impl SearchSpace {
             if list.contains(&0) {
                 return Err(space_err(format!("gene `{gene}` has a choice of 0: {list:?}")));
             }
+            // Sampling picks uniformly from the list, so a repeated value would be drawn more often.
+            if let Some(v) = repeated(list) {
+                return Err(space_err(format!("gene `{gene}` lists {v} twice: {list:?} (each choice once)")));
+            }
         }
         if self.qkv_dim == 0 || self.max_experts == 0 {
             return Err(space_err(format!("qkv_dim ({}) and max_experts ({}) must be positive", self.qkv_dim, self.max_experts)));
@@ -276,6 +280,12 @@ impl SearchSpace {
         }
         if self.cross_attention_span.is_empty() {
             return Err(space_err("gene `cross_attention_span` has no choices".into()));
+        }
+        if let Some(v) = repeated(&self.cross_attention_span) {
+            return Err(space_err(format!(
+                "gene `cross_attention_span` lists {v} twice: {:?} (each choice once)",
+                self.cross_attention_span
+            )));
         }
         let min_enc = *self.encoder_layers.iter().min().unwrap_or(&0);
         for &s in &self.cross_attention_span {
@@ -522,9 +532,28 @@ impl SearchSpace {
     }
 }
 
+/// A value that occurs more than once in `list`.
+fn repeated<T: PartialEq + Copy>(list: &[T]) -> Option<T> {
+    list.iter().enumerate().find(|&(i, v)| list[..i].contains(v)).map(|(_, &v)| v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_choice_is_refused() {
+        let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/space_small.toml")).unwrap();
+        SearchSpace::from_toml_str(&base).unwrap();
+        let line = base.lines().find(|l| l.starts_with("ffn_widths")).unwrap();
+        let twice = base.replace(line, "ffn_widths = [128, 256, 128]");
+        let err = SearchSpace::from_toml_str(&twice).unwrap_err().to_string();
+        assert!(err.contains("`ffn_widths` lists 128 twice"), "{err}");
+        let line = base.lines().find(|l| l.starts_with("cross_attention_span")).unwrap();
+        let twice = base.replace(line, "cross_attention_span = [-1, 1, -1]");
+        let err = SearchSpace::from_toml_str(&twice).unwrap_err().to_string();
+        assert!(err.contains("`cross_attention_span` lists -1 twice"), "{err}");
+    }
 
     #[test]
     fn span_meaning() {
