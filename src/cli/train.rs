@@ -96,7 +96,9 @@ pub struct CommonArgs {
     /// Label smoothing of the cross-entropy.
     #[arg(long, default_value_t = 0.1)]
     pub label_smoothing: f64,
-    /// Weight of the MoE load-balancing loss (0: off).
+    /// Weight of the MoE load-balancing loss (0: off), added to the per-token mean loss. The
+    /// reference adds it to the summed loss before dividing by the token count, so its 0.01 is
+    /// about 0.01 / tokens-per-batch here.
     #[arg(long, default_value_t = 0.0)]
     pub balance_coef: f64,
     /// Pre-LayerNorm instead of post-LayerNorm.

@@ -3,8 +3,10 @@
 //! Pairs are sorted by length so that a batch holds sentences of similar length (little padding), cut
 //! greedily so that the padded size `max(s_len, t_len) × sentences` stays within the token budget,
 //! and the batch order is then shuffled with a seeded RNG (so training does not see all short batches
-//! first). Ties in length are broken by a seeded shuffle too, so different epochs (seeds) group
-//! different sentences together while every pair still appears exactly once.
+//! first). Ties in length are broken by a seeded shuffle too, so different seeds group different
+//! sentences together while every pair still appears exactly once. Translation training
+//! (`train::mt`) builds its batches once per run, as fairseq does, and the trainer shuffles their
+//! order each epoch.
 
 use rand::seq::SliceRandom;
 
@@ -139,8 +141,8 @@ pub fn plan_batches(pairs: &[TokenizedPair], max_tokens: usize, seed: Option<u64
     Ok(batches)
 }
 
-/// Plans and builds all batches of one epoch (see [`plan_batches`]). For training pass a different
-/// seed per epoch (e.g. `seed + epoch`); the result is deterministic for a seed.
+/// Plans and builds all batches (see [`plan_batches`]); the result is deterministic for a seed.
+/// A caller that wants other groupings per epoch can pass another seed per epoch.
 pub fn make_batches(pairs: &[TokenizedPair], max_tokens: usize, seed: Option<u64>) -> Result<Vec<Batch>> {
     plan_batches(pairs, max_tokens, seed)?.iter().map(|idx| Batch::from_pairs(pairs, idx)).collect()
 }

@@ -8,8 +8,9 @@
 //! * **subnet**: a fixed [`SubnetConfig`] trained from scratch as a standalone model whose tensors
 //!   have exactly the subnet's sizes; exported with [`SubnetModel::save`].
 //!
-//! Loss: label-smoothed cross-entropy over the non-pad targets, plus the MoE balance loss when
-//! `ModelOptions::balance_coef > 0`.
+//! Loss: label-smoothed cross-entropy over the non-pad targets (mean per token), plus the MoE
+//! balance loss times `ModelOptions::balance_coef` when that is above 0. The coefficient weighs the
+//! balance loss against the per-token mean, not the summed loss the reference adds it to.
 //!
 //! A run directory holds `tokenizer.json`, `checkpoint/` (see `checkpoint.rs`), `train.jsonl` and,
 //! for a subnet, `model/` (the exported model plus a copy of `tokenizer.json`) and, with weight
