@@ -111,7 +111,16 @@ fn resuming_mid_run_is_bit_identical() {
 
     // A differently initialised store: every value must come from the checkpoint.
     let second_half = TrainConfig { checkpoint_dir: Some(ck.clone()), log_path: Some(log.clone()), ..config(12) };
+    // The same schedule: nothing to say. A cosine stretched to more updates: the jump is named.
+    let LrSchedule::WarmupCosine { lr, warmup, min_lr, .. } = config(12).schedule else { panic!("config() is a cosine") };
+    let longer = LrSchedule::WarmupCosine { lr, warmup, total: 24, min_lr };
+    let stretched = TrainConfig { schedule: longer, ..config(24) };
+    let note = Trainer::resume(stretched, model(99, DType::F32), &ck).unwrap().schedule_change().expect("the schedule changed");
+    let rate = |s: LrSchedule| format!("{:.3e}", s.lr(7));
+    assert!(note.contains("update 7") && note.contains(&rate(config(6).schedule)) && note.contains(&rate(longer)), "{note}");
+    assert_ne!(rate(config(6).schedule), rate(longer));
     let mut b = Trainer::resume(second_half, model(99, DType::F32), &ck).unwrap();
+    assert_eq!(b.schedule_change(), None);
     assert_eq!(b.update(), 6);
     let r2 = b.train(&data, loss_fn(0.2)).unwrap();
 

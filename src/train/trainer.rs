@@ -159,6 +159,8 @@ pub struct Trainer {
     elapsed_before: f64,
     session_start: Option<Instant>,
     last_checkpoint: Option<(PathBuf, u64)>,
+    /// The schedule the resumed checkpoint was trained with (None for a fresh run).
+    resumed_schedule: Option<LrSchedule>,
 }
 
 /// Most micro-batches one update may accumulate.
@@ -219,6 +221,7 @@ impl Trainer {
             elapsed_before: 0.0,
             session_start: None,
             last_checkpoint: None,
+            resumed_schedule: None,
         })
     }
 
@@ -247,7 +250,25 @@ impl Trainer {
         t.tokenizer_hash = meta.tokenizer_hash;
         t.elapsed_before = meta.elapsed_s;
         t.last_checkpoint = Some((dir.to_path_buf(), meta.update));
+        t.resumed_schedule = Some(meta.schedule);
         Ok(t)
+    }
+
+    /// When this resumed run's learning-rate schedule is not the checkpoint's (a cosine run resumed
+    /// with more `max_updates` stretches its decay), what that does to the next update's rate.
+    /// Allowed, since growing a run is what resuming is for, but worth saying: the rate jumps.
+    pub fn schedule_change(&self) -> Option<String> {
+        let old = self.resumed_schedule?;
+        let new = self.config.schedule;
+        if old == new {
+            return None;
+        }
+        let next = self.update + 1;
+        Some(format!(
+            "the learning-rate schedule differs from the checkpoint's, so update {next} runs at {:.3e} instead of {:.3e} ({old:?} -> {new:?})",
+            new.lr(next),
+            old.lr(next)
+        ))
     }
 
     /// Records the model's configuration and the tokenizer's hash in the checkpoints. A resumed

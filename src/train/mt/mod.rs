@@ -321,6 +321,9 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
     if start_update > 0 {
         say(spec.verbose, format!("resuming {} at update {start_update}", ck.display()));
     }
+    if let Some(w) = trainer.schedule_change() {
+        eprintln!("warning: {w}");
+    }
 
     let params = net.params;
     let t0 = Instant::now();
