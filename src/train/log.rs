@@ -152,13 +152,18 @@ pub(crate) fn append_valid_once(path: &Path, update: u64, metrics: &BTreeMap<Str
     log.write(&serde_json::json!({ "update": update, "valid": metrics, "elapsed_s": elapsed_s }))
 }
 
+/// The log's text, or `None` when there is no log yet.
+fn read_log(path: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
 /// Whether the log at `path` holds a validation line of `update` with exactly `metrics`' names.
 fn logged_valid(path: &Path, update: u64, metrics: &BTreeMap<String, f64>) -> Result<bool> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(Error::io(path, e)),
-    };
+    let Some(text) = read_log(path)? else { return Ok(false) };
     let same = |v: &serde_json::Value| {
         v.get("update").and_then(|u| u.as_u64()) == Some(update)
             && v.get("valid").and_then(|m| m.as_object()).is_some_and(|m| m.keys().eq(metrics.keys()))
@@ -172,11 +177,7 @@ fn logged_valid(path: &Path, update: u64, metrics: &BTreeMap<String, f64>) -> Re
 /// kept; a last line cut short by a crash gets its newline, so the next line starts on its own.
 /// Rewritten atomically, and only when something changes.
 pub(crate) fn drop_lines_after(path: &Path, update: u64) -> Result<()> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(path, e)),
-    };
+    let Some(text) = read_log(path)? else { return Ok(()) };
     let line_update = |l: &str| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v.get("update")?.as_u64());
     let kept: String = text.lines().filter(|l| line_update(l).is_none_or(|u| u <= update)).map(|l| format!("{l}\n")).collect();
     if kept != text {
