@@ -39,12 +39,33 @@ fn numel_or_panic(shape: &[usize]) -> usize {
 }
 
 /// `n` copies of `value`, or an error when the allocation fails (`vec!` would abort the process).
-fn try_filled<T: Copy>(n: usize, value: T) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|e| {
+/// An all-zero `value` is allocated zeroed, as `vec![0.0; n]` is: the backward pass asks for a
+/// full-size zero gradient of every sliced parameter on every update, and a zeroed allocation
+/// lets the allocator hand out fresh zero pages instead of writing every element.
+fn try_filled<T: bytemuck::Pod>(n: usize, value: T) -> Result<Vec<T>> {
+    let refused = |why: String| {
         let bytes = n.saturating_mul(std::mem::size_of::<T>());
-        Error::invalid("Tensor::full_on", format!("{n} elements ({:.1} GiB) cannot be allocated: {e}", bytes as f64 / (1u64 << 30) as f64))
-    })?;
+        Error::invalid(
+            "Tensor::full_on",
+            format!("{n} elements ({:.1} GiB) cannot be allocated: {why}", bytes as f64 / (1u64 << 30) as f64),
+        )
+    };
+    if bytemuck::bytes_of(&value).iter().all(|&b| b == 0) {
+        let layout = std::alloc::Layout::array::<T>(n).map_err(|e| refused(e.to_string()))?;
+        if layout.size() == 0 {
+            return Ok(vec![value; n]);
+        }
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
+        if ptr.is_null() {
+            return Err(refused("memory allocation failed".into()));
+        }
+        // SAFETY: `ptr` was allocated by the global allocator with the layout of `[T; n]`, and all
+        // its bytes are zero, a valid `T` (Pod) equal to `value`.
+        return Ok(unsafe { Vec::from_raw_parts(ptr, n, n) });
+    }
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|e| refused(e.to_string()))?;
     v.resize(n, value);
     Ok(v)
 }
