@@ -6,10 +6,10 @@ mod common;
 
 use std::path::Path;
 
-use automoe::cli::evaluate::{self, evaluate};
+use automoe::cli::evaluate::{self, evaluate, RoutedCost};
 use automoe::cli::translate::{self, DecodeArgs, TOKENIZER_FILE};
 use automoe::data::{BpeConfig, Tokenizer};
-use automoe::model::{ModelOptions, Supernet};
+use automoe::model::{flop_report, param_report, ModelOptions, Routing, Supernet, PAPER_SRC_LEN, PAPER_TGT_LEN};
 use automoe::DType;
 use common::{moe_config, tiny_space};
 
@@ -110,6 +110,52 @@ fn bad_model_directories_are_clear_errors() {
     assert!(err.contains("no tokenizer.json"), "{err}");
     let err = translate::load_model_dir(&tmp.path().join("missing")).err().unwrap().to_string();
     assert!(err.contains("not a directory"), "{err}");
+}
+
+#[test]
+fn evaluate_prices_the_routing_measured_on_the_test_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("model");
+    let tok = make_model_dir(&model_dir);
+    let (src, reference) = (tmp.path().join("test.en"), tmp.path().join("test.de"));
+    // Pairs with an empty side take no part (line 2: empty source, line 4: empty reference).
+    let s_lines = ["a man is riding a bike", "", "two dogs play in the park", "the woman reads", "a book"];
+    let r_lines = ["ein mann fährt fahrrad", "die frau", "zwei hunde spielen im park", "", "ein buch"];
+    std::fs::write(&src, s_lines.join("\n") + "\n").unwrap();
+    std::fs::write(&reference, r_lines.join("\n") + "\n").unwrap();
+    let args = evaluate::Args { model: model_dir.clone(), src, reference, hyp_out: None, decode: small_decode() };
+    let e = evaluate(&args).unwrap();
+    let r = e.routed.as_ref().expect("three pairs have both sides");
+    let used = [0, 2, 4];
+    let src_tokens: usize = used.iter().map(|&i| tok.encode(s_lines[i]).unwrap().len()).sum();
+    // The decoder reads <s> and the reference without its </s>: as many tokens as the encoding.
+    let tgt_tokens: usize = used.iter().map(|&i| tok.encode(r_lines[i]).unwrap().len()).sum();
+    let cfg = moe_config();
+    assert_eq!(r.counts.encoder.len(), cfg.encoder.len());
+    for (i, l) in r.counts.encoder.iter().enumerate() {
+        assert_eq!(l.tokens, src_tokens, "encoder layer {i}");
+        assert_eq!(l.counts.iter().sum::<usize>(), l.tokens * l.k, "encoder layer {i}: no capacity limit drops a pair");
+    }
+    for (i, l) in r.counts.decoder.iter().enumerate() {
+        assert_eq!(l.tokens, tgt_tokens, "decoder layer {i}");
+        assert_eq!(l.counts.iter().sum::<usize>(), l.tokens * l.k, "decoder layer {i}");
+    }
+    // The prices are the cost model's under the measured and the uniform routing.
+    let (model, _) = translate::load_model_dir(&model_dir).unwrap();
+    let gflops = |routing: &Routing| flop_report(&cfg, model.vocab, PAPER_SRC_LEN, PAPER_TGT_LEN, routing).unwrap().paper_gflops();
+    assert_eq!(r.gflops, gflops(&Routing::measured(&r.counts)));
+    assert_eq!(r.uniform_gflops, gflops(&Routing::Uniform));
+    let active = param_report(&cfg, model.vocab, false, &Routing::measured(&r.counts)).unwrap().active_without_embedding();
+    assert_eq!(r.active_params, active);
+    // One share line per MoE layer (4 of the 5 layers), naming each expert's width.
+    let lines = r.share_lines(&e.config);
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(lines[0].starts_with("encoder layer 1: 16 × ") && lines[0].contains(", 24 × "), "{lines:?}");
+    assert!(lines[3].starts_with("decoder layer 2: 24 × "), "{lines:?}");
+    // A test set with no complete pair has nothing to measure.
+    let (model, tok) = translate::load_model_dir(&model_dir).unwrap();
+    let none = RoutedCost::measure(&model, &tok, &["".into(), "a".into()], &["b".into(), " ".into()]).unwrap();
+    assert!(none.is_none());
 }
 
 #[test]

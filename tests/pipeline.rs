@@ -55,11 +55,21 @@ fn tiny_pipeline_runs_every_stage_and_resumes_without_redoing_work() {
     for r in &results {
         assert!(r.latency_ms > 0.0 && r.gflops > 0.0 && r.total_params > 0, "{r:?}");
         assert!((0.0..=100.0).contains(&r.bleu) && r.test_sentences == 12, "{r:?}");
+        // The routed cost is measured on the test set; a dense model has nothing to route.
+        let routed = r.routed_gflops.expect("the test set has pairs");
+        let dense = r.config.encoder.iter().all(|l| l.experts == 1) && r.config.decoder.iter().all(|l| l.experts == 1);
+        assert_eq!(dense, r.expert_shares.is_empty(), "{r:?}");
+        if dense {
+            assert_eq!(routed, r.gflops, "{r:?}");
+            assert_eq!(r.routed_active_params, Some(r.active_params), "{r:?}");
+        }
     }
+    assert!(!results[3].expert_shares.is_empty(), "switch is an MoE model: {:?}", results[3]);
     let report = std::fs::read_to_string(out.join(REPORT_FILE)).unwrap();
     for n in names {
         assert!(report.contains(&format!("| {n} |")), "{report}");
     }
+    assert!(report.contains("GFLOPs routed") && report.contains("Routing on the test set"), "{report}");
     for f in ["search/best.json", "search/population.json", "search/pareto.svg", "latency/predictor.json", "export/tokenizer.json"] {
         assert!(out.join(f).exists(), "{f} missing");
     }

@@ -1,15 +1,26 @@
 //! `automoe evaluate`: translate a test set with a saved model and score it with BLEU and chrF
 //! (sacreBLEU 2.6.0-compatible, with sacreBLEU's signatures), e.g. Multi30k's test_2016_flickr
 //! with AutoMoE's setting (beam 4, length penalty 0.6: the defaults).
+//!
+//! It also reports what the model costs under the routing its routers chose on this test set
+//! (teacher-forced on the references): the paper's GFLOPs and active parameters assume every
+//! expert of a layer gets the same share of tokens, which a heterogeneous MoE's router need not
+//! do (it may prefer the wide experts or the narrow ones).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::translate::{load_model_dir, translate_lines, write_output, DecodeArgs};
-use crate::data::read_lines;
+use super::translate::{encode_source, load_model_dir, translate_lines, write_output, DecodeArgs};
+use crate::data::{make_batches, read_lines, TokenizedPair, Tokenizer};
 use crate::decode::bleu::{corpus_bleu, BleuScore};
 use crate::decode::chrf::{corpus_chrf, ChrfScore};
+use crate::decode::MAX_POSITIONS;
+use crate::model::{flop_report, param_report, PassRouting, Routing, SubnetConfig, SubnetModel, PAPER_SRC_LEN, PAPER_TGT_LEN};
+use crate::train::mt::data::model_batch;
 use crate::{Error, Result};
+
+/// Tokens per teacher-forced batch when measuring the routing (inference only, so memory is small).
+const ROUTING_BATCH_TOKENS: usize = 4096;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -36,6 +47,82 @@ pub struct Evaluation {
     pub hypotheses: Vec<String>,
     pub sentences: usize,
     pub seconds: f64,
+    /// The cost under the routing measured on this test set; `None` when no line pair has both
+    /// sides non-empty.
+    pub routed: Option<RoutedCost>,
+    /// The evaluated model's architecture.
+    pub config: SubnetConfig,
+}
+
+/// A model's cost in the paper's units (30-token source and target, no output projection;
+/// parameters without the embedding), under uniform routing and under a measured one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutedCost {
+    /// What every FFN layer's router did over the test set, teacher-forced: tokens in, (token,
+    /// slot) pairs per expert.
+    pub counts: PassRouting,
+    /// The expert shares `counts` gives.
+    pub routing: Routing,
+    pub gflops: f64,
+    pub active_params: f64,
+    /// What the search constrains: every expert of a layer gets the same share.
+    pub uniform_gflops: f64,
+    pub uniform_active_params: f64,
+}
+
+impl RoutedCost {
+    /// Measures the routing of `model` on the pairs of `src` and `refs` with both sides non-empty
+    /// (each side truncated to the decoder's position limit, as `--truncate` does) and prices it.
+    pub fn measure(model: &SubnetModel, tok: &Tokenizer, src: &[String], refs: &[String]) -> Result<Option<Self>> {
+        let mut pairs = Vec::with_capacity(src.len());
+        for (s, r) in src.iter().zip(refs) {
+            let (Ok(s), Ok(t)) = (encode_source(tok, s, MAX_POSITIONS, true)?, encode_source(tok, r, MAX_POSITIONS, true)?) else {
+                unreachable!("encode_source truncates when asked to")
+            };
+            if !s.is_empty() && !t.is_empty() {
+                pairs.push(TokenizedPair { src: s, tgt: t });
+            }
+        }
+        if pairs.is_empty() {
+            return Ok(None);
+        }
+        let batches = make_batches(&pairs, ROUTING_BATCH_TOKENS, None)?.iter().map(model_batch).collect::<Result<Vec<_>>>()?;
+        let counts = model.measure_routing(&batches)?;
+        Self::price(&model.config, model.vocab, model.options.pre_norm, counts).map(Some)
+    }
+
+    /// The costs of `cfg` under the routing `counts` measured and under uniform routing.
+    pub fn price(cfg: &SubnetConfig, vocab: usize, pre_norm: bool, counts: PassRouting) -> Result<Self> {
+        let routing = Routing::measured(&counts);
+        let gflops = |r: &Routing| flop_report(cfg, vocab, PAPER_SRC_LEN, PAPER_TGT_LEN, r).map(|f| f.paper_gflops());
+        let active = |r: &Routing| param_report(cfg, vocab, pre_norm, r).map(|p| p.active_without_embedding());
+        Ok(RoutedCost {
+            gflops: gflops(&routing)?,
+            active_params: active(&routing)?,
+            uniform_gflops: gflops(&Routing::Uniform)?,
+            uniform_active_params: active(&Routing::Uniform)?,
+            routing,
+            counts,
+        })
+    }
+
+    /// One line per MoE layer: each expert's width and its share of (token, slot) pairs, e.g.
+    /// `encoder layer 2: 3072 × 0.41, 2048 × 0.33, 1024 × 0.26`. Dense layers are left out.
+    pub fn share_lines(&self, cfg: &SubnetConfig) -> Vec<String> {
+        let Routing::Measured { encoder, decoder } = &self.routing else { return Vec::new() };
+        let enc = cfg.encoder.iter().map(|l| &l.expert_widths[..l.experts]);
+        let dec = cfg.decoder.iter().map(|l| &l.expert_widths[..l.experts]);
+        let mut lines = Vec::new();
+        for (side, widths, shares) in [("encoder", enc.collect::<Vec<_>>(), encoder), ("decoder", dec.collect(), decoder)] {
+            for (i, (w, s)) in widths.iter().zip(shares).enumerate() {
+                if w.len() > 1 {
+                    let parts: Vec<String> = w.iter().zip(s).map(|(w, s)| format!("{w} × {s:.2}")).collect();
+                    lines.push(format!("{side} layer {}: {}", i + 1, parts.join(", ")));
+                }
+            }
+        }
+        lines
+    }
 }
 
 /// sacreBLEU's one-line BLEU summary.
@@ -67,7 +154,8 @@ pub fn evaluate(args: &Args) -> Result<Evaluation> {
     let seconds = start.elapsed().as_secs_f64();
     let bleu = corpus_bleu(&hyps, &refs)?;
     let chrf = corpus_chrf(&hyps, &refs)?;
-    Ok(Evaluation { bleu, chrf, sentences: hyps.len(), hypotheses: hyps, seconds })
+    let routed = args.decode.with_threads(|| RoutedCost::measure(&model, &tok, &src, &refs))?;
+    Ok(Evaluation { bleu, chrf, sentences: hyps.len(), hypotheses: hyps, seconds, routed, config: model.config.clone() })
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -91,5 +179,25 @@ pub fn run(args: Args) -> Result<()> {
     println!("BLEU signature: {}", e.bleu.signature());
     println!("chrF2 = {:.2}", e.chrf.score);
     println!("chrF signature: {}", e.chrf.signature());
+    if let Some(r) = &e.routed {
+        let tokens = |l: &[crate::model::LayerRouting]| l.first().map_or(0, |l| l.tokens);
+        println!(
+            "routing measured teacher-forced over {} source and {} target tokens:",
+            tokens(&r.counts.encoder),
+            tokens(&r.counts.decoder)
+        );
+        println!(
+            "GFLOPs (30-token source and target): {:.3} under the routing measured on this test set, {:.3} under uniform routing",
+            r.gflops, r.uniform_gflops
+        );
+        println!(
+            "active params per token (M, no embedding): {:.2} measured routing, {:.2} uniform",
+            r.active_params / 1e6,
+            r.uniform_active_params / 1e6
+        );
+        for line in r.share_lines(&e.config) {
+            println!("  {line}");
+        }
+    }
     Ok(())
 }

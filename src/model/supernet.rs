@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::params::NetParams;
 use super::space::{SearchSpace, SubnetConfig};
-use super::transformer::{forward, Batch, ModelOptions, ModelOutput, RunMode};
+use super::transformer::{forward, Batch, ModelOptions, ModelOutput, PassRouting, RunMode};
 use crate::autograd::{ParamId, ParamStore, Tape};
 use crate::fsio::write_atomic;
 use crate::tensor::{parse_safetensors, serialize_safetensors, tensor_from_safetensors};
@@ -98,6 +98,18 @@ pub const CONFIG_FILE: &str = "model.json";
 impl SubnetModel {
     pub fn forward(&self, tape: &mut Tape, batch: &Batch, run: RunMode) -> Result<ModelOutput> {
         forward(tape, &self.store, &self.params, &self.options, &self.config, batch, run)
+    }
+
+    /// The routing of every FFN layer over `batches`, teacher-forced in inference mode and summed
+    /// (padding excluded): what [`super::Routing::measured`] turns into the expert shares this
+    /// model's routers actually chose, e.g. on a test set.
+    pub fn measure_routing(&self, batches: &[Batch]) -> Result<PassRouting> {
+        let mut total = PassRouting::default();
+        for b in batches {
+            let out = self.forward(&mut Tape::inference(), b, RunMode::inference())?;
+            total.merge(&out.routing)?;
+        }
+        Ok(total)
     }
 
     /// Scalars stored (every one of them is used by the subnet).

@@ -54,6 +54,11 @@ pub struct TrainSection {
     pub lr: f64,
     pub warmup: u64,
     pub dropout: f64,
+    /// Weight of the MoE load-balancing loss (Switch's `N · Σ f_e · P_e` per MoE layer) added to
+    /// the per-token mean loss; 0 (the default) is AutoMoE's recipe, whose reference adds its 0.01
+    /// to the summed loss, so that it is all but off. The report's routing shares show whether a
+    /// router collapsed onto one expert.
+    pub balance_coef: f64,
     /// `[final_train]` only: export the mean of the weights at this many points at the end of
     /// training (checkpoint averaging; 0: the final weights).
     pub average: usize,
@@ -63,7 +68,7 @@ pub struct TrainSection {
 
 impl Default for TrainSection {
     fn default() -> Self {
-        TrainSection { updates: 400, lr: 1e-3, warmup: 100, dropout: 0.1, average: 0, average_every: None }
+        TrainSection { updates: 400, lr: 1e-3, warmup: 100, dropout: 0.1, balance_coef: 0.0, average: 0, average_every: None }
     }
 }
 
@@ -201,7 +206,7 @@ impl PipelineConfig {
 
     /// The model options of a training stage.
     pub(crate) fn model_options(section: &TrainSection) -> ModelOptions {
-        ModelOptions { dropout: section.dropout, ..ModelOptions::default() }
+        ModelOptions { dropout: section.dropout, balance_coef: section.balance_coef, ..ModelOptions::default() }
     }
 
     /// The training loop's settings for a stage: warmup then cosine to 1 % of the peak rate,
@@ -359,6 +364,7 @@ mod tests {
         for (toml, names) in [
             ("[final_train]\nlr = -1.0\n", &["p.toml", "[final_train]", "learning rate"][..]),
             ("[supernet]\ndropout = 1.5\n", &["[supernet]", "dropout"]),
+            ("[final_train]\nbalance_coef = -0.1\n", &["[final_train]", "balance_coef -0.1"]),
             ("[latency]\npredictor_epochs = 0\n", &["[latency]", "epochs"]),
             ("[latency]\nthreads = 100000\n", &["latency.threads = 100000"]),
             ("[latency]\nthreads = 0\n", &["latency.threads = 0"]),
@@ -388,6 +394,11 @@ mod tests {
         let c = PipelineConfig::from_toml_str("[final_train]\nupdates = 400\naverage = 4\n", Path::new("p.toml")).unwrap();
         assert_eq!(c.train_config(&c.final_train, 1).averaging, Some(WeightAveraging { snapshots: 4, every: 25 }));
         assert_eq!(c.train_config(&c.supernet, 1).averaging, None);
+        // The balance loss is off unless a section asks for it, each section on its own.
+        assert_eq!(PipelineConfig::model_options(&c.final_train).balance_coef, 0.0);
+        let b = PipelineConfig::from_toml_str("[supernet]\nbalance_coef = 0.01\n", Path::new("p.toml")).unwrap();
+        assert_eq!(PipelineConfig::model_options(&b.supernet).balance_coef, 0.01);
+        assert_eq!(PipelineConfig::model_options(&b.final_train).balance_coef, 0.0);
         assert!(c.warnings().is_empty(), "{:?}", c.warnings());
         // The latency budget: a fraction by default, an absolute bound first, 0 for none.
         assert_eq!(c.latency_budget(|| Ok(10.0)).unwrap(), Some(5.0));

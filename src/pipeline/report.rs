@@ -32,6 +32,15 @@ pub struct SystemResult {
     pub active_params: f64,
     /// Stored parameters without the embedding.
     pub total_params: usize,
+    /// `gflops` and `active_params` under the routing measured on the test set (teacher-forced);
+    /// absent in results written before it was measured, or when the test set had no pair.
+    #[serde(default)]
+    pub routed_gflops: Option<f64>,
+    #[serde(default)]
+    pub routed_active_params: Option<f64>,
+    /// Per MoE layer: each expert's width and share of the test set's (token, slot) pairs.
+    #[serde(default)]
+    pub expert_shares: Vec<String>,
     /// Experts per layer, encoder then decoder (e.g. `1-4-2 / 3-1`).
     pub experts: String,
     pub config: SubnetConfig,
@@ -47,12 +56,15 @@ impl SystemResult {
 
 /// The markdown table of `results`.
 pub fn table(results: &[SystemResult]) -> String {
-    let mut s = String::from("| system | BLEU | chrF | latency ms | GFLOPs | active params (M) | total params (M) | experts enc / dec |\n");
-    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
+    let mut s = String::from(
+        "| system | BLEU | chrF | latency ms | GFLOPs | GFLOPs routed | active params (M) | total params (M) | experts enc / dec |\n",
+    );
+    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
     for r in results {
+        let routed = r.routed_gflops.map_or_else(|| "–".to_string(), |g| format!("{g:.3}"));
         let _ = writeln!(
             s,
-            "| {} | {:.2} | {:.2} | {:.1} | {:.3} | {:.2} | {:.2} | {} |",
+            "| {} | {:.2} | {:.2} | {:.1} | {:.3} | {routed} | {:.2} | {:.2} | {} |",
             r.name,
             r.bleu,
             r.chrf,
@@ -82,11 +94,20 @@ pub fn write(out: &Path, cfg: &PipelineConfig, results: &[SystemResult], export:
     for r in results {
         let _ = writeln!(md, "- **{}**: {}.", r.name, r.description);
     }
+    let moe: Vec<&SystemResult> = results.iter().filter(|r| !r.expert_shares.is_empty()).collect();
+    if !moe.is_empty() {
+        md.push_str("\nRouting on the test set (teacher-forced): each expert's width × its share of the (token, slot) pairs.\n\n");
+        for r in moe {
+            let _ = writeln!(md, "- **{}**: {}.", r.name, r.expert_shares.join("; "));
+        }
+    }
     let threads = results.first().map_or(1, |r| r.latency_threads);
     let _ = writeln!(
         md,
         "\nLatency: batch 1, a 30-token source, the encoder once plus 30 incremental decoder steps at beam 5, \
-         trimmed mean, {threads} thread(s) on this machine. GFLOPs: 30-token source and target, as the paper counts. \
+         trimmed mean, {threads} thread(s) on this machine. GFLOPs: 30-token source and target, as the paper counts, \
+         with every expert of a layer getting the same share of tokens (what the search constrains); \
+         GFLOPs routed: the same count with each expert's share measured on the test set. \
          BLEU: {}.\n\nPareto front of the search (validation loss against predicted latency): `search/pareto.svg`. \
          Exported AutoMoE model: `{}`. Wall time: {:.0} s.",
         results.first().map_or(String::new(), |r| r.bleu_signature.clone()),

@@ -336,6 +336,9 @@ impl<'a> Context<'a> {
             gflops: flops.paper_gflops(),
             active_params: params.active_without_embedding(),
             total_params: params.total_without_embedding(),
+            routed_gflops: e.routed.as_ref().map(|c| c.gflops),
+            routed_active_params: e.routed.as_ref().map(|c| c.active_params),
+            expert_shares: e.routed.as_ref().map_or_else(Vec::new, |c| c.share_lines(&model.config)),
             experts: SystemResult::experts_of(&model.config),
             config: model.config.clone(),
         };
