@@ -33,6 +33,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     fsync_dir(parent_of(path))
 }
 
+/// Checks, before any long computation, that [`write_atomic`] could create `path` later: its
+/// directory exists and `path` is not a directory. `what` names the option in the error.
+pub fn check_output_file(path: &Path, what: &'static str) -> Result<()> {
+    let dir = parent_of(path);
+    if !dir.is_dir() {
+        return Err(Error::invalid(what, format!("{}: the directory {} does not exist", path.display(), dir.display())));
+    }
+    if path.is_dir() {
+        return Err(Error::invalid(what, format!("{} is a directory", path.display())));
+    }
+    Ok(())
+}
+
 /// [`write_atomic`], creating the file's directory first.
 pub fn write_atomic_creating_dir(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = parent_of(path);
@@ -164,6 +177,18 @@ mod tests {
         assert!(e.contains("exists and is not a directory"), "{e}");
         create_output_dir(&dir.path().join("a/b")).unwrap();
         create_output_dir(&dir.path().join("a/b")).unwrap();
+    }
+
+    #[test]
+    fn output_files_are_checked_before_the_work() {
+        let dir = tempfile::tempdir().unwrap();
+        check_output_file(&dir.path().join("new.txt"), "--out").unwrap();
+        let e = check_output_file(&dir.path().join("no/such.txt"), "--out").unwrap_err().to_string();
+        assert!(e.contains("--out") && e.contains("does not exist"), "{e}");
+        let e = check_output_file(dir.path(), "--json").unwrap_err().to_string();
+        assert!(e.contains("--json") && e.contains("is a directory"), "{e}");
+        // A bare file name is in the current directory, which exists.
+        check_output_file(Path::new("out.txt"), "--out").unwrap();
     }
 
     #[test]

@@ -93,6 +93,11 @@ fn long_lines_are_errors_or_truncated() {
     let decode = DecodeArgs { truncate: true, ..decode };
     translate::run(translate::Args { model: model_dir, input: Some(input), output: Some(output.clone()), nbest: 1, decode }).unwrap();
     assert_eq!(std::fs::read_to_string(&output).unwrap().lines().count(), 3);
+    // An --output in a missing directory is refused before the model is even loaded.
+    let nowhere = tmp.path().join("missing/out.txt");
+    let args = translate::Args { model: tmp.path().join("no-model"), input: None, output: Some(nowhere), nbest: 1, decode: small_decode() };
+    let err = translate::run(args).unwrap_err().to_string();
+    assert!(err.contains("--output") && err.contains("does not exist"), "{err}");
 }
 
 #[test]
@@ -123,7 +128,7 @@ fn evaluate_prices_the_routing_measured_on_the_test_set() {
     let r_lines = ["ein mann fährt fahrrad", "die frau", "zwei hunde spielen im park", "", "ein buch"];
     std::fs::write(&src, s_lines.join("\n") + "\n").unwrap();
     std::fs::write(&reference, r_lines.join("\n") + "\n").unwrap();
-    let args = evaluate::Args { model: model_dir.clone(), src, reference, hyp_out: None, decode: small_decode() };
+    let args = evaluate::Args { model: model_dir.clone(), src, reference, hyp_out: None, json: None, decode: small_decode() };
     let e = evaluate(&args).unwrap();
     let r = e.routed.as_ref().expect("three pairs have both sides");
     let used = [0, 2, 4];
@@ -167,11 +172,13 @@ fn evaluate_scores_and_writes_hypotheses() {
     std::fs::write(&src, "a man is riding a bike\ntwo dogs play in the park\n").unwrap();
     std::fs::write(&reference, "ein mann fährt fahrrad\nzwei hunde spielen im park\n").unwrap();
     let hyp_out = tmp.path().join("hyp.de");
+    let json_out = tmp.path().join("scores.json");
     let args = evaluate::Args {
         model: model_dir.clone(),
         src: src.clone(),
         reference: reference.clone(),
         hyp_out: Some(hyp_out.clone()),
+        json: Some(json_out.clone()),
         decode: small_decode(),
     };
     let e = evaluate(&args).unwrap();
@@ -179,9 +186,37 @@ fn evaluate_scores_and_writes_hypotheses() {
     assert!((0.0..=100.0).contains(&e.bleu.score) && (0.0..=100.0).contains(&e.chrf.score));
     evaluate::run(args).unwrap();
     assert_eq!(std::fs::read_to_string(&hyp_out).unwrap().lines().count(), 2);
+    // --json holds what was printed, as numbers (decoding is deterministic, so equal to `e`).
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_out).unwrap()).unwrap();
+    assert_eq!(j["bleu"]["score"].as_f64(), Some(e.bleu.score), "{j}");
+    assert_eq!(j["bleu"]["signature"].as_str(), Some(e.bleu.signature().as_str()));
+    assert_eq!(j["chrf"]["score"].as_f64(), Some(e.chrf.score));
+    assert_eq!(j["sentences"].as_u64(), Some(2));
+    assert_eq!(j["decoding"]["beam"].as_u64(), Some(3));
+    let r = e.routed.as_ref().unwrap();
+    assert_eq!(j["routed_cost"]["gflops"].as_f64(), Some(r.gflops));
+    assert_eq!(j["routed_cost"]["uniform_gflops"].as_f64(), Some(r.uniform_gflops));
+    let enc = j["routed_cost"]["encoder"].as_array().unwrap();
+    assert_eq!(enc.len(), moe_config().encoder.len());
+    assert_eq!(enc[0]["expert_widths"], serde_json::json!([16, 24, 16]));
+    let shares: f64 = enc[0]["shares"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).sum();
+    assert!((shares - 1.0).abs() < 1e-12, "{shares}");
+    // An output that cannot be written is refused before decoding, and nothing is written.
+    std::fs::remove_file(&hyp_out).unwrap();
+    let bad = evaluate::Args {
+        model: model_dir.clone(),
+        src: src.clone(),
+        reference: reference.clone(),
+        hyp_out: Some(hyp_out.clone()),
+        json: Some(tmp.path().join("missing/scores.json")),
+        decode: small_decode(),
+    };
+    let err = evaluate::run(bad).unwrap_err().to_string();
+    assert!(err.contains("--json") && err.contains("does not exist"), "{err}");
+    assert!(!hyp_out.exists());
     // Misaligned files.
     std::fs::write(&reference, "nur eine zeile\n").unwrap();
-    let args = evaluate::Args { model: model_dir, src, reference, hyp_out: None, decode: small_decode() };
+    let args = evaluate::Args { model: model_dir, src, reference, hyp_out: None, json: None, decode: small_decode() };
     assert!(evaluate(&args).unwrap_err().to_string().contains("has 2 lines"));
 }
 

@@ -10,17 +10,21 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use serde_json::json;
+
 use super::translate::{encode_source, load_model_dir, translate_lines, write_output, DecodeArgs};
 use crate::data::{make_batches, read_lines, TokenizedPair, Tokenizer};
 use crate::decode::bleu::{corpus_bleu, BleuScore};
 use crate::decode::chrf::{corpus_chrf, ChrfScore};
 use crate::decode::MAX_POSITIONS;
+use crate::fsio::{check_output_file, write_atomic};
 use crate::model::{flop_report, param_report, PassRouting, Routing, SubnetConfig, SubnetModel, PAPER_SRC_LEN, PAPER_TGT_LEN};
 use crate::train::mt::data::model_batch;
 use crate::{Error, Result};
 
-/// Tokens per teacher-forced batch when measuring the routing (inference only, so memory is small).
-const ROUTING_BATCH_TOKENS: usize = 4096;
+/// Padded tokens per teacher-forced batch when measuring the routing (the logits of one batch,
+/// `[tokens, vocab]`, are its largest tensor).
+const ROUTING_BATCH_TOKENS: usize = 2048;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -35,6 +39,10 @@ pub struct Args {
     /// Also write the translations here (atomically).
     #[arg(long)]
     pub hyp_out: Option<PathBuf>,
+    /// Also write the scores, signatures, decoding settings and routed cost here as one JSON
+    /// object (atomically), for scripts comparing many models.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
     #[command(flatten)]
     pub decode: DecodeArgs,
 }
@@ -158,10 +166,56 @@ pub fn evaluate(args: &Args) -> Result<Evaluation> {
     Ok(Evaluation { bleu, chrf, sentences: hyps.len(), hypotheses: hyps, seconds, routed, config: model.config.clone() })
 }
 
+/// What `--json` writes: everything `run` prints, as numbers.
+pub fn to_json(args: &Args, e: &Evaluation) -> serde_json::Value {
+    let d = &args.decode;
+    let routed = e.routed.as_ref().map(|r| {
+        let tokens = |l: &[crate::model::LayerRouting]| l.first().map_or(0, |l| l.tokens);
+        let Routing::Measured { encoder, decoder } = &r.routing else { unreachable!("RoutedCost holds a measured routing") };
+        let layers = |widths: Vec<&[usize]>, shares: &[Vec<f64>]| -> Vec<serde_json::Value> {
+            widths.iter().zip(shares).map(|(w, s)| json!({ "expert_widths": w, "shares": s })).collect()
+        };
+        json!({
+            "source_tokens": tokens(&r.counts.encoder),
+            "target_tokens": tokens(&r.counts.decoder),
+            "gflops": r.gflops,
+            "uniform_gflops": r.uniform_gflops,
+            "active_params": r.active_params,
+            "uniform_active_params": r.uniform_active_params,
+            "encoder": layers(e.config.encoder.iter().map(|l| &l.expert_widths[..l.experts]).collect(), encoder),
+            "decoder": layers(e.config.decoder.iter().map(|l| &l.expert_widths[..l.experts]).collect(), decoder),
+        })
+    });
+    let b = &e.bleu;
+    json!({
+        "model": args.model,
+        "src": args.src,
+        "ref": args.reference,
+        "sentences": e.sentences,
+        "seconds": e.seconds,
+        "decoding": { "beam": d.beam, "lenpen": d.lenpen, "max_len_a": d.max_len_a, "max_len_b": d.max_len_b, "min_len": d.min_len },
+        "bleu": {
+            "score": b.score, "precisions": b.precisions, "bp": b.bp, "sys_len": b.sys_len, "ref_len": b.ref_len,
+            "signature": b.signature(),
+        },
+        "chrf": { "score": e.chrf.score, "signature": e.chrf.signature() },
+        "routed_cost": routed,
+    })
+}
+
 pub fn run(args: Args) -> Result<()> {
+    for (path, what) in [(&args.hyp_out, "evaluate --hyp-out"), (&args.json, "evaluate --json")] {
+        if let Some(p) = path {
+            check_output_file(p, what)?;
+        }
+    }
     let e = evaluate(&args)?;
     if let Some(p) = &args.hyp_out {
         write_output(Some(p), &e.hypotheses)?;
+    }
+    if let Some(p) = &args.json {
+        let text = serde_json::to_string_pretty(&to_json(&args, &e)).map_err(|err| Error::invalid("evaluate --json", err.to_string()))?;
+        write_atomic(p, format!("{text}\n").as_bytes())?;
     }
     let d = &args.decode;
     println!("model: {}", args.model.display());

@@ -269,6 +269,9 @@ pub fn run(args: Args) -> Result<()> {
     if args.nbest == 0 || args.nbest > args.decode.beam {
         return Err(Error::invalid("translate", format!("--nbest {} must be 1 to --beam ({})", args.nbest, args.decode.beam)));
     }
+    if let Some(p) = &args.output {
+        crate::fsio::check_output_file(p, "translate --output")?;
+    }
     let (model, tok) = load_model_dir(&args.model)?;
     let model = model.to_device(args.decode.device)?;
     let lines = read_input(args.input.as_deref())?;

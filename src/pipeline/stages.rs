@@ -309,6 +309,7 @@ impl<'a> Context<'a> {
             src,
             reference,
             hyp_out: Some(self.out.join("eval").join(format!("{}.hyp", sys.name))),
+            json: None,
             decode,
         };
         std::fs::create_dir_all(self.out.join("eval")).map_err(|e| Error::io(self.out, e))?;
