@@ -82,11 +82,14 @@ impl RoutedCost {
     /// Measures the routing of `model` on the pairs of `src` and `refs` with both sides non-empty
     /// (each side truncated to the decoder's position limit, as `--truncate` does) and prices it.
     pub fn measure(model: &SubnetModel, tok: &Tokenizer, src: &[String], refs: &[String]) -> Result<Option<Self>> {
+        // Truncating, `encode_source` never reports a line as too long.
+        let encode = |line: &str| -> Result<Vec<u32>> {
+            encode_source(tok, line, MAX_POSITIONS, true)?
+                .map_err(|n| Error::invalid("evaluate", format!("a line of {n} tokens was not truncated")))
+        };
         let mut pairs = Vec::with_capacity(src.len());
         for (s, r) in src.iter().zip(refs) {
-            let (Ok(s), Ok(t)) = (encode_source(tok, s, MAX_POSITIONS, true)?, encode_source(tok, r, MAX_POSITIONS, true)?) else {
-                unreachable!("encode_source truncates when asked to")
-            };
+            let (s, t) = (encode(s)?, encode(r)?);
             if !s.is_empty() && !t.is_empty() {
                 pairs.push(TokenizedPair { src: s, tgt: t });
             }
@@ -114,23 +117,46 @@ impl RoutedCost {
         })
     }
 
+    /// Every FFN layer of `cfg` (encoder, then decoder) with its experts' widths and measured
+    /// shares; empty when `routing` is not a measured one.
+    pub fn layer_shares<'c>(&self, cfg: &'c SubnetConfig) -> Vec<LayerShares<'c>> {
+        let Routing::Measured { encoder, decoder } = &self.routing else { return Vec::new() };
+        let enc = cfg.encoder.iter().map(|l| &l.expert_widths[..l.experts]).zip(encoder).map(|w| ("encoder", w));
+        let dec = cfg.decoder.iter().map(|l| &l.expert_widths[..l.experts]).zip(decoder).map(|w| ("decoder", w));
+        let mut layer = [0, 0];
+        enc.chain(dec)
+            .map(|(side, (widths, shares))| {
+                let n = &mut layer[usize::from(side == "decoder")];
+                *n += 1;
+                LayerShares { side, layer: *n, widths, shares: shares.clone() }
+            })
+            .collect()
+    }
+
     /// One line per MoE layer: each expert's width and its share of (token, slot) pairs, e.g.
     /// `encoder layer 2: 3072 × 0.41, 2048 × 0.33, 1024 × 0.26`. Dense layers are left out.
     pub fn share_lines(&self, cfg: &SubnetConfig) -> Vec<String> {
-        let Routing::Measured { encoder, decoder } = &self.routing else { return Vec::new() };
-        let enc = cfg.encoder.iter().map(|l| &l.expert_widths[..l.experts]);
-        let dec = cfg.decoder.iter().map(|l| &l.expert_widths[..l.experts]);
-        let mut lines = Vec::new();
-        for (side, widths, shares) in [("encoder", enc.collect::<Vec<_>>(), encoder), ("decoder", dec.collect(), decoder)] {
-            for (i, (w, s)) in widths.iter().zip(shares).enumerate() {
-                if w.len() > 1 {
-                    let parts: Vec<String> = w.iter().zip(s).map(|(w, s)| format!("{w} × {s:.2}")).collect();
-                    lines.push(format!("{side} layer {}: {}", i + 1, parts.join(", ")));
-                }
-            }
-        }
-        lines
+        self.layer_shares(cfg)
+            .iter()
+            .filter(|l| l.widths.len() > 1)
+            .map(|l| {
+                let parts: Vec<String> = l.widths.iter().zip(&l.shares).map(|(w, s)| format!("{w} × {s:.2}")).collect();
+                format!("{} layer {}: {}", l.side, l.layer, parts.join(", "))
+            })
+            .collect()
     }
+}
+
+/// One FFN layer's measured routing ([`RoutedCost::layer_shares`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerShares<'c> {
+    /// `encoder` or `decoder`.
+    pub side: &'static str,
+    /// 1-based within its side.
+    pub layer: usize,
+    pub widths: &'c [usize],
+    /// Each expert's share of the layer's (token, slot) pairs.
+    pub shares: Vec<f64>,
 }
 
 /// sacreBLEU's one-line BLEU summary.
@@ -171,9 +197,9 @@ pub fn to_json(args: &Args, e: &Evaluation) -> serde_json::Value {
     let d = &args.decode;
     let routed = e.routed.as_ref().map(|r| {
         let tokens = |l: &[crate::model::LayerRouting]| l.first().map_or(0, |l| l.tokens);
-        let Routing::Measured { encoder, decoder } = &r.routing else { unreachable!("RoutedCost holds a measured routing") };
-        let layers = |widths: Vec<&[usize]>, shares: &[Vec<f64>]| -> Vec<serde_json::Value> {
-            widths.iter().zip(shares).map(|(w, s)| json!({ "expert_widths": w, "shares": s })).collect()
+        let layers = r.layer_shares(&e.config);
+        let side = |name: &str| -> Vec<serde_json::Value> {
+            layers.iter().filter(|l| l.side == name).map(|l| json!({ "expert_widths": l.widths, "shares": l.shares })).collect()
         };
         json!({
             "source_tokens": tokens(&r.counts.encoder),
@@ -182,8 +208,8 @@ pub fn to_json(args: &Args, e: &Evaluation) -> serde_json::Value {
             "uniform_gflops": r.uniform_gflops,
             "active_params": r.active_params,
             "uniform_active_params": r.uniform_active_params,
-            "encoder": layers(e.config.encoder.iter().map(|l| &l.expert_widths[..l.experts]).collect(), encoder),
-            "decoder": layers(e.config.decoder.iter().map(|l| &l.expert_widths[..l.experts]).collect(), decoder),
+            "encoder": side("encoder"),
+            "decoder": side("decoder"),
         })
     });
     let b = &e.bleu;
