@@ -149,3 +149,24 @@ fn routing_measured_over_several_batches() {
     let other = executed(&net, &dense_config(), &batch(&[3], &[3], 1));
     assert!(total.merge(&other.routing).is_err());
 }
+
+#[test]
+fn mean_max_share_averages_the_moe_layers_and_skips_dense_ones() {
+    use automoe::model::{LayerRouting, PassRouting};
+    let layer = |tokens, k, counts: &[usize]| LayerRouting { tokens, k, counts: counts.to_vec() };
+    // Dense layers (one expert) and layers without tokens say nothing about a router.
+    let dense = PassRouting { encoder: vec![layer(10, 1, &[10])], decoder: vec![layer(0, 2, &[0, 0, 0])] };
+    assert_eq!(dense.mean_max_share(), None);
+    // 6 of 10 pairs, and 8 of 2·6 = 12 pairs: (0.6 + 2/3) / 2.
+    let pass = PassRouting { encoder: vec![layer(10, 1, &[10]), layer(10, 1, &[3, 6, 1])], decoder: vec![layer(6, 2, &[8, 4])] };
+    let want = (0.6 + 8.0 / 12.0) / 2.0;
+    assert!(close(pass.mean_max_share().unwrap(), want), "{:?}", pass.mean_max_share());
+    // A real pass: between 1/E and 1 for the MoE config.
+    let net = Supernet::new(tiny_space(), VOCAB, ModelOptions::default(), 5, DType::F32).unwrap();
+    let cfg = moe_config();
+    let out = executed(&net, &cfg, &batch(&[7, 5], &[6, 4], 9));
+    let most_experts = cfg.encoder.iter().map(|l| l.experts).chain(cfg.decoder.iter().map(|l| l.experts)).max().unwrap();
+    let s = out.routing.mean_max_share().unwrap();
+    assert!(s >= 1.0 / most_experts as f64 - 1e-12 && s <= 1.0, "{s}");
+    assert_eq!(executed(&net, &dense_config(), &batch(&[3], &[3], 1)).routing.mean_max_share(), None);
+}

@@ -215,6 +215,15 @@ fn supernet_trains_sampled_subnets_and_loads_back() {
     for key in ["largest.nll", "largest.loss", "smallest.nll", "smallest.loss"] {
         assert!(m[key].is_finite() && m[key] < 1.5 * s.unigram_nll, "{key} = {}", m[key]);
     }
+    // The router's balance is validated for subnets with MoE layers, and only for them.
+    for (name, cfg) in [("largest", space.largest()), ("smallest", space.smallest())] {
+        let experts = cfg.encoder.iter().map(|l| l.experts).chain(cfg.decoder.iter().map(|l| l.experts)).max().unwrap();
+        match m.get(&format!("{name}.max_expert_share")) {
+            Some(&share) => assert!(experts > 1 && share >= 1.0 / experts as f64 - 1e-9 && share <= 1.0, "{name}: {share}"),
+            None => assert_eq!(experts, 1, "{name} has MoE layers but no max_expert_share"),
+        }
+    }
+    assert!(space.largest().encoder.iter().any(|l| l.experts > 1), "the test space should have MoE layers");
     // Different updates train different subnets, all members of the space, reproducibly.
     let subnets: Vec<_> = (1..=10).map(|u| mt::sampled_subnet(&space, 1, u).unwrap()).collect();
     assert!(subnets.iter().any(|c| *c != subnets[0]));

@@ -208,6 +208,21 @@ impl PassRouting {
         }
         Ok(())
     }
+
+    /// Mean over the MoE layers (more than one expert, some tokens) of the most loaded expert's
+    /// share of the layer's (token, slot) pairs: `1/E` when a router spreads evenly, 1 when it
+    /// sends everything to one expert. `None` when the pass has no MoE layer. A router that
+    /// collapses during training shows here long before it shows in the loss.
+    pub fn mean_max_share(&self) -> Option<f64> {
+        let shares: Vec<f64> = self
+            .encoder
+            .iter()
+            .chain(&self.decoder)
+            .filter(|l| l.counts.len() > 1 && l.tokens > 0)
+            .map(|l| l.counts.iter().copied().max().unwrap_or(0) as f64 / (l.tokens * l.k).max(1) as f64)
+            .collect();
+        (!shares.is_empty()).then(|| shares.iter().sum::<f64>() / shares.len() as f64)
+    }
 }
 
 /// What a forward pass returns.

@@ -29,7 +29,7 @@ use super::trainer::{Metrics, TrainConfig, TrainReport, Trainer, UpdateCtx};
 use crate::autograd::{LossStats, ParamStore, Tape, Var};
 use crate::data::{Batch, Tokenizer, PAD_ID};
 use crate::model::transformer::forward;
-use crate::model::{ModelOptions, NetParams, RunMode, SearchSpace, SubnetConfig, SubnetModel, Supernet};
+use crate::model::{ModelOptions, NetParams, PassRouting, RunMode, SearchSpace, SubnetConfig, SubnetModel, Supernet};
 use crate::rng::{hash64, seeded};
 use crate::{DType, Error, Result};
 
@@ -159,7 +159,8 @@ pub fn batch_loss(
     Ok((loss, stats))
 }
 
-/// Token-weighted validation loss and NLL of `cfg` (inference mode: no dropout, nothing recorded).
+/// Token-weighted validation loss and NLL of `cfg` (inference mode: no dropout, nothing recorded),
+/// and the routing of its FFN layers summed over `batches`.
 pub fn validate(
     store: &ParamStore,
     params: &NetParams,
@@ -167,8 +168,9 @@ pub fn validate(
     label_smoothing: f64,
     cfg: &SubnetConfig,
     batches: &[Batch],
-) -> Result<LossStats> {
+) -> Result<(LossStats, PassRouting)> {
     let (mut loss, mut nll, mut count) = (0.0, 0.0, 0usize);
+    let mut routing = PassRouting::default();
     for b in batches {
         let mut tape = Tape::inference();
         let out = forward(&mut tape, store, params, options, cfg, &model_batch(b)?, RunMode::inference())?;
@@ -176,9 +178,10 @@ pub fn validate(
         loss += s.loss * s.count as f64;
         nll += s.nll * s.count as f64;
         count += s.count;
+        routing.merge(&out.routing)?;
     }
     let n = count.max(1) as f64;
-    Ok(LossStats { loss: loss / n, nll: nll / n, count })
+    Ok((LossStats { loss: loss / n, nll: nll / n, count }, routing))
 }
 
 /// The subnet trained at `update` of a supernet run with `seed` (uniform over the space).
@@ -197,10 +200,13 @@ fn valid_subnets(mode: &Mode) -> Vec<(String, SubnetConfig)> {
 fn valid_metrics(net_params: &NetParams, store: &ParamStore, desc: &RunDescription, batches: &[Batch]) -> Result<Metrics> {
     let mut m = Metrics::new();
     for (name, cfg) in valid_subnets(&desc.mode) {
-        let s = validate(store, net_params, &desc.options, desc.label_smoothing, &cfg, batches)?;
+        let (s, routing) = validate(store, net_params, &desc.options, desc.label_smoothing, &cfg, batches)?;
         let key = |k: &str| if name.is_empty() { k.to_string() } else { format!("{name}.{k}") };
         m.insert(key("loss"), s.loss);
         m.insert(key("nll"), s.nll);
+        if let Some(share) = routing.mean_max_share() {
+            m.insert(key("max_expert_share"), share);
+        }
     }
     Ok(m)
 }
