@@ -59,6 +59,11 @@ fn tiny_pipeline_runs_every_stage_and_resumes_without_redoing_work() {
         let routed = r.routed_gflops.expect("the test set has pairs");
         let dense = r.config.encoder.iter().all(|l| l.experts == 1) && r.config.decoder.iter().all(|l| l.experts == 1);
         assert_eq!(dense, r.expert_shares.is_empty(), "{r:?}");
+        assert_eq!(dense, r.max_expert_share.is_none(), "{r:?}");
+        if let Some(s) = r.max_expert_share {
+            let experts = r.config.encoder.iter().map(|l| l.experts).chain(r.config.decoder.iter().map(|l| l.experts)).max().unwrap();
+            assert!(s >= 1.0 / experts as f64 - 1e-12 && s <= 1.0, "{r:?}");
+        }
         if dense {
             assert_eq!(routed, r.gflops, "{r:?}");
             assert_eq!(r.routed_active_params, Some(r.active_params), "{r:?}");
@@ -70,6 +75,8 @@ fn tiny_pipeline_runs_every_stage_and_resumes_without_redoing_work() {
         assert!(report.contains(&format!("| {n} |")), "{report}");
     }
     assert!(report.contains("GFLOPs routed") && report.contains("Routing on the test set"), "{report}");
+    let collapsed = results.iter().any(|r| r.max_expert_share.is_some_and(|s| s > pipeline::COLLAPSED_SHARE));
+    assert_eq!(collapsed, report.contains("Collapsed routers"), "{report}");
     for f in ["search/best.json", "search/population.json", "search/pareto.svg", "latency/predictor.json", "export/tokenizer.json"] {
         assert!(out.join(f).exists(), "{f} missing");
     }

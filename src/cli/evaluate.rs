@@ -133,6 +133,11 @@ impl RoutedCost {
             .collect()
     }
 
+    /// The largest share one expert got in any MoE layer of `cfg`; `None` without MoE layers.
+    pub fn max_expert_share(&self, cfg: &SubnetConfig) -> Option<f64> {
+        self.layer_shares(cfg).iter().filter(|l| l.widths.len() > 1).flat_map(|l| l.shares.iter().copied()).reduce(f64::max)
+    }
+
     /// One line per MoE layer: each expert's width and its share of (token, slot) pairs, e.g.
     /// `encoder layer 2: 3072 × 0.41, 2048 × 0.33, 1024 × 0.26`. Dense layers are left out.
     pub fn share_lines(&self, cfg: &SubnetConfig) -> Vec<String> {

@@ -14,7 +14,7 @@ mod stages;
 use std::path::{Path, PathBuf};
 
 pub use config::PipelineConfig;
-pub use report::{SystemResult, REPORT_FILE};
+pub use report::{SystemResult, COLLAPSED_SHARE, REPORT_FILE};
 
 use crate::Result;
 

@@ -41,6 +41,10 @@ pub struct SystemResult {
     /// Per MoE layer: each expert's width and share of the test set's (token, slot) pairs.
     #[serde(default)]
     pub expert_shares: Vec<String>,
+    /// The largest share any one expert got in any MoE layer (1.0: a router sent everything to one
+    /// expert); absent for dense systems and in results written before it was measured.
+    #[serde(default)]
+    pub max_expert_share: Option<f64>,
     /// Experts per layer, encoder then decoder (e.g. `1-4-2 / 3-1`).
     pub experts: String,
     pub config: SubnetConfig,
@@ -78,6 +82,36 @@ pub fn table(results: &[SystemResult]) -> String {
     s
 }
 
+/// A router sending more than this share of a layer's pairs to one expert has collapsed: the other
+/// experts of the layer hardly train or run, and the layer is a dense one with extra parameters.
+pub const COLLAPSED_SHARE: f64 = 0.8;
+
+/// A paragraph naming the systems with a collapsed router (empty when there are none), and how
+/// to spread the load when this run trained without the balance loss.
+fn collapse_note(cfg: &PipelineConfig, results: &[SystemResult]) -> String {
+    let collapsed: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.max_expert_share.filter(|&s| s > COLLAPSED_SHARE).map(|s| format!("{} ({:.0} %)", r.name, 100.0 * s)))
+        .collect();
+    if collapsed.is_empty() {
+        return String::new();
+    }
+    let mut note = format!(
+        "\nCollapsed routers in {}: a layer sends more than {:.0} % of its pairs to one expert (the largest share in \
+         brackets), so it runs and trains mostly that expert.",
+        collapsed.join(", "),
+        100.0 * COLLAPSED_SHARE
+    );
+    if cfg.supernet.balance_coef == 0.0 || cfg.final_train.balance_coef == 0.0 {
+        note.push_str(
+            " This run trained without the load-balancing loss in at least one stage (AutoMoE's recipe); \
+             `balance_coef = 0.01` in `[supernet]` and `[final_train]` spreads the load (docs/RESULTS.md).",
+        );
+    }
+    note.push('\n');
+    note
+}
+
 /// Writes `report.md` and prints the table.
 pub fn write(out: &Path, cfg: &PipelineConfig, results: &[SystemResult], export: &Path, seconds: f64) -> Result<()> {
     let mut md = format!("# AutoMoE pipeline report: {}\n\n", cfg.name);
@@ -100,6 +134,7 @@ pub fn write(out: &Path, cfg: &PipelineConfig, results: &[SystemResult], export:
         for r in moe {
             let _ = writeln!(md, "- **{}**: {}.", r.name, r.expert_shares.join("; "));
         }
+        md.push_str(&collapse_note(cfg, results));
     }
     let threads = results.first().map_or(1, |r| r.latency_threads);
     let _ = writeln!(
@@ -118,4 +153,49 @@ pub fn write(out: &Path, cfg: &PipelineConfig, results: &[SystemResult], export:
     println!("{}", table(results));
     println!("report: {}", out.join(REPORT_FILE).display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(name: &str, max_expert_share: Option<f64>) -> SystemResult {
+        let config = crate::train::mt::small_space().unwrap().largest();
+        SystemResult {
+            name: name.into(),
+            description: String::new(),
+            bleu: 0.0,
+            chrf: 0.0,
+            bleu_signature: String::new(),
+            test_sentences: 1,
+            latency_ms: 1.0,
+            encoder_ms: 0.5,
+            decoder_ms: 0.5,
+            latency_threads: 1,
+            gflops: 0.1,
+            active_params: 1.0,
+            total_params: 1,
+            routed_gflops: None,
+            routed_active_params: None,
+            expert_shares: Vec::new(),
+            max_expert_share,
+            experts: SystemResult::experts_of(&config),
+            config,
+        }
+    }
+
+    #[test]
+    fn collapsed_routers_are_named_with_the_remedy_only_when_the_run_lacked_it() {
+        let mut cfg = PipelineConfig::default();
+        let results =
+            [result("dense", None), result("even", Some(0.4)), result("stuck", Some(0.97)), result("edge", Some(COLLAPSED_SHARE))];
+        let note = collapse_note(&cfg, &results);
+        assert!(note.contains("stuck (97 %)") && !note.contains("even") && !note.contains("edge"), "{note}");
+        assert!(note.contains("balance_coef = 0.01"), "{note}");
+        cfg.supernet.balance_coef = 0.01;
+        cfg.final_train.balance_coef = 0.01;
+        let note = collapse_note(&cfg, &results);
+        assert!(note.contains("stuck") && !note.contains("balance_coef"), "{note}");
+        assert_eq!(collapse_note(&cfg, &results[..2]), "");
+    }
 }

@@ -340,6 +340,7 @@ impl<'a> Context<'a> {
             routed_gflops: e.routed.as_ref().map(|c| c.gflops),
             routed_active_params: e.routed.as_ref().map(|c| c.active_params),
             expert_shares: e.routed.as_ref().map_or_else(Vec::new, |c| c.share_lines(&model.config)),
+            max_expert_share: e.routed.as_ref().and_then(|c| c.max_expert_share(&model.config)),
             experts: SystemResult::experts_of(&model.config),
             config: model.config.clone(),
         };
