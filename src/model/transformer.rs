@@ -212,7 +212,7 @@ impl PassRouting {
     /// Mean over the MoE layers (more than one expert, some tokens) of the most loaded expert's
     /// share of the layer's (token, slot) pairs: `1/E` when a router spreads evenly, 1 when it
     /// sends everything to one expert. `None` when the pass has no MoE layer. A router that
-    /// collapses during training shows here long before it shows in the loss.
+    /// collapses during training shows here, where the loss alone does not say it.
     pub fn mean_max_share(&self) -> Option<f64> {
         let shares: Vec<f64> = self
             .encoder
