@@ -11,7 +11,7 @@ use crate::{DType, Error, Result};
 /// Protocol settings shared by `latency` and `search --measure-latency`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ProtocolArgs {
-    /// Fewer repetitions (1 warm-up, 5 timed runs, trim 0.2) instead of the paper's 5 + 10 (trim 0.1).
+    /// Fewer repetitions (1 warm-up, 5 timed runs, trim 0.2) instead of the paper's 5 + 20 (trim 0.1).
     #[arg(long)]
     pub fast: bool,
     /// Source length in tokens.
@@ -61,6 +61,7 @@ impl ProtocolArgs {
             warmup: self.warmup.unwrap_or(base.warmup),
             runs: self.runs.unwrap_or(base.runs),
             trim: self.trim.unwrap_or(base.trim),
+            threads: Some(self.threads),
             clock: self.clock,
         }
     }

@@ -56,8 +56,12 @@ fn thread_cpu_ms() -> Result<f64> {
     Ok(ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6)
 }
 
-/// What to time. [`Default`] is the paper's protocol with 20 timed runs.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// What to time: the one protocol of the crate, used by evaluation ([`measure`]), the search's
+/// meter (`search::CpuLatencyMeter`) and the benchmarks. [`LatencyProtocol::paper`] (also
+/// [`Default`]) is AutoMoE's; [`LatencyProtocol::fast`] trades repetitions for speed when many
+/// subnets are measured (the predictor's dataset).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LatencyProtocol {
     /// Source tokens, including the eos.
     pub src_len: usize,
@@ -78,7 +82,7 @@ pub struct LatencyProtocol {
 
 impl Default for LatencyProtocol {
     fn default() -> Self {
-        LatencyProtocol { src_len: 30, steps: 30, beam: 5, warmup: 5, runs: 20, trim: 0.1, threads: None, clock: Clock::Wall }
+        Self::paper()
     }
 }
 
@@ -99,6 +103,18 @@ pub struct LatencyReport {
 pub const MAX_RUNS: usize = 100_000;
 
 impl LatencyProtocol {
+    /// AutoMoE's protocol (HAT's): a 30-token source, 30 decoder steps at beam 5, 5 warm-up runs,
+    /// 20 timed runs with the fastest and slowest 10 % dropped, the wall clock, the current pool.
+    pub fn paper() -> Self {
+        LatencyProtocol { src_len: 30, steps: 30, beam: 5, warmup: 5, runs: 20, trim: 0.1, threads: None, clock: Clock::Wall }
+    }
+
+    /// The paper's shapes with fewer repetitions: one warm-up, five timed runs, the fastest and
+    /// the slowest dropped (trim 0.2).
+    pub fn fast() -> Self {
+        LatencyProtocol { warmup: 1, runs: 5, trim: 0.2, ..Self::paper() }
+    }
+
     pub fn check(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::invalid("LatencyProtocol", msg));
         if self.src_len == 0 || self.steps == 0 || self.beam == 0 || self.runs == 0 {
@@ -131,7 +147,7 @@ impl LatencyProtocol {
 
     /// Runs dropped at each end.
     fn dropped(&self) -> usize {
-        ((self.runs as f64 * self.trim).floor() as usize).min((self.runs - 1) / 2)
+        trimmed_count(self.runs, self.trim)
     }
 }
 
@@ -160,14 +176,15 @@ fn measure_here(model: &ModelView, proto: &LatencyProtocol) -> Result<LatencyRep
             dec_ms.push(d);
         }
     }
-    let drop = proto.dropped();
-    let (encoder_ms, decoder_ms) = (trimmed_mean(enc_ms, drop), trimmed_mean(dec_ms, drop));
+    // `check` refused `runs == 0`, so both means exist.
+    let (encoder_ms, decoder_ms) =
+        (trimmed_mean(&enc_ms, proto.trim).unwrap_or(f64::NAN), trimmed_mean(&dec_ms, proto.trim).unwrap_or(f64::NAN));
     Ok(LatencyReport {
         encoder_ms,
         decoder_ms,
         total_ms: encoder_ms + decoder_ms,
         threads: rayon::current_num_threads(),
-        runs_kept: proto.runs - 2 * drop,
+        runs_kept: proto.runs - 2 * proto.dropped(),
     })
 }
 
@@ -225,10 +242,22 @@ fn decode_fixed(model: &ModelView, enc: &crate::model::EncoderOutput, proto: &La
     Ok(())
 }
 
-fn trimmed_mean(mut xs: Vec<f64>, drop: usize) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let kept = &xs[drop..xs.len() - drop];
-    kept.iter().sum::<f64>() / kept.len() as f64
+/// Mean of `samples` without the `floor(trim * n)` smallest and largest values (at least one value
+/// is always kept; `trim` is clamped to [0, 0.5]). `None` for no samples.
+pub fn trimmed_mean(samples: &[f64], trim: f64) -> Option<f64> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    let cut = trimmed_count(s.len(), trim);
+    let kept = &s[cut..s.len() - cut];
+    Some(kept.iter().sum::<f64>() / kept.len() as f64)
+}
+
+/// Values dropped at each end of `n >= 1` samples by [`trimmed_mean`].
+fn trimmed_count(n: usize, trim: f64) -> usize {
+    ((trim.clamp(0.0, 0.5) * n as f64).floor() as usize).min((n - 1) / 2)
 }
 
 #[cfg(test)]
@@ -236,22 +265,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn trimmed_mean_drops_both_tails() {
+        assert_eq!(trimmed_mean(&[], 0.1), None);
+        assert_eq!(trimmed_mean(&[5.0], 0.4), Some(5.0));
+        // 10 values, trim 0.1: drop 1 at each end.
+        let v: Vec<f64> = (1..=9).map(f64::from).chain([1000.0]).collect();
+        assert_eq!(trimmed_mean(&v, 0.1), Some((2..=9).map(f64::from).sum::<f64>() / 8.0));
+        assert_eq!(trimmed_mean(&[1.0, 2.0, 3.0], 0.0), Some(2.0));
+    }
+
+    #[test]
     fn trimming() {
         let p = LatencyProtocol::default();
         assert_eq!(p.dropped(), 2);
-        assert_eq!(trimmed_mean(vec![100.0, 1.0, 2.0, 3.0, 0.0], 1), 2.0);
-        assert_eq!(LatencyProtocol { runs: 2, ..p.clone() }.dropped(), 0);
-        assert!(LatencyProtocol { trim: 0.5, ..p.clone() }.check().is_err());
-        assert!(LatencyProtocol { threads: Some(0), ..p.clone() }.check().is_err());
-        assert!(LatencyProtocol { clock: Clock::Cpu, threads: Some(2), ..p.clone() }.check().is_err());
-        assert!(LatencyProtocol { clock: Clock::Cpu, threads: Some(1), ..p.clone() }.check().is_ok());
+        assert_eq!(trimmed_mean(&[100.0, 1.0, 2.0, 3.0, 0.0], 0.2), Some(2.0));
+        assert_eq!(LatencyProtocol { runs: 2, ..p }.dropped(), 0);
+        assert!(LatencyProtocol { trim: 0.5, ..p }.check().is_err());
+        assert!(LatencyProtocol { threads: Some(0), ..p }.check().is_err());
+        assert!(LatencyProtocol { clock: Clock::Cpu, threads: Some(2), ..p }.check().is_err());
+        assert!(LatencyProtocol { clock: Clock::Cpu, threads: Some(1), ..p }.check().is_ok());
+        assert_eq!(LatencyProtocol::default(), LatencyProtocol::paper());
+        assert!(LatencyProtocol::fast().check().is_ok());
         // Sizes past the limits are errors naming the setting (they would abort in an allocation).
         for (q, name) in [
-            (LatencyProtocol { src_len: MAX_POSITIONS + 1, ..p.clone() }, "src_len = 1025"),
-            (LatencyProtocol { steps: MAX_POSITIONS, ..p.clone() }, "steps = 1024"),
-            (LatencyProtocol { beam: usize::MAX, ..p.clone() }, "beam"),
-            (LatencyProtocol { runs: MAX_RUNS + 1, ..p.clone() }, "runs"),
-            (LatencyProtocol { warmup: MAX_RUNS + 1, ..p.clone() }, "warmup"),
+            (LatencyProtocol { src_len: MAX_POSITIONS + 1, ..p }, "src_len = 1025"),
+            (LatencyProtocol { steps: MAX_POSITIONS, ..p }, "steps = 1024"),
+            (LatencyProtocol { beam: usize::MAX, ..p }, "beam"),
+            (LatencyProtocol { runs: MAX_RUNS + 1, ..p }, "runs"),
+            (LatencyProtocol { warmup: MAX_RUNS + 1, ..p }, "warmup"),
         ] {
             let e = q.check().unwrap_err().to_string();
             assert!(e.contains(name) && e.contains("limit"), "{e}");

@@ -9,7 +9,7 @@ use crate::cli::evaluate::{evaluate, Args as EvalArgs};
 use crate::cli::translate::{encode_source, load_model_dir, TOKENIZER_FILE};
 use crate::data::corpus::{filter_pairs, read_parallel, split_paths, LengthFilter};
 use crate::data::{synthetic_corpus, Tokenizer};
-use crate::decode::latency::{measure, LatencyProtocol as DecodeLatency};
+use crate::decode::latency::measure;
 use crate::fsio::write_atomic;
 use crate::model::{flop_report, param_report, Routing, SearchSpace, SubnetConfig, PAPER_SRC_LEN, PAPER_TGT_LEN};
 use crate::search::{
@@ -320,7 +320,8 @@ impl<'a> Context<'a> {
         let (model, _) = load_model_dir(model_dir)?;
         let threads = self.cfg.latency.threads.max(1);
         let pool = crate::device::cpu_pool(threads, "[latency] threads")?;
-        let lat = pool.install(|| measure(&model.view()?, &DecodeLatency { clock: self.cfg.latency.clock, ..DecodeLatency::default() }))?;
+        let lat =
+            pool.install(|| measure(&model.view()?, &LatencyProtocol { clock: self.cfg.latency.clock, ..LatencyProtocol::paper() }))?;
         let params = param_report(&model.config, model.vocab, model.options.pre_norm, &Routing::Uniform)?;
         let flops = flop_report(&model.config, model.vocab, PAPER_SRC_LEN, PAPER_TGT_LEN, &Routing::Uniform)?;
         let r = SystemResult {

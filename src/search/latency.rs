@@ -14,8 +14,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::data::SPECIAL_TOKENS;
-pub use crate::decode::latency::Clock;
-use crate::decode::latency::{time_one_run, LatencyProtocol as DecodeProtocol};
+use crate::decode::latency::{measure, time_one_run};
+/// The protocol, its clock and its mean are the decoder's (one definition for evaluation and search).
+pub use crate::decode::latency::{trimmed_mean, Clock, LatencyProtocol};
 use crate::model::{ModelView, SubnetConfig, SubnetModel, Supernet};
 use crate::{Error, Result};
 
@@ -39,73 +40,6 @@ pub trait LatencyMeter {
     fn describe(&self) -> String;
 }
 
-/// The timing protocol. [`LatencyProtocol::paper`] is AutoMoE's; [`LatencyProtocol::fast`] trades
-/// repetitions for speed when many subnets are measured (the dataset of the predictor).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LatencyProtocol {
-    /// Source length in tokens (paper: 30).
-    pub src_len: usize,
-    /// Decoder steps (paper: 30).
-    pub steps: usize,
-    /// Beam size: the batch of every decoder step (paper: 5).
-    pub beam: usize,
-    /// Untimed runs before timing (paper: 5).
-    pub warmup: usize,
-    /// Timed runs (the reference implementation uses 10 or more).
-    pub runs: usize,
-    /// Fraction of the fastest and of the slowest timed runs dropped (paper: 0.1).
-    pub trim: f64,
-    /// Wall clock (the protocol) or thread CPU time (shared machines, one thread).
-    #[serde(default)]
-    pub clock: Clock,
-}
-
-impl LatencyProtocol {
-    pub fn paper() -> Self {
-        LatencyProtocol { src_len: 30, steps: 30, beam: 5, warmup: 5, runs: 10, trim: 0.1, clock: Clock::Wall }
-    }
-
-    /// Same shapes as the paper, fewer repetitions (one warm-up, five timed runs, the fastest and
-    /// slowest dropped by the trim).
-    pub fn fast() -> Self {
-        LatencyProtocol { warmup: 1, runs: 5, trim: 0.2, ..Self::paper() }
-    }
-
-    /// The same checks and limits as the decoder's protocol, which times every run.
-    pub fn check(&self) -> Result<()> {
-        self.as_decode(self.warmup, self.runs).check()
-    }
-
-    /// The decoder's protocol with these shapes and clock, `warmup` and `runs` repetitions, and
-    /// the current thread pool (the meter owns its pool).
-    fn as_decode(&self, warmup: usize, runs: usize) -> DecodeProtocol {
-        DecodeProtocol {
-            src_len: self.src_len,
-            steps: self.steps,
-            beam: self.beam,
-            warmup,
-            runs,
-            trim: self.trim,
-            threads: None,
-            clock: self.clock,
-        }
-    }
-}
-
-/// Mean of `samples` without the `floor(trim * n)` smallest and largest values (at least one value
-/// is always kept). `None` for no samples.
-pub fn trimmed_mean(samples: &[f64], trim: f64) -> Option<f64> {
-    if samples.is_empty() {
-        return None;
-    }
-    let mut s = samples.to_vec();
-    s.sort_by(f64::total_cmp);
-    let cut = ((trim.clamp(0.0, 0.5) * s.len() as f64).floor() as usize).min((s.len() - 1) / 2);
-    let kept = &s[cut..s.len() - cut];
-    Some(kept.iter().sum::<f64>() / kept.len() as f64)
-}
-
 /// Measures subnets of a supernet on the CPU: each config is extracted into a standalone model
 /// (so the timing sees exactly the subnet's tensors) and timed by the protocol inside a rayon pool
 /// of a fixed thread count.
@@ -119,11 +53,18 @@ pub struct CpuLatencyMeter<'a> {
 }
 
 impl<'a> CpuLatencyMeter<'a> {
-    /// `threads` CPU threads (0 is refused: the count must be fixed to compare timings). The source
-    /// is `decode::latency::latency_source` (fixed, so every subnet sees the same input); `_seed`
-    /// is kept for callers' reproducibility records.
+    /// `threads` CPU threads (0 is refused: the count must be fixed to compare timings); the
+    /// protocol's own `threads` must be unset or the same count. The source is
+    /// `decode::latency::latency_source` (fixed, so every subnet sees the same input); `_seed` is
+    /// kept for callers' reproducibility records.
     pub fn new(supernet: &'a Supernet, protocol: LatencyProtocol, threads: usize, _seed: u64) -> Result<Self> {
         protocol.check()?;
+        if protocol.threads.is_some_and(|t| t != threads) {
+            return Err(Error::invalid(
+                "CpuLatencyMeter",
+                format!("the protocol asks for {:?} threads but the meter was given {threads}", protocol.threads),
+            ));
+        }
         if protocol.clock == Clock::Cpu && threads != 1 {
             return Err(Error::invalid(
                 "CpuLatencyMeter",
@@ -141,6 +82,8 @@ impl<'a> CpuLatencyMeter<'a> {
             return Err(Error::invalid("CpuLatencyMeter", format!("vocabulary of {} has no ordinary tokens", supernet.vocab)));
         }
         let pool = crate::device::cpu_pool(threads, "latency threads")?;
+        // The meter's pool runs every timing, so the protocol itself names no pool.
+        let protocol = LatencyProtocol { threads: None, ..protocol };
         Ok(CpuLatencyMeter { supernet, protocol, pool, threads, device: crate::Device::Cpu })
     }
 
@@ -169,15 +112,16 @@ impl<'a> CpuLatencyMeter<'a> {
         self.threads
     }
 
+    /// The protocol, with `threads` set to the meter's count.
     pub fn protocol(&self) -> LatencyProtocol {
-        self.protocol
+        LatencyProtocol { threads: Some(self.threads), ..self.protocol }
     }
 
     /// One run of the protocol on `model` with the incremental decoder (the same code path that
     /// translates): the encoder once, then `steps` beam steps with cached keys and values.
     /// Returns (encoder ms, decoder ms) by the protocol's clock.
     fn time_one_run(&self, view: &ModelView) -> Result<(f64, f64)> {
-        time_one_run(view, &DecodeProtocol { trim: 0.0, ..self.protocol.as_decode(0, 1) })
+        time_one_run(view, &self.protocol)
     }
 
     /// Times an already extracted model, which must be on this meter's device.
@@ -188,23 +132,8 @@ impl<'a> CpuLatencyMeter<'a> {
         if on != self.device {
             return Err(Error::invalid("CpuLatencyMeter", format!("the model is on {on} but the meter times on {}", self.device)));
         }
-        self.pool.install(|| {
-            for _ in 0..p.warmup {
-                self.time_one_run(&view)?;
-            }
-            let mut enc = Vec::with_capacity(p.runs);
-            let mut dec = Vec::with_capacity(p.runs);
-            for _ in 0..p.runs {
-                let (e, d) = self.time_one_run(&view)?;
-                enc.push(e);
-                dec.push(d);
-            }
-            // `runs >= 1` is checked, so both means exist.
-            Ok(Latency {
-                encoder_ms: trimmed_mean(&enc, p.trim).unwrap_or(f64::NAN),
-                decoder_ms: trimmed_mean(&dec, p.trim).unwrap_or(f64::NAN),
-            })
-        })
+        let report = self.pool.install(|| measure(&view, &p))?;
+        Ok(Latency { encoder_ms: report.encoder_ms, decoder_ms: report.decoder_ms })
     }
 }
 
@@ -273,27 +202,5 @@ impl LatencyMeter for CpuLatencyMeter<'_> {
             p.runs,
             p.trim
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn trimmed_mean_drops_both_tails() {
-        assert_eq!(trimmed_mean(&[], 0.1), None);
-        assert_eq!(trimmed_mean(&[5.0], 0.4), Some(5.0));
-        // 10 values, trim 0.1: drop 1 at each end.
-        let v: Vec<f64> = (1..=9).map(f64::from).chain([1000.0]).collect();
-        assert_eq!(trimmed_mean(&v, 0.1), Some((2..=9).map(f64::from).sum::<f64>() / 8.0));
-        assert_eq!(trimmed_mean(&[1.0, 2.0, 3.0], 0.0), Some(2.0));
-    }
-
-    #[test]
-    fn protocol_is_checked() {
-        assert!(LatencyProtocol::paper().check().is_ok());
-        assert!(LatencyProtocol { runs: 0, ..LatencyProtocol::paper() }.check().is_err());
-        assert!(LatencyProtocol { trim: 0.5, ..LatencyProtocol::paper() }.check().is_err());
     }
 }
