@@ -99,6 +99,24 @@ fn tiny_pipeline_runs_every_stage_and_resumes_without_redoing_work() {
     let recorded = std::fs::read_to_string(out.join("pipeline.toml")).unwrap();
     assert_eq!(PipelineConfig::from_toml_str(&recorded, Path::new("pipeline.toml")).unwrap(), cfg);
     assert_eq!(marks.iter().map(|m| modified(&out.join(m))).collect::<Vec<_>>(), after);
+
+    // More replicates in the same directory: the trained runs are kept, only the new seed trains.
+    let mut twice = cfg.clone();
+    twice.final_train.replicates = 2;
+    let both = pipeline::run(&twice, &out).unwrap();
+    assert_eq!(marks.iter().map(|m| modified(&out.join(m))).collect::<Vec<_>>(), after);
+    let seeds: Vec<(&str, Option<u64>)> = both.iter().map(|r| (r.name.as_str(), r.seed)).collect();
+    let want: Vec<(&str, Option<u64>)> = results.iter().flat_map(|r| [(r.name.as_str(), Some(4)), (r.name.as_str(), Some(5))]).collect();
+    assert_eq!(seeds, want);
+    assert_eq!(both.iter().step_by(2).cloned().collect::<Vec<_>>(), results);
+    assert!(out.join("systems/switch.seed5/DONE").exists() && out.join("eval/switch.seed5.json").exists());
+    let report = std::fs::read_to_string(out.join(REPORT_FILE)).unwrap();
+    let switch: Vec<&automoe::pipeline::SystemResult> = both.iter().filter(|r| r.name == "switch").collect();
+    let (mean, sd) = pipeline::mean_and_sd(&[switch[0].bleu, switch[1].bleu]);
+    let cell = format!("| switch | {mean:.2} ± {:.2} |", sd.unwrap());
+    assert!(report.contains(&cell) && report.contains("sample standard deviation"), "{cell}\n{report}");
+    assert!(report.contains(&format!("{:.2} / {:.2} (seed 5)", switch[1].bleu, switch[1].chrf)), "{report}");
+    assert!(report.contains("- **switch seed 5**:"), "routing of each replicate: {report}");
 }
 
 #[test]

@@ -64,11 +64,25 @@ pub struct TrainSection {
     pub average: usize,
     /// Updates between the averaged points (default: spread over the last quarter of training).
     pub average_every: Option<u64>,
+    /// `[final_train]` only: train every system this many times, from the seeds `seed + 1`,
+    /// `seed + 2`, …, and report the mean and standard deviation of BLEU and chrF over them (a
+    /// BLEU difference smaller than the spread between seeds is noise). Raising it in an existing
+    /// run directory keeps the trained replicates and trains only the new ones.
+    pub replicates: usize,
 }
 
 impl Default for TrainSection {
     fn default() -> Self {
-        TrainSection { updates: 400, lr: 1e-3, warmup: 100, dropout: 0.1, balance_coef: 0.0, average: 0, average_every: None }
+        TrainSection {
+            updates: 400,
+            lr: 1e-3,
+            warmup: 100,
+            dropout: 0.1,
+            balance_coef: 0.0,
+            average: 0,
+            average_every: None,
+            replicates: 1,
+        }
     }
 }
 
@@ -185,6 +199,9 @@ impl Default for PipelineConfig {
     }
 }
 
+/// The most training runs per system `[final_train] replicates` may ask for.
+pub const MAX_REPLICATES: usize = 100;
+
 /// The built-in demo preset: the synthetic corpus, the small space, budgets for ~15 min on 2 cores.
 pub const DEMO_TOML: &str = include_str!("../../configs/pipeline_demo.toml");
 
@@ -230,6 +247,11 @@ impl PipelineConfig {
             device: self.device,
             ..TrainConfig::default()
         }
+    }
+
+    /// The training seed of each replicate of a system: `seed + 1`, `seed + 2`, … (wrapping).
+    pub fn replicate_seeds(&self) -> Vec<u64> {
+        (1..=self.final_train.replicates as u64).map(|r| self.seed.wrapping_add(r)).collect()
     }
 
     pub(crate) fn predictor_config(&self) -> PredictorConfig {
@@ -286,6 +308,14 @@ impl PipelineConfig {
             |name: &str, r: Result<()>| r.map_err(|e| Error::Format { path: origin.to_path_buf(), msg: format!("[{name}]: {e}") });
         if self.supernet.average > 0 || self.supernet.average_every.is_some() {
             return bad("[supernet] average: weight averaging applies to the trained systems ([final_train]); the search reads the supernet's weights as trained".into());
+        }
+        if self.supernet.replicates != 1 {
+            return bad(
+                "[supernet] replicates: the supernet is trained once; replicates applies to the trained systems ([final_train])".into()
+            );
+        }
+        if self.final_train.replicates == 0 || self.final_train.replicates > MAX_REPLICATES {
+            return bad(format!("final_train.replicates = {} must be between 1 and {MAX_REPLICATES}", self.final_train.replicates));
         }
         for (name, s) in [("supernet", &self.supernet), ("final_train", &self.final_train)] {
             section(name, Self::model_options(s).check().and_then(|()| self.train_config(s, self.seed).check()))?;
@@ -382,6 +412,9 @@ mod tests {
             ("[data]\nsynthetic_test = 0\n", &["synthetic_test"]),
             ("[data]\nmax_tokens = 0\n", &["data.max_tokens"]),
             ("[supernet]\naverage = 5\n", &["[supernet] average", "[final_train]"]),
+            ("[supernet]\nreplicates = 3\n", &["[supernet] replicates", "[final_train]"]),
+            ("[final_train]\nreplicates = 0\n", &["final_train.replicates = 0"]),
+            ("[final_train]\nreplicates = 101\n", &["final_train.replicates = 101", "100"]),
             (
                 "[final_train]\nupdates = 40\nwarmup = 5\naverage = 5\naverage_every = 10\n",
                 &["[final_train]", "5 snapshots 10 updates apart"],
@@ -394,6 +427,10 @@ mod tests {
         let c = PipelineConfig::from_toml_str("[final_train]\nupdates = 400\naverage = 4\n", Path::new("p.toml")).unwrap();
         assert_eq!(c.train_config(&c.final_train, 1).averaging, Some(WeightAveraging { snapshots: 4, every: 25 }));
         assert_eq!(c.train_config(&c.supernet, 1).averaging, None);
+        // One training run per system unless asked; the replicates' seeds follow the run's seed.
+        assert_eq!(c.replicate_seeds(), [2]);
+        let r = PipelineConfig::from_toml_str("seed = 7\n[final_train]\nreplicates = 3\n", Path::new("p.toml")).unwrap();
+        assert_eq!(r.replicate_seeds(), [8, 9, 10]);
         // The balance loss is off unless a section asks for it, each section on its own.
         assert_eq!(PipelineConfig::model_options(&c.final_train).balance_coef, 0.0);
         let b = PipelineConfig::from_toml_str("[supernet]\nbalance_coef = 0.01\n", Path::new("p.toml")).unwrap();

@@ -30,6 +30,11 @@ const STAGES: &[(&str, &[&str], &[&str])] = &[
     ("evaluation", &["eval", "data.test"], &["eval", "data"]),
 ];
 
+/// Settings inside a stage's table that change none of its stored outputs: a replicate's directory
+/// is named by its seed and the report is rewritten on every run, so raising (or lowering)
+/// `final_train.replicates` reuses the replicates already trained and trains only the new ones.
+const UNSTAGED: &[&str] = &["final_train.replicates"];
+
 /// Errors when `out` holds stage outputs that `cfg` would compute differently from the
 /// configuration recorded in `out/pipeline.toml`. A directory without that file is new.
 pub fn check(out: &Path, cfg: &PipelineConfig) -> Result<()> {
@@ -77,6 +82,9 @@ fn to_value(cfg: &PipelineConfig) -> Result<toml::Value> {
 
 /// The index in `STAGES` of the stage that reads the dotted `key`, if any.
 fn stage_of(key: &str) -> Option<usize> {
+    if UNSTAGED.contains(&key) {
+        return None;
+    }
     let covers = |k: &str| key == k || key.strip_prefix(k).is_some_and(|rest| rest.starts_with('.'));
     STAGES
         .iter()
@@ -146,11 +154,18 @@ mod tests {
         let err = check(out, &beam).unwrap_err().to_string();
         assert!(err.contains("eval.beam") && !err.contains("supernet\n"), "{err}");
 
-        // The label and the device change no result.
+        // The label and the device change no result; more replicates only add training runs.
         let mut renamed = cfg.clone();
         renamed.name = "other".into();
         renamed.device = crate::Device::Emu;
+        renamed.final_train.replicates = 3;
+        std::fs::create_dir_all(out.join("systems")).unwrap();
         check(out, &renamed).unwrap();
+        // ... while any other final_train setting makes the trained systems stale.
+        let mut longer = renamed.clone();
+        longer.final_train.updates += 1;
+        let err = check(out, &longer).unwrap_err().to_string();
+        assert!(err.contains("final_train.updates") && !err.contains("replicates"), "{err}");
 
         // The test split is the evaluation's: renaming it (or cutting it differently) leaves the
         // supernet and the systems valid and makes only data/ and eval/ stale.

@@ -14,7 +14,7 @@ mod stages;
 use std::path::{Path, PathBuf};
 
 pub use config::PipelineConfig;
-pub use report::{SystemResult, COLLAPSED_SHARE, REPORT_FILE};
+pub use report::{mean_and_sd, SystemResult, COLLAPSED_SHARE, REPORT_FILE};
 
 use crate::Result;
 
@@ -23,7 +23,8 @@ pub(crate) fn say(msg: impl AsRef<str>) {
     eprintln!("[pipeline] {}", msg.as_ref());
 }
 
-/// Runs every stage for `cfg` in `out`; returns the evaluated systems (AutoMoE first).
+/// Runs every stage for `cfg` in `out`; returns the evaluated systems (AutoMoE first), each
+/// system's replicates together in seed order.
 pub fn run(cfg: &PipelineConfig, out: &Path) -> Result<Vec<SystemResult>> {
     crate::fsio::create_output_dir(out)?;
     freshness::check(out, cfg)?;
@@ -41,8 +42,10 @@ pub fn run(cfg: &PipelineConfig, out: &Path) -> Result<Vec<SystemResult>> {
     let systems = ctx.choose_systems(&supernet_dir, &predictor)?;
     let mut results = Vec::new();
     for sys in &systems {
-        let model_dir = ctx.train_system(sys)?;
-        results.push(ctx.evaluate_system(sys, &model_dir)?);
+        for rep in ctx.replicates() {
+            let model_dir = ctx.train_system(sys, rep)?;
+            results.push(ctx.evaluate_system(sys, rep, &model_dir)?);
+        }
     }
     let export = ctx.export(&systems[0])?;
     report::write(out, cfg, &results, &export, t0.elapsed().as_secs_f64())?;

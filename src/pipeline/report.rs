@@ -17,6 +17,10 @@ pub const REPORT_FILE: &str = "report.md";
 pub struct SystemResult {
     pub name: String,
     pub description: String,
+    /// The seed this model was trained from (one per replicate); absent in results written
+    /// before replicates existed, which the pipeline fills in when it reads them.
+    #[serde(default)]
+    pub seed: Option<u64>,
     pub bleu: f64,
     pub chrf: f64,
     pub bleu_signature: String,
@@ -58,21 +62,56 @@ impl SystemResult {
     }
 }
 
-/// The markdown table of `results`.
+/// The mean of `xs` and, for two or more values, their sample standard deviation.
+pub fn mean_and_sd(xs: &[f64]) -> (f64, Option<f64>) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let sd = (xs.len() > 1).then(|| (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
+    (mean, sd)
+}
+
+/// `results` cut into systems: runs of consecutive results with one name (a system's replicates).
+fn systems(results: &[SystemResult]) -> Vec<&[SystemResult]> {
+    results.chunk_by(|a, b| a.name == b.name).collect()
+}
+
+/// Whether any system in `results` was trained more than once.
+fn replicated(results: &[SystemResult]) -> bool {
+    systems(results).iter().any(|runs| runs.len() > 1)
+}
+
+/// A result's name in the report: with its seed when systems have several runs.
+fn run_name(r: &SystemResult, replicated: bool) -> String {
+    match (replicated, r.seed) {
+        (true, Some(seed)) => format!("{} seed {seed}", r.name),
+        _ => r.name.clone(),
+    }
+}
+
+/// The markdown table of `results`, one row per system: a system's replicates (consecutive results
+/// with its name) are averaged, and BLEU and chrF show `mean ± sd` over them.
 pub fn table(results: &[SystemResult]) -> String {
     let mut s = String::from(
         "| system | BLEU | chrF | latency ms | GFLOPs | GFLOPs routed | active params (M) | total params (M) | experts enc / dec |\n",
     );
     s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
-    for r in results {
-        let routed = r.routed_gflops.map_or_else(|| "–".to_string(), |g| format!("{g:.3}"));
+    for runs in systems(results) {
+        let r = &runs[0];
+        let of = |f: fn(&SystemResult) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
+        let spread = |f: fn(&SystemResult) -> f64| match mean_and_sd(&of(f)) {
+            (mean, Some(sd)) => format!("{mean:.2} ± {sd:.2}"),
+            (mean, None) => format!("{mean:.2}"),
+        };
+        let mean = |f: fn(&SystemResult) -> f64| mean_and_sd(&of(f)).0;
+        let routed: Option<Vec<f64>> = runs.iter().map(|r| r.routed_gflops).collect();
+        let routed = routed.map_or_else(|| "–".to_string(), |g| format!("{:.3}", mean_and_sd(&g).0));
         let _ = writeln!(
             s,
-            "| {} | {:.2} | {:.2} | {:.1} | {:.3} | {routed} | {:.2} | {:.2} | {} |",
+            "| {} | {} | {} | {:.1} | {:.3} | {routed} | {:.2} | {:.2} | {} |",
             r.name,
-            r.bleu,
-            r.chrf,
-            r.latency_ms,
+            spread(|r| r.bleu),
+            spread(|r| r.chrf),
+            mean(|r| r.latency_ms),
             r.gflops,
             r.active_params / 1e6,
             r.total_params as f64 / 1e6,
@@ -82,6 +121,27 @@ pub fn table(results: &[SystemResult]) -> String {
     s
 }
 
+/// With replicates: what the table's `±` means, and every run's scores by seed.
+fn replicates_note(results: &[SystemResult]) -> String {
+    if !replicated(results) {
+        return String::new();
+    }
+    let runs = systems(results).iter().map(|r| r.len()).max().unwrap_or(1);
+    let mut md = format!(
+        "\nBLEU and chrF: mean ± sample standard deviation over up to {runs} training runs per system, each from its \
+         own seed; latency and routed GFLOPs are means over the runs. A difference between two systems smaller \
+         than their spread is within seed noise.\n\n"
+    );
+    for runs in systems(results) {
+        let each: Vec<String> = runs
+            .iter()
+            .map(|r| format!("{:.2} / {:.2} (seed {})", r.bleu, r.chrf, r.seed.map_or_else(|| "?".into(), |s| s.to_string())))
+            .collect();
+        let _ = writeln!(md, "- **{}** BLEU / chrF: {}.", runs[0].name, each.join(", "));
+    }
+    md
+}
+
 /// A router sending more than this share of a layer's pairs to one expert has collapsed: the other
 /// experts of the layer hardly train or run, and the layer is a dense one with extra parameters.
 pub const COLLAPSED_SHARE: f64 = 0.8;
@@ -89,9 +149,10 @@ pub const COLLAPSED_SHARE: f64 = 0.8;
 /// A paragraph naming the systems with a collapsed router (empty when there are none), and how
 /// to spread the load when this run trained without the balance loss.
 fn collapse_note(cfg: &PipelineConfig, results: &[SystemResult]) -> String {
+    let seeds = replicated(results);
     let collapsed: Vec<String> = results
         .iter()
-        .filter_map(|r| r.max_expert_share.filter(|&s| s > COLLAPSED_SHARE).map(|s| format!("{} ({:.0} %)", r.name, 100.0 * s)))
+        .filter_map(|r| r.max_expert_share.filter(|&s| s > COLLAPSED_SHARE).map(|s| format!("{} ({:.0} %)", run_name(r, seeds), 100.0 * s)))
         .collect();
     if collapsed.is_empty() {
         return String::new();
@@ -124,15 +185,17 @@ pub fn write(out: &Path, cfg: &PipelineConfig, results: &[SystemResult], export:
     let _ =
         writeln!(md, "Data: {data}; search space `{}`; {} test sentences.\n", cfg.space, results.first().map_or(0, |r| r.test_sentences));
     md.push_str(&table(results));
+    md.push_str(&replicates_note(results));
     md.push('\n');
-    for r in results {
-        let _ = writeln!(md, "- **{}**: {}.", r.name, r.description);
+    for runs in systems(results) {
+        let _ = writeln!(md, "- **{}**: {}.", runs[0].name, runs[0].description);
     }
+    let seeds = replicated(results);
     let moe: Vec<&SystemResult> = results.iter().filter(|r| !r.expert_shares.is_empty()).collect();
     if !moe.is_empty() {
         md.push_str("\nRouting on the test set (teacher-forced): each expert's width × its share of the (token, slot) pairs.\n\n");
         for r in moe {
-            let _ = writeln!(md, "- **{}**: {}.", r.name, r.expert_shares.join("; "));
+            let _ = writeln!(md, "- **{}**: {}.", run_name(r, seeds), r.expert_shares.join("; "));
         }
         md.push_str(&collapse_note(cfg, results));
     }
@@ -164,6 +227,7 @@ mod tests {
         SystemResult {
             name: name.into(),
             description: String::new(),
+            seed: Some(2),
             bleu: 0.0,
             chrf: 0.0,
             bleu_signature: String::new(),
@@ -182,6 +246,25 @@ mod tests {
             experts: SystemResult::experts_of(&config),
             config,
         }
+    }
+
+    #[test]
+    fn replicates_are_one_row_with_the_spread_and_every_seed_listed() {
+        assert_eq!(mean_and_sd(&[1.0, 2.0, 3.0]), (2.0, Some(1.0)));
+        assert_eq!(mean_and_sd(&[5.0]), (5.0, None));
+        let run = |name: &str, seed, bleu| SystemResult { seed: Some(seed), bleu, ..result(name, Some(0.9)) };
+        let single = [run("a", 2, 20.0), run("b", 2, 10.0)];
+        let t = table(&single);
+        assert!(t.contains("| a | 20.00 | 0.00 |") && !t.contains('±'), "{t}");
+        assert_eq!(replicates_note(&single), "");
+        assert!(collapse_note(&PipelineConfig::default(), &single).contains(" a (90 %)"));
+        let runs = [run("a", 2, 20.0), run("a", 3, 22.0), run("a", 4, 24.0), run("b", 2, 10.0)];
+        let t = table(&runs);
+        assert_eq!(t.lines().count(), 4, "one row per system: {t}");
+        assert!(t.contains("| a | 22.00 ± 2.00 | 0.00 ± 0.00 |") && t.contains("| b | 10.00 | 0.00 |"), "{t}");
+        let note = replicates_note(&runs);
+        assert!(note.contains("up to 3 training runs") && note.contains("24.00 / 0.00 (seed 4)"), "{note}");
+        assert!(collapse_note(&PipelineConfig::default(), &runs).contains("a seed 3 (90 %)"));
     }
 
     #[test]

@@ -31,6 +31,25 @@ pub struct System {
     pub config: SubnetConfig,
 }
 
+/// One training run of a system: its index among the system's replicates and its seed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replicate {
+    pub index: usize,
+    pub seed: u64,
+}
+
+impl Replicate {
+    /// The run's name under `systems/` and `eval/`: the system's name for the first replicate
+    /// (the layout of a run without replicates), `<name>.seed<seed>` for the others.
+    pub fn label(&self, system: &str) -> String {
+        if self.index == 0 {
+            system.to_string()
+        } else {
+            format!("{system}.seed{}", self.seed)
+        }
+    }
+}
+
 pub struct Context<'a> {
     cfg: &'a PipelineConfig,
     out: &'a Path,
@@ -229,11 +248,16 @@ impl<'a> Context<'a> {
         Ok(systems)
     }
 
-    /// Stage 5: trains a system from scratch; returns its exported model directory.
-    pub fn train_system(&self, sys: &System) -> Result<PathBuf> {
-        let dir = self.out.join("systems").join(&sys.name);
-        say(format!("{}: training from scratch ({})", sys.name, sys.description));
-        self.train(&dir, Mode::Subnet { config: sys.config.clone() }, &self.cfg.final_train, self.cfg.seed + 1)?;
+    /// The training runs of every system, in order.
+    pub fn replicates(&self) -> Vec<Replicate> {
+        self.cfg.replicate_seeds().into_iter().enumerate().map(|(index, seed)| Replicate { index, seed }).collect()
+    }
+
+    /// Stage 5: trains one replicate of a system from scratch; returns its exported model directory.
+    pub fn train_system(&self, sys: &System, rep: Replicate) -> Result<PathBuf> {
+        let dir = self.out.join("systems").join(rep.label(&sys.name));
+        say(format!("{}: training from scratch, seed {} ({})", sys.name, rep.seed, sys.description));
+        self.train(&dir, Mode::Subnet { config: sys.config.clone() }, &self.cfg.final_train, rep.seed)?;
         Ok(mt::model_dir(&dir))
     }
 
@@ -297,10 +321,14 @@ impl<'a> Context<'a> {
 
     /// Stage 6: BLEU and chrF on the test split, latency by the AutoMoE protocol (incremental
     /// decoder, fixed thread count), GFLOPs and parameters.
-    pub fn evaluate_system(&self, sys: &System, model_dir: &Path) -> Result<SystemResult> {
-        let path = self.out.join("eval").join(format!("{}.json", sys.name));
+    pub fn evaluate_system(&self, sys: &System, rep: Replicate, model_dir: &Path) -> Result<SystemResult> {
+        let label = rep.label(&sys.name);
+        let path = self.out.join("eval").join(format!("{label}.json"));
         if path.exists() {
-            return from_json(&path);
+            let mut r: SystemResult = from_json(&path)?;
+            // Results written before replicates existed were all of the first one.
+            r.seed.get_or_insert(rep.seed);
+            return Ok(r);
         }
         let (src, reference) = self.test_files()?;
         let decode = self.cfg.decode_args();
@@ -308,7 +336,7 @@ impl<'a> Context<'a> {
             model: model_dir.to_path_buf(),
             src,
             reference,
-            hyp_out: Some(self.out.join("eval").join(format!("{}.hyp", sys.name))),
+            hyp_out: Some(self.out.join("eval").join(format!("{label}.hyp"))),
             json: None,
             decode,
         };
@@ -327,6 +355,7 @@ impl<'a> Context<'a> {
         let r = SystemResult {
             name: sys.name.clone(),
             description: sys.description.clone(),
+            seed: Some(rep.seed),
             bleu: e.bleu.score,
             chrf: e.chrf.score,
             bleu_signature: e.bleu.signature(),
@@ -346,11 +375,12 @@ impl<'a> Context<'a> {
             config: model.config.clone(),
         };
         write_atomic(&path, to_json(&r)?.as_bytes())?;
-        say(format!("{}: BLEU {:.2}, chrF {:.2}, latency {:.1} ms, {:.3} GFLOPs", r.name, r.bleu, r.chrf, r.latency_ms, r.gflops));
+        say(format!("{label}: BLEU {:.2}, chrF {:.2}, latency {:.1} ms, {:.3} GFLOPs", r.bleu, r.chrf, r.latency_ms, r.gflops));
         Ok(r)
     }
 
-    /// Stage 7: the AutoMoE model directory as the C ABI and `automoe translate` load it.
+    /// Stage 7: the AutoMoE model directory (its first replicate) as the C ABI and
+    /// `automoe translate` load it.
     pub fn export(&self, sys: &System) -> Result<PathBuf> {
         let from = mt::model_dir(&self.out.join("systems").join(&sys.name));
         let to = super::export_dir(self.out);
