@@ -127,6 +127,24 @@ fn active_params_constraint_holds_for_every_candidate() {
 }
 
 #[test]
+fn the_population_holds_no_copies_unless_the_space_is_too_small_for_it() {
+    let space = space();
+    let mut fitness = |cfg: &SubnetConfig| -> Result<f64> { Ok(synthetic_loss(&space, cfg)) };
+    let r = search(&space, config(4, 8), Constraints::default(), &mut fitness, None, |_, _| {}).unwrap();
+    let distinct: std::collections::HashSet<String> = r.population.iter().map(|c| serde_json::to_string(&c.config).unwrap()).collect();
+    assert_eq!(distinct.len(), r.population.len(), "{} copies in the final population", r.population.len() - distinct.len());
+    // Mutations of converged parents hit a parent often: those draws were redrawn.
+    assert!(r.duplicates > 0);
+    // A space of one subnet (the smallest is dense: one expert, one width, one span) still fills
+    // the population, with copies of it, evaluated once.
+    let one = SearchSpace::of_subnet(&space.smallest()).unwrap();
+    let mut fitness = |cfg: &SubnetConfig| -> Result<f64> { Ok(synthetic_loss(&one, cfg)) };
+    let r = search(&one, config(4, 2), Constraints::default(), &mut fitness, None, |_, _| {}).unwrap();
+    assert_eq!((r.population.len(), r.evaluated), (125, 1));
+    assert!(r.duplicates >= 124, "{}", r.duplicates);
+}
+
+#[test]
 fn same_seed_same_result_and_different_seed_differs() {
     let space = space();
     let run = |seed: u64| {

@@ -173,12 +173,13 @@ pub fn run(args: Args) -> Result<()> {
     let b = &result.best;
     let lat = b.latency.map(|l| format!(", latency {:.2} ms", l.total_ms())).unwrap_or_default();
     println!(
-        "best: loss {:.4}, {:.3} GFLOPs, {:.2} M active params{lat}; {} subnets evaluated, {} draws rejected",
+        "best: loss {:.4}, {:.3} GFLOPs, {:.2} M active params{lat}; {} subnets evaluated, {} draws rejected, {} draws copied a population member",
         b.loss,
         b.gflops,
         b.active_params / 1e6,
         result.evaluated,
-        result.rejected
+        result.rejected,
+        result.duplicates
     );
     println!("wrote best.json, population.json, pareto.svg to {}", args.out.display());
     Ok(())

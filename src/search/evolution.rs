@@ -6,6 +6,12 @@
 //! most `max_retries` times per slot; then the search stops with an error that reports the
 //! smallest costs it saw, so an impossible budget is reported instead of looping.
 //!
+//! A child the population being built already holds (a parent, or an earlier child) is redrawn too,
+//! up to `DUPLICATE_REDRAWS` times, then taken: copies add nothing to the search but take the
+//! places of other parents (HAT's and AutoMoE's reference search keeps them; on Multi30k runs 2 or 3
+//! of the 10 parents were copies). A space too small to fill the population with distinct subnets
+//! still gets a full one.
+//!
 //! Expert genes: when a layer's expert count changes, its width list is truncated or extended with
 //! widths drawn from the space; crossover takes each expert's width from either parent where both
 //! have that expert. A decoder layer's span that no longer fits the encoder depth is redrawn among
@@ -14,7 +20,7 @@
 //! Everything random comes from one seeded stream, and fitness and latency are cached per config,
 //! so the same seed (with a deterministic fitness) gives the same result.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
@@ -195,6 +201,10 @@ pub struct SearchResult {
     pub evaluated: usize,
     /// Draws rejected by a constraint.
     pub rejected: usize,
+    /// Feasible draws the population already held: redrawn, or taken after `DUPLICATE_REDRAWS`
+    /// redraws found nothing new (absent in results written before the search redrew copies).
+    #[serde(default)]
+    pub duplicates: usize,
 }
 
 /// Costs of one config (everything but the loss).
@@ -217,9 +227,13 @@ struct Searcher<'a> {
     costs: HashMap<String, Costs>,
     losses: HashMap<String, f64>,
     rejected: usize,
+    duplicates: usize,
     /// Smallest costs seen over all draws (for the infeasibility message).
     min_seen: (f64, f64, f64),
 }
+
+/// Times a child already in the population is redrawn before it is taken anyway.
+const DUPLICATE_REDRAWS: usize = 20;
 
 fn key(cfg: &SubnetConfig) -> String {
     serde_json::to_string(cfg).unwrap_or_default()
@@ -266,14 +280,34 @@ impl Searcher<'_> {
         Ok(ok)
     }
 
-    /// Draws with `make` until a feasible config comes out, at most `max_retries` times.
-    fn draw(&mut self, what: &str, mut make: impl FnMut(&mut Self) -> Result<SubnetConfig>) -> Result<SubnetConfig> {
+    /// Draws with `make` until a feasible config that `taken` (the keys of the population being
+    /// built) lacks comes out, at most `max_retries` times; a feasible copy is taken after
+    /// `DUPLICATE_REDRAWS` redraws, or when the retries run out.
+    fn draw(
+        &mut self,
+        what: &str,
+        taken: &HashSet<String>,
+        mut make: impl FnMut(&mut Self) -> Result<SubnetConfig>,
+    ) -> Result<SubnetConfig> {
+        let (mut copy, mut copies) = (None, 0);
         for _ in 0..self.cfg.max_retries {
             let cfg = make(self)?;
             self.space.validate(&cfg)?;
-            if self.feasible(&cfg)? {
+            if !self.feasible(&cfg)? {
+                continue;
+            }
+            if !taken.contains(&key(&cfg)) {
                 return Ok(cfg);
             }
+            self.duplicates += 1;
+            copies += 1;
+            if copies > DUPLICATE_REDRAWS {
+                return Ok(cfg);
+            }
+            copy = Some(cfg);
+        }
+        if let Some(cfg) = copy {
+            return Ok(cfg);
         }
         let (g, p, l) = self.min_seen;
         let lat = if l.is_finite() { format!(", latency {l:.3} ms") } else { String::new() };
@@ -461,12 +495,15 @@ pub fn search<'a>(
         costs: HashMap::new(),
         losses: HashMap::new(),
         rejected: 0,
+        duplicates: 0,
         min_seen: (f64::INFINITY, f64::INFINITY, f64::INFINITY),
     };
     let n_pop = config.population();
     let mut pop = Vec::with_capacity(n_pop);
+    let mut taken = HashSet::new();
     for _ in 0..n_pop.max(config.parents) {
-        let cfg = s.draw("random subnet", |s| s.space.sample(&mut s.rng))?;
+        let cfg = s.draw("random subnet", &taken, |s| s.space.sample(&mut s.rng))?;
+        taken.insert(key(&cfg));
         pop.push(s.evaluate(&cfg)?);
     }
     sort_by_loss(&mut pop);
@@ -481,19 +518,22 @@ pub fn search<'a>(
     for it in 1..=config.iterations {
         let parents: Vec<Candidate> = pop.iter().take(config.parents).cloned().collect();
         let mut next = parents.clone();
+        let mut taken: HashSet<String> = parents.iter().map(|c| key(&c.config)).collect();
         for _ in 0..config.mutations {
-            let cfg = s.draw("mutation", |s| {
+            let cfg = s.draw("mutation", &taken, |s| {
                 let p = parents[s.rng.random_range(0..parents.len())].config.clone();
                 s.mutate(&p)
             })?;
+            taken.insert(key(&cfg));
             next.push(s.evaluate(&cfg)?);
         }
         for _ in 0..config.crossovers {
-            let cfg = s.draw("crossover", |s| {
+            let cfg = s.draw("crossover", &taken, |s| {
                 let a = parents[s.rng.random_range(0..parents.len())].config.clone();
                 let b = parents[s.rng.random_range(0..parents.len())].config.clone();
                 Ok(s.crossover(&a, &b))
             })?;
+            taken.insert(key(&cfg));
             next.push(s.evaluate(&cfg)?);
         }
         sort_by_loss(&mut next);
@@ -509,6 +549,7 @@ pub fn search<'a>(
         config,
         evaluated: s.losses.len(),
         rejected: s.rejected,
+        duplicates: s.duplicates,
     })
 }
 
@@ -537,6 +578,7 @@ mod tests {
             costs: HashMap::new(),
             losses: HashMap::new(),
             rejected: 0,
+            duplicates: 0,
             min_seen: (f64::INFINITY, f64::INFINITY, f64::INFINITY),
         };
         let (mut pairs, mut equal) = (0usize, 0usize);
