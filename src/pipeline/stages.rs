@@ -127,7 +127,9 @@ impl<'a> Context<'a> {
     /// Stage 2: the weight-sharing supernet.
     pub fn train_supernet(&self) -> Result<PathBuf> {
         let dir = self.out.join("supernet");
-        say(format!("supernet: {} updates over space `{}`", self.cfg.supernet.updates, self.space.name));
+        if !dir.join(DONE).exists() {
+            say(format!("supernet: {} updates over space `{}`", self.cfg.supernet.updates, self.space.name));
+        }
         self.train(&dir, Mode::Supernet { space: self.space.clone() }, &self.cfg.supernet, self.cfg.seed)?;
         Ok(dir)
     }
@@ -256,7 +258,9 @@ impl<'a> Context<'a> {
     /// Stage 5: trains one replicate of a system from scratch; returns its exported model directory.
     pub fn train_system(&self, sys: &System, rep: Replicate) -> Result<PathBuf> {
         let dir = self.out.join("systems").join(rep.label(&sys.name));
-        say(format!("{}: training from scratch, seed {} ({})", sys.name, rep.seed, sys.description));
+        if !dir.join(DONE).exists() {
+            say(format!("{}: training from scratch, seed {} ({})", sys.name, rep.seed, sys.description));
+        }
         self.train(&dir, Mode::Subnet { config: sys.config.clone() }, &self.cfg.final_train, rep.seed)?;
         Ok(mt::model_dir(&dir))
     }
