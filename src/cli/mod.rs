@@ -6,6 +6,7 @@ pub mod evaluate;
 pub mod latency;
 pub mod pipeline;
 pub mod predictor;
+pub mod score;
 pub mod search;
 pub mod train;
 pub mod train_supernet;

@@ -56,7 +56,7 @@ impl BleuScore {
 
 /// Per-segment statistics (sacreBLEU's `[hyp_len, ref_len, correct..., total...]`).
 #[derive(Debug, Clone, Copy, Default)]
-struct Stats {
+pub(crate) struct Stats {
     sys_len: usize,
     ref_len: usize,
     correct: [usize; MAX_ORDER],
@@ -64,7 +64,7 @@ struct Stats {
 }
 
 impl Stats {
-    fn add(&mut self, o: &Stats) {
+    pub(crate) fn add(&mut self, o: &Stats) {
         self.sys_len += o.sys_len;
         self.ref_len += o.ref_len;
         for n in 0..MAX_ORDER {
@@ -90,7 +90,7 @@ fn ngrams<'a>(toks: &'a [&'a str]) -> HashMap<&'a [&'a str], usize> {
     m
 }
 
-fn segment_stats(hyp: &str, reference: &str) -> Stats {
+pub(crate) fn segment_stats(hyp: &str, reference: &str) -> Stats {
     let (hyp, reference) = (preprocess(hyp), preprocess(reference));
     let h: Vec<&str> = py_split(&hyp).collect();
     let r: Vec<&str> = py_split(&reference).collect();
@@ -117,7 +117,7 @@ fn floored_log(x: f64) -> f64 {
 
 /// sacreBLEU's `BLEU.compute_bleu` with `smooth_method='exp'`, operation for operation so the
 /// floating-point result agrees to the last few ulps.
-fn compute_bleu(st: &Stats, effective_order: bool) -> BleuScore {
+pub(crate) fn compute_bleu(st: &Stats, effective_order: bool) -> BleuScore {
     let mut bp = 1.0;
     if st.sys_len < st.ref_len {
         bp = if st.sys_len > 0 { (1.0 - st.ref_len as f64 / st.sys_len as f64).exp() } else { 0.0 };

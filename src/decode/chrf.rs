@@ -54,7 +54,7 @@ fn strip_ws(s: &str) -> Vec<char> {
 }
 
 /// sacreBLEU's `_get_match_statistics` for every order of one segment.
-fn segment_stats(hyp: &str, reference: &str) -> [[usize; 3]; CHAR_ORDER] {
+pub(crate) fn segment_stats(hyp: &str, reference: &str) -> [[usize; 3]; CHAR_ORDER] {
     let (h, r) = (strip_ws(hyp), strip_ws(reference));
     let (hg, rg) = (char_ngrams(&h), char_ngrams(&r));
     let mut out = [[0; 3]; CHAR_ORDER];
@@ -74,7 +74,7 @@ fn segment_stats(hyp: &str, reference: &str) -> [[usize; 3]; CHAR_ORDER] {
 }
 
 /// sacreBLEU's `CHRF._compute_f_score` with `eps_smoothing=False`, in the same operation order.
-fn f_score(stats: &[[usize; 3]; CHAR_ORDER]) -> f64 {
+pub(crate) fn f_score(stats: &[[usize; 3]; CHAR_ORDER]) -> f64 {
     let factor = (BETA * BETA) as f64;
     let (mut avg_prec, mut avg_rec) = (0.0f64, 0.0f64);
     let mut effective_order = 0usize;

@@ -1,6 +1,6 @@
 //! Decoding and its evaluation: greedy and beam search over the incremental decoder
 //! (`search`), translation latency by AutoMoE's protocol (`latency`), and sacreBLEU-compatible
-//! BLEU and chrF, so that scores reported by this crate can be compared with published numbers
+//! BLEU and chrF with the paired bootstrap test between two systems (`significance`), so that scores reported by this crate can be compared with published numbers
 //! without leaving Rust. The incremental decoder itself is `crate::model::incremental`.
 
 pub mod bleu;
@@ -8,6 +8,7 @@ mod candidates;
 pub mod chrf;
 pub mod latency;
 pub mod search;
+pub mod significance;
 
 pub use candidates::{set_candidate_selection, CandidateSelection};
 pub use latency::{measure, time_one_run, LatencyProtocol, LatencyReport};
