@@ -75,6 +75,12 @@ fn tiny_pipeline_runs_every_stage_and_resumes_without_redoing_work() {
         assert!(report.contains(&format!("| {n} |")), "{report}");
     }
     assert!(report.contains("GFLOPs routed") && report.contains("Routing on the test set"), "{report}");
+    // The test-set noise: AutoMoE against each baseline by paired bootstrap, differences as in the table.
+    assert!(report.contains("Test-set sampling noise"), "{report}");
+    for r in &results[1..] {
+        let line = format!("- **automoe − {}**: BLEU {:+.2} (p = ", r.name, results[0].bleu - r.bleu);
+        assert!(report.contains(&line), "{line}\n{report}");
+    }
     let collapsed = results.iter().any(|r| r.max_expert_share.is_some_and(|s| s > pipeline::COLLAPSED_SHARE));
     assert_eq!(collapsed, report.contains("Collapsed routers"), "{report}");
     for f in ["search/best.json", "search/population.json", "search/pareto.svg", "latency/predictor.json", "export/tokenizer.json"] {

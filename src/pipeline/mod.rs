@@ -48,7 +48,8 @@ pub fn run(cfg: &PipelineConfig, out: &Path) -> Result<Vec<SystemResult>> {
         }
     }
     let export = ctx.export(&systems[0])?;
-    report::write(out, cfg, &results, &export, t0.elapsed().as_secs_f64())?;
+    let comparisons = ctx.test_set_comparisons(&systems)?;
+    report::write(out, cfg, &results, &comparisons, &export, t0.elapsed().as_secs_f64())?;
     Ok(results)
 }
 

@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::config::PipelineConfig;
+use crate::decode::significance::PairedBootstrap;
 use crate::fsio::write_atomic;
 use crate::model::SubnetConfig;
 use crate::Result;
@@ -142,6 +143,27 @@ fn replicates_note(results: &[SystemResult]) -> String {
     md
 }
 
+/// How much of the table is the test sample's noise: the first system's first run against every
+/// other system's first run by paired bootstrap resampling (`comparisons`: baseline name, test).
+fn test_set_note(first: &str, comparisons: &[(String, PairedBootstrap)]) -> String {
+    let Some((_, t0)) = comparisons.first() else { return String::new() };
+    let mut md = format!(
+        "\nTest-set sampling noise (paired bootstrap: {} resamples of the {} test sentences, seed {}; the first run of each \
+         system): {first} BLEU {:.2} ± {:.2} (95 % interval), chrF {:.2} ± {:.2}. p is sacreBLEU's paired-bootstrap \
+         p-value: how likely a difference this large is from the test sample alone. It does not cover training \
+         noise, which is often larger (compare runs over seeds with `[final_train] replicates`).\n\n",
+        t0.resamples, t0.sentences, t0.seed, t0.bleu.system.score, t0.bleu.system.ci, t0.chrf.system.score, t0.chrf.system.ci
+    );
+    for (name, t) in comparisons {
+        let _ = writeln!(
+            md,
+            "- **{first} − {name}**: BLEU {:+.2} (p = {:.3}), chrF {:+.2} (p = {:.3}); {name} BLEU {:.2} ± {:.2}.",
+            t.bleu.difference, t.bleu.p_value, t.chrf.difference, t.chrf.p_value, t.bleu.baseline.score, t.bleu.baseline.ci
+        );
+    }
+    md
+}
+
 /// A router sending more than this share of a layer's pairs to one expert has collapsed: the other
 /// experts of the layer hardly train or run, and the layer is a dense one with extra parameters.
 pub const COLLAPSED_SHARE: f64 = 0.8;
@@ -174,7 +196,14 @@ fn collapse_note(cfg: &PipelineConfig, results: &[SystemResult]) -> String {
 }
 
 /// Writes `report.md` and prints the table.
-pub fn write(out: &Path, cfg: &PipelineConfig, results: &[SystemResult], export: &Path, seconds: f64) -> Result<()> {
+pub fn write(
+    out: &Path,
+    cfg: &PipelineConfig,
+    results: &[SystemResult],
+    comparisons: &[(String, PairedBootstrap)],
+    export: &Path,
+    seconds: f64,
+) -> Result<()> {
     let mut md = format!("# AutoMoE pipeline report: {}\n\n", cfg.name);
     let data = cfg
         .data
@@ -186,6 +215,7 @@ pub fn write(out: &Path, cfg: &PipelineConfig, results: &[SystemResult], export:
         writeln!(md, "Data: {data}; search space `{}`; {} test sentences.\n", cfg.space, results.first().map_or(0, |r| r.test_sentences));
     md.push_str(&table(results));
     md.push_str(&replicates_note(results));
+    md.push_str(&test_set_note(results.first().map_or("", |r| r.name.as_str()), comparisons));
     md.push('\n');
     for runs in systems(results) {
         let _ = writeln!(md, "- **{}**: {}.", runs[0].name, runs[0].description);

@@ -8,8 +8,9 @@ use super::say;
 use crate::cli::evaluate::{evaluate, Args as EvalArgs};
 use crate::cli::translate::{encode_source, load_model_dir, TOKENIZER_FILE};
 use crate::data::corpus::{filter_pairs, read_parallel, split_paths, LengthFilter};
-use crate::data::{synthetic_corpus, Tokenizer};
+use crate::data::{read_lines, synthetic_corpus, Tokenizer};
 use crate::decode::latency::measure;
+use crate::decode::significance::{paired_bootstrap, PairedBootstrap, DEFAULT_RESAMPLES, DEFAULT_SEED};
 use crate::fsio::write_atomic;
 use crate::model::{flop_report, param_report, Routing, SearchSpace, SubnetConfig, PAPER_SRC_LEN, PAPER_TGT_LEN};
 use crate::search::{
@@ -321,6 +322,30 @@ impl<'a> Context<'a> {
         write_atomic(&s, join(|p| &p.0).as_bytes())?;
         write_atomic(&t, join(|p| &p.1).as_bytes())?;
         Ok((s, t))
+    }
+
+    /// The first system's first run against every other system's first run on the test split,
+    /// by paired bootstrap resampling (the report's test-set noise). A system without kept
+    /// translations (`eval/<name>.hyp`, absent in run directories older than them) is left out.
+    pub fn test_set_comparisons(&self, systems: &[System]) -> Result<Vec<(String, PairedBootstrap)>> {
+        let hyps = |name: &str| -> Result<Option<Vec<String>>> {
+            let p = self.out.join("eval").join(format!("{name}.hyp"));
+            if p.exists() {
+                read_lines(&p).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let Some((first, others)) = systems.split_first() else { return Ok(Vec::new()) };
+        let Some(system) = hyps(&first.name)? else { return Ok(Vec::new()) };
+        let refs = read_lines(self.test_files()?.1)?;
+        let mut out = Vec::new();
+        for other in others {
+            if let Some(baseline) = hyps(&other.name)? {
+                out.push((other.name.clone(), paired_bootstrap(&baseline, &system, &refs, DEFAULT_RESAMPLES, DEFAULT_SEED)?));
+            }
+        }
+        Ok(out)
     }
 
     /// Stage 6: BLEU and chrF on the test split, latency by the AutoMoE protocol (incremental
