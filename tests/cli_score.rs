@@ -56,6 +56,8 @@ fn scores_every_file_and_compares_each_with_the_first() {
     assert!(j["systems"][0]["versus_baseline"].is_null());
     assert_eq!(j["systems"][1]["versus_baseline"]["bleu"]["p_value"].as_f64(), Some(t.bleu.p_value));
     assert_eq!(j["resamples"], 200);
+    assert_eq!(j["bleu_signature"].as_str(), Some(corpus_bleu(&WEAK, &REFS).unwrap().signature().as_str()));
+    assert_eq!(j["chrf_signature"].as_str(), Some(corpus_chrf(&WEAK, &REFS).unwrap().signature().as_str()));
 }
 
 #[test]

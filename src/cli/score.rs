@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::data::read_lines;
-use crate::decode::bleu::corpus_bleu;
-use crate::decode::chrf::corpus_chrf;
+use crate::decode::bleu::{bleu_signature, corpus_bleu};
+use crate::decode::chrf::{chrf_signature, corpus_chrf};
 use crate::decode::significance::{paired_bootstrap, PairedBootstrap, DEFAULT_RESAMPLES, DEFAULT_SEED};
 use crate::fsio::{check_output_file, write_atomic};
 use crate::{Error, Result};
@@ -63,12 +63,18 @@ pub fn score(args: &Args) -> Result<Vec<Scored>> {
     let baseline = read_aligned(&args.hyps[0], refs.len(), &args.reference)?;
     let mut out = Vec::with_capacity(args.hyps.len());
     for (i, path) in args.hyps.iter().enumerate() {
-        let hyps = if i == 0 { baseline.clone() } else { read_aligned(path, refs.len(), &args.reference)? };
-        let versus_baseline = if i == 0 { None } else { Some(paired_bootstrap(&baseline, &hyps, &refs, args.resamples, args.seed)?) };
+        let other;
+        let hyps = if i == 0 {
+            &baseline
+        } else {
+            other = read_aligned(path, refs.len(), &args.reference)?;
+            &other
+        };
+        let versus_baseline = if i == 0 { None } else { Some(paired_bootstrap(&baseline, hyps, &refs, args.resamples, args.seed)?) };
         out.push(Scored {
             path: path.clone(),
-            bleu: corpus_bleu(&hyps, &refs)?.score,
-            chrf: corpus_chrf(&hyps, &refs)?.score,
+            bleu: corpus_bleu(hyps, &refs)?.score,
+            chrf: corpus_chrf(hyps, &refs)?.score,
             versus_baseline,
         });
     }
@@ -77,14 +83,12 @@ pub fn score(args: &Args) -> Result<Vec<Scored>> {
 
 /// What `--json` writes.
 pub fn to_json(args: &Args, scored: &[Scored]) -> serde_json::Value {
-    let bleu = corpus_bleu(&[""], &[""]).map(|b| b.signature()).unwrap_or_default();
-    let chrf = corpus_chrf(&[""], &[""]).map(|c| c.signature()).unwrap_or_default();
     json!({
         "ref": args.reference,
         "resamples": args.resamples,
         "seed": args.seed,
-        "bleu_signature": bleu,
-        "chrf_signature": chrf,
+        "bleu_signature": bleu_signature(false),
+        "chrf_signature": chrf_signature(),
         "systems": scored.iter().map(|s| json!({
             "path": s.path, "bleu": s.bleu, "chrf": s.chrf, "versus_baseline": s.versus_baseline,
         })).collect::<Vec<_>>(),

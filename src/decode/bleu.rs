@@ -49,9 +49,15 @@ impl BleuScore {
     /// sacreBLEU's reproducibility signature for this configuration, e.g.
     /// `nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0`.
     pub fn signature(&self) -> String {
-        let eff = if self.effective_order { "yes" } else { "no" };
-        format!("nrefs:1|case:mixed|eff:{eff}|tok:13a|smooth:exp|version:{SACREBLEU_VERSION}")
+        bleu_signature(self.effective_order)
     }
+}
+
+/// sacreBLEU's BLEU signature for this implementation's settings: corpus BLEU has
+/// `effective_order` false, sentence BLEU true.
+pub fn bleu_signature(effective_order: bool) -> String {
+    let eff = if effective_order { "yes" } else { "no" };
+    format!("nrefs:1|case:mixed|eff:{eff}|tok:13a|smooth:exp|version:{SACREBLEU_VERSION}")
 }
 
 /// Per-segment statistics (sacreBLEU's `[hyp_len, ref_len, correct..., total...]`).

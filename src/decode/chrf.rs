@@ -31,8 +31,13 @@ pub struct ChrfScore {
 impl ChrfScore {
     /// sacreBLEU's reproducibility signature: `nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no|version:2.6.0`.
     pub fn signature(&self) -> String {
-        format!("nrefs:1|case:mixed|eff:yes|nc:{CHAR_ORDER}|nw:0|space:no|version:{SACREBLEU_VERSION}")
+        chrf_signature()
     }
+}
+
+/// sacreBLEU's chrF signature for this implementation's (only) settings.
+pub fn chrf_signature() -> String {
+    format!("nrefs:1|case:mixed|eff:yes|nc:{CHAR_ORDER}|nw:0|space:no|version:{SACREBLEU_VERSION}")
 }
 
 /// Character n-gram counts per order, after deleting all (Python) whitespace, as sacreBLEU's
