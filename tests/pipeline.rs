@@ -88,6 +88,14 @@ fn tiny_pipeline_runs_every_stage_and_resumes_without_redoing_work() {
     }
     // The export is what `automoe translate` and the C ABI load.
     automoe::cli::translate::load_model_dir(&pipeline::export_dir(&out)).unwrap();
+    // Every stage's wall time is kept, and the report sums them.
+    let timings = pipeline::Timings::load(&out).unwrap();
+    let stages: Vec<&str> = timings.stages.iter().map(|(s, _)| s.as_str()).collect();
+    for s in ["tokenizer", "supernet", "latency", "search", "search_dense", "systems/automoe", "systems/switch", "eval/switch"] {
+        assert!(stages.contains(&s), "{s} missing from {stages:?}");
+    }
+    assert!(timings.stages.iter().all(|(_, s)| *s > 0.0), "{timings:?}");
+    assert!(report.contains(&format!("Wall time of the stages: {}", timings.summary())), "{report}");
 
     // A second run redoes nothing: stage outputs keep their times, the results are equal.
     let marks = ["supernet/DONE", "latency/predictor.json", "search/population.json", "systems/switch/DONE", "eval/switch.json"];
@@ -96,6 +104,10 @@ fn tiny_pipeline_runs_every_stage_and_resumes_without_redoing_work() {
     assert_eq!(again, results);
     let after: Vec<_> = marks.iter().map(|m| modified(&out.join(m))).collect();
     assert_eq!(before, after);
+    // ... and its report still gives the first run's stage times, not the rerun's few seconds.
+    assert_eq!(pipeline::Timings::load(&out).unwrap(), timings);
+    let report = std::fs::read_to_string(out.join(REPORT_FILE)).unwrap();
+    assert!(report.contains(&format!("Wall time of the stages: {}", timings.summary())), "{report}");
 
     // Changed settings would reuse stale outputs: refused before anything runs, nothing touched.
     let mut changed = cfg.clone();
@@ -116,6 +128,9 @@ fn tiny_pipeline_runs_every_stage_and_resumes_without_redoing_work() {
     assert_eq!(seeds, want);
     assert_eq!(both.iter().step_by(2).cloned().collect::<Vec<_>>(), results);
     assert!(out.join("systems/switch.seed5/DONE").exists() && out.join("eval/switch.seed5.json").exists());
+    let more = pipeline::Timings::load(&out).unwrap();
+    assert_eq!(more.stages[..timings.stages.len()], timings.stages[..], "the first runs' times are kept");
+    assert!(more.stages.iter().any(|(s, _)| s == "systems/switch.seed5") && more.stages.iter().any(|(s, _)| s == "eval/switch.seed5"));
     let report = std::fs::read_to_string(out.join(REPORT_FILE)).unwrap();
     let switch: Vec<&automoe::pipeline::SystemResult> = both.iter().filter(|r| r.name == "switch").collect();
     let (mean, sd) = pipeline::mean_and_sd(&[switch[0].bleu, switch[1].bleu]);

@@ -10,11 +10,13 @@ pub mod config;
 mod freshness;
 mod report;
 mod stages;
+mod timings;
 
 use std::path::{Path, PathBuf};
 
 pub use config::PipelineConfig;
 pub use report::{mean_and_sd, SystemResult, COLLAPSED_SHARE, REPORT_FILE};
+pub use timings::{Timings, TIMINGS_FILE};
 
 use crate::Result;
 
@@ -49,7 +51,7 @@ pub fn run(cfg: &PipelineConfig, out: &Path) -> Result<Vec<SystemResult>> {
     }
     let export = ctx.export(&systems[0])?;
     let comparisons = ctx.test_set_comparisons(&systems)?;
-    report::write(out, cfg, &results, &comparisons, &export, t0.elapsed().as_secs_f64())?;
+    report::write(out, cfg, &results, &comparisons, &export, &ctx.timings(), t0.elapsed().as_secs_f64())?;
     Ok(results)
 }
 

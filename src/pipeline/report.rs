@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::config::PipelineConfig;
+use super::timings::Timings;
 use crate::decode::significance::PairedBootstrap;
 use crate::fsio::write_atomic;
 use crate::model::SubnetConfig;
@@ -202,6 +203,7 @@ pub fn write(
     results: &[SystemResult],
     comparisons: &[(String, PairedBootstrap)],
     export: &Path,
+    timings: &Timings,
     seconds: f64,
 ) -> Result<()> {
     let mut md = format!("# AutoMoE pipeline report: {}\n\n", cfg.name);
@@ -237,10 +239,11 @@ pub fn write(
          with every expert of a layer getting the same share of tokens (what the search constrains); \
          GFLOPs routed: the same count with each expert's share measured on the test set. \
          BLEU: {}.\n\nPareto front of the search (validation loss against predicted latency): `search/pareto.svg`. \
-         Exported AutoMoE model: `{}`. Wall time: {:.0} s.",
+         Exported AutoMoE model: `{}`.\n\nWall time of the stages: {}, each stage's time from the invocation that ran it \
+         (`timings.json`); this invocation took {seconds:.0} s.",
         results.first().map_or(String::new(), |r| r.bleu_signature.clone()),
         export.display(),
-        seconds
+        timings.summary(),
     );
     write_atomic(&out.join(REPORT_FILE), md.as_bytes())?;
     println!("{}", table(results));

@@ -1,10 +1,13 @@
 //! The pipeline's stages. Each checks for its outputs first and skips when they are complete.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use super::config::{PipelineConfig, TrainSection};
 use super::report::SystemResult;
 use super::say;
+use super::timings::Timings;
 use crate::cli::evaluate::{evaluate, Args as EvalArgs};
 use crate::cli::translate::{encode_source, load_model_dir, TOKENIZER_FILE};
 use crate::data::corpus::{filter_pairs, read_parallel, split_paths, LengthFilter};
@@ -56,6 +59,8 @@ pub struct Context<'a> {
     out: &'a Path,
     space: SearchSpace,
     source: DataSource,
+    /// Each stage's wall time, recorded as the stage finishes (`timings.json`).
+    timings: RefCell<Timings>,
     tok_path: PathBuf,
 }
 
@@ -85,16 +90,31 @@ impl<'a> Context<'a> {
             },
             None => DataSource::Synthetic { seed: cfg.seed, n_train: d.synthetic_train, n_valid: d.synthetic_valid },
         };
+        let mut timings = Timings::load(out)?;
         let tok_path = out.join(TOKENIZER_FILE);
         if tok_path.exists() {
             say(format!("tokenizer: {} exists, kept", tok_path.display()));
         } else {
+            let start = Instant::now();
             let (train, _) = read_source(&source)?;
             let tok = train_tokenizer(&train, d.vocab_size)?;
             tok.save(&tok_path)?;
             say(format!("tokenizer: {} entries trained on {} pairs", tok.vocab_size(), train.len()));
+            timings.record(out, "tokenizer", start.elapsed().as_secs_f64(), false)?;
         }
-        Ok(Context { cfg, out, space, source, tok_path })
+        Ok(Context { cfg, out, space, source, tok_path, timings: RefCell::new(timings) })
+    }
+
+    /// Records the wall time since `start` of the stage whose output is `output` (under the run
+    /// directory), added to its earlier time when `resumed`.
+    fn record_time(&self, output: &Path, start: Instant, resumed: bool) -> Result<()> {
+        let stage = output.strip_prefix(self.out).unwrap_or(output).to_string_lossy().into_owned();
+        self.timings.borrow_mut().record(self.out, &stage, start.elapsed().as_secs_f64(), resumed)
+    }
+
+    /// Every stage's recorded wall time (the report's).
+    pub fn timings(&self) -> Timings {
+        self.timings.borrow().clone()
     }
 
     fn data_config(&self) -> DataConfig {
@@ -107,6 +127,7 @@ impl<'a> Context<'a> {
             say(format!("{}: trained already, kept", dir.display()));
             return Ok(());
         }
+        let start = Instant::now();
         let resume = crate::train::checkpoint::resolve_checkpoint_dir(&mt::checkpoint_dir(dir)).exists();
         let spec = RunSpec {
             mode,
@@ -122,6 +143,7 @@ impl<'a> Context<'a> {
         let s = mt::run(&spec)?;
         let last = s.valid.last().map(|(_, m)| format!("{m:?}")).unwrap_or_default();
         say(format!("{}: {} updates in {:.0} s ({:.0} tokens/s); valid {last}", dir.display(), section.updates, s.wall_s, s.tokens_per_s));
+        self.record_time(dir, start, resume)?;
         write_atomic(&dir.join(DONE), b"done\n")
     }
 
@@ -148,6 +170,7 @@ impl<'a> Context<'a> {
         let ds = if ds_path.exists() {
             LatencyDataset::load_json(&ds_path)?
         } else {
+            let start = Instant::now();
             let (net, _) = load_supernet(&mt::checkpoint_dir(supernet_dir))?;
             let l = &self.cfg.latency;
             let protocol = LatencyProtocol { clock: l.clock, ..LatencyProtocol::fast() };
@@ -161,8 +184,10 @@ impl<'a> Context<'a> {
             };
             ds.save_json(&ds_path)?;
             ds.save_csv(&dir.join("dataset.csv"))?;
+            self.record_time(&dir, start, false)?;
             ds
         };
+        let start = Instant::now();
         let (train, test) = split_records(&ds.records, self.cfg.latency.holdout, self.cfg.seed)?;
         let config = self.cfg.predictor_config();
         let pred = LatencyPredictor::train(&ds, &train, config, |_| {})?;
@@ -171,6 +196,7 @@ impl<'a> Context<'a> {
         say(format!("latency predictor on {} held-out subnets: {report}", test.len()));
         write_atomic(&dir.join("predictor_report.txt"), format!("{report}\n").as_bytes())?;
         pred.save(&pred_path)?;
+        self.record_time(&dir, start, true)?;
         Ok(pred)
     }
 
@@ -196,6 +222,7 @@ impl<'a> Context<'a> {
             say(format!("search: {} exists, kept", pop.display()));
             return from_json(&pop);
         }
+        let start = Instant::now();
         let (net, _) = load_supernet(&mt::checkpoint_dir(supernet_dir))?;
         let tok = Tokenizer::load(&self.tok_path)?;
         let pairs = self.fitness_pairs(&tok)?;
@@ -214,6 +241,7 @@ impl<'a> Context<'a> {
         let result = search(space, config, constraints, &mut fitness, Some(&mut meter as &mut dyn LatencyMeter), |_, _| {})?;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         save_search(&result, dir)?;
+        self.record_time(dir, start, false)?;
         Ok(result)
     }
 
@@ -359,6 +387,7 @@ impl<'a> Context<'a> {
             r.seed.get_or_insert(rep.seed);
             return Ok(r);
         }
+        let start = Instant::now();
         let (src, reference) = self.test_files()?;
         let decode = self.cfg.decode_args();
         let args = EvalArgs {
@@ -404,6 +433,7 @@ impl<'a> Context<'a> {
             config: model.config.clone(),
         };
         write_atomic(&path, to_json(&r)?.as_bytes())?;
+        self.record_time(&self.out.join("eval").join(&label), start, false)?;
         say(format!("{label}: BLEU {:.2}, chrF {:.2}, latency {:.1} ms, {:.3} GFLOPs", r.bleu, r.chrf, r.latency_ms, r.gflops));
         Ok(r)
     }
