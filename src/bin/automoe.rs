@@ -34,6 +34,9 @@ enum Command {
     Translate(cli::translate::Args),
     /// Translate a test set and score it with BLEU and chrF (sacreBLEU-compatible).
     Evaluate(cli::evaluate::Args),
+    /// Describe a model directory or a subnet configuration: every layer's heads, experts and
+    /// expert widths, the parameter counts and GFLOPs.
+    Inspect(cli::inspect::Args),
     /// Score translation files against a reference with BLEU and chrF; with two or more, compare
     /// each with the first by paired bootstrap resampling (p-values and 95 % intervals).
     Score(cli::score::Args),
@@ -63,6 +66,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Translate(a)) => cli::translate::run(a),
         Some(Command::Evaluate(a)) => cli::evaluate::run(a),
         Some(Command::Score(a)) => cli::score::run(a),
+        Some(Command::Inspect(a)) => cli::inspect::run(a),
         Some(Command::Latency(a)) => cli::latency::run(a),
         Some(Command::Predictor(a)) => cli::predictor::run(a),
         Some(Command::Search(a)) => cli::search::run(a),

@@ -137,8 +137,7 @@ pub fn run(args: Args) -> Result<()> {
     eprintln!("meter: {}", meter.describe());
     match (&args.config, args.samples, &args.out) {
         (Some(path), _, _) => {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-            let cfg = SubnetConfig::from_json(&text).map_err(|e| Error::Format { path: path.clone(), msg: e.to_string() })?;
+            let cfg = SubnetConfig::from_json_file(path)?;
             let lat = meter.measure(&cfg)?;
             println!("encoder {:.3} ms, decoder {:.3} ms, total {:.3} ms", lat.encoder_ms, lat.decoder_ms, lat.total_ms());
             Ok(())

@@ -273,8 +273,7 @@ impl Args {
 
     pub fn subnet(&self) -> Result<SubnetConfig> {
         if let Some(path) = &self.subnet_config {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-            let cfg = SubnetConfig::from_json(&text).map_err(|e| Error::Format { path: path.clone(), msg: e.to_string() })?;
+            let cfg = SubnetConfig::from_json_file(path)?;
             // A config from a search must belong to the space it was searched in, when one is given.
             if self.common.space.is_some() {
                 self.common.space()?.validate(&cfg).map_err(|e| Error::Format { path: path.clone(), msg: e.to_string() })?;

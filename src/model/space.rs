@@ -206,6 +206,12 @@ impl SubnetConfig {
         cfg.check()?;
         Ok(cfg)
     }
+
+    /// [`Self::from_json`] of a file (what `automoe search` writes as `best.json`); errors name it.
+    pub fn from_json_file(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_json(&text).map_err(|e| Error::Format { path: path.to_path_buf(), msg: e.to_string() })
+    }
 }
 
 fn space_err(msg: String) -> Error {
