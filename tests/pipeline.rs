@@ -91,7 +91,7 @@ fn tiny_pipeline_runs_every_stage_and_resumes_without_redoing_work() {
     // Every stage's wall time is kept, and the report sums them.
     let timings = pipeline::Timings::load(&out).unwrap();
     let stages: Vec<&str> = timings.stages.iter().map(|(s, _)| s.as_str()).collect();
-    for s in ["tokenizer", "supernet", "latency", "search", "search_dense", "systems/automoe", "systems/switch", "eval/switch"] {
+    for s in ["tokenizer.json", "supernet", "latency", "search", "search_dense", "systems/automoe", "systems/switch", "eval/switch.json"] {
         assert!(stages.contains(&s), "{s} missing from {stages:?}");
     }
     assert!(timings.stages.iter().all(|(_, s)| *s > 0.0), "{timings:?}");
@@ -130,7 +130,7 @@ fn tiny_pipeline_runs_every_stage_and_resumes_without_redoing_work() {
     assert!(out.join("systems/switch.seed5/DONE").exists() && out.join("eval/switch.seed5.json").exists());
     let more = pipeline::Timings::load(&out).unwrap();
     assert_eq!(more.stages[..timings.stages.len()], timings.stages[..], "the first runs' times are kept");
-    assert!(more.stages.iter().any(|(s, _)| s == "systems/switch.seed5") && more.stages.iter().any(|(s, _)| s == "eval/switch.seed5"));
+    assert!(more.stages.iter().any(|(s, _)| s == "systems/switch.seed5") && more.stages.iter().any(|(s, _)| s == "eval/switch.seed5.json"));
     let report = std::fs::read_to_string(out.join(REPORT_FILE)).unwrap();
     let switch: Vec<&automoe::pipeline::SystemResult> = both.iter().filter(|r| r.name == "switch").collect();
     let (mean, sd) = pipeline::mean_and_sd(&[switch[0].bleu, switch[1].bleu]);

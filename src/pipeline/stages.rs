@@ -100,7 +100,7 @@ impl<'a> Context<'a> {
             let tok = train_tokenizer(&train, d.vocab_size)?;
             tok.save(&tok_path)?;
             say(format!("tokenizer: {} entries trained on {} pairs", tok.vocab_size(), train.len()));
-            timings.record(out, "tokenizer", start.elapsed().as_secs_f64(), false)?;
+            timings.record(out, TOKENIZER_FILE, start.elapsed().as_secs_f64(), false)?;
         }
         Ok(Context { cfg, out, space, source, tok_path, timings: RefCell::new(timings) })
     }
@@ -112,9 +112,9 @@ impl<'a> Context<'a> {
         self.timings.borrow_mut().record(self.out, &stage, start.elapsed().as_secs_f64(), resumed)
     }
 
-    /// Every stage's recorded wall time (the report's).
+    /// The recorded wall time of every stage whose outputs are still there (the report's).
     pub fn timings(&self) -> Timings {
-        self.timings.borrow().clone()
+        self.timings.borrow().present(self.out)
     }
 
     fn data_config(&self) -> DataConfig {
@@ -433,7 +433,7 @@ impl<'a> Context<'a> {
             config: model.config.clone(),
         };
         write_atomic(&path, to_json(&r)?.as_bytes())?;
-        self.record_time(&self.out.join("eval").join(&label), start, false)?;
+        self.record_time(&path, start, false)?;
         say(format!("{label}: BLEU {:.2}, chrF {:.2}, latency {:.1} ms, {:.3} GFLOPs", r.bleu, r.chrf, r.latency_ms, r.gflops));
         Ok(r)
     }

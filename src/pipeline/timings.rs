@@ -4,7 +4,9 @@
 //!
 //! A stage's time is written when it has done its work. A stage that runs again from scratch (its
 //! outputs were removed) replaces its time; a training stage resumed from its checkpoint adds to
-//! it. The part of an interrupted invocation after its last checkpoint is counted nowhere.
+//! it. The part of an interrupted invocation after its last checkpoint is counted nowhere. The
+//! report counts the stages whose outputs are still there ([`Timings::present`]), so a system
+//! dropped from the run (its outputs removed) drops out of the time too.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -17,8 +19,9 @@ use crate::{Error, Result};
 /// The file, in the run directory.
 pub const TIMINGS_FILE: &str = "timings.json";
 
-/// Seconds per stage, in the order the stages first finished. A stage is named by its output
-/// under the run directory (`supernet`, `latency`, `search`, `systems/automoe`, `eval/automoe`, …).
+/// Seconds per stage, in the order the stages first finished. A stage is named by its output's
+/// path under the run directory (`tokenizer.json`, `supernet`, `latency`, `search`,
+/// `systems/automoe`, `eval/automoe.json`, …).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timings {
     pub stages: Vec<(String, f64)>,
@@ -53,20 +56,26 @@ impl Timings {
         write_atomic(&path, format!("{text}\n").as_bytes())
     }
 
+    /// The stages whose outputs exist under `out`.
+    pub fn present(&self, out: &Path) -> Timings {
+        Timings { stages: self.stages.iter().filter(|(stage, _)| out.join(stage).exists()).cloned().collect() }
+    }
+
     /// The seconds of all stages.
     pub fn total(&self) -> f64 {
         self.stages.iter().map(|(_, s)| s).sum()
     }
 
-    /// One line for the report: each kind of stage (the part of its name before `/`, so every
-    /// system's training is one entry) with its seconds, and the total.
+    /// One line for the report: each kind of stage (its path's first component without an
+    /// extension, so every system's training is one entry) with its seconds, and the total.
     pub fn summary(&self) -> String {
         if self.stages.is_empty() {
             return format!("not recorded (the run directory predates `{TIMINGS_FILE}`)");
         }
         let mut kinds: Vec<(&str, f64, usize)> = Vec::new();
         for (stage, s) in &self.stages {
-            let kind = stage.split('/').next().unwrap_or(stage);
+            let first = stage.split('/').next().unwrap_or(stage);
+            let kind = first.split_once('.').map_or(first, |(stem, _)| stem);
             match kinds.iter_mut().find(|(k, _, _)| *k == kind) {
                 Some((_, t, n)) => {
                     *t += s;
@@ -100,10 +109,17 @@ mod tests {
         t.record(dir.path(), "systems/a", 1.5, true).unwrap();
         t.record(dir.path(), "systems/b", 3.0, false).unwrap();
         t.record(dir.path(), "supernet", 12.0, false).unwrap();
+        t.record(dir.path(), "tokenizer.json", 0.5, false).unwrap();
         let back = Timings::load(dir.path()).unwrap();
         assert_eq!(back, t);
-        assert_eq!(back.stages, [("supernet".to_string(), 12.0), ("systems/a".into(), 5.5), ("systems/b".into(), 3.0)]);
-        assert_eq!(back.summary(), "20 s in all (supernet 12 s, systems 8 s (2 runs))");
+        let want = [("supernet".to_string(), 12.0), ("systems/a".into(), 5.5), ("systems/b".into(), 3.0), ("tokenizer.json".into(), 0.5)];
+        assert_eq!(back.stages, want);
+        assert_eq!(back.summary(), "21 s in all (supernet 12 s, systems 8 s (2 runs), tokenizer 0 s)");
+        // Only stages whose outputs exist count: here `supernet/` and `systems/b/`.
+        for d in ["supernet", "systems/b"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        assert_eq!(back.present(dir.path()).stages, [want[0].clone(), want[2].clone()]);
     }
 
     #[test]
