@@ -82,7 +82,9 @@ impl Constraints {
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         if let Some(l) = self.latency_ms {
-            parts.push(format!("latency <= {l} ms"));
+            // A budget derived from a prediction has many digits; a microsecond is finer than any
+            // latency measurement, so three decimals say all of it (`2` stays `2`).
+            parts.push(format!("latency <= {} ms", (l * 1000.0).round() / 1000.0));
         }
         if let Some(g) = self.gflops {
             parts.push(format!("GFLOPs <= {g}"));
@@ -556,6 +558,14 @@ pub fn search<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn constraints_describe_a_derived_budget_in_microseconds() {
+        let c = Constraints { latency_ms: Some(7.680862983837914), gflops: Some(0.5), active_params: Some(2.5e6) };
+        assert_eq!(c.describe(), "latency <= 7.681 ms, GFLOPs <= 0.5, active params <= 2.500 M");
+        assert_eq!(Constraints { latency_ms: Some(2.0), gflops: None, active_params: None }.describe(), "latency <= 2 ms");
+        assert_eq!(Constraints { latency_ms: None, gflops: None, active_params: None }.describe(), "none");
+    }
 
     /// A 1-layer-decoder parent grown by mutation: its new decoder layers are drawn each on its
     /// own. Before, layers past the depth of the one fresh sample were copies of its first layer,
