@@ -67,9 +67,12 @@ fn a_model_directory_is_described_layer_by_layer_with_its_costs() {
     // A model directory has its own vocabulary: a --vocab beside it is a mistake, said so.
     let e = inspect(&args(dir.clone(), Some(7), None)).unwrap_err().to_string();
     assert!(e.contains("model directory") && e.contains("--vocab"), "{e}");
-    // A directory that is not a model says what it lacks.
-    let e = inspect(&args(tmp.path().to_path_buf(), None, None)).unwrap_err().to_string();
+    // A directory that is not a model says what it lacks; a run's directory, where its model is.
+    std::fs::remove_file(dir.join(TOKENIZER_FILE)).unwrap();
+    let e = inspect(&args(dir.clone(), None, None)).unwrap_err().to_string();
     assert!(e.contains(TOKENIZER_FILE), "{e}");
+    let e = inspect(&args(tmp.path().to_path_buf(), None, None)).unwrap_err().to_string();
+    assert!(e.contains("training run") && e.contains(&dir.display().to_string()), "{e}");
 }
 
 #[test]

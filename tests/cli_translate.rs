@@ -115,6 +115,9 @@ fn bad_model_directories_are_clear_errors() {
     assert!(err.contains("no tokenizer.json"), "{err}");
     let err = translate::load_model_dir(&tmp.path().join("missing")).err().unwrap().to_string();
     assert!(err.contains("not a directory"), "{err}");
+    // The directory above the model, as a training run lays it out: the error points one level down.
+    let err = translate::load_model_dir(tmp.path()).err().unwrap().to_string();
+    assert!(err.contains("training run") && err.contains(&model_dir.display().to_string()), "{err}");
 }
 
 #[test]

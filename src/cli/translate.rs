@@ -131,6 +131,15 @@ pub fn load_model_dir(dir: &Path) -> Result<(SubnetModel, Tokenizer)> {
     if !dir.is_dir() {
         return Err(Error::invalid("model directory", format!("{} is not a directory", dir.display())));
     }
+    // A training run's directory (`automoe train --out`, a pipeline's `systems/<name>`) holds its
+    // tokenizer and, one level down, the model: point there rather than at a missing model.json.
+    let inner = crate::train::mt::model_dir(dir);
+    if !dir.join(crate::model::supernet::CONFIG_FILE).exists() && inner.join(crate::model::supernet::CONFIG_FILE).is_file() {
+        return Err(Error::invalid(
+            "model directory",
+            format!("{} is a training run's directory, not a model's: its model is {}", dir.display(), inner.display()),
+        ));
+    }
     let tok_path = dir.join(TOKENIZER_FILE);
     if !tok_path.is_file() {
         return Err(Error::Format {
