@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use automoe::pipeline::plan::Status;
 use automoe::pipeline::{self, PipelineConfig, REPORT_FILE};
 
 const TINY: &str = r#"
@@ -49,7 +50,14 @@ fn tiny_pipeline_runs_every_stage_and_resumes_without_redoing_work() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     let cfg = PipelineConfig::from_toml_str(TINY, Path::new("tiny.toml")).unwrap();
+    // The plan of a new run: everything to run, and nothing written by planning it.
+    let planned = pipeline::plan(&cfg, &out).unwrap();
+    assert!(planned.iter().all(|s| matches!(s.status, Status::ToRun | Status::EveryRun)), "{planned:?}");
+    assert!(!out.exists());
     let results = pipeline::run(&cfg, &out).unwrap();
+    let planned = pipeline::plan(&cfg, &out).unwrap();
+    assert_eq!(planned.len(), 1 + 1 + 1 + 2 + 2 * 4 + 2, "{planned:?}");
+    assert!(planned.iter().all(|s| matches!(s.status, Status::Kept | Status::EveryRun)), "{planned:?}");
     let names: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["automoe", "dense_searched", "dense_large", "switch"]);
     for r in &results {
@@ -71,7 +79,7 @@ fn tiny_pipeline_runs_every_stage_and_resumes_without_redoing_work() {
     }
     assert!(!results[3].expert_shares.is_empty(), "switch is an MoE model: {:?}", results[3]);
     let report = std::fs::read_to_string(out.join(REPORT_FILE)).unwrap();
-    for n in names {
+    for n in &names {
         assert!(report.contains(&format!("| {n} |")), "{report}");
     }
     assert!(report.contains("GFLOPs routed") && report.contains("Routing on the test set"), "{report}");
@@ -114,6 +122,7 @@ fn tiny_pipeline_runs_every_stage_and_resumes_without_redoing_work() {
     changed.final_train.updates += 1;
     let err = pipeline::run(&changed, &out).unwrap_err().to_string();
     assert!(err.contains("final_train.updates") && err.contains("systems"), "{err}");
+    assert_eq!(pipeline::plan(&changed, &out).unwrap_err().to_string(), err, "the plan refuses as the run does");
     let recorded = std::fs::read_to_string(out.join("pipeline.toml")).unwrap();
     assert_eq!(PipelineConfig::from_toml_str(&recorded, Path::new("pipeline.toml")).unwrap(), cfg);
     assert_eq!(marks.iter().map(|m| modified(&out.join(m))).collect::<Vec<_>>(), after);
@@ -121,6 +130,10 @@ fn tiny_pipeline_runs_every_stage_and_resumes_without_redoing_work() {
     // More replicates in the same directory: the trained runs are kept, only the new seed trains.
     let mut twice = cfg.clone();
     twice.final_train.replicates = 2;
+    let planned = pipeline::plan(&twice, &out).unwrap();
+    let to_run: Vec<String> = planned.iter().filter(|s| s.status == Status::ToRun).map(|s| s.output.display().to_string()).collect();
+    let want: Vec<String> = names.iter().flat_map(|n| [format!("systems/{n}.seed5"), format!("eval/{n}.seed5.json")]).collect();
+    assert_eq!(to_run, want, "only the new seed's runs are planned");
     let both = pipeline::run(&twice, &out).unwrap();
     assert_eq!(marks.iter().map(|m| modified(&out.join(m))).collect::<Vec<_>>(), after);
     let seeds: Vec<(&str, Option<u64>)> = both.iter().map(|r| (r.name.as_str(), r.seed)).collect();

@@ -1,6 +1,6 @@
 //! `automoe pipeline --config FILE` and `automoe demo`: the whole AutoMoE method in one command.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::pipeline::{self, PipelineConfig};
 use crate::Result;
@@ -16,6 +16,9 @@ pub struct Args {
     /// Worker threads for training and search (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Print what a run would do in --out (each stage kept, resumed or to run) and do nothing.
+    #[arg(long)]
+    pub plan: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -25,6 +28,16 @@ pub struct DemoArgs {
     pub out: PathBuf,
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Print what a run would do in --out and do nothing.
+    #[arg(long)]
+    pub plan: bool,
+}
+
+/// Prints the plan of a run of `cfg` in `out`.
+fn print_plan(cfg: &PipelineConfig, out: &Path) -> Result<()> {
+    let steps = pipeline::plan(cfg, out)?;
+    print!("{}", pipeline::plan::describe(out, &steps));
+    Ok(())
 }
 
 fn with_threads(threads: Option<usize>, f: impl FnOnce() -> Result<()> + Send) -> Result<()> {
@@ -36,10 +49,16 @@ fn with_threads(threads: Option<usize>, f: impl FnOnce() -> Result<()> + Send) -
 
 pub fn run(args: Args) -> Result<()> {
     let cfg = PipelineConfig::from_file(&args.config)?;
+    if args.plan {
+        return print_plan(&cfg, &args.out);
+    }
     with_threads(args.threads, || pipeline::run(&cfg, &args.out).map(|_| ()))
 }
 
 pub fn run_demo(args: DemoArgs) -> Result<()> {
     let cfg = PipelineConfig::demo()?;
+    if args.plan {
+        return print_plan(&cfg, &args.out);
+    }
     with_threads(args.threads, || pipeline::run(&cfg, &args.out).map(|_| ()))
 }

@@ -187,6 +187,31 @@ mod tests {
         assert!(err.contains("data.vocab_size") && err.contains("tokenizer and data"), "{err}");
     }
 
+    /// Every output the stages write (`layout::RunDir`) is guarded by some stage here, so a
+    /// changed setting can never leave one of them behind unnoticed.
+    #[test]
+    fn every_output_of_the_layout_belongs_to_a_stage() {
+        let out = Path::new("run");
+        let d = super::super::layout::RunDir(out);
+        let paths = [
+            d.tokenizer(),
+            d.supernet(),
+            d.latency_dataset(),
+            d.predictor(),
+            d.search(false),
+            d.search(true),
+            d.system("automoe"),
+            d.data(),
+            d.eval_result("automoe"),
+            d.eval_translations("automoe"),
+            d.export(),
+        ];
+        let guarded: Vec<PathBuf> = STAGES.iter().flat_map(|(_, _, outs)| outs.iter().map(|o| out.join(o))).collect();
+        for p in paths {
+            assert!(guarded.iter().any(|g| p.starts_with(g)), "{} is in no stage's outputs", p.display());
+        }
+    }
+
     #[test]
     fn an_unreadable_recorded_configuration_is_a_clear_error() {
         let tmp = tempfile::tempdir().unwrap();

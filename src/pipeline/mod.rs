@@ -8,6 +8,8 @@
 
 pub mod config;
 mod freshness;
+mod layout;
+pub mod plan;
 mod report;
 mod stages;
 mod timings;
@@ -15,6 +17,7 @@ mod timings;
 use std::path::{Path, PathBuf};
 
 pub use config::PipelineConfig;
+pub use plan::plan;
 pub use report::{mean_and_sd, SystemResult, COLLAPSED_SHARE, REPORT_FILE};
 pub use timings::{Timings, TIMINGS_FILE};
 
@@ -57,5 +60,5 @@ pub fn run(cfg: &PipelineConfig, out: &Path) -> Result<Vec<SystemResult>> {
 
 /// The run directory's exported model (what the C ABI and `automoe translate` load).
 pub fn export_dir(out: &Path) -> PathBuf {
-    out.join("export")
+    layout::RunDir(out).export()
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::config::{PipelineConfig, TrainSection};
+use super::layout::{resumable, trained, RunDir, AUTOMOE, BASELINES};
 use super::report::SystemResult;
 use super::say;
 use super::timings::Timings;
@@ -24,9 +25,6 @@ use crate::train::mt::data::{read_source, train_tokenizer, DataConfig, DataSourc
 use crate::train::mt::{self, Mode, RunSpec};
 use crate::{Error, Result};
 
-/// Marks a finished training stage (its directory is otherwise resumed).
-const DONE: &str = "DONE";
-
 /// One system of the comparison.
 #[derive(Clone, Debug)]
 pub struct System {
@@ -43,6 +41,11 @@ pub struct Replicate {
 }
 
 impl Replicate {
+    /// The training runs of every system under `cfg`, in order.
+    pub fn all(cfg: &PipelineConfig) -> Vec<Replicate> {
+        cfg.replicate_seeds().into_iter().enumerate().map(|(index, seed)| Replicate { index, seed }).collect()
+    }
+
     /// The run's name under `systems/` and `eval/`: the system's name for the first replicate
     /// (the layout of a run without replicates), `<name>.seed<seed>` for the others.
     pub fn label(&self, system: &str) -> String {
@@ -91,7 +94,7 @@ impl<'a> Context<'a> {
             None => DataSource::Synthetic { seed: cfg.seed, n_train: d.synthetic_train, n_valid: d.synthetic_valid },
         };
         let mut timings = Timings::load(out)?;
-        let tok_path = out.join(TOKENIZER_FILE);
+        let tok_path = RunDir(out).tokenizer();
         if tok_path.exists() {
             say(format!("tokenizer: {} exists, kept", tok_path.display()));
         } else {
@@ -117,18 +120,22 @@ impl<'a> Context<'a> {
         self.timings.borrow().present(self.out)
     }
 
+    fn dirs(&self) -> RunDir<'_> {
+        RunDir(self.out)
+    }
+
     fn data_config(&self) -> DataConfig {
         DataConfig { max_tokens: self.cfg.data.max_tokens, vocab_size: self.cfg.data.vocab_size, ..DataConfig::new(self.source.clone()) }
     }
 
     /// Trains `mode` into `dir` (resuming an interrupted run; skipping a finished one).
     fn train(&self, dir: &Path, mode: Mode, section: &TrainSection, seed: u64) -> Result<()> {
-        if dir.join(DONE).exists() {
+        if trained(dir) {
             say(format!("{}: trained already, kept", dir.display()));
             return Ok(());
         }
         let start = Instant::now();
-        let resume = crate::train::checkpoint::resolve_checkpoint_dir(&mt::checkpoint_dir(dir)).exists();
+        let resume = resumable(dir);
         let spec = RunSpec {
             mode,
             options: PipelineConfig::model_options(section),
@@ -144,13 +151,13 @@ impl<'a> Context<'a> {
         let last = s.valid.last().map(|(_, m)| format!("{m:?}")).unwrap_or_default();
         say(format!("{}: {} updates in {:.0} s ({:.0} tokens/s); valid {last}", dir.display(), section.updates, s.wall_s, s.tokens_per_s));
         self.record_time(dir, start, resume)?;
-        write_atomic(&dir.join(DONE), b"done\n")
+        write_atomic(&dir.join(super::layout::DONE), b"done\n")
     }
 
     /// Stage 2: the weight-sharing supernet.
     pub fn train_supernet(&self) -> Result<PathBuf> {
-        let dir = self.out.join("supernet");
-        if !dir.join(DONE).exists() {
+        let dir = self.dirs().supernet();
+        if !trained(&dir) {
             say(format!("supernet: {} updates over space `{}`", self.cfg.supernet.updates, self.space.name));
         }
         self.train(&dir, Mode::Supernet { space: self.space.clone() }, &self.cfg.supernet, self.cfg.seed)?;
@@ -159,14 +166,14 @@ impl<'a> Context<'a> {
 
     /// Stage 3: measured latencies of sampled subnets, and the predictor trained on them.
     pub fn latency_predictor(&self, supernet_dir: &Path) -> Result<LatencyPredictor> {
-        let dir = self.out.join("latency");
+        let dir = self.dirs().latency();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let pred_path = dir.join("predictor.json");
+        let pred_path = self.dirs().predictor();
         if pred_path.exists() {
             say(format!("latency predictor: {} exists, kept", pred_path.display()));
             return LatencyPredictor::load(&pred_path);
         }
-        let ds_path = dir.join("dataset.json");
+        let ds_path = self.dirs().latency_dataset();
         let ds = if ds_path.exists() {
             LatencyDataset::load_json(&ds_path)?
         } else {
@@ -217,7 +224,7 @@ impl<'a> Context<'a> {
         predictor: &LatencyPredictor,
         budget_ms: Option<f64>,
     ) -> Result<SearchResult> {
-        let pop = dir.join("population.json");
+        let pop = RunDir::population(dir);
         if pop.exists() {
             say(format!("search: {} exists, kept", pop.display()));
             return from_json(&pop);
@@ -250,28 +257,28 @@ impl<'a> Context<'a> {
     pub fn choose_systems(&self, supernet_dir: &Path, predictor: &LatencyPredictor) -> Result<Vec<System>> {
         let dense = self.space.dense();
         let budget = self.cfg.latency_budget(|| Ok(predictor.predict(&dense)?.total_ms()))?;
-        let automoe = self.run_search(&self.out.join("search"), &self.space, supernet_dir, predictor, budget)?;
+        let automoe = self.run_search(&self.dirs().search(false), &self.space, supernet_dir, predictor, budget)?;
         let budget_note = budget.map(|b| format!("predicted latency <= {b:.1} ms")).unwrap_or_else(|| "no latency budget".into());
         let mut systems = vec![System {
-            name: "automoe".into(),
+            name: AUTOMOE.into(),
             description: format!("AutoMoE search ({budget_note})"),
             config: automoe.best.config.clone(),
         }];
         if self.cfg.baselines {
             let dense_space = SearchSpace { name: format!("{}-dense", self.space.name), max_experts: 1, ..self.space.clone() };
-            let hat = self.run_search(&self.out.join("search_dense"), &dense_space, supernet_dir, predictor, budget)?;
+            let hat = self.run_search(&self.dirs().search(true), &dense_space, supernet_dir, predictor, budget)?;
             systems.push(System {
-                name: "dense_searched".into(),
+                name: BASELINES[0].into(),
                 description: format!("HAT-style search, 1 expert per layer ({budget_note})"),
                 config: hat.best.config,
             });
             systems.push(System {
-                name: "dense_large".into(),
+                name: BASELINES[1].into(),
                 description: "dense Transformer, largest of the space".into(),
                 config: dense,
             });
             systems.push(System {
-                name: "switch".into(),
+                name: BASELINES[2].into(),
                 description: format!("Switch-style MoE: {} experts of the largest width in every layer", self.space.max_experts),
                 config: self.space.largest(),
             });
@@ -281,13 +288,13 @@ impl<'a> Context<'a> {
 
     /// The training runs of every system, in order.
     pub fn replicates(&self) -> Vec<Replicate> {
-        self.cfg.replicate_seeds().into_iter().enumerate().map(|(index, seed)| Replicate { index, seed }).collect()
+        Replicate::all(self.cfg)
     }
 
     /// Stage 5: trains one replicate of a system from scratch; returns its exported model directory.
     pub fn train_system(&self, sys: &System, rep: Replicate) -> Result<PathBuf> {
-        let dir = self.out.join("systems").join(rep.label(&sys.name));
-        if !dir.join(DONE).exists() {
+        let dir = self.dirs().system(&rep.label(&sys.name));
+        if !trained(&dir) {
             say(format!("{}: training from scratch, seed {} ({})", sys.name, rep.seed, sys.description));
         }
         self.train(&dir, Mode::Subnet { config: sys.config.clone() }, &self.cfg.final_train, rep.seed)?;
@@ -329,7 +336,7 @@ impl<'a> Context<'a> {
 
     /// The test split as two files under the run directory (truncated to `eval.max_sentences`).
     fn test_files(&self) -> Result<(PathBuf, PathBuf)> {
-        let dir = self.out.join("data");
+        let dir = self.dirs().data();
         let (s, t) = (dir.join("test.src"), dir.join("test.ref"));
         if s.exists() && t.exists() {
             return Ok((s, t));
@@ -357,7 +364,7 @@ impl<'a> Context<'a> {
     /// translations (`eval/<name>.hyp`, absent in run directories older than them) is left out.
     pub fn test_set_comparisons(&self, systems: &[System]) -> Result<Vec<(String, PairedBootstrap)>> {
         let hyps = |name: &str| -> Result<Option<Vec<String>>> {
-            let p = self.out.join("eval").join(format!("{name}.hyp"));
+            let p = self.dirs().eval_translations(name);
             if p.exists() {
                 read_lines(&p).map(Some)
             } else {
@@ -380,7 +387,7 @@ impl<'a> Context<'a> {
     /// decoder, fixed thread count), GFLOPs and parameters.
     pub fn evaluate_system(&self, sys: &System, rep: Replicate, model_dir: &Path) -> Result<SystemResult> {
         let label = rep.label(&sys.name);
-        let path = self.out.join("eval").join(format!("{label}.json"));
+        let path = self.dirs().eval_result(&label);
         if path.exists() {
             let mut r: SystemResult = from_json(&path)?;
             // Results written before replicates existed were all of the first one.
@@ -394,11 +401,12 @@ impl<'a> Context<'a> {
             model: model_dir.to_path_buf(),
             src,
             reference,
-            hyp_out: Some(self.out.join("eval").join(format!("{label}.hyp"))),
+            hyp_out: Some(self.dirs().eval_translations(&label)),
             json: None,
             decode,
         };
-        std::fs::create_dir_all(self.out.join("eval")).map_err(|e| Error::io(self.out, e))?;
+        let eval_dir = self.dirs().eval();
+        std::fs::create_dir_all(&eval_dir).map_err(|e| Error::io(&eval_dir, e))?;
         let e = evaluate(&args)?;
         if let Some(h) = &args.hyp_out {
             crate::cli::translate::write_output(Some(h), &e.hypotheses)?;
@@ -441,8 +449,8 @@ impl<'a> Context<'a> {
     /// Stage 7: the AutoMoE model directory (its first replicate) as the C ABI and
     /// `automoe translate` load it.
     pub fn export(&self, sys: &System) -> Result<PathBuf> {
-        let from = mt::model_dir(&self.out.join("systems").join(&sys.name));
-        let to = super::export_dir(self.out);
+        let from = mt::model_dir(&self.dirs().system(&sys.name));
+        let to = self.dirs().export();
         std::fs::create_dir_all(&to).map_err(|e| Error::io(&to, e))?;
         for entry in std::fs::read_dir(&from).map_err(|e| Error::io(&from, e))? {
             let entry = entry.map_err(|e| Error::io(&from, e))?;

@@ -1,0 +1,87 @@
+//! Where each stage keeps its outputs in a run directory: one definition for the stages that write
+//! them, the freshness check that guards them and the plan (`automoe pipeline --plan`) that reads
+//! them.
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::translate::TOKENIZER_FILE;
+use crate::train::mt;
+
+/// Marks a finished training stage (its directory is otherwise resumed).
+pub const DONE: &str = "DONE";
+
+/// The systems' names, in report order: the searched model first, then (with `baselines`) the
+/// HAT-style dense search, the space's largest dense model and the Switch-style MoE.
+pub const AUTOMOE: &str = "automoe";
+pub const BASELINES: [&str; 3] = ["dense_searched", "dense_large", "switch"];
+
+/// The systems a run with or without baselines compares.
+pub fn system_names(baselines: bool) -> Vec<&'static str> {
+    let mut names = vec![AUTOMOE];
+    if baselines {
+        names.extend(BASELINES);
+    }
+    names
+}
+
+/// A run directory's paths.
+#[derive(Clone, Copy, Debug)]
+pub struct RunDir<'a>(pub &'a Path);
+
+impl RunDir<'_> {
+    pub fn tokenizer(&self) -> PathBuf {
+        self.0.join(TOKENIZER_FILE)
+    }
+    pub fn supernet(&self) -> PathBuf {
+        self.0.join("supernet")
+    }
+    pub fn latency(&self) -> PathBuf {
+        self.0.join("latency")
+    }
+    pub fn latency_dataset(&self) -> PathBuf {
+        self.latency().join("dataset.json")
+    }
+    pub fn predictor(&self) -> PathBuf {
+        self.latency().join("predictor.json")
+    }
+    /// The AutoMoE search's directory, or with `dense` the HAT-style one (one expert per layer).
+    pub fn search(&self, dense: bool) -> PathBuf {
+        self.0.join(if dense { "search_dense" } else { "search" })
+    }
+    /// A search's finished result, in its directory.
+    pub fn population(search_dir: &Path) -> PathBuf {
+        search_dir.join("population.json")
+    }
+    /// A system's training run (`label`: `Replicate::label`).
+    pub fn system(&self, label: &str) -> PathBuf {
+        self.0.join("systems").join(label)
+    }
+    /// The evaluation's copy of the test split.
+    pub fn data(&self) -> PathBuf {
+        self.0.join("data")
+    }
+    pub fn eval(&self) -> PathBuf {
+        self.0.join("eval")
+    }
+    /// A system run's scores and costs.
+    pub fn eval_result(&self, label: &str) -> PathBuf {
+        self.eval().join(format!("{label}.json"))
+    }
+    /// A system run's translations of the test split.
+    pub fn eval_translations(&self, label: &str) -> PathBuf {
+        self.eval().join(format!("{label}.hyp"))
+    }
+    pub fn export(&self) -> PathBuf {
+        self.0.join("export")
+    }
+}
+
+/// Whether a training directory has finished.
+pub fn trained(dir: &Path) -> bool {
+    dir.join(DONE).exists()
+}
+
+/// Whether an unfinished training directory has a checkpoint to resume from.
+pub fn resumable(dir: &Path) -> bool {
+    crate::train::checkpoint::resolve_checkpoint_dir(&mt::checkpoint_dir(dir)).exists()
+}
