@@ -84,6 +84,8 @@ run_test cuda_moe_tape 120 --nocapture
 run_test cuda_moe_model 120 --nocapture
 run_test cuda_training 180 --nocapture
 run_test automoe_lib 120 cuda::ops --nocapture
+# The tiny pipeline with the search's latency timed on cuda:0 ([latency] device).
+run_test pipeline 120 latency_on_a_gpu --nocapture
 # Not run here: tests/nvrtc_compile.rs (every kernel for sm_80 and sm_90a, warnings as errors) is
 # CI's check (scripts/ci-cuda-checks.sh): 12 s on the H200 when the grouped GEMM had one bf16
 # configuration, ~2 minutes of NVRTC on the development machine now; the tests above already

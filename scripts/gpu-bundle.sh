@@ -7,7 +7,7 @@
 # It prints the same table as scripts/gpu-check.sh and writes the full log to $OUT/log if set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tests=(moe_kernels ptx_helpers grouped_gemm moe_layer_cuda cuda_tape_ops cuda_kernels_many_blocks cuda_moe_tape cuda_moe_model cuda_training)
+tests=(moe_kernels ptx_helpers grouped_gemm moe_layer_cuda cuda_tape_ops cuda_kernels_many_blocks cuda_moe_tape cuda_moe_model cuda_training pipeline)
 benches=(cuda_moe_kernels cuda_grouped_gemm cuda_train_translate)
 # --lib: the crate's unit tests, of which the bundle runs the kernel launchers' (cuda::ops::*, on
 # every backend present, so on cuda:0 against the CPU kernels).

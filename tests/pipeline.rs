@@ -196,3 +196,34 @@ fn a_gflops_bound_no_subnet_meets_fails_before_any_training() {
     assert!(err.contains("GFLOPs <= 0.000000001 is out of reach"), "{err}");
     assert!(!out.join("supernet").exists(), "the supernet was trained before the bound was checked");
 }
+
+/// `[latency] device` makes a GPU the search's target hardware. Without one, the run says so
+/// before any training; with one (the device check, scripts/gpu-bundle-run.sh), the tiny pipeline
+/// runs with the predictor's dataset and every system's latency timed there.
+#[test]
+fn latency_on_a_gpu_is_checked_before_training_and_reported() {
+    // The wall clock (the thread-CPU clock cannot see device work), and no latency budget: the
+    // tiny subnets' GPU latencies differ too little to rank, and the measuring is what is tested.
+    let toml = TINY
+        .replace("clock = \"cpu\"", "clock = \"wall\"")
+        .replace("[latency]\n", "[latency]\ndevice = \"cuda:0\"\n")
+        .replace("[search]\n", "[search]\nlatency_fraction = 0.0\n");
+    let cfg = PipelineConfig::from_toml_str(&toml, Path::new("gpu.toml")).unwrap();
+    assert_eq!(cfg.latency.device, automoe::Device::Cuda(0));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    match automoe::cuda::Gpu::of(automoe::Device::Cuda(0)) {
+        Err(e) => {
+            automoe::cuda::skip_unless_required("AUTOMOE_REQUIRE_CUDA", &format!("pipeline latency on cuda:0: {e}"));
+            let err = pipeline::run(&cfg, &out).unwrap_err().to_string();
+            assert!(err.contains("[latency] device") && err.contains("cuda:0"), "{err}");
+            assert!(!out.join("supernet").exists(), "nothing trained");
+        }
+        Ok(_) => {
+            let results = pipeline::run(&cfg, &out).unwrap();
+            assert!(results.iter().all(|r| r.latency_ms > 0.0 && r.latency_ms.is_finite()), "{results:?}");
+            let report = std::fs::read_to_string(out.join(REPORT_FILE)).unwrap();
+            assert!(report.contains("on cuda:0 (host work on 1 thread(s))"), "{report}");
+        }
+    }
+}

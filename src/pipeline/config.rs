@@ -103,11 +103,23 @@ pub struct LatencySection {
     /// Measure the predictor's dataset in rounds over all subnets (each round one timed run of
     /// every subnet), so that load drifting over minutes hits every subnet alike.
     pub interleave: bool,
+    /// The hardware the search targets: the predictor's dataset and the systems' latencies are
+    /// measured there — `cpu` (the default), `cuda:N` (a GPU; host work on `threads` threads), or
+    /// `emu` (the CUDA path on the emulator: for tests, its timings say nothing about a GPU).
+    pub device: crate::Device,
 }
 
 impl Default for LatencySection {
     fn default() -> Self {
-        LatencySection { samples: 300, holdout: 0.2, predictor_epochs: 300, threads: 1, clock: Clock::Wall, interleave: false }
+        LatencySection {
+            samples: 300,
+            holdout: 0.2,
+            predictor_epochs: 300,
+            threads: 1,
+            clock: Clock::Wall,
+            interleave: false,
+            device: crate::Device::Cpu,
+        }
     }
 }
 
@@ -176,8 +188,8 @@ pub struct PipelineConfig {
     pub eval: EvalSection,
     /// Train and evaluate the dense, HAT-style dense-searched and Switch baselines too.
     pub baselines: bool,
-    /// Where the training stages run (`cpu`, `cuda:N`, `emu`); latency is measured, and models
-    /// are evaluated, on the CPU.
+    /// Where the training stages run (`cpu`, `cuda:N`, `emu`). Models are translated for
+    /// evaluation on the CPU; latency is timed on `[latency] device`.
     pub device: crate::Device,
 }
 
@@ -292,12 +304,20 @@ impl PipelineConfig {
     /// What is legal but likely unwanted (see [`crate::train::LrSchedule::warning`]), one line per
     /// finding, naming the section.
     pub fn warnings(&self) -> Vec<String> {
-        [("supernet", &self.supernet), ("final_train", &self.final_train)]
+        let mut w: Vec<String> = [("supernet", &self.supernet), ("final_train", &self.final_train)]
             .into_iter()
             .filter_map(|(name, s)| {
                 self.train_config(s, self.seed).schedule.warning(s.updates).map(|w| format!("[{name}] warmup = {}: {w}", s.warmup))
             })
-            .collect()
+            .collect();
+        if self.latency.device == crate::Device::Emu {
+            w.push(
+                "[latency] device = \"emu\": latency is timed on the CUDA emulator, whose timings say nothing about any GPU's; \
+                 the search then targets the emulator"
+                    .into(),
+            );
+        }
+        w
     }
 
     /// Everything a stage would reject later is rejected here, before hours of training: each
@@ -359,6 +379,12 @@ impl PipelineConfig {
         if self.latency.clock == Clock::Cpu && self.latency.threads != 1 {
             return bad(format!("latency.clock = \"cpu\" times one thread, but latency.threads = {}", self.latency.threads));
         }
+        if self.latency.clock == Clock::Cpu && self.latency.device.is_cuda() {
+            return bad(format!(
+                "latency.clock = \"cpu\" reads the host thread's CPU time, which cannot see work on latency.device = {}; use the wall clock",
+                self.latency.device
+            ));
+        }
         if let Some(f) = self.search.latency_fraction {
             if !(f >= 0.0 && f.is_finite()) {
                 return bad(format!("search.latency_fraction = {f} must be positive (or 0: no latency budget)"));
@@ -415,6 +441,9 @@ mod tests {
             ("[supernet]\nreplicates = 3\n", &["[supernet] replicates", "[final_train]"]),
             ("[final_train]\nreplicates = 0\n", &["final_train.replicates = 0"]),
             ("[final_train]\nreplicates = 101\n", &["final_train.replicates = 101", "100"]),
+            ("[latency]\nclock = \"cpu\"\ndevice = \"cuda:0\"\n", &["latency.clock", "latency.device = cuda:0", "wall clock"]),
+            ("[latency]\nclock = \"cpu\"\ndevice = \"emu\"\n", &["latency.device = emu"]),
+            ("[latency]\ndevice = \"tpu\"\n", &["p.toml", "tpu"]),
             (
                 "[final_train]\nupdates = 40\nwarmup = 5\naverage = 5\naverage_every = 10\n",
                 &["[final_train]", "5 snapshots 10 updates apart"],
@@ -445,6 +474,13 @@ mod tests {
         assert_eq!(ms.latency_budget(|| panic!("not needed")).unwrap(), Some(3.0));
         let short = PipelineConfig::from_toml_str("[final_train]\nupdates = 50\n", Path::new("p.toml")).unwrap();
         assert!(matches!(&short.warnings()[..], [w] if w.contains("[final_train] warmup = 100")), "{:?}", short.warnings());
+        // The search's target hardware: the CPU unless named; the emulator only with a warning.
+        assert_eq!(c.latency.device, crate::Device::Cpu);
+        let gpu = PipelineConfig::from_toml_str("[latency]\ndevice = \"cuda:1\"\n", Path::new("p.toml")).unwrap();
+        assert_eq!((gpu.latency.device, gpu.device), (crate::Device::Cuda(1), crate::Device::Cpu));
+        assert!(gpu.warnings().is_empty(), "{:?}", gpu.warnings());
+        let emu = PipelineConfig::from_toml_str("[latency]\ndevice = \"emu\"\n", Path::new("p.toml")).unwrap();
+        assert!(matches!(&emu.warnings()[..], [w] if w.contains("emulator")), "{:?}", emu.warnings());
         // A real corpus has no synthetic sizes to check.
         PipelineConfig::from_toml_str("[data]\ndir = \"x\"\nsynthetic_test = 0\n", Path::new("p.toml")).unwrap();
     }

@@ -232,10 +232,14 @@ pub fn write(
         md.push_str(&collapse_note(cfg, results));
     }
     let threads = results.first().map_or(1, |r| r.latency_threads);
+    let hardware = match cfg.latency.device {
+        crate::Device::Cpu => format!("{threads} thread(s) on this machine's CPU"),
+        d => format!("on {d} (host work on {threads} thread(s))"),
+    };
     let _ = writeln!(
         md,
         "\nLatency: batch 1, a 30-token source, the encoder once plus 30 incremental decoder steps at beam 5, \
-         trimmed mean, {threads} thread(s) on this machine. GFLOPs: 30-token source and target, as the paper counts, \
+         trimmed mean, {hardware}. GFLOPs: 30-token source and target, as the paper counts, \
          with every expert of a layer getting the same share of tokens (what the search constrains); \
          GFLOPs routed: the same count with each expert's share measured on the test set. \
          BLEU: {}.\n\nPareto front of the search (validation loss against predicted latency): `search/pareto.svg`. \

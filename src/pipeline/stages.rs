@@ -181,7 +181,7 @@ impl<'a> Context<'a> {
             let (net, _) = load_supernet(&mt::checkpoint_dir(supernet_dir))?;
             let l = &self.cfg.latency;
             let protocol = LatencyProtocol { clock: l.clock, ..LatencyProtocol::fast() };
-            let mut meter = CpuLatencyMeter::new(&net, protocol, l.threads, self.cfg.seed)?;
+            let mut meter = CpuLatencyMeter::new(&net, protocol, l.threads, self.cfg.seed)?.on_device(l.device)?;
             let how = if l.interleave { ", interleaved" } else { "" };
             say(format!("latency: measuring {} subnets ({}{how})", l.samples, meter.describe()));
             let ds = if l.interleave {
@@ -305,6 +305,11 @@ impl<'a> Context<'a> {
     /// bound that even the space's smallest subnet exceeds, and the test split (see
     /// [`Context::check_test_split`]).
     pub fn check_before_training(&self) -> Result<()> {
+        // The latency device is first used after the supernet's training: a missing GPU is said now.
+        let device = self.cfg.latency.device;
+        if device.is_cuda() {
+            crate::cuda::Gpu::of(device).map_err(|e| Error::invalid("[latency] device", format!("{device} cannot be used: {e}")))?;
+        }
         let s = &self.cfg.search;
         let tok = Tokenizer::load(&self.tok_path)?;
         let pre_norm = PipelineConfig::model_options(&self.cfg.supernet).pre_norm;
@@ -412,10 +417,12 @@ impl<'a> Context<'a> {
             crate::cli::translate::write_output(Some(h), &e.hypotheses)?;
         }
         let (model, _) = load_model_dir(model_dir)?;
-        let threads = self.cfg.latency.threads.max(1);
-        let pool = crate::device::cpu_pool(threads, "[latency] threads")?;
-        let lat =
-            pool.install(|| measure(&model.view()?, &LatencyProtocol { clock: self.cfg.latency.clock, ..LatencyProtocol::paper() }))?;
+        let l = &self.cfg.latency;
+        let pool = crate::device::cpu_pool(l.threads.max(1), "[latency] threads")?;
+        // Timed on the search's target hardware, as the predictor's dataset was.
+        let timed = if l.device.is_cuda() { Some(load_model_dir(model_dir)?.0.to_device(l.device)?) } else { None };
+        let view = timed.as_ref().unwrap_or(&model).view()?;
+        let lat = pool.install(|| measure(&view, &LatencyProtocol { clock: l.clock, ..LatencyProtocol::paper() }))?;
         let params = param_report(&model.config, model.vocab, model.options.pre_norm, &Routing::Uniform)?;
         let flops = flop_report(&model.config, model.vocab, PAPER_SRC_LEN, PAPER_TGT_LEN, &Routing::Uniform)?;
         let r = SystemResult {
