@@ -56,10 +56,16 @@ pub fn write_atomic_creating_dir(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Creates an output directory (and its parents) that may exist already; a file in its place is an
 /// error saying so (the OS's "File exists" does not).
 pub fn create_output_dir(dir: &Path) -> Result<()> {
+    check_output_dir(dir)?;
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
+}
+
+/// The check of [`create_output_dir`] without creating anything: `dir` is a directory or absent.
+pub fn check_output_dir(dir: &Path) -> Result<()> {
     if dir.exists() && !dir.is_dir() {
         return Err(Error::invalid("output directory", format!("{} exists and is not a directory", dir.display())));
     }
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
+    Ok(())
 }
 
 /// Creates the directory `target` atomically: `fill` writes the contents into a fresh temporary

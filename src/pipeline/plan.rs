@@ -64,6 +64,7 @@ fn exists(path: &Path) -> Status {
 /// The plan of `pipeline::run(cfg, out)`; errors where that run would refuse to start
 /// (settings changed under existing outputs, an unreadable recorded configuration).
 pub fn plan(cfg: &PipelineConfig, out: &Path) -> Result<Vec<Step>> {
+    crate::fsio::check_output_dir(out)?;
     freshness::check(out, cfg)?;
     let timings = Timings::load(out)?;
     let d = RunDir(out);
@@ -175,6 +176,10 @@ mod tests {
             assert_eq!(status_of(&steps, &format!("eval/{name}.json")), &Status::ToRun);
         }
         assert!(text.contains(&format!("{} stage(s) to run or finish", 2 + 1 + 2 + 2 * 4)), "{text}");
+        // A file where the run directory should be is refused as the run refuses it.
+        let file = out.join("file");
+        std::fs::write(&file, "x").unwrap();
+        assert!(plan(&cfg, &file).unwrap_err().to_string().contains("exists and is not a directory"));
         // A damaged checkpoint is the error resuming it would give, by name.
         std::fs::write(ckpt.join(META_FILE), "{").unwrap();
         assert!(plan(&cfg, out).unwrap_err().to_string().contains(META_FILE));
