@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::config::{PipelineConfig, TrainSection};
-use super::layout::{resumable, trained, RunDir, AUTOMOE, BASELINES};
+use super::layout::{resumable, trained, RunDir, AUTOMOE, BASELINES, DONE};
 use super::report::SystemResult;
 use super::say;
 use super::timings::Timings;
@@ -151,7 +151,7 @@ impl<'a> Context<'a> {
         let last = s.valid.last().map(|(_, m)| format!("{m:?}")).unwrap_or_default();
         say(format!("{}: {} updates in {:.0} s ({:.0} tokens/s); valid {last}", dir.display(), section.updates, s.wall_s, s.tokens_per_s));
         self.record_time(dir, start, resume)?;
-        write_atomic(&dir.join(super::layout::DONE), b"done\n")
+        write_atomic(&dir.join(DONE), b"done\n")
     }
 
     /// Stage 2: the weight-sharing supernet.
