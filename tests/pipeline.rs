@@ -227,3 +227,16 @@ fn latency_on_a_gpu_is_checked_before_training_and_reported() {
         }
     }
 }
+
+/// `automoe demo --plan` prints the plan of a new run and creates nothing.
+#[test]
+fn the_binary_plans_without_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_automoe")).args(["demo", "--plan", "--out"]).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.contains("a new run") && text.contains("to run") && text.contains("systems/switch"), "{text}");
+    assert!(text.contains("13 stage(s) to run or finish"), "{text}");
+    assert!(!out.exists(), "planning wrote {}", out.display());
+}
