@@ -310,3 +310,35 @@ fn cpu_meter_and_supernet_fitness_run_on_a_tiny_model_and_outputs_are_written() 
     let pts: Vec<(f64, f64)> = r.population.iter().map(|c| (c.latency.unwrap().total_ms(), c.loss)).collect();
     assert!(!pareto_front(&pts).is_empty());
 }
+
+/// A fitness that rewards heterogeneity: loss 10 minus the number of layers whose experts differ
+/// in width. The homogeneous search must never evaluate such a layer however much it would pay;
+/// the ordinary search, under the same fitness, finds them.
+#[test]
+fn a_homogeneous_search_evaluates_only_homogeneous_subnets() {
+    let space = space();
+    let mixed = |cfg: &SubnetConfig| {
+        let differ = |w: &[usize]| w.windows(2).any(|p| p[0] != p[1]);
+        cfg.encoder.iter().filter(|l| differ(&l.expert_widths)).count() + cfg.decoder.iter().filter(|l| differ(&l.expert_widths)).count()
+    };
+    let run = |homogeneous_experts: bool| {
+        let seen = RefCell::new(Vec::new());
+        let mut fitness = |cfg: &SubnetConfig| -> Result<f64> {
+            seen.borrow_mut().push(cfg.clone());
+            Ok(10.0 - mixed(cfg) as f64)
+        };
+        let cfg = SearchConfig { homogeneous_experts, ..config(4, 3) };
+        let r = search(&space, cfg, Constraints::default(), &mut fitness, None, |_, _| {}).unwrap();
+        assert_eq!(r.config.homogeneous_experts, homogeneous_experts);
+        (r, seen.into_inner())
+    };
+    let (r, seen) = run(true);
+    assert!(seen.iter().all(|c| c.is_homogeneous()), "a heterogeneous subnet was evaluated");
+    // Not vacuous: MoE layers (2 experts) were searched, each with one width, both widths seen.
+    let moe: Vec<usize> = seen.iter().flat_map(|c| c.encoder.iter().filter(|l| l.experts == 2).map(|l| l.expert_widths[0])).collect();
+    assert!(moe.contains(&32) && moe.contains(&16), "{moe:?}");
+    assert_eq!(r.best.loss, 10.0);
+    let (r, seen) = run(false);
+    assert!(seen.iter().any(|c| !c.is_homogeneous()));
+    assert!(r.best.loss < 10.0, "the ordinary search finds heterogeneous layers: {}", r.best.loss);
+}

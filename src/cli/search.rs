@@ -67,6 +67,10 @@ pub struct Args {
     pub max_retries: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Search homogeneous MoE subnets only (every expert of a layer one width): the baseline that
+    /// measures what heterogeneous experts buy.
+    #[arg(long)]
+    pub homogeneous_experts: bool,
 }
 
 /// `45M` -> 45e6, `800K` -> 8e5, `1.5G` -> 1.5e9, `1200` -> 1200.
@@ -164,6 +168,7 @@ pub fn run(args: Args) -> Result<()> {
         seed: args.seed,
         vocab: net.vocab,
         pre_norm: net.options.pre_norm,
+        homogeneous_experts: args.homogeneous_experts,
     };
     eprintln!("constraints: {}; population {} for {} iterations", constraints.describe(), config.population(), config.iterations);
     let pb = super::latency::bar(args.iterations as u64 + 1, "generations");

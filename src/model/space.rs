@@ -191,6 +191,25 @@ impl SubnetConfig {
         Ok(())
     }
 
+    /// The same subnet with every expert of a layer as wide as the layer's first: a homogeneous
+    /// MoE, the baseline that shows what heterogeneous expert widths buy.
+    pub fn homogenized(mut self) -> Self {
+        let each = |widths: &mut Vec<usize>| {
+            if let Some(&w) = widths.first() {
+                widths.iter_mut().for_each(|x| *x = w);
+            }
+        };
+        self.encoder.iter_mut().for_each(|l| each(&mut l.expert_widths));
+        self.decoder.iter_mut().for_each(|l| each(&mut l.expert_widths));
+        self
+    }
+
+    /// Whether every layer's experts have one width.
+    pub fn is_homogeneous(&self) -> bool {
+        let one = |w: &[usize]| w.windows(2).all(|p| p[0] == p[1]);
+        self.encoder.iter().all(|l| one(&l.expert_widths)) && self.decoder.iter().all(|l| one(&l.expert_widths))
+    }
+
     /// The widest cross-attention reach (in encoder layers) of any decoder layer.
     pub fn max_span_layers(&self) -> usize {
         self.decoder.iter().filter_map(|l| span_layers(l.cross_span)).max().unwrap_or(1)
@@ -591,5 +610,27 @@ mod tests {
         assert!(space.dense().encoder.iter().all(|l| l.experts == 1 && l.expert_widths == [512]));
         // A singleton space's largest subnet is the subnet itself when it is homogeneous.
         assert_eq!(SearchSpace::of_subnet(&space.dense()).unwrap().largest(), space.dense());
+    }
+
+    #[test]
+    fn homogenized_gives_every_expert_its_layers_first_width() {
+        let cfg: SubnetConfig = serde_json::from_str(include_str!("../../configs/subnet_small_moe.json")).unwrap();
+        assert!(!cfg.is_homogeneous());
+        let h = cfg.clone().homogenized();
+        assert!(h.is_homogeneous());
+        h.check().unwrap();
+        for (a, b) in cfg
+            .encoder
+            .iter()
+            .zip(&h.encoder)
+            .map(|(a, b)| (&a.expert_widths, &b.expert_widths))
+            .chain(cfg.decoder.iter().zip(&h.decoder).map(|(a, b)| (&a.expert_widths, &b.expert_widths)))
+        {
+            assert_eq!((b.len(), b[0]), (a.len(), a[0]));
+            assert!(b.iter().all(|&w| w == a[0]), "{a:?} -> {b:?}");
+        }
+        // Everything but the widths is kept, and a homogeneous subnet is its own projection.
+        assert_eq!(SubnetConfig { encoder: cfg.encoder.clone(), decoder: cfg.decoder.clone(), ..h.clone() }, cfg);
+        assert_eq!(h.clone().homogenized(), h);
     }
 }

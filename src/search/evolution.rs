@@ -115,6 +115,10 @@ pub struct SearchConfig {
     /// Vocabulary and layout used to count parameters and FLOPs.
     pub vocab: usize,
     pub pre_norm: bool,
+    /// Search homogeneous MoE subnets only: every candidate's experts of a layer share one width
+    /// (`SubnetConfig::homogenized`), the baseline against which heterogeneity is measured.
+    #[serde(default)]
+    pub homogeneous_experts: bool,
 }
 
 impl Default for SearchConfig {
@@ -131,6 +135,7 @@ impl Default for SearchConfig {
             seed: 0,
             vocab: 8000,
             pre_norm: false,
+            homogeneous_experts: false,
         }
     }
 }
@@ -293,7 +298,10 @@ impl Searcher<'_> {
     ) -> Result<SubnetConfig> {
         let (mut copy, mut copies) = (None, 0);
         for _ in 0..self.cfg.max_retries {
-            let cfg = make(self)?;
+            let mut cfg = make(self)?;
+            if self.cfg.homogeneous_experts {
+                cfg = cfg.homogenized();
+            }
             self.space.validate(&cfg)?;
             if !self.feasible(&cfg)? {
                 continue;
