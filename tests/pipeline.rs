@@ -240,3 +240,26 @@ fn the_binary_plans_without_running() {
     assert!(text.contains("13 stage(s) to run or finish"), "{text}");
     assert!(!out.exists(), "planning wrote {}", out.display());
 }
+
+/// `[search] homogeneous_baseline`: the same search restricted to homogeneous MoE subnets, trained
+/// and evaluated beside AutoMoE's (here without the other baselines).
+#[test]
+fn the_homogeneous_baseline_is_searched_trained_and_reported() {
+    let toml = format!("baselines = false\n{}", TINY.replace("[search]\n", "[search]\nhomogeneous_baseline = true\n"));
+    let cfg = PipelineConfig::from_toml_str(&toml, Path::new("homogeneous.toml")).unwrap();
+    assert!(cfg.search.homogeneous_baseline && !cfg.baselines);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let planned: Vec<String> = pipeline::plan(&cfg, &out).unwrap().iter().map(|s| s.output.display().to_string()).collect();
+    assert!(planned.contains(&"search_homogeneous".to_string()) && !planned.contains(&"search_dense".to_string()), "{planned:?}");
+    let results = pipeline::run(&cfg, &out).unwrap();
+    let names: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["automoe", "homogeneous_searched"]);
+    assert!(results[1].config.is_homogeneous(), "{:?}", results[1].config);
+    let pop: automoe::search::SearchResult =
+        serde_json::from_str(&std::fs::read_to_string(out.join("search_homogeneous/population.json")).unwrap()).unwrap();
+    assert!(pop.config.homogeneous_experts && pop.population.iter().all(|c| c.config.is_homogeneous()));
+    let report = std::fs::read_to_string(out.join(REPORT_FILE)).unwrap();
+    assert!(report.contains("| homogeneous_searched |") && report.contains("every expert of a layer one width"), "{report}");
+    assert!(report.contains("- **automoe − homogeneous_searched**"), "{report}");
+}

@@ -139,6 +139,10 @@ pub struct SearchSection {
     pub active_params: Option<f64>,
     /// Validation sentences the fitness (validation loss with inherited weights) is computed on.
     pub valid_sentences: usize,
+    /// Also search the space's homogeneous MoE subnets (every expert of a layer one width) under
+    /// the same budget, and train and evaluate the result as `homogeneous_searched`: what the
+    /// heterogeneous expert widths buy, at the same search effort.
+    pub homogeneous_baseline: bool,
 }
 
 impl Default for SearchSection {
@@ -153,6 +157,7 @@ impl Default for SearchSection {
             gflops: None,
             active_params: None,
             valid_sentences: 300,
+            homogeneous_baseline: false,
         }
     }
 }

@@ -25,15 +25,17 @@ const STAGES: &[(&str, &[&str], &[&str])] = &[
     ("tokenizer and data", &["seed", "data"], &[TOKENIZER_FILE]),
     ("supernet training", &["space", "supernet"], &["supernet"]),
     ("latency predictor", &["latency"], &["latency"]),
-    ("search", &["search"], &["search", "search_dense"]),
+    ("search", &["search"], &["search", "search_dense", "search_homogeneous"]),
     ("training of the chosen systems", &["final_train", "baselines"], &["systems", "export"]),
     ("evaluation", &["eval", "data.test"], &["eval", "data"]),
 ];
 
 /// Settings inside a stage's table that change none of its stored outputs: a replicate's directory
 /// is named by its seed and the report is rewritten on every run, so raising (or lowering)
-/// `final_train.replicates` reuses the replicates already trained and trains only the new ones.
-const UNSTAGED: &[&str] = &["final_train.replicates"];
+/// `final_train.replicates` reuses the replicates already trained and trains only the new ones;
+/// `search.homogeneous_baseline` adds a search and a system in directories of their own
+/// (`search_homogeneous/`, `systems/homogeneous_searched/`) and leaves the others as they are.
+const UNSTAGED: &[&str] = &["final_train.replicates", "search.homogeneous_baseline"];
 
 /// Errors when `out` holds stage outputs that `cfg` would compute differently from the
 /// configuration recorded in `out/pipeline.toml`. A directory without that file is new.
@@ -161,6 +163,11 @@ mod tests {
         renamed.final_train.replicates = 3;
         std::fs::create_dir_all(out.join("systems")).unwrap();
         check(out, &renamed).unwrap();
+        // Adding the homogeneous baseline to a searched run only adds its own search and system.
+        let mut homogeneous = renamed.clone();
+        homogeneous.search.homogeneous_baseline = true;
+        std::fs::create_dir_all(out.join("search")).unwrap();
+        check(out, &homogeneous).unwrap();
         // ... while any other final_train setting makes the trained systems stale.
         let mut longer = renamed.clone();
         longer.final_train.updates += 1;
@@ -192,14 +199,16 @@ mod tests {
     #[test]
     fn every_output_of_the_layout_belongs_to_a_stage() {
         let out = Path::new("run");
-        let d = super::super::layout::RunDir(out);
+        use super::super::layout::{RunDir, Search};
+        let d = RunDir(out);
         let paths = [
             d.tokenizer(),
             d.supernet(),
             d.latency_dataset(),
             d.predictor(),
-            d.search(false),
-            d.search(true),
+            d.search(Search::AutoMoe),
+            d.search(Search::Dense),
+            d.search(Search::Homogeneous),
             d.system("automoe"),
             d.data(),
             d.eval_result("automoe"),

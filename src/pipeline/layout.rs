@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::config::PipelineConfig;
 use crate::cli::translate::TOKENIZER_FILE;
 use crate::train::mt;
 
@@ -11,17 +12,63 @@ use crate::train::mt;
 pub const DONE: &str = "DONE";
 
 /// The systems' names, in report order: the searched model first, then (with `baselines`) the
-/// HAT-style dense search, the space's largest dense model and the Switch-style MoE.
+/// HAT-style dense search, the space's largest dense model and the Switch-style MoE, and (with
+/// `search.homogeneous_baseline`) the search restricted to homogeneous MoE subnets.
 pub const AUTOMOE: &str = "automoe";
 pub const BASELINES: [&str; 3] = ["dense_searched", "dense_large", "switch"];
+pub const HOMOGENEOUS: &str = "homogeneous_searched";
 
-/// The systems a run with or without baselines compares.
-pub fn system_names(baselines: bool) -> Vec<&'static str> {
+/// The systems a run of `cfg` compares, in report order.
+pub fn system_names(cfg: &PipelineConfig) -> Vec<&'static str> {
     let mut names = vec![AUTOMOE];
-    if baselines {
+    if cfg.baselines {
         names.extend(BASELINES);
     }
+    if cfg.search.homogeneous_baseline {
+        names.push(HOMOGENEOUS);
+    }
     names
+}
+
+/// The searches a run can make, each in its own directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Search {
+    /// AutoMoE's: the whole space.
+    AutoMoe,
+    /// HAT-style: one expert per layer.
+    Dense,
+    /// Every expert of a layer one width.
+    Homogeneous,
+}
+
+impl Search {
+    /// The searches a run of `cfg` makes, in order.
+    pub fn all(cfg: &PipelineConfig) -> Vec<Search> {
+        let mut v = vec![Search::AutoMoe];
+        if cfg.baselines {
+            v.push(Search::Dense);
+        }
+        if cfg.search.homogeneous_baseline {
+            v.push(Search::Homogeneous);
+        }
+        v
+    }
+
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Search::AutoMoe => "search",
+            Search::Dense => "search_dense",
+            Search::Homogeneous => "search_homogeneous",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Search::AutoMoe => "AutoMoE search",
+            Search::Dense => "HAT-style search (one expert per layer)",
+            Search::Homogeneous => "homogeneous MoE search (every expert of a layer one width)",
+        }
+    }
 }
 
 /// A run directory's paths.
@@ -44,9 +91,9 @@ impl RunDir<'_> {
     pub fn predictor(&self) -> PathBuf {
         self.latency().join("predictor.json")
     }
-    /// The AutoMoE search's directory, or with `dense` the HAT-style one (one expert per layer).
-    pub fn search(&self, dense: bool) -> PathBuf {
-        self.0.join(if dense { "search_dense" } else { "search" })
+    /// A search's directory.
+    pub fn search(&self, which: Search) -> PathBuf {
+        self.0.join(which.dir_name())
     }
     /// A search's finished result, in its directory.
     pub fn population(search_dir: &Path) -> PathBuf {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::config::PipelineConfig;
 use super::freshness;
-use super::layout::{resumable, system_names, trained, RunDir};
+use super::layout::{resumable, system_names, trained, RunDir, Search};
 use super::stages::Replicate;
 use super::timings::Timings;
 use crate::train::checkpoint::read_checkpoint_meta;
@@ -86,14 +86,12 @@ pub fn plan(cfg: &PipelineConfig, out: &Path) -> Result<Vec<Step>> {
     };
     push(d.latency(), format!("latency of {} sampled subnets and the predictor trained on them", cfg.latency.samples), latency);
     let s = &cfg.search;
-    let searches: &[bool] = if cfg.baselines { &[false, true] } else { &[false] };
-    for &dense in searches {
-        let dir = d.search(dense);
-        let kind = if dense { "HAT-style search (one expert per layer)" } else { "AutoMoE search" };
-        push(dir.clone(), format!("{kind}, {} iterations", s.iterations), exists(&RunDir::population(&dir)));
+    for which in Search::all(cfg) {
+        let dir = d.search(which);
+        push(dir.clone(), format!("{}, {} iterations", which.describe(), s.iterations), exists(&RunDir::population(&dir)));
     }
     let replicates = Replicate::all(cfg);
-    for name in system_names(cfg.baselines) {
+    for name in system_names(cfg) {
         for rep in &replicates {
             let label = rep.label(name);
             let dir = d.system(&label);
@@ -171,7 +169,7 @@ mod tests {
         let text = describe(out, &steps);
         assert!(text.contains("resumes at update 37") && text.contains("partly kept") && text.contains("a new run"), "{text}");
         // Every system of the run, each with its evaluation.
-        for name in system_names(true) {
+        for name in system_names(&cfg) {
             assert_eq!(status_of(&steps, &format!("systems/{name}")), &Status::ToRun);
             assert_eq!(status_of(&steps, &format!("eval/{name}.json")), &Status::ToRun);
         }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::config::{PipelineConfig, TrainSection};
-use super::layout::{resumable, trained, RunDir, AUTOMOE, BASELINES, DONE};
+use super::layout::{resumable, trained, RunDir, Search, AUTOMOE, BASELINES, DONE, HOMOGENEOUS};
 use super::report::SystemResult;
 use super::say;
 use super::timings::Timings;
@@ -19,7 +19,7 @@ use crate::fsio::write_atomic;
 use crate::model::{flop_report, param_report, Routing, SearchSpace, SubnetConfig, PAPER_SRC_LEN, PAPER_TGT_LEN};
 use crate::search::{
     load_supernet, report::save_search, search, split_records, Constraints, CpuLatencyMeter, LatencyDataset, LatencyMeter,
-    LatencyPredictor, LatencyProtocol, SearchResult, SupernetLoss,
+    LatencyPredictor, LatencyProtocol, SearchConfig, SearchResult, SupernetLoss,
 };
 use crate::train::mt::data::{read_source, train_tokenizer, DataConfig, DataSource};
 use crate::train::mt::{self, Mode, RunSpec};
@@ -215,15 +215,14 @@ impl<'a> Context<'a> {
         Ok(pairs)
     }
 
-    /// One evolutionary search into `dir` (skipped when `dir/population.json` exists).
-    fn run_search(
-        &self,
-        dir: &Path,
-        space: &SearchSpace,
-        supernet_dir: &Path,
-        predictor: &LatencyPredictor,
-        budget_ms: Option<f64>,
-    ) -> Result<SearchResult> {
+    /// One evolutionary search into its directory (skipped when its `population.json` exists):
+    /// over the whole space, its one-expert part (`Search::Dense`), or its homogeneous MoE subnets.
+    fn run_search(&self, which: Search, supernet_dir: &Path, predictor: &LatencyPredictor, budget_ms: Option<f64>) -> Result<SearchResult> {
+        let dir = &self.dirs().search(which);
+        let space = &match which {
+            Search::Dense => SearchSpace { name: format!("{}-dense", self.space.name), max_experts: 1, ..self.space.clone() },
+            Search::AutoMoe | Search::Homogeneous => self.space.clone(),
+        };
         let pop = RunDir::population(dir);
         if pop.exists() {
             say(format!("search: {} exists, kept", pop.display()));
@@ -237,9 +236,11 @@ impl<'a> Context<'a> {
         let mut meter = predictor.clone();
         let s = &self.cfg.search;
         let constraints = Constraints { latency_ms: budget_ms, gflops: s.gflops, active_params: s.active_params };
-        let config = self.cfg.search_config(net.vocab, net.options.pre_norm);
+        let config =
+            SearchConfig { homogeneous_experts: which == Search::Homogeneous, ..self.cfg.search_config(net.vocab, net.options.pre_norm) };
+        let only = if config.homogeneous_experts { " (homogeneous experts only)" } else { "" };
         say(format!(
-            "search in `{}`: {}, population {} for {} iterations",
+            "search in `{}`{only}: {}, population {} for {} iterations",
             space.name,
             constraints.describe(),
             config.population(),
@@ -253,11 +254,12 @@ impl<'a> Context<'a> {
     }
 
     /// Stage 4: the searched AutoMoE subnet, the HAT-style dense search (experts fixed to 1) under
-    /// the same budget, and the fixed baselines.
+    /// the same budget, the fixed baselines, and (`search.homogeneous_baseline`) the search over
+    /// homogeneous MoE subnets.
     pub fn choose_systems(&self, supernet_dir: &Path, predictor: &LatencyPredictor) -> Result<Vec<System>> {
         let dense = self.space.dense();
         let budget = self.cfg.latency_budget(|| Ok(predictor.predict(&dense)?.total_ms()))?;
-        let automoe = self.run_search(&self.dirs().search(false), &self.space, supernet_dir, predictor, budget)?;
+        let automoe = self.run_search(Search::AutoMoe, supernet_dir, predictor, budget)?;
         let budget_note = budget.map(|b| format!("predicted latency <= {b:.1} ms")).unwrap_or_else(|| "no latency budget".into());
         let mut systems = vec![System {
             name: AUTOMOE.into(),
@@ -265,8 +267,7 @@ impl<'a> Context<'a> {
             config: automoe.best.config.clone(),
         }];
         if self.cfg.baselines {
-            let dense_space = SearchSpace { name: format!("{}-dense", self.space.name), max_experts: 1, ..self.space.clone() };
-            let hat = self.run_search(&self.dirs().search(true), &dense_space, supernet_dir, predictor, budget)?;
+            let hat = self.run_search(Search::Dense, supernet_dir, predictor, budget)?;
             systems.push(System {
                 name: BASELINES[0].into(),
                 description: format!("HAT-style search, 1 expert per layer ({budget_note})"),
@@ -281,6 +282,14 @@ impl<'a> Context<'a> {
                 name: BASELINES[2].into(),
                 description: format!("Switch-style MoE: {} experts of the largest width in every layer", self.space.max_experts),
                 config: self.space.largest(),
+            });
+        }
+        if self.cfg.search.homogeneous_baseline {
+            let homogeneous = self.run_search(Search::Homogeneous, supernet_dir, predictor, budget)?;
+            systems.push(System {
+                name: HOMOGENEOUS.into(),
+                description: format!("AutoMoE search with every expert of a layer one width ({budget_note})"),
+                config: homogeneous.best.config,
             });
         }
         Ok(systems)
