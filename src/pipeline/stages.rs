@@ -425,13 +425,12 @@ impl<'a> Context<'a> {
         if let Some(h) = &args.hyp_out {
             crate::cli::translate::write_output(Some(h), &e.hypotheses)?;
         }
-        let (model, _) = load_model_dir(model_dir)?;
         let l = &self.cfg.latency;
+        // Timed on the search's target hardware, as the predictor's dataset was (the costs below
+        // read only the model's configuration, which stays on the host).
+        let model = load_model_dir(model_dir)?.0.to_device(l.device)?;
         let pool = crate::device::cpu_pool(l.threads.max(1), "[latency] threads")?;
-        // Timed on the search's target hardware, as the predictor's dataset was.
-        let timed = if l.device.is_cuda() { Some(load_model_dir(model_dir)?.0.to_device(l.device)?) } else { None };
-        let view = timed.as_ref().unwrap_or(&model).view()?;
-        let lat = pool.install(|| measure(&view, &LatencyProtocol { clock: l.clock, ..LatencyProtocol::paper() }))?;
+        let lat = pool.install(|| measure(&model.view()?, &LatencyProtocol { clock: l.clock, ..LatencyProtocol::paper() }))?;
         let params = param_report(&model.config, model.vocab, model.options.pre_norm, &Routing::Uniform)?;
         let flops = flop_report(&model.config, model.vocab, PAPER_SRC_LEN, PAPER_TGT_LEN, &Routing::Uniform)?;
         let r = SystemResult {
