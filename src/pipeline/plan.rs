@@ -70,9 +70,8 @@ pub fn plan(cfg: &PipelineConfig, out: &Path) -> Result<Vec<Step>> {
     let d = RunDir(out);
     let mut steps = Vec::new();
     let mut push = |path: PathBuf, what: String, status: Status| {
+        let seconds = timings.seconds(&Timings::stage_name(out, &path));
         let output = path.strip_prefix(out).unwrap_or(&path).to_path_buf();
-        let key = output.to_string_lossy();
-        let seconds = timings.stages.iter().find(|(s, _)| *s == key).map(|(_, t)| *t);
         steps.push(Step { output, what, status, seconds });
     };
     push(d.tokenizer(), format!("joined BPE tokenizer, {} entries", cfg.data.vocab_size), exists(&d.tokenizer()));

@@ -111,7 +111,7 @@ impl<'a> Context<'a> {
     /// Records the wall time since `start` of the stage whose output is `output` (under the run
     /// directory), added to its earlier time when `resumed`.
     fn record_time(&self, output: &Path, start: Instant, resumed: bool) -> Result<()> {
-        let stage = output.strip_prefix(self.out).unwrap_or(output).to_string_lossy().into_owned();
+        let stage = Timings::stage_name(self.out, output);
         self.timings.borrow_mut().record(self.out, &stage, start.elapsed().as_secs_f64(), resumed)
     }
 

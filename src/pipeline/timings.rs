@@ -56,6 +56,16 @@ impl Timings {
         write_atomic(&path, format!("{text}\n").as_bytes())
     }
 
+    /// The name under which the stage writing `output` (a path under `out`) is recorded.
+    pub fn stage_name(out: &Path, output: &Path) -> String {
+        output.strip_prefix(out).unwrap_or(output).to_string_lossy().into_owned()
+    }
+
+    /// The recorded seconds of `stage`.
+    pub fn seconds(&self, stage: &str) -> Option<f64> {
+        self.stages.iter().find(|(s, _)| s == stage).map(|(_, t)| *t)
+    }
+
     /// The stages whose outputs exist under `out`.
     pub fn present(&self, out: &Path) -> Timings {
         Timings { stages: self.stages.iter().filter(|(stage, _)| out.join(stage).exists()).cloned().collect() }
@@ -114,6 +124,8 @@ mod tests {
         assert_eq!(back, t);
         let want = [("supernet".to_string(), 12.0), ("systems/a".into(), 5.5), ("systems/b".into(), 3.0), ("tokenizer.json".into(), 0.5)];
         assert_eq!(back.stages, want);
+        assert_eq!((back.seconds("systems/a"), back.seconds("systems/c")), (Some(5.5), None));
+        assert_eq!(Timings::stage_name(dir.path(), &dir.path().join("systems").join("a")), "systems/a");
         assert_eq!(back.summary(), "21 s in all (supernet 12 s, systems 8 s (2 runs), tokenizer 0 s)");
         // Only stages whose outputs exist count: here `supernet/` and `systems/b/`.
         for d in ["supernet", "systems/b"] {
