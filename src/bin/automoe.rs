@@ -18,7 +18,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The whole AutoMoE method on the built-in synthetic corpus, sized for ~15 minutes on 2 cores:
+    /// The whole AutoMoE method on the built-in synthetic corpus, sized for about 10 minutes on 2 cores:
     /// supernet, latency predictor, search, final training, baselines, evaluation, report.
     Demo(cli::pipeline::DemoArgs),
     /// The whole AutoMoE method as a configuration file describes it (configs/pipeline_*.toml).

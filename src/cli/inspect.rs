@@ -161,7 +161,7 @@ pub fn to_json(i: &Inspection) -> serde_json::Value {
         "pre_norm": i.pre_norm,
         "options": i.options,
         "config": i.config,
-        "experts": crate::pipeline::SystemResult::experts_of(&i.config),
+        "experts": i.config.experts_per_layer(),
         "params": i.cost.params,
         "flops": i.cost.flops,
         "gflops": i.cost.flops.paper_gflops(),

@@ -109,6 +109,15 @@ pub fn span_layers(span: i32) -> Option<usize> {
 }
 
 impl SubnetConfig {
+    /// Experts per layer, encoder then decoder (e.g. `1-4-2 / 3-1`): how reports and
+    /// `automoe inspect` show a subnet's shape at a glance.
+    pub fn experts_per_layer(&self) -> String {
+        let join = |experts: Vec<usize>| experts.iter().map(usize::to_string).collect::<Vec<_>>().join("-");
+        let enc = join(self.encoder.iter().map(|l| l.experts).collect());
+        let dec = join(self.decoder.iter().map(|l| l.experts).collect());
+        format!("{enc} / {dec}")
+    }
+
     /// Effective experts per token of a layer with `experts` experts.
     pub fn k_for(&self, experts: usize) -> usize {
         self.route_k.min(experts).max(1)

@@ -1,5 +1,5 @@
 //! The pipeline's configuration file (TOML). Every section has defaults; the built-in demo preset
-//! (`configs/pipeline_demo.toml`) is sized to finish within 15 minutes on 2 cores.
+//! (`configs/pipeline_demo.toml`) is sized to finish within 15 minutes on 2 cores (6 to 11 minutes measured).
 
 use std::path::{Path, PathBuf};
 

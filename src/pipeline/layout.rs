@@ -11,23 +11,80 @@ use crate::train::mt;
 /// Marks a finished training stage (its directory is otherwise resumed).
 pub const DONE: &str = "DONE";
 
-/// The systems' names, in report order: the searched model first, then (with `baselines`) the
-/// HAT-style dense search, the space's largest dense model and the Switch-style MoE, and (with
-/// `search.homogeneous_baseline`) the search restricted to homogeneous MoE subnets.
-pub const AUTOMOE: &str = "automoe";
-pub const BASELINES: [&str; 3] = ["dense_searched", "dense_large", "switch"];
-pub const HOMOGENEOUS: &str = "homogeneous_searched";
+/// The systems a run can compare, in report order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SystemKind {
+    /// AutoMoE's searched subnet.
+    AutoMoe,
+    /// The HAT-style dense search's subnet (`baselines`).
+    DenseSearched,
+    /// The space's largest dense subnet (`baselines`).
+    DenseLarge,
+    /// The Switch-style MoE: the most experts, all of the largest width (`baselines`).
+    Switch,
+    /// The search restricted to homogeneous MoE subnets (`search.homogeneous_baseline`).
+    HomogeneousSearched,
+}
 
-/// The systems a run of `cfg` compares, in report order.
+/// How a system's subnet is chosen: by one of the run's searches, or as a fixed point of the space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    Search(Search),
+    LargestDense,
+    LargestMoe,
+}
+
+impl SystemKind {
+    /// The systems a run of `cfg` compares, in report order: the only place that reads which
+    /// systems a configuration asks for, so that the stages, the plan and the report agree.
+    pub fn all(cfg: &PipelineConfig) -> Vec<SystemKind> {
+        let mut v = vec![SystemKind::AutoMoe];
+        if cfg.baselines {
+            v.extend([SystemKind::DenseSearched, SystemKind::DenseLarge, SystemKind::Switch]);
+        }
+        if cfg.search.homogeneous_baseline {
+            v.push(SystemKind::HomogeneousSearched);
+        }
+        v
+    }
+
+    /// The name of its training runs (`systems/<name>`), results and report rows.
+    pub fn name(self) -> &'static str {
+        match self {
+            SystemKind::AutoMoe => "automoe",
+            SystemKind::DenseSearched => "dense_searched",
+            SystemKind::DenseLarge => "dense_large",
+            SystemKind::Switch => "switch",
+            SystemKind::HomogeneousSearched => "homogeneous_searched",
+        }
+    }
+
+    pub fn choice(self) -> Choice {
+        match self {
+            SystemKind::AutoMoe => Choice::Search(Search::AutoMoe),
+            SystemKind::DenseSearched => Choice::Search(Search::Dense),
+            SystemKind::DenseLarge => Choice::LargestDense,
+            SystemKind::Switch => Choice::LargestMoe,
+            SystemKind::HomogeneousSearched => Choice::Search(Search::Homogeneous),
+        }
+    }
+
+    /// What the report says the system is; `budget` names the searches' latency budget and
+    /// `max_experts` is the space's most experts per layer.
+    pub fn describe(self, budget: &str, max_experts: usize) -> String {
+        match self {
+            SystemKind::AutoMoe => format!("AutoMoE search ({budget})"),
+            SystemKind::DenseSearched => format!("HAT-style search, 1 expert per layer ({budget})"),
+            SystemKind::DenseLarge => "dense Transformer, largest of the space".into(),
+            SystemKind::Switch => format!("Switch-style MoE: {max_experts} experts of the largest width in every layer"),
+            SystemKind::HomogeneousSearched => format!("AutoMoE search with every expert of a layer one width ({budget})"),
+        }
+    }
+}
+
+/// The systems' names a run of `cfg` compares, in report order.
 pub fn system_names(cfg: &PipelineConfig) -> Vec<&'static str> {
-    let mut names = vec![AUTOMOE];
-    if cfg.baselines {
-        names.extend(BASELINES);
-    }
-    if cfg.search.homogeneous_baseline {
-        names.push(HOMOGENEOUS);
-    }
-    names
+    SystemKind::all(cfg).into_iter().map(SystemKind::name).collect()
 }
 
 /// The searches a run can make, each in its own directory.
@@ -42,16 +99,15 @@ pub enum Search {
 }
 
 impl Search {
-    /// The searches a run of `cfg` makes, in order.
+    /// The searches a run of `cfg` makes, in order: those that choose its systems.
     pub fn all(cfg: &PipelineConfig) -> Vec<Search> {
-        let mut v = vec![Search::AutoMoe];
-        if cfg.baselines {
-            v.push(Search::Dense);
-        }
-        if cfg.search.homogeneous_baseline {
-            v.push(Search::Homogeneous);
-        }
-        v
+        SystemKind::all(cfg)
+            .into_iter()
+            .filter_map(|kind| match kind.choice() {
+                Choice::Search(which) => Some(which),
+                Choice::LargestDense | Choice::LargestMoe => None,
+            })
+            .collect()
     }
 
     pub fn dir_name(self) -> &'static str {
@@ -131,4 +187,26 @@ pub fn trained(dir: &Path) -> bool {
 /// Whether an unfinished training directory has a checkpoint to resume from.
 pub fn resumable(dir: &Path) -> bool {
     crate::train::checkpoint::resolve_checkpoint_dir(&mt::checkpoint_dir(dir)).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_systems_and_their_searches_follow_the_settings() {
+        let all = ["automoe", "dense_searched", "dense_large", "switch", "homogeneous_searched"];
+        for (baselines, homogeneous, names, searches) in [
+            (false, false, &all[..1], &["search"][..]),
+            (true, false, &all[..4], &["search", "search_dense"][..]),
+            (false, true, &["automoe", "homogeneous_searched"][..], &["search", "search_homogeneous"][..]),
+            (true, true, &all[..], &["search", "search_dense", "search_homogeneous"][..]),
+        ] {
+            let mut cfg = PipelineConfig { baselines, ..Default::default() };
+            cfg.search.homogeneous_baseline = homogeneous;
+            assert_eq!(system_names(&cfg), names, "baselines {baselines}, homogeneous {homogeneous}");
+            let dirs: Vec<&str> = Search::all(&cfg).into_iter().map(Search::dir_name).collect();
+            assert_eq!(dirs, searches, "baselines {baselines}, homogeneous {homogeneous}");
+        }
+    }
 }

@@ -56,14 +56,6 @@ pub struct SystemResult {
     pub config: SubnetConfig,
 }
 
-impl SystemResult {
-    pub fn experts_of(cfg: &SubnetConfig) -> String {
-        let enc: Vec<String> = cfg.encoder.iter().map(|l| l.experts.to_string()).collect();
-        let dec: Vec<String> = cfg.decoder.iter().map(|l| l.experts.to_string()).collect();
-        format!("{} / {}", enc.join("-"), dec.join("-"))
-    }
-}
-
 /// The mean of `xs` and, for two or more values, their sample standard deviation.
 pub fn mean_and_sd(xs: &[f64]) -> (f64, Option<f64>) {
     let n = xs.len() as f64;
@@ -280,7 +272,7 @@ mod tests {
             routed_active_params: None,
             expert_shares: Vec::new(),
             max_expert_share,
-            experts: SystemResult::experts_of(&config),
+            experts: config.experts_per_layer(),
             config,
         }
     }

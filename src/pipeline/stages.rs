@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::config::{PipelineConfig, TrainSection};
-use super::layout::{resumable, trained, RunDir, Search, AUTOMOE, BASELINES, DONE, HOMOGENEOUS};
+use super::layout::{resumable, trained, Choice, RunDir, Search, SystemKind, DONE};
 use super::report::SystemResult;
 use super::say;
 use super::timings::Timings;
@@ -259,38 +259,15 @@ impl<'a> Context<'a> {
     pub fn choose_systems(&self, supernet_dir: &Path, predictor: &LatencyPredictor) -> Result<Vec<System>> {
         let dense = self.space.dense();
         let budget = self.cfg.latency_budget(|| Ok(predictor.predict(&dense)?.total_ms()))?;
-        let automoe = self.run_search(Search::AutoMoe, supernet_dir, predictor, budget)?;
         let budget_note = budget.map(|b| format!("predicted latency <= {b:.1} ms")).unwrap_or_else(|| "no latency budget".into());
-        let mut systems = vec![System {
-            name: AUTOMOE.into(),
-            description: format!("AutoMoE search ({budget_note})"),
-            config: automoe.best.config.clone(),
-        }];
-        if self.cfg.baselines {
-            let hat = self.run_search(Search::Dense, supernet_dir, predictor, budget)?;
-            systems.push(System {
-                name: BASELINES[0].into(),
-                description: format!("HAT-style search, 1 expert per layer ({budget_note})"),
-                config: hat.best.config,
-            });
-            systems.push(System {
-                name: BASELINES[1].into(),
-                description: "dense Transformer, largest of the space".into(),
-                config: dense,
-            });
-            systems.push(System {
-                name: BASELINES[2].into(),
-                description: format!("Switch-style MoE: {} experts of the largest width in every layer", self.space.max_experts),
-                config: self.space.largest(),
-            });
-        }
-        if self.cfg.search.homogeneous_baseline {
-            let homogeneous = self.run_search(Search::Homogeneous, supernet_dir, predictor, budget)?;
-            systems.push(System {
-                name: HOMOGENEOUS.into(),
-                description: format!("AutoMoE search with every expert of a layer one width ({budget_note})"),
-                config: homogeneous.best.config,
-            });
+        let mut systems = Vec::new();
+        for kind in SystemKind::all(self.cfg) {
+            let config = match kind.choice() {
+                Choice::Search(which) => self.run_search(which, supernet_dir, predictor, budget)?.best.config,
+                Choice::LargestDense => dense.clone(),
+                Choice::LargestMoe => self.space.largest(),
+            };
+            systems.push(System { name: kind.name().into(), description: kind.describe(&budget_note, self.space.max_experts), config });
         }
         Ok(systems)
     }
@@ -452,7 +429,7 @@ impl<'a> Context<'a> {
             routed_active_params: e.routed.as_ref().map(|c| c.active_params),
             expert_shares: e.routed.as_ref().map_or_else(Vec::new, |c| c.share_lines(&model.config)),
             max_expert_share: e.routed.as_ref().and_then(|c| c.max_expert_share(&model.config)),
-            experts: SystemResult::experts_of(&model.config),
+            experts: model.config.experts_per_layer(),
             config: model.config.clone(),
         };
         write_atomic(&path, to_json(&r)?.as_bytes())?;
