@@ -7,8 +7,8 @@ use std::cell::RefCell;
 use automoe::model::{ModelOptions, SearchSpace, SubnetConfig, SubnetCost, Supernet};
 use automoe::search::report::{pareto_front, save_search};
 use automoe::search::{
-    search, split_records, Clock, Constraints, CpuLatencyMeter, Fitness, Latency, LatencyDataset, LatencyMeter, LatencyPredictor,
-    LatencyProtocol, PredictorConfig, SearchConfig, SupernetLoss,
+    search, split_records, Clock, Constraints, Fitness, Latency, LatencyDataset, LatencyMeter, LatencyPredictor, LatencyProtocol,
+    PredictorConfig, SearchConfig, SubnetLatencyMeter, SupernetLoss,
 };
 use automoe::{DType, Result};
 
@@ -259,16 +259,16 @@ fn cpu_meter_and_supernet_fitness_run_on_a_tiny_model_and_outputs_are_written() 
     let space = space();
     let net = Supernet::new(space.clone(), 40, ModelOptions::default(), 3, DType::F32).unwrap();
     let protocol = LatencyProtocol { src_len: 6, steps: 3, beam: 2, warmup: 1, runs: 3, trim: 0.0, threads: None, clock: Clock::Wall };
-    let mut meter = CpuLatencyMeter::new(&net, protocol, 1, 0).unwrap();
+    let mut meter = SubnetLatencyMeter::new(&net, protocol, 1, 0).unwrap();
     assert!(meter.describe().contains("1 thread"));
     let lat = meter.measure(&space.largest()).unwrap();
     assert!(lat.encoder_ms > 0.0 && lat.decoder_ms > 0.0, "{lat:?}");
-    assert!(CpuLatencyMeter::new(&net, protocol, 0, 0).is_err());
+    assert!(SubnetLatencyMeter::new(&net, protocol, 0, 0).is_err());
     // The protocol is the evaluation's: a thread count in it must agree with the meter's pool.
     assert_eq!(meter.protocol(), LatencyProtocol { threads: Some(1), ..protocol });
-    let msg = CpuLatencyMeter::new(&net, LatencyProtocol { threads: Some(2), ..protocol }, 1, 0).err().unwrap().to_string();
+    let msg = SubnetLatencyMeter::new(&net, LatencyProtocol { threads: Some(2), ..protocol }, 1, 0).err().unwrap().to_string();
     assert!(msg.contains("asks for Some(2) threads"), "{msg}");
-    assert!(CpuLatencyMeter::new(&net, LatencyProtocol { threads: Some(1), ..protocol }, 1, 0).is_ok());
+    assert!(SubnetLatencyMeter::new(&net, LatencyProtocol { threads: Some(1), ..protocol }, 1, 0).is_ok());
     let mut rounds = Vec::new();
     let both =
         meter.measure_interleaved(&[space.largest(), space.sample(&mut automoe::rng::seeded(1)).unwrap()], |r| rounds.push(r)).unwrap();
@@ -276,19 +276,19 @@ fn cpu_meter_and_supernet_fitness_run_on_a_tiny_model_and_outputs_are_written() 
     assert!(both.len() == 2 && both.iter().all(|l| l.encoder_ms > 0.0 && l.decoder_ms > 0.0), "{both:?}");
     // The thread-CPU clock (for shared machines) times the same passes, on one thread only.
     let cpu_protocol = LatencyProtocol { clock: Clock::Cpu, ..protocol };
-    let msg = CpuLatencyMeter::new(&net, cpu_protocol, 2, 0).err().unwrap().to_string();
+    let msg = SubnetLatencyMeter::new(&net, cpu_protocol, 2, 0).err().unwrap().to_string();
     assert!(msg.contains("needs 1 thread"), "{msg}");
-    let mut cpu_meter = CpuLatencyMeter::new(&net, cpu_protocol, 1, 0).unwrap();
+    let mut cpu_meter = SubnetLatencyMeter::new(&net, cpu_protocol, 1, 0).unwrap();
     assert!(cpu_meter.describe().contains("thread-CPU clock"));
     let l = cpu_meter.measure(&space.largest()).unwrap();
     assert!(l.encoder_ms > 0.0 && l.decoder_ms > 0.0, "{l:?}");
     // The same protocol on the CUDA path (the emulator here): wall clock only.
     let small = LatencyProtocol { src_len: 4, steps: 2, beam: 2, warmup: 0, runs: 1, trim: 0.0, threads: None, clock: Clock::Wall };
-    let mut emu_meter = CpuLatencyMeter::new(&net, small, 1, 0).unwrap().on_device(automoe::Device::Emu).unwrap();
+    let mut emu_meter = SubnetLatencyMeter::new(&net, small, 1, 0).unwrap().on_device(automoe::Device::Emu).unwrap();
     assert!(emu_meter.describe().starts_with("emu"), "{}", emu_meter.describe());
     let l = emu_meter.measure(&space.smallest()).unwrap();
     assert!(l.encoder_ms > 0.0 && l.decoder_ms > 0.0, "{l:?}");
-    let msg = CpuLatencyMeter::new(&net, cpu_protocol, 1, 0).unwrap().on_device(automoe::Device::Emu).err().unwrap().to_string();
+    let msg = SubnetLatencyMeter::new(&net, cpu_protocol, 1, 0).unwrap().on_device(automoe::Device::Emu).err().unwrap().to_string();
     assert!(msg.contains("wall clock"), "{msg}");
 
     let pairs: Vec<automoe::data::TokenizedPair> =

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::model::{ModelOptions, SearchSpace, SubnetConfig, Supernet};
 use crate::search::latency::Clock;
-use crate::search::{load_supernet, CpuLatencyMeter, LatencyDataset, LatencyMeter, LatencyProtocol};
+use crate::search::{load_supernet, LatencyDataset, LatencyMeter, LatencyProtocol, SubnetLatencyMeter};
 use crate::{DType, Error, Result};
 
 /// Protocol settings shared by `latency` and `search --measure-latency`.
@@ -133,7 +133,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let net = supernet(args.checkpoint.as_ref(), &args.space, args.vocab)?;
     let mut meter =
-        CpuLatencyMeter::new(&net, args.protocol.protocol(), args.protocol.threads, args.seed)?.on_device(args.protocol.device)?;
+        SubnetLatencyMeter::new(&net, args.protocol.protocol(), args.protocol.threads, args.seed)?.on_device(args.protocol.device)?;
     eprintln!("meter: {}", meter.describe());
     match (&args.config, args.samples, &args.out) {
         (Some(path), _, _) => {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::data::{filter_pairs, read_parallel, LengthFilter, Tokenizer};
 use crate::search::report::save_search;
-use crate::search::{load_supernet, search, Constraints, CpuLatencyMeter, LatencyMeter, LatencyPredictor, SearchConfig, SupernetLoss};
+use crate::search::{load_supernet, search, Constraints, LatencyMeter, LatencyPredictor, SearchConfig, SubnetLatencyMeter, SupernetLoss};
 use crate::{Error, Result};
 
 #[derive(clap::Args, Debug)]
@@ -144,7 +144,7 @@ pub fn run(args: Args) -> Result<()> {
         None => None,
     };
     let mut cpu = if args.measure_latency {
-        Some(CpuLatencyMeter::new(&net, args.protocol.protocol(), args.protocol.threads, args.seed)?.on_device(args.protocol.device)?)
+        Some(SubnetLatencyMeter::new(&net, args.protocol.protocol(), args.protocol.threads, args.seed)?.on_device(args.protocol.device)?)
     } else {
         None
     };

@@ -57,7 +57,7 @@ fn thread_cpu_ms() -> Result<f64> {
 }
 
 /// What to time: the one protocol of the crate, used by evaluation ([`measure`]), the search's
-/// meter (`search::CpuLatencyMeter`) and the benchmarks. [`LatencyProtocol::paper`] (also
+/// meter (`search::SubnetLatencyMeter`) and the benchmarks. [`LatencyProtocol::paper`] (also
 /// [`Default`]) is AutoMoE's; [`LatencyProtocol::fast`] trades repetitions for speed when many
 /// subnets are measured (the predictor's dataset).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

@@ -18,8 +18,8 @@ use crate::decode::significance::{paired_bootstrap, PairedBootstrap, DEFAULT_RES
 use crate::fsio::write_atomic;
 use crate::model::{flop_report, param_report, Routing, SearchSpace, SubnetConfig, PAPER_SRC_LEN, PAPER_TGT_LEN};
 use crate::search::{
-    load_supernet, report::save_search, search, split_records, Constraints, CpuLatencyMeter, LatencyDataset, LatencyMeter,
-    LatencyPredictor, LatencyProtocol, SearchConfig, SearchResult, SupernetLoss,
+    load_supernet, report::save_search, search, split_records, Constraints, LatencyDataset, LatencyMeter, LatencyPredictor,
+    LatencyProtocol, SearchConfig, SearchResult, SubnetLatencyMeter, SupernetLoss,
 };
 use crate::train::mt::data::{read_source, train_tokenizer, DataConfig, DataSource};
 use crate::train::mt::{self, Mode, RunSpec};
@@ -181,7 +181,7 @@ impl<'a> Context<'a> {
             let (net, _) = load_supernet(&mt::checkpoint_dir(supernet_dir))?;
             let l = &self.cfg.latency;
             let protocol = LatencyProtocol { clock: l.clock, ..LatencyProtocol::fast() };
-            let mut meter = CpuLatencyMeter::new(&net, protocol, l.threads, self.cfg.seed)?.on_device(l.device)?;
+            let mut meter = SubnetLatencyMeter::new(&net, protocol, l.threads, self.cfg.seed)?.on_device(l.device)?;
             let how = if l.interleave { ", interleaved" } else { "" };
             say(format!("latency: measuring {} subnets ({}{how})", l.samples, meter.describe()));
             let ds = if l.interleave {

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::features::{feature_names, features, FEATURE_VERSION};
-use super::latency::{CpuLatencyMeter, Latency, LatencyMeter};
+use super::latency::{Latency, LatencyMeter, SubnetLatencyMeter};
 use crate::fsio::write_atomic_creating_dir as write_file;
 use crate::model::{SearchSpace, SubnetConfig};
 use crate::{Error, Result};
@@ -68,10 +68,10 @@ impl LatencyDataset {
     }
 
     /// Like [`LatencyDataset::build`] (the same subnets for a seed), measured in interleaved rounds
-    /// ([`CpuLatencyMeter::measure_interleaved`]); `progress` gets the rounds done.
+    /// ([`SubnetLatencyMeter::measure_interleaved`]); `progress` gets the rounds done.
     pub fn build_interleaved(
         space: &SearchSpace,
-        meter: &CpuLatencyMeter,
+        meter: &SubnetLatencyMeter,
         n: usize,
         seed: u64,
         progress: impl FnMut(usize) + Send,

@@ -2,11 +2,11 @@
 //! once, then `steps` decoder steps at beam `beam`; `warmup` untimed runs, then `runs` timed runs
 //! whose top and bottom `trim` fraction are dropped; latency = mean encoder + mean decoder time.
 //!
-//! The search only needs *some* meter, so measurement is a trait ([`LatencyMeter`]): the CPU meter
-//! here (incremental decoder), a predictor ([`super::LatencyPredictor`]),
-//! or a synthetic function in tests.
+//! The search only needs *some* meter, so measurement is a trait ([`LatencyMeter`]): the
+//! measuring meter here (incremental decoder), a predictor ([`super::LatencyPredictor`]), or a
+//! synthetic function in tests.
 //!
-//! [`CpuLatencyMeter`] times the extracted standalone model with the incremental decoder
+//! [`SubnetLatencyMeter`] times the extracted standalone model with the incremental decoder
 //! (`decode::latency::time_one_run`): the encoder once, then `steps` beam steps with cached
 //! self-attention keys and values and encoder keys and values computed once per layer — the same
 //! code path that translates, so the search ranks subnets by what translation costs.
@@ -40,10 +40,10 @@ pub trait LatencyMeter {
     fn describe(&self) -> String;
 }
 
-/// Measures subnets of a supernet on the CPU: each config is extracted into a standalone model
-/// (so the timing sees exactly the subnet's tensors) and timed by the protocol inside a rayon pool
-/// of a fixed thread count.
-pub struct CpuLatencyMeter<'a> {
+/// Measures subnets of a supernet: each config is extracted into a standalone model (so the timing
+/// sees exactly the subnet's tensors) and timed by the protocol inside a rayon pool of a fixed
+/// thread count, on the CPU or ([`Self::on_device`]) a CUDA device.
+pub struct SubnetLatencyMeter<'a> {
     supernet: &'a Supernet,
     protocol: LatencyProtocol,
     pool: rayon::ThreadPool,
@@ -52,7 +52,11 @@ pub struct CpuLatencyMeter<'a> {
     device: crate::Device,
 }
 
-impl<'a> CpuLatencyMeter<'a> {
+/// The meter's name from before it could time on a CUDA device.
+#[deprecated(note = "renamed SubnetLatencyMeter: it times on the CPU or a CUDA device")]
+pub type CpuLatencyMeter<'a> = SubnetLatencyMeter<'a>;
+
+impl<'a> SubnetLatencyMeter<'a> {
     /// `threads` CPU threads (0 is refused: the count must be fixed to compare timings); the
     /// protocol's own `threads` must be unset or the same count. The source is
     /// `decode::latency::latency_source` (fixed, so every subnet sees the same input); `_seed` is
@@ -61,30 +65,30 @@ impl<'a> CpuLatencyMeter<'a> {
         protocol.check()?;
         if protocol.threads.is_some_and(|t| t != threads) {
             return Err(Error::invalid(
-                "CpuLatencyMeter",
+                "SubnetLatencyMeter",
                 format!("the protocol asks for {:?} threads but the meter was given {threads}", protocol.threads),
             ));
         }
         if protocol.clock == Clock::Cpu && threads != 1 {
             return Err(Error::invalid(
-                "CpuLatencyMeter",
+                "SubnetLatencyMeter",
                 format!("the CPU clock measures one thread's time, so it needs 1 thread (got {threads}); use the wall clock for more"),
             ));
         }
         if threads == 0 {
             return Err(Error::invalid(
-                "CpuLatencyMeter",
+                "SubnetLatencyMeter",
                 "the thread count must be at least 1 (timings are only comparable at a fixed count)",
             ));
         }
         let first = SPECIAL_TOKENS.len() as u32;
         if supernet.vocab <= first as usize {
-            return Err(Error::invalid("CpuLatencyMeter", format!("vocabulary of {} has no ordinary tokens", supernet.vocab)));
+            return Err(Error::invalid("SubnetLatencyMeter", format!("vocabulary of {} has no ordinary tokens", supernet.vocab)));
         }
         let pool = crate::device::cpu_pool(threads, "latency threads")?;
         // The meter's pool runs every timing, so the protocol itself names no pool.
         let protocol = LatencyProtocol { threads: None, ..protocol };
-        Ok(CpuLatencyMeter { supernet, protocol, pool, threads, device: crate::Device::Cpu })
+        Ok(SubnetLatencyMeter { supernet, protocol, pool, threads, device: crate::Device::Cpu })
     }
 
     /// Times the models on `device` instead (a GPU, or `emu` to exercise the path), with the same
@@ -94,7 +98,7 @@ impl<'a> CpuLatencyMeter<'a> {
         if device.is_cuda() {
             if self.protocol.clock == Clock::Cpu {
                 return Err(Error::invalid(
-                    "CpuLatencyMeter",
+                    "SubnetLatencyMeter",
                     format!("the thread-CPU clock cannot time work on {device}; use the wall clock"),
                 ));
             }
@@ -130,14 +134,14 @@ impl<'a> CpuLatencyMeter<'a> {
         let view = model.view()?;
         let on = model.store.iter().next().map_or(crate::Device::Cpu, |(_, p)| p.value.device());
         if on != self.device {
-            return Err(Error::invalid("CpuLatencyMeter", format!("the model is on {on} but the meter times on {}", self.device)));
+            return Err(Error::invalid("SubnetLatencyMeter", format!("the model is on {on} but the meter times on {}", self.device)));
         }
         let report = self.pool.install(|| measure(&view, &p))?;
         Ok(Latency { encoder_ms: report.encoder_ms, decoder_ms: report.decoder_ms })
     }
 }
 
-impl CpuLatencyMeter<'_> {
+impl SubnetLatencyMeter<'_> {
     /// Measures many subnets in rounds: each round extracts every subnet in turn and gives it
     /// `warmup` untimed runs and one timed run; the trimmed mean over `runs` rounds is its
     /// latency. On a shared machine whose load drifts over minutes, this spreads every subnet's
@@ -175,7 +179,7 @@ impl CpuLatencyMeter<'_> {
     }
 }
 
-impl LatencyMeter for CpuLatencyMeter<'_> {
+impl LatencyMeter for SubnetLatencyMeter<'_> {
     fn measure(&mut self, cfg: &SubnetConfig) -> Result<Latency> {
         let model = self.supernet.extract(cfg)?.to_device(self.device)?;
         self.measure_model(&model)

@@ -16,5 +16,7 @@ pub use dataset::{LatencyDataset, LatencyRecord};
 pub use evolution::{search, Candidate, Constraints, SearchConfig, SearchResult};
 pub use features::{feature_names, features, FEATURE_VERSION};
 pub use fitness::{load_supernet, Fitness, SupernetLoss, SupernetMeta};
-pub use latency::{trimmed_mean, Clock, CpuLatencyMeter, Latency, LatencyMeter, LatencyProtocol};
+#[allow(deprecated)]
+pub use latency::CpuLatencyMeter;
+pub use latency::{trimmed_mean, Clock, Latency, LatencyMeter, LatencyProtocol, SubnetLatencyMeter};
 pub use predictor::{kendall_tau, split_records, LatencyPredictor, PredictorConfig, PredictorReport};

@@ -1,4 +1,7 @@
-//! Learning-rate schedules. Steps count optimizer updates from 1.
+//! Learning-rate schedules. Steps count optimizer updates from 1: update `n` uses `lr(n)`.
+//! fairseq sets the rate after each update for the next one, so its update `n` uses the rate of
+//! step `n - 1` (its first update runs at the warmup's initial rate); the schedules here are that
+//! curve one update earlier, which no run of hundreds of updates can tell apart.
 
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
