@@ -68,6 +68,9 @@ fn files_of_the_wrong_length_and_empty_references_are_refused_by_name() {
     let good = write(dir.path(), "good", &GOOD);
     let e = score(&args(r.clone(), vec![good.clone(), short], None)).unwrap_err().to_string();
     assert!(e.contains("short.hyp has 5 lines") && e.contains("has 6"), "{e}");
+    let one = write(dir.path(), "one.hyp", &WEAK[..1]);
+    let e = score(&args(r.clone(), vec![one], None)).unwrap_err().to_string();
+    assert!(e.contains("one.hyp has 1 line but") && e.contains("line-aligned"), "{e}");
     let empty = write(dir.path(), "empty.ref", &[]);
     let e = score(&args(empty, vec![good.clone()], None)).unwrap_err().to_string();
     assert!(e.contains("empty.ref has no lines"), "{e}");

@@ -43,12 +43,25 @@ pub struct Scored {
     pub versus_baseline: Option<PairedBootstrap>,
 }
 
+fn lines_of(n: usize) -> String {
+    if n == 1 {
+        "1 line".into()
+    } else {
+        format!("{n} lines")
+    }
+}
+
 fn read_aligned(path: &Path, refs: usize, reference: &Path) -> Result<Vec<String>> {
     let lines = read_lines(path)?;
     if lines.len() != refs {
         return Err(Error::invalid(
             "score",
-            format!("{} has {} lines but the reference {} has {refs}", path.display(), lines.len(), reference.display()),
+            format!(
+                "{} has {} but the reference {} has {refs}: the files must be line-aligned",
+                path.display(),
+                lines_of(lines.len()),
+                reference.display()
+            ),
         ));
     }
     Ok(lines)
