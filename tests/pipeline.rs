@@ -91,6 +91,20 @@ fn tiny_pipeline_runs_every_stage_and_resumes_without_redoing_work() {
     }
     let collapsed = results.iter().any(|r| r.max_expert_share.is_some_and(|s| s > pipeline::COLLAPSED_SHARE));
     assert_eq!(collapsed, report.contains("Collapsed routers"), "{report}");
+    // Each search's best subnet and its population's spread, as its population.json has them.
+    for (dir, what) in [("search", "AutoMoE search"), ("search_dense", "HAT-style search")] {
+        let r: automoe::search::SearchResult =
+            serde_json::from_str(&std::fs::read_to_string(out.join(dir).join("population.json")).unwrap()).unwrap();
+        let row = format!("| {what}");
+        let line =
+            report.lines().find(|l| l.starts_with(&row) && l.contains(&format!("(`{dir}/`)"))).unwrap_or_else(|| panic!("{row}\n{report}"));
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        assert_eq!(cells[2], format!("{:.4}", r.best.loss), "{line}");
+        assert_eq!(cells[3], r.population.get(4).map_or("-".into(), |c| format!("{:.4}", c.loss)), "{line}");
+        assert_eq!(cells[7], r.best.config.experts_per_layer(), "{line}");
+        assert_eq!(cells[8], r.evaluated.to_string(), "{line}");
+        assert_eq!(r.best.config, results[usize::from(dir == "search_dense")].config, "the search's best is the system trained");
+    }
     for f in ["search/best.json", "search/population.json", "search/pareto.svg", "latency/predictor.json", "export/tokenizer.json"] {
         assert!(out.join(f).exists(), "{f} missing");
     }
@@ -262,4 +276,6 @@ fn the_homogeneous_baseline_is_searched_trained_and_reported() {
     let report = std::fs::read_to_string(out.join(REPORT_FILE)).unwrap();
     assert!(report.contains("| homogeneous_searched |") && report.contains("every expert of a layer one width"), "{report}");
     assert!(report.contains("- **automoe − homogeneous_searched**"), "{report}");
+    let row = format!("| homogeneous MoE search (every expert of a layer one width) (`search_homogeneous/`) | {:.4} |", pop.best.loss);
+    assert!(report.contains(&row), "{row}\n{report}");
 }

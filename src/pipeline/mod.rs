@@ -44,17 +44,28 @@ pub fn run(cfg: &PipelineConfig, out: &Path) -> Result<Vec<SystemResult>> {
     ctx.check_before_training()?;
     let supernet_dir = ctx.train_supernet()?;
     let predictor = ctx.latency_predictor(&supernet_dir)?;
-    let systems = ctx.choose_systems(&supernet_dir, &predictor)?;
+    let chosen = ctx.choose_systems(&supernet_dir, &predictor)?;
+    let systems = &chosen.systems;
     let mut results = Vec::new();
-    for sys in &systems {
+    for sys in systems {
         for rep in ctx.replicates() {
             let model_dir = ctx.train_system(sys, rep)?;
             results.push(ctx.evaluate_system(sys, rep, &model_dir)?);
         }
     }
     let export = ctx.export(&systems[0])?;
-    let comparisons = ctx.test_set_comparisons(&systems)?;
-    report::write(out, cfg, &results, &comparisons, &export, &ctx.timings(), t0.elapsed().as_secs_f64())?;
+    let comparisons = ctx.test_set_comparisons(systems)?;
+    let timings = ctx.timings();
+    let report = report::Report {
+        cfg,
+        results: &results,
+        comparisons: &comparisons,
+        searches: &chosen.searches,
+        export: &export,
+        timings: &timings,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    report::write(out, &report)?;
     Ok(results)
 }
 

@@ -6,10 +6,12 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::config::PipelineConfig;
+use super::layout::Search;
 use super::timings::Timings;
 use crate::decode::significance::PairedBootstrap;
 use crate::fsio::write_atomic;
 use crate::model::SubnetConfig;
+use crate::search::SearchResult;
 use crate::Result;
 
 pub const REPORT_FILE: &str = "report.md";
@@ -189,15 +191,59 @@ fn collapse_note(cfg: &PipelineConfig, results: &[SystemResult]) -> String {
 }
 
 /// Writes `report.md` and prints the table.
-pub fn write(
-    out: &Path,
-    cfg: &PipelineConfig,
-    results: &[SystemResult],
-    comparisons: &[(String, PairedBootstrap)],
-    export: &Path,
-    timings: &Timings,
-    seconds: f64,
-) -> Result<()> {
+/// The searches' outcomes: each search's best subnet and how its final population's fitness
+/// spreads, so that a reader can see whether the fitness separated the searches' choices (best
+/// losses closer than a population's spread were not told apart by it).
+fn searches_note(searches: &[(Search, SearchResult)]) -> String {
+    if searches.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from(
+        "\nSearches (fitness: the supernet's validation loss with the subnet's inherited weights, lower is better; \
+         the population's 5th-best and median losses show how far apart its members were):\n\n\
+         | search | best loss | 5th-best loss | median loss | predicted latency ms | GFLOPs | experts enc / dec | subnets evaluated | draws rejected |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |\n",
+    );
+    for (which, r) in searches {
+        let losses: Vec<f64> = r.population.iter().map(|c| c.loss).collect();
+        let nth = |i: usize| losses.get(i).map_or("-".to_string(), |l| format!("{l:.4}"));
+        let latency = r.best.latency.map_or("-".to_string(), |l| format!("{:.1}", l.total_ms()));
+        let _ = writeln!(
+            md,
+            "| {} (`{}/`) | {:.4} | {} | {} | {latency} | {:.3} | {} | {} | {} |",
+            which.describe(),
+            which.dir_name(),
+            r.best.loss,
+            nth(4),
+            nth(losses.len().saturating_sub(1) / 2),
+            r.best.gflops,
+            r.best.config.experts_per_layer(),
+            r.evaluated,
+            r.rejected,
+        );
+    }
+    md
+}
+
+/// What the report is made of: a run's configuration and every stage's outcome.
+pub struct Report<'a> {
+    pub cfg: &'a PipelineConfig,
+    /// Every evaluated run, AutoMoE's first.
+    pub results: &'a [SystemResult],
+    /// The AutoMoE model against each other system on the test set (paired bootstrap).
+    pub comparisons: &'a [(String, PairedBootstrap)],
+    /// Each search's result, in the order they ran.
+    pub searches: &'a [(Search, SearchResult)],
+    /// The exported AutoMoE model's directory.
+    pub export: &'a Path,
+    pub timings: &'a Timings,
+    /// This invocation's wall time.
+    pub seconds: f64,
+}
+
+/// Writes `out/report.md` and prints the table to stdout.
+pub fn write(out: &Path, report: &Report) -> Result<()> {
+    let Report { cfg, results, comparisons, searches, export, timings, seconds } = *report;
     let mut md = format!("# AutoMoE pipeline report: {}\n\n", cfg.name);
     let data = cfg
         .data
@@ -223,6 +269,7 @@ pub fn write(
         }
         md.push_str(&collapse_note(cfg, results));
     }
+    md.push_str(&searches_note(searches));
     let threads = results.first().map_or(1, |r| r.latency_threads);
     let hardware = match cfg.latency.device {
         crate::Device::Cpu => format!("{threads} thread(s) on this machine's CPU"),

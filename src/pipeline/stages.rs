@@ -33,6 +33,13 @@ pub struct System {
     pub config: SubnetConfig,
 }
 
+/// What stage 4 chose: the systems in report order and each search's result, in the order the
+/// searches ran.
+pub struct Chosen {
+    pub systems: Vec<System>,
+    pub searches: Vec<(Search, SearchResult)>,
+}
+
 /// One training run of a system: its index among the system's replicates and its seed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Replicate {
@@ -256,20 +263,25 @@ impl<'a> Context<'a> {
     /// Stage 4: the searched AutoMoE subnet, the HAT-style dense search (experts fixed to 1) under
     /// the same budget, the fixed baselines, and (`search.homogeneous_baseline`) the search over
     /// homogeneous MoE subnets.
-    pub fn choose_systems(&self, supernet_dir: &Path, predictor: &LatencyPredictor) -> Result<Vec<System>> {
+    pub fn choose_systems(&self, supernet_dir: &Path, predictor: &LatencyPredictor) -> Result<Chosen> {
         let dense = self.space.dense();
         let budget = self.cfg.latency_budget(|| Ok(predictor.predict(&dense)?.total_ms()))?;
         let budget_note = budget.map(|b| format!("predicted latency <= {b:.1} ms")).unwrap_or_else(|| "no latency budget".into());
-        let mut systems = Vec::new();
+        let (mut systems, mut searches) = (Vec::new(), Vec::new());
         for kind in SystemKind::all(self.cfg) {
             let config = match kind.choice() {
-                Choice::Search(which) => self.run_search(which, supernet_dir, predictor, budget)?.best.config,
+                Choice::Search(which) => {
+                    let result = self.run_search(which, supernet_dir, predictor, budget)?;
+                    let config = result.best.config.clone();
+                    searches.push((which, result));
+                    config
+                }
                 Choice::LargestDense => dense.clone(),
                 Choice::LargestMoe => self.space.largest(),
             };
             systems.push(System { name: kind.name().into(), description: kind.describe(&budget_note, self.space.max_experts), config });
         }
-        Ok(systems)
+        Ok(Chosen { systems, searches })
     }
 
     /// The training runs of every system, in order.
