@@ -1,6 +1,7 @@
 //! The search pipeline through its CLI modules on a tiny supernet checkpoint: `latency` builds a
 //! dataset, `predictor` trains on it, `search` loads the checkpoint (space in the meta), measures
-//! fitness on validation text and writes best config, population and Pareto plot.
+//! fitness on validation text and writes best config, population and Pareto plot; `fitness`
+//! computes the same fitness for given and sampled subnets.
 
 use std::path::Path;
 
@@ -39,6 +40,7 @@ enum Sub {
     Latency(cli::latency::Args),
     Predictor(cli::predictor::Args),
     Search(cli::search::Args),
+    Fitness(cli::fitness::Args),
 }
 
 fn run(args: &[&str]) -> automoe::Result<()> {
@@ -47,6 +49,7 @@ fn run(args: &[&str]) -> automoe::Result<()> {
         Sub::Latency(a) => cli::latency::run(a),
         Sub::Predictor(a) => cli::predictor::run(a),
         Sub::Search(a) => cli::search::run(a),
+        Sub::Fitness(a) => cli::fitness::run(a),
     }
 }
 
@@ -54,11 +57,10 @@ fn write_lines(path: &Path, lines: impl Iterator<Item = String>) {
     std::fs::write(path, lines.collect::<Vec<_>>().join("\n") + "\n").unwrap();
 }
 
-#[test]
-fn latency_predictor_and_search_commands_end_to_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let p = |name: &str| d.join(name).to_string_lossy().into_owned();
+/// A tiny space's supernet checkpoint written the way `train-supernet` writes one, a tokenizer
+/// and validation text from the synthetic corpus, all under `d`; returns the space, the
+/// checkpoint's directory and its metadata.
+fn setup(d: &Path) -> (SearchSpace, std::path::PathBuf, CheckpointMeta, Supernet) {
     let space = SearchSpace::from_toml_str(SPACE).unwrap();
     std::fs::write(d.join("space.toml"), SPACE).unwrap();
 
@@ -83,6 +85,15 @@ fn latency_predictor_and_search_commands_end_to_end() {
     meta.tokenizer_hash = Some(tok.hash().unwrap());
     let ckpt = d.join("ckpt");
     save_checkpoint(&ckpt, &net.store, &Adam::new(AdamConfig::default()), &meta).unwrap();
+    (space, ckpt, meta, net)
+}
+
+#[test]
+fn latency_predictor_and_search_commands_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = |name: &str| d.join(name).to_string_lossy().into_owned();
+    let (space, ckpt, meta, net) = setup(d);
     let mut subnet_meta = meta.clone();
     subnet_meta.model_config["mode"] = serde_json::json!("subnet");
     let subnet_ckpt = d.join("subnet_ckpt");
@@ -182,4 +193,79 @@ fn latency_predictor_and_search_commands_end_to_end() {
     no_pairs.extend(["--valid-sentences", "0"]);
     let msg = run(&no_pairs).unwrap_err().to_string();
     assert!(msg.contains("--valid-sentences"), "{msg}");
+}
+
+fn parse_fitness(args: &[&str]) -> cli::fitness::Args {
+    match Cmd::try_parse_from(std::iter::once("automoe").chain(args.iter().copied())).unwrap_or_else(|e| panic!("{e}")).sub {
+        Sub::Fitness(a) => a,
+        _ => unreachable!("a fitness command line"),
+    }
+}
+
+#[test]
+fn fitness_command_matches_the_search_and_keeps_earlier_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = |name: &str| d.join(name).to_string_lossy().into_owned();
+    let (space, ckpt, _, _) = setup(d);
+    let ck = ckpt.to_string_lossy().into_owned();
+    let (vs, vt) = (p("valid.src"), p("valid.tgt"));
+    let data = ["--checkpoint", ck.as_str(), "--valid-src", vs.as_str(), "--valid-tgt", vt.as_str(), "--valid-sentences", "40"];
+    let search_out = p("search");
+    let mut search = vec!["search", "--out", &search_out, "--iterations", "1", "--parents", "2", "--mutations", "2", "--crossovers", "2"];
+    search.extend(data);
+    run(&search).unwrap();
+    let pop: automoe::search::SearchResult = serde_json::from_slice(&std::fs::read(d.join("search/population.json")).unwrap()).unwrap();
+
+    // The search's best and two draws from the space; the best's loss is the one the search computed.
+    let (best, out) = (p("search/best.json"), p("fit"));
+    let mut args = vec!["fitness", best.as_str(), "--sample", "2", "--seed", "7", "--out", out.as_str()];
+    args.extend(data);
+    let results = cli::fitness::fitness(&parse_fitness(&args)).unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0].loss, pop.best.loss, "the fitness is the search's");
+    assert_eq!((results[0].gflops, results[0].active_params), (pop.best.gflops, pop.best.active_params));
+    assert_eq!(results[0].config, pop.best.config);
+    assert_eq!(results[1].name, "sample_0.json");
+    let written: Vec<cli::fitness::SubnetFitness> = serde_json::from_slice(&std::fs::read(d.join("fit/fitness.json")).unwrap()).unwrap();
+    assert_eq!(written, results);
+    for (i, r) in results[1..].iter().enumerate() {
+        assert!(r.loss.is_finite() && r.loss > 0.0, "{r:?}");
+        let file = d.join("fit").join(cli::fitness::sample_file(i));
+        let cfg = SubnetConfig::from_json_file(&file).unwrap();
+        assert_eq!(cfg, r.config);
+        space.validate(&cfg).unwrap();
+    }
+    assert_ne!(results[1].config, results[2].config, "two draws of a space this size differ");
+    // A sample file given back is scored the same; the same draw again rewrites identical files.
+    let sample0 = p("fit/sample_0.json");
+    let mut again = vec!["fitness", sample0.as_str()];
+    again.extend(data);
+    assert_eq!(cli::fitness::fitness(&parse_fitness(&again)).unwrap()[0].loss, results[1].loss);
+    assert_eq!(cli::fitness::fitness(&parse_fitness(&args)).unwrap(), results);
+
+    // Another seed's draws would replace sample files a model may have been trained from: refused,
+    // nothing written.
+    let before = std::fs::read(d.join("fit/fitness.json")).unwrap();
+    let mut other_seed = args.clone();
+    other_seed[5] = "8";
+    let msg = cli::fitness::fitness(&parse_fitness(&other_seed)).unwrap_err().to_string();
+    assert!(msg.contains("sample_0.json") && msg.contains("another configuration"), "{msg}");
+    assert_eq!(std::fs::read(d.join("fit/fitness.json")).unwrap(), before);
+
+    // Bad requests, each named.
+    let mut no_out = vec!["fitness", "--sample", "2"];
+    no_out.extend(data);
+    assert!(cli::fitness::fitness(&parse_fitness(&no_out)).unwrap_err().to_string().contains("needs --out"));
+    let mut nothing = vec!["fitness"];
+    nothing.extend(data);
+    assert!(cli::fitness::fitness(&parse_fitness(&nothing)).unwrap_err().to_string().contains("nothing to evaluate"));
+    let mut wide = space.largest();
+    wide.encoder_embed_dim = 24;
+    std::fs::write(d.join("wide.json"), wide.to_json().unwrap()).unwrap();
+    let wide_path = p("wide.json");
+    let mut outside = vec!["fitness", wide_path.as_str()];
+    outside.extend(data);
+    let msg = cli::fitness::fitness(&parse_fitness(&outside)).unwrap_err().to_string();
+    assert!(msg.contains("wide.json") && msg.contains("not a subnet of the supernet's space `cli-test`"), "{msg}");
 }

@@ -46,6 +46,10 @@ enum Command {
     Predictor(cli::predictor::Args),
     /// Evolutionary search over a trained supernet under latency / GFLOPs / active-parameter constraints.
     Search(cli::search::Args),
+    /// The search's fitness (validation loss with the supernet's weights) of given subnets and of
+    /// subnets drawn uniformly from the space, without searching: the supernet's ranking, to check
+    /// against the same subnets trained from scratch
+    Fitness(cli::fitness::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,6 +74,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Latency(a)) => cli::latency::run(a),
         Some(Command::Predictor(a)) => cli::predictor::run(a),
         Some(Command::Search(a)) => cli::search::run(a),
+        Some(Command::Fitness(a)) => cli::fitness::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

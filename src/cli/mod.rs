@@ -3,6 +3,7 @@
 
 pub mod devices;
 pub mod evaluate;
+pub mod fitness;
 pub mod inspect;
 pub mod latency;
 pub mod pipeline;

@@ -2,33 +2,16 @@
 //! subnet with the lowest validation loss under latency / GFLOPs / active-parameter constraints.
 //! Writes `best.json`, `population.json` and `pareto.svg` into `--out`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::data::{filter_pairs, read_parallel, LengthFilter, Tokenizer};
 use crate::search::report::save_search;
-use crate::search::{load_supernet, search, Constraints, LatencyMeter, LatencyPredictor, SearchConfig, SubnetLatencyMeter, SupernetLoss};
+use crate::search::{search, Constraints, LatencyMeter, LatencyPredictor, SearchConfig, SubnetLatencyMeter, SupernetLoss};
 use crate::{Error, Result};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Supernet checkpoint directory (written by `automoe train-supernet`).
-    #[arg(long)]
-    pub checkpoint: PathBuf,
-    /// Validation source and target files (line-aligned; `.gz` allowed).
-    #[arg(long)]
-    pub valid_src: PathBuf,
-    #[arg(long)]
-    pub valid_tgt: PathBuf,
-    /// Tokenizer (`tokenizer.json`); default: `tokenizer.json` in the checkpoint directory or its
-    /// parent.
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
-    /// Validation pairs used for fitness (the first N after length filtering; fixed for the run).
-    #[arg(long, default_value_t = 500)]
-    pub valid_sentences: usize,
-    /// Token budget of one validation batch.
-    #[arg(long, default_value_t = 4096)]
-    pub max_tokens: usize,
+    #[command(flatten)]
+    pub data: super::fitness::FitnessData,
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
@@ -88,47 +71,9 @@ pub fn parse_count(s: &str) -> std::result::Result<f64, String> {
     }
 }
 
-fn find_tokenizer(explicit: Option<&PathBuf>, checkpoint: &Path) -> Result<PathBuf> {
-    if let Some(p) = explicit {
-        return Ok(p.clone());
-    }
-    let candidates = [checkpoint.join("tokenizer.json"), checkpoint.parent().unwrap_or(Path::new(".")).join("tokenizer.json")];
-    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-        Error::invalid(
-            "automoe search",
-            format!("no --tokenizer given and none found at {} or {}", candidates[0].display(), candidates[1].display()),
-        )
-    })
-}
-
 pub fn run(args: Args) -> Result<()> {
-    if args.valid_sentences == 0 {
-        return Err(Error::invalid("--valid-sentences", "must be at least 1 (the search's fitness is their loss)"));
-    }
-    let (net, meta) = load_supernet(&args.checkpoint)?;
-    eprintln!("supernet: space `{}`, vocabulary {}, update {}", net.space.name, net.vocab, meta.update);
-    let tok_path = find_tokenizer(args.tokenizer.as_ref(), &args.checkpoint)?;
-    let tok = Tokenizer::load(&tok_path)?;
-    if let Some(want) = &meta.tokenizer_hash {
-        let got = tok.hash()?;
-        if &got != want {
-            return Err(Error::Format {
-                path: tok_path,
-                msg: format!("tokenizer hash {got} differs from the checkpoint's {want}: not the tokenizer the supernet was trained with"),
-            });
-        }
-    }
-    if tok.vocab_size() > net.vocab {
-        return Err(Error::Format { path: tok_path, msg: format!("vocabulary {} exceeds the supernet's {}", tok.vocab_size(), net.vocab) });
-    }
-    let raw = read_parallel(&args.valid_src, &args.valid_tgt)?;
-    let (mut pairs, report) = filter_pairs(&raw, &LengthFilter::default(), |s| tok.encode(s))?;
-    if pairs.is_empty() {
-        return Err(Error::Format { path: args.valid_src.clone(), msg: format!("no validation pair for the search's fitness ({report})") });
-    }
-    pairs.truncate(args.valid_sentences);
-    eprintln!("validation: {report}; using {} pairs", pairs.len());
-    let mut fitness = SupernetLoss::new(&net, &pairs, args.max_tokens)?;
+    let (net, _, pairs) = args.data.load("automoe search")?;
+    let mut fitness = SupernetLoss::new(&net, &pairs, args.data.max_tokens)?;
 
     let mut predictor = match &args.predictor {
         Some(p) => {
