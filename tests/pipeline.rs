@@ -101,8 +101,12 @@ fn tiny_pipeline_runs_every_stage_and_resumes_without_redoing_work() {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
         assert_eq!(cells[2], format!("{:.4}", r.best.loss), "{line}");
         assert_eq!(cells[3], r.population.get(4).map_or("-".into(), |c| format!("{:.4}", c.loss)), "{line}");
-        assert_eq!(cells[7], r.best.config.experts_per_layer(), "{line}");
-        assert_eq!(cells[8], r.evaluated.to_string(), "{line}");
+        assert_eq!(cells[5], format!("{:.1}", r.constraints.latency_ms.unwrap()), "{line}");
+        assert_eq!(cells[6], format!("{:.1}", r.best.latency.unwrap().total_ms()), "{line}");
+        let system = &results[usize::from(dir == "search_dense")];
+        assert_eq!(cells[7], format!("{:.1}", system.latency_ms), "{line}");
+        assert_eq!(cells[9], r.best.config.experts_per_layer(), "{line}");
+        assert_eq!(cells[10], r.evaluated.to_string(), "{line}");
         assert_eq!(r.best.config, results[usize::from(dir == "search_dense")].config, "the search's best is the system trained");
     }
     for f in ["search/best.json", "search/population.json", "search/pareto.svg", "latency/predictor.json", "export/tokenizer.json"] {

@@ -110,6 +110,15 @@ impl Search {
             .collect()
     }
 
+    /// The system this search chooses (the one [`SystemKind::choice`] names it for).
+    pub fn system(self) -> SystemKind {
+        match self {
+            Search::AutoMoe => SystemKind::AutoMoe,
+            Search::Dense => SystemKind::DenseSearched,
+            Search::Homogeneous => SystemKind::HomogeneousSearched,
+        }
+    }
+
     pub fn dir_name(self) -> &'static str {
         match self {
             Search::AutoMoe => "search",
@@ -207,6 +216,9 @@ mod tests {
             assert_eq!(system_names(&cfg), names, "baselines {baselines}, homogeneous {homogeneous}");
             let dirs: Vec<&str> = Search::all(&cfg).into_iter().map(Search::dir_name).collect();
             assert_eq!(dirs, searches, "baselines {baselines}, homogeneous {homogeneous}");
+            for which in Search::all(&cfg) {
+                assert_eq!(which.system().choice(), Choice::Search(which), "{which:?} chooses the system it names");
+            }
         }
     }
 }
