@@ -283,3 +283,43 @@ fn the_homogeneous_baseline_is_searched_trained_and_reported() {
     let row = format!("| homogeneous MoE search (every expert of a layer one width) (`search_homogeneous/`) | {:.4} |", pop.best.loss);
     assert!(report.contains(&row), "{row}\n{report}");
 }
+
+/// `[search] verify_latency`: the best candidates are measured in order of fitness and the first
+/// within the budget is the system trained; the population file and the report say what was
+/// measured. Without a budget the setting is refused.
+#[test]
+fn verify_latency_measures_the_best_candidates_and_trains_the_first_within_budget() {
+    let toml = format!("baselines = false\n{}", TINY.replace("[search]\n", "[search]\nverify_latency = 3\n"));
+    let cfg = PipelineConfig::from_toml_str(&toml, Path::new("verify.toml")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let results = pipeline::run(&cfg, &out).unwrap();
+    let pop: automoe::search::SearchResult =
+        serde_json::from_str(&std::fs::read_to_string(out.join("search/population.json")).unwrap()).unwrap();
+    let v = pop.verification.as_ref().expect("the search's latency was verified");
+    let budget = pop.constraints.latency_ms.unwrap();
+    assert_eq!(v.budget_ms, budget);
+    assert!(v.meter.contains("thread-CPU clock") && v.meter.contains("5 warm-up + 20 timed runs"), "the paper's protocol: {}", v.meter);
+    let ranks: Vec<usize> = v.checked.iter().map(|c| c.rank).collect();
+    assert_eq!(ranks, (0..v.checked.len()).collect::<Vec<_>>(), "measured in rank order");
+    assert!(v.checked.iter().all(|c| c.measured_ms > 0.0 && c.loss == pop.population[c.rank].loss));
+    match v.chosen {
+        Some(rank) => {
+            assert_eq!(rank, v.checked.len() - 1, "measuring stops at the first within the budget");
+            assert!(v.checked[rank].measured_ms <= budget && v.checked[..rank].iter().all(|c| c.measured_ms > budget), "{v:?}");
+            assert_eq!(pop.best, pop.population[rank]);
+        }
+        None => {
+            assert_eq!(v.checked.len(), 3.min(pop.population.len()));
+            assert!(v.checked.iter().all(|c| c.measured_ms > budget), "{v:?}");
+            assert_eq!(pop.best, pop.population[0]);
+        }
+    }
+    assert_eq!(results[0].config, pop.best.config, "the system trained is the verified best");
+    let report = std::fs::read_to_string(out.join(REPORT_FILE)).unwrap();
+    assert!(report.contains(&format!("AutoMoE search: the best candidates' latency measured ({}): {}.", v.meter, v.summary())), "{report}");
+
+    let no_budget = toml.replace("[search]\n", "[search]\nlatency_fraction = 0\n");
+    let err = PipelineConfig::from_toml_str(&no_budget, Path::new("verify.toml")).unwrap_err().to_string();
+    assert!(err.contains("verify_latency") && err.contains("no latency budget"), "{err}");
+}

@@ -170,6 +170,20 @@ fn latency_predictor_and_search_commands_end_to_end() {
     assert_eq!(pop["population"].as_array().unwrap().len(), 6);
     assert!(pop["population"][0]["latency"]["encoder_ms"].as_f64().unwrap() > 0.0);
     assert!(std::fs::read_to_string(d.join("search/pareto.svg")).unwrap().contains("latency (ms)"));
+    // --verify-latency: the best candidate measured by the protocol; within a budget this wide it
+    // is taken at once, and population.json records the check.
+    let mut verified = with_pred.clone();
+    verified.extend(["--verify-latency", "3"]);
+    verified.extend(tiny);
+    run(&verified).unwrap();
+    let pop: automoe::search::SearchResult = serde_json::from_slice(&std::fs::read(d.join("search/population.json")).unwrap()).unwrap();
+    let v = pop.verification.as_ref().expect("a verification");
+    assert_eq!((v.chosen, v.checked.len(), v.budget_ms), (Some(0), 1, 1e9));
+    assert!(v.checked[0].measured_ms > 0.0 && v.checked[0].predicted_ms.is_some() && v.meter.contains("0 warm-up + 1 timed runs"), "{v:?}");
+    // Without a latency bound there is nothing to verify against: refused when parsed.
+    let mut unbounded = base.to_vec();
+    unbounded.extend(["--verify-latency", "3"]);
+    assert!(Cmd::try_parse_from(std::iter::once("automoe").chain(unbounded.iter().copied())).is_err());
 
     // An impossible budget ends in the clear error, not a loop.
     let mut impossible = base.to_vec();

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use crate::search::report::save_search;
-use crate::search::{search, Constraints, LatencyMeter, LatencyPredictor, SearchConfig, SubnetLatencyMeter, SupernetLoss};
+use crate::search::{search, verify_latency, Constraints, LatencyMeter, LatencyPredictor, SearchConfig, SubnetLatencyMeter, SupernetLoss};
 use crate::{Error, Result};
 
 #[derive(clap::Args, Debug)]
@@ -31,6 +31,11 @@ pub struct Args {
     /// Measure every candidate's latency on the CPU (slow; see `automoe latency`).
     #[arg(long)]
     pub measure_latency: bool,
+    /// After the search, measure its best N candidates in order of fitness (by --protocol's
+    /// settings) and take the first whose measured latency is within --latency-ms: a predicted
+    /// budget otherwise favours the candidates the predictor underestimates. Needs --latency-ms.
+    #[arg(long, default_value_t = 0, requires = "latency_ms")]
+    pub verify_latency: usize,
     #[command(flatten)]
     pub protocol: super::latency::ProtocolArgs,
     #[arg(long, default_value_t = 15)]
@@ -117,8 +122,16 @@ pub fn run(args: Args) -> Result<()> {
     };
     eprintln!("constraints: {}; population {} for {} iterations", constraints.describe(), config.population(), config.iterations);
     let pb = super::latency::bar(args.iterations as u64 + 1, "generations");
-    let result = search(&net.space, config, constraints, &mut fitness, meter, |i, _| pb.set_position(i as u64 + 1))?;
+    let mut result = search(&net.space, config, constraints, &mut fitness, meter, |i, _| pb.set_position(i as u64 + 1))?;
     pb.finish_and_clear();
+    if args.verify_latency > 0 {
+        let p = &args.protocol;
+        let mut measured = SubnetLatencyMeter::new(&net, p.protocol(), p.threads, args.seed)?.on_device(p.device)?;
+        verify_latency(&mut result, &mut measured, args.verify_latency)?;
+        if let Some(v) = &result.verification {
+            println!("latency of the best candidates measured ({}) against {:.2} ms: {}", v.meter, v.budget_ms, v.summary());
+        }
+    }
     save_search(&result, &args.out)?;
     let b = &result.best;
     let lat = b.latency.map(|l| format!(", latency {:.2} ms", l.total_ms())).unwrap_or_default();

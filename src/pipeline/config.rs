@@ -143,6 +143,11 @@ pub struct SearchSection {
     /// the same budget, and train and evaluate the result as `homogeneous_searched`: what the
     /// heterogeneous expert widths buy, at the same search effort.
     pub homogeneous_baseline: bool,
+    /// Measure the best this many candidates of each search, in order of fitness, by the
+    /// paper's protocol on the latency device, and take the first within the latency budget
+    /// (`search::verify_latency`): a predicted budget otherwise favours the candidates the
+    /// predictor underestimates. 0 (the default, as in AutoMoE): the search's best as it is.
+    pub verify_latency: usize,
 }
 
 impl Default for SearchSection {
@@ -158,6 +163,7 @@ impl Default for SearchSection {
             active_params: None,
             valid_sentences: 300,
             homogeneous_baseline: false,
+            verify_latency: 0,
         }
     }
 }
@@ -333,6 +339,9 @@ impl PipelineConfig {
             |name: &str, r: Result<()>| r.map_err(|e| Error::Format { path: origin.to_path_buf(), msg: format!("[{name}]: {e}") });
         if self.supernet.average > 0 || self.supernet.average_every.is_some() {
             return bad("[supernet] average: weight averaging applies to the trained systems ([final_train]); the search reads the supernet's weights as trained".into());
+        }
+        if self.search.verify_latency > 0 && self.latency_budget(|| Ok(1.0))?.is_none() {
+            return bad("[search] verify_latency: there is no latency budget to verify against (set latency_fraction or latency_ms)".into());
         }
         if self.supernet.replicates != 1 {
             return bad(

@@ -238,6 +238,11 @@ fn searches_note(searches: &[(Search, SearchResult)], results: &[SystemResult]) 
             }
         }
     }
+    for (which, r) in searches {
+        if let Some(v) = &r.verification {
+            let _ = writeln!(md, "\n{}: the best candidates' latency measured ({}): {}.", which.describe(), v.meter, v.summary());
+        }
+    }
     if !over.is_empty() {
         let _ = writeln!(
             md,
@@ -390,6 +395,7 @@ mod tests {
             evaluated: 40,
             rejected: 3,
             duplicates: 0,
+            verification: None,
         };
         let runs = |name: &str, latency: [f64; 2]| latency.map(|latency_ms| SystemResult { latency_ms, ..result(name, None) });
         let mut results = runs("automoe", [11.0, 13.0]).to_vec();

@@ -18,7 +18,7 @@ use crate::decode::significance::{paired_bootstrap, PairedBootstrap, DEFAULT_RES
 use crate::fsio::write_atomic;
 use crate::model::{flop_report, param_report, Routing, SearchSpace, SubnetConfig, PAPER_SRC_LEN, PAPER_TGT_LEN};
 use crate::search::{
-    load_supernet, report::save_search, search, split_records, Constraints, LatencyDataset, LatencyMeter, LatencyPredictor,
+    load_supernet, report::save_search, search, split_records, verify_latency, Constraints, LatencyDataset, LatencyMeter, LatencyPredictor,
     LatencyProtocol, SearchConfig, SearchResult, SubnetLatencyMeter, SupernetLoss,
 };
 use crate::train::mt::data::{read_source, train_tokenizer, DataConfig, DataSource};
@@ -253,7 +253,21 @@ impl<'a> Context<'a> {
             config.population(),
             config.iterations
         ));
-        let result = search(space, config, constraints, &mut fitness, Some(&mut meter as &mut dyn LatencyMeter), |_, _| {})?;
+        let mut result = search(space, config, constraints, &mut fitness, Some(&mut meter as &mut dyn LatencyMeter), |_, _| {})?;
+        if s.verify_latency > 0 && result.constraints.latency_ms.is_some() {
+            let l = &self.cfg.latency;
+            let protocol = LatencyProtocol { clock: l.clock, ..LatencyProtocol::paper() };
+            let mut measured = SubnetLatencyMeter::new(&net, protocol, l.threads, self.cfg.seed)?.on_device(l.device)?;
+            verify_latency(&mut result, &mut measured, s.verify_latency)?;
+            if let Some(v) = &result.verification {
+                say(format!(
+                    "{}: latency of the best candidates measured against {:.1} ms: {}",
+                    which.describe(),
+                    v.budget_ms,
+                    v.summary()
+                ));
+            }
+        }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         save_search(&result, dir)?;
         self.record_time(dir, start, false)?;

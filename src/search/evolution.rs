@@ -212,6 +212,10 @@ pub struct SearchResult {
     /// redraws found nothing new (absent in results written before the search redrew copies).
     #[serde(default)]
     pub duplicates: usize,
+    /// The measured latency check of the best candidates ([`super::verify_latency`]), when one was
+    /// made: `best` is then the candidate it took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<super::verify::Verification>,
 }
 
 /// Costs of one config (everything but the loss).
@@ -560,6 +564,7 @@ pub fn search<'a>(
         evaluated: s.losses.len(),
         rejected: s.rejected,
         duplicates: s.duplicates,
+        verification: None,
     })
 }
 

@@ -2,7 +2,7 @@
 //! latency dataset and an MLP predictor over architecture features ([`dataset`], [`mod@features`],
 //! [`predictor`]), and the evolutionary search under latency / FLOPs / active-parameter
 //! constraints with supernet validation loss as fitness ([`evolution`], [`fitness`]), with its
-//! outputs and Pareto plot ([`report`]). See `docs/ARCHITECTURE.md` ("Search").
+//! outputs and Pareto plot ([`report`]), and the measured check of its latency ([`verify`]). See `docs/ARCHITECTURE.md` ("Search").
 
 pub mod dataset;
 pub mod evolution;
@@ -11,6 +11,7 @@ pub mod fitness;
 pub mod latency;
 pub mod predictor;
 pub mod report;
+pub mod verify;
 
 pub use dataset::{LatencyDataset, LatencyRecord};
 pub use evolution::{search, Candidate, Constraints, SearchConfig, SearchResult};
@@ -20,3 +21,4 @@ pub use fitness::{load_supernet, Fitness, SupernetLoss, SupernetMeta};
 pub use latency::CpuLatencyMeter;
 pub use latency::{trimmed_mean, Clock, Latency, LatencyMeter, LatencyProtocol, SubnetLatencyMeter};
 pub use predictor::{kendall_tau, split_records, LatencyPredictor, PredictorConfig, PredictorReport};
+pub use verify::{verify_latency, LatencyCheck, Verification};
