@@ -65,6 +65,11 @@ impl ProtocolArgs {
             clock: self.clock,
         }
     }
+
+    /// A meter timing `net`'s subnets by these settings, on `--device` in `--threads` threads.
+    pub fn meter<'a>(&self, net: &'a Supernet, seed: u64) -> Result<SubnetLatencyMeter<'a>> {
+        SubnetLatencyMeter::new(net, self.protocol(), self.threads, seed)?.on_device(self.device)
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -132,8 +137,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     let net = supernet(args.checkpoint.as_ref(), &args.space, args.vocab)?;
-    let mut meter =
-        SubnetLatencyMeter::new(&net, args.protocol.protocol(), args.protocol.threads, args.seed)?.on_device(args.protocol.device)?;
+    let mut meter = args.protocol.meter(&net, args.seed)?;
     eprintln!("meter: {}", meter.describe());
     match (&args.config, args.samples, &args.out) {
         (Some(path), _, _) => {

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use crate::search::report::save_search;
-use crate::search::{search, verify_latency, Constraints, LatencyMeter, LatencyPredictor, SearchConfig, SubnetLatencyMeter, SupernetLoss};
+use crate::search::{search, verify_latency, Constraints, LatencyMeter, LatencyPredictor, SearchConfig, SupernetLoss};
 use crate::{Error, Result};
 
 #[derive(clap::Args, Debug)]
@@ -93,11 +93,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => None,
     };
-    let mut cpu = if args.measure_latency {
-        Some(SubnetLatencyMeter::new(&net, args.protocol.protocol(), args.protocol.threads, args.seed)?.on_device(args.protocol.device)?)
-    } else {
-        None
-    };
+    let mut cpu = if args.measure_latency { Some(args.protocol.meter(&net, args.seed)?) } else { None };
     let meter: Option<&mut dyn LatencyMeter> = match (predictor.as_mut(), cpu.as_mut()) {
         (Some(p), _) => Some(p),
         (None, Some(c)) => Some(c),
@@ -125,8 +121,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut result = search(&net.space, config, constraints, &mut fitness, meter, |i, _| pb.set_position(i as u64 + 1))?;
     pb.finish_and_clear();
     if args.verify_latency > 0 {
-        let p = &args.protocol;
-        let mut measured = SubnetLatencyMeter::new(&net, p.protocol(), p.threads, args.seed)?.on_device(p.device)?;
+        let mut measured = args.protocol.meter(&net, args.seed)?;
         verify_latency(&mut result, &mut measured, args.verify_latency)?;
         if let Some(v) = &result.verification {
             println!("latency of the best candidates measured ({}) against {:.2} ms: {}", v.meter, v.budget_ms, v.summary());

@@ -16,7 +16,7 @@ use crate::data::{read_lines, synthetic_corpus, Tokenizer};
 use crate::decode::latency::measure;
 use crate::decode::significance::{paired_bootstrap, PairedBootstrap, DEFAULT_RESAMPLES, DEFAULT_SEED};
 use crate::fsio::write_atomic;
-use crate::model::{flop_report, param_report, Routing, SearchSpace, SubnetConfig, PAPER_SRC_LEN, PAPER_TGT_LEN};
+use crate::model::{flop_report, param_report, Routing, SearchSpace, SubnetConfig, Supernet, PAPER_SRC_LEN, PAPER_TGT_LEN};
 use crate::search::{
     load_supernet, report::save_search, search, split_records, verify_latency, Constraints, LatencyDataset, LatencyMeter, LatencyPredictor,
     LatencyProtocol, SearchConfig, SearchResult, SubnetLatencyMeter, SupernetLoss,
@@ -131,6 +131,13 @@ impl<'a> Context<'a> {
         RunDir(self.out)
     }
 
+    /// A meter of `net`'s subnets by `base`'s repetitions and `[latency]`'s clock, threads and
+    /// device: the latency dataset's (fast protocol) and the search verification's (paper's).
+    fn latency_meter<'n>(&self, net: &'n Supernet, base: LatencyProtocol) -> Result<SubnetLatencyMeter<'n>> {
+        let l = &self.cfg.latency;
+        SubnetLatencyMeter::new(net, LatencyProtocol { clock: l.clock, ..base }, l.threads, self.cfg.seed)?.on_device(l.device)
+    }
+
     fn data_config(&self) -> DataConfig {
         DataConfig { max_tokens: self.cfg.data.max_tokens, vocab_size: self.cfg.data.vocab_size, ..DataConfig::new(self.source.clone()) }
     }
@@ -187,8 +194,7 @@ impl<'a> Context<'a> {
             let start = Instant::now();
             let (net, _) = load_supernet(&mt::checkpoint_dir(supernet_dir))?;
             let l = &self.cfg.latency;
-            let protocol = LatencyProtocol { clock: l.clock, ..LatencyProtocol::fast() };
-            let mut meter = SubnetLatencyMeter::new(&net, protocol, l.threads, self.cfg.seed)?.on_device(l.device)?;
+            let mut meter = self.latency_meter(&net, LatencyProtocol::fast())?;
             let how = if l.interleave { ", interleaved" } else { "" };
             say(format!("latency: measuring {} subnets ({}{how})", l.samples, meter.describe()));
             let ds = if l.interleave {
@@ -255,9 +261,7 @@ impl<'a> Context<'a> {
         ));
         let mut result = search(space, config, constraints, &mut fitness, Some(&mut meter as &mut dyn LatencyMeter), |_, _| {})?;
         if s.verify_latency > 0 && result.constraints.latency_ms.is_some() {
-            let l = &self.cfg.latency;
-            let protocol = LatencyProtocol { clock: l.clock, ..LatencyProtocol::paper() };
-            let mut measured = SubnetLatencyMeter::new(&net, protocol, l.threads, self.cfg.seed)?.on_device(l.device)?;
+            let mut measured = self.latency_meter(&net, LatencyProtocol::paper())?;
             verify_latency(&mut result, &mut measured, s.verify_latency)?;
             if let Some(v) = &result.verification {
                 say(format!(
