@@ -274,3 +274,54 @@ fn binary_translates_stdin() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
 }
+
+/// `automoe latency --model DIR [--model DIR ...]`: trained model directories timed by the AutoMoE
+/// protocol (several together, in rounds), through the library entry point and the binary; a
+/// missing directory and a model given with a supernet checkpoint are refused by name.
+#[test]
+fn latency_of_a_model_directory() {
+    use automoe::cli::latency::{measure_model_dirs, ProtocolArgs};
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("model");
+    make_model_dir(&model_dir);
+    let protocol = ProtocolArgs {
+        fast: true,
+        src_len: Some(6),
+        steps: Some(4),
+        beam: Some(2),
+        warmup: None,
+        runs: Some(7),
+        trim: None,
+        threads: 1,
+        clock: automoe::search::latency::Clock::Cpu,
+        device: automoe::Device::Cpu,
+    };
+    // One model, then the same directory twice (timed together in rounds).
+    for n in [1, 2] {
+        let lats = measure_model_dirs(&vec![model_dir.clone(); n], &protocol).unwrap();
+        assert_eq!(lats.len(), n);
+        for lat in lats {
+            // 7 runs, trim 0.2 (--fast): one dropped at each end.
+            assert_eq!((lat.runs_kept, lat.threads), (5, 1), "{lat:?}");
+            assert!(lat.encoder_ms > 0.0 && lat.decoder_ms > 0.0 && lat.total_ms == lat.encoder_ms + lat.decoder_ms, "{lat:?}");
+        }
+    }
+    let err = measure_model_dirs(&[model_dir.clone(), tmp.path().join("missing")], &protocol).unwrap_err().to_string();
+    assert!(err.contains("missing") && err.contains("not a directory"), "{err}");
+
+    let bin = env!("CARGO_BIN_EXE_automoe");
+    let dir = model_dir.to_str().unwrap();
+    let out =
+        std::process::Command::new(bin).args(["latency", "--model", dir, "--fast", "--steps", "3", "--clock", "cpu"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("encoder ") && stdout.contains(" ms, total "), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("thread-CPU clock; source 30 tokens, 3 decoder steps at beam 5"));
+    let out = std::process::Command::new(bin).args(["latency", "--model", dir, "--model", dir, "--fast", "--steps", "3"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().filter(|l| l.starts_with(&format!("{dir}: encoder "))).count(), 2, "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 models timed together in rounds"));
+    let out = std::process::Command::new(bin).args(["latency", "--model", dir, "--checkpoint", dir]).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--checkpoint"));
+}

@@ -56,12 +56,12 @@ fn tiny_pipeline_runs_every_stage_and_resumes_without_redoing_work() {
     assert!(!out.exists());
     let results = pipeline::run(&cfg, &out).unwrap();
     let planned = pipeline::plan(&cfg, &out).unwrap();
-    assert_eq!(planned.len(), 1 + 1 + 1 + 2 + 2 * 4 + 2, "{planned:?}");
+    assert_eq!(planned.len(), 1 + 1 + 1 + 2 + 2 * 4 + 1 + 2, "{planned:?}");
     assert!(planned.iter().all(|s| matches!(s.status, Status::Kept | Status::EveryRun)), "{planned:?}");
     let names: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["automoe", "dense_searched", "dense_large", "switch"]);
     for r in &results {
-        assert!(r.latency_ms > 0.0 && r.gflops > 0.0 && r.total_params > 0, "{r:?}");
+        assert!(r.latency_ms() > 0.0 && r.gflops > 0.0 && r.total_params > 0, "{r:?}");
         assert!((0.0..=100.0).contains(&r.bleu) && r.test_sentences == 12, "{r:?}");
         // The routed cost is measured on the test set; a dense model has nothing to route.
         let routed = r.routed_gflops.expect("the test set has pairs");
@@ -104,7 +104,7 @@ fn tiny_pipeline_runs_every_stage_and_resumes_without_redoing_work() {
         assert_eq!(cells[5], format!("{:.1}", r.constraints.latency_ms.unwrap()), "{line}");
         assert_eq!(cells[6], format!("{:.1}", r.best.latency.unwrap().total_ms()), "{line}");
         let system = &results[usize::from(dir == "search_dense")];
-        assert_eq!(cells[7], format!("{:.1}", system.latency_ms), "{line}");
+        assert_eq!(cells[7], format!("{:.1}", system.latency_ms()), "{line}");
         assert_eq!(cells[9], r.best.config.experts_per_layer(), "{line}");
         assert_eq!(cells[10], r.evaluated.to_string(), "{line}");
         assert_eq!(r.best.config, results[usize::from(dir == "search_dense")].config, "the search's best is the system trained");
@@ -112,19 +112,46 @@ fn tiny_pipeline_runs_every_stage_and_resumes_without_redoing_work() {
     for f in ["search/best.json", "search/population.json", "search/pareto.svg", "latency/predictor.json", "export/tokenizer.json"] {
         assert!(out.join(f).exists(), "{f} missing");
     }
+    // Every system's latency comes from one measurement of them all, in report order; the
+    // evaluation's own files leave it out.
+    let timed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("systems_latency.json")).unwrap()).unwrap();
+    let timed = timed["systems"].as_array().unwrap();
+    assert_eq!(timed.iter().map(|t| t["label"].as_str().unwrap()).collect::<Vec<_>>(), names);
+    for (t, r) in timed.iter().zip(&results) {
+        assert_eq!(t["latency"]["total_ms"].as_f64(), Some(r.latency_ms()), "{t}");
+    }
+    assert!(!std::fs::read_to_string(out.join("eval/switch.json")).unwrap().contains("total_ms"));
+    assert!(report.contains("every system timed together in rounds") && report.contains("thread(s), thread-CPU clock"), "{report}");
     // The export is what `automoe translate` and the C ABI load.
     automoe::cli::translate::load_model_dir(&pipeline::export_dir(&out)).unwrap();
     // Every stage's wall time is kept, and the report sums them.
     let timings = pipeline::Timings::load(&out).unwrap();
     let stages: Vec<&str> = timings.stages.iter().map(|(s, _)| s.as_str()).collect();
-    for s in ["tokenizer.json", "supernet", "latency", "search", "search_dense", "systems/automoe", "systems/switch", "eval/switch.json"] {
+    for s in [
+        "tokenizer.json",
+        "supernet",
+        "latency",
+        "search",
+        "search_dense",
+        "systems/automoe",
+        "systems/switch",
+        "eval/switch.json",
+        "systems_latency.json",
+    ] {
         assert!(stages.contains(&s), "{s} missing from {stages:?}");
     }
     assert!(timings.stages.iter().all(|(_, s)| *s > 0.0), "{timings:?}");
     assert!(report.contains(&format!("Wall time of the stages: {}", timings.summary())), "{report}");
 
     // A second run redoes nothing: stage outputs keep their times, the results are equal.
-    let marks = ["supernet/DONE", "latency/predictor.json", "search/population.json", "systems/switch/DONE", "eval/switch.json"];
+    let marks = [
+        "supernet/DONE",
+        "latency/predictor.json",
+        "search/population.json",
+        "systems/switch/DONE",
+        "eval/switch.json",
+        "systems_latency.json",
+    ];
     let before: Vec<_> = marks.iter().map(|m| modified(&out.join(m))).collect();
     let again = pipeline::run(&cfg, &out).unwrap();
     assert_eq!(again, results);
@@ -150,17 +177,24 @@ fn tiny_pipeline_runs_every_stage_and_resumes_without_redoing_work() {
     twice.final_train.replicates = 2;
     let planned = pipeline::plan(&twice, &out).unwrap();
     let to_run: Vec<String> = planned.iter().filter(|s| s.status == Status::ToRun).map(|s| s.output.display().to_string()).collect();
-    let want: Vec<String> = names.iter().flat_map(|n| [format!("systems/{n}.seed5"), format!("eval/{n}.seed5.json")]).collect();
-    assert_eq!(to_run, want, "only the new seed's runs are planned");
+    let mut want: Vec<String> = names.iter().flat_map(|n| [format!("systems/{n}.seed5"), format!("eval/{n}.seed5.json")]).collect();
+    want.push("systems_latency.json".into());
+    assert_eq!(to_run, want, "only the new seed's runs are planned, and all runs timed again together");
     let both = pipeline::run(&twice, &out).unwrap();
-    assert_eq!(marks.iter().map(|m| modified(&out.join(m))).collect::<Vec<_>>(), after);
+    let (kept, retimed) = marks.split_at(marks.len() - 1);
+    assert_eq!(kept.iter().map(|m| modified(&out.join(m))).collect::<Vec<_>>(), after[..kept.len()]);
+    assert_ne!(modified(&out.join(retimed[0])), after[kept.len()]);
     let seeds: Vec<(&str, Option<u64>)> = both.iter().map(|r| (r.name.as_str(), r.seed)).collect();
     let want: Vec<(&str, Option<u64>)> = results.iter().flat_map(|r| [(r.name.as_str(), Some(4)), (r.name.as_str(), Some(5))]).collect();
     assert_eq!(seeds, want);
-    assert_eq!(both.iter().step_by(2).cloned().collect::<Vec<_>>(), results);
+    // The first runs' results are kept; only their latency is new (timed with the new runs).
+    let untimed = |r: &automoe::pipeline::SystemResult| automoe::pipeline::SystemResult { latency: None, ..r.clone() };
+    assert_eq!(both.iter().step_by(2).map(untimed).collect::<Vec<_>>(), results.iter().map(untimed).collect::<Vec<_>>());
+    assert!(both.iter().all(|r| r.latency_ms() > 0.0), "{both:?}");
     assert!(out.join("systems/switch.seed5/DONE").exists() && out.join("eval/switch.seed5.json").exists());
     let more = pipeline::Timings::load(&out).unwrap();
-    assert_eq!(more.stages[..timings.stages.len()], timings.stages[..], "the first runs' times are kept");
+    let first_runs = |t: &pipeline::Timings| t.stages.iter().filter(|(s, _)| s != "systems_latency.json").cloned().collect::<Vec<_>>();
+    assert_eq!(first_runs(&more)[..timings.stages.len() - 1], first_runs(&timings)[..], "the first runs' times are kept");
     assert!(more.stages.iter().any(|(s, _)| s == "systems/switch.seed5") && more.stages.iter().any(|(s, _)| s == "eval/switch.seed5.json"));
     let report = std::fs::read_to_string(out.join(REPORT_FILE)).unwrap();
     let switch: Vec<&automoe::pipeline::SystemResult> = both.iter().filter(|r| r.name == "switch").collect();
@@ -239,9 +273,9 @@ fn latency_on_a_gpu_is_checked_before_training_and_reported() {
         }
         Ok(_) => {
             let results = pipeline::run(&cfg, &out).unwrap();
-            assert!(results.iter().all(|r| r.latency_ms > 0.0 && r.latency_ms.is_finite()), "{results:?}");
+            assert!(results.iter().all(|r| r.latency_ms() > 0.0 && r.latency_ms().is_finite()), "{results:?}");
             let report = std::fs::read_to_string(out.join(REPORT_FILE)).unwrap();
-            assert!(report.contains("on cuda:0 (host work on 1 thread(s))"), "{report}");
+            assert!(report.contains("cuda:0 (host: 1 thread(s)), wall clock"), "{report}");
         }
     }
 }
@@ -255,7 +289,7 @@ fn the_binary_plans_without_running() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8(o.stdout).unwrap();
     assert!(text.contains("a new run") && text.contains("to run") && text.contains("systems/switch"), "{text}");
-    assert!(text.contains("13 stage(s) to run or finish"), "{text}");
+    assert!(text.contains("14 stage(s) to run or finish"), "{text}");
     assert!(!out.exists(), "planning wrote {}", out.display());
 }
 

@@ -274,6 +274,26 @@ fn cpu_meter_and_supernet_fitness_run_on_a_tiny_model_and_outputs_are_written() 
         meter.measure_interleaved(&[space.largest(), space.sample(&mut automoe::rng::seeded(1)).unwrap()], |r| rounds.push(r)).unwrap();
     assert_eq!(rounds, vec![1, 2, 3]);
     assert!(both.len() == 2 && both.iter().all(|l| l.encoder_ms > 0.0 && l.decoder_ms > 0.0), "{both:?}");
+    // The rounds under it: every model once per round, in turn, each run counted for its own model.
+    let models = [net.extract(&space.largest()).unwrap(), net.extract(&space.smallest()).unwrap()];
+    let mut order = Vec::new();
+    let reports = automoe::decode::measure_in_rounds(
+        2,
+        &LatencyProtocol { runs: 5, trim: 0.2, threads: Some(1), ..protocol },
+        |i, time| {
+            order.push(i);
+            time(&models[i].view()?)
+        },
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(order, [0, 1].repeat(5));
+    assert!(reports.iter().all(|r| r.runs_kept == 3 && r.threads == 1 && r.total_ms == r.encoder_ms + r.decoder_ms), "{reports:?}");
+    // A model its caller forgot to time is an error naming it, not a mean over fewer runs.
+    let err = automoe::decode::measure_in_rounds(2, &protocol, |i, time| if i == 1 { Ok(()) } else { time(&models[i].view()?) }, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("model 1 was not timed in round 1"), "{err}");
     // The thread-CPU clock (for shared machines) times the same passes, on one thread only.
     let cpu_protocol = LatencyProtocol { clock: Clock::Cpu, ..protocol };
     let msg = SubnetLatencyMeter::new(&net, cpu_protocol, 2, 0).err().unwrap().to_string();

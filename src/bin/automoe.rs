@@ -40,7 +40,8 @@ enum Command {
     /// Score translation files against a reference with BLEU and chrF; with two or more, compare
     /// each with the first by paired bootstrap resampling (p-values and 95 % intervals).
     Score(cli::score::Args),
-    /// Measure a subnet's latency (AutoMoE protocol) or build the latency dataset of N sampled subnets.
+    /// Measure a subnet's or a trained model directory's latency (AutoMoE protocol), or build the
+    /// latency dataset of N sampled subnets.
     Latency(cli::latency::Args),
     /// Train and evaluate the latency predictor (MLP) on a latency dataset.
     Predictor(cli::predictor::Args),

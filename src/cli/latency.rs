@@ -1,8 +1,9 @@
-//! `automoe latency`: measure one subnet's latency by the AutoMoE protocol, or build the
-//! predictor's dataset of N sampled subnets.
+//! `automoe latency`: measure one subnet's latency by the AutoMoE protocol, or a trained model
+//! directory's, or build the predictor's dataset of N sampled subnets.
 
 use std::path::PathBuf;
 
+use crate::decode::LatencyReport;
 use crate::model::{ModelOptions, SearchSpace, SubnetConfig, Supernet};
 use crate::search::latency::Clock;
 use crate::search::{load_supernet, LatencyDataset, LatencyMeter, LatencyProtocol, SubnetLatencyMeter};
@@ -87,6 +88,12 @@ pub struct Args {
     /// Measure this subnet (JSON, as `search` writes it).
     #[arg(long, conflicts_with = "samples")]
     pub config: Option<PathBuf>,
+    /// Measure a trained model directory (as `train` or `pipeline` exports it) instead of a
+    /// supernet's subnet: its own weights, so its own routing. Given several times, the models
+    /// are timed together in rounds (each round: every model's warm-up runs and one timed run),
+    /// so that a changing load on the machine hits all of them alike.
+    #[arg(long, conflicts_with_all = ["checkpoint", "config", "samples"])]
+    pub model: Vec<PathBuf>,
     /// Build a dataset of this many sampled subnets (needs --out).
     #[arg(long, requires = "out")]
     pub samples: Option<usize>,
@@ -125,6 +132,19 @@ pub(crate) fn bar(total: u64, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// `--model DIR ...`: trained model directories timed by the same protocol as the subnets, on
+/// `--device` in `--threads` threads; one alone by `decode::measure`, several together by
+/// `decode::measure_in_rounds`.
+pub fn measure_model_dirs(dirs: &[PathBuf], protocol: &ProtocolArgs) -> Result<Vec<LatencyReport>> {
+    let models =
+        dirs.iter().map(|dir| crate::cli::translate::load_model_dir(dir)?.0.to_device(protocol.device)).collect::<Result<Vec<_>>>()?;
+    let proto = protocol.protocol();
+    match models.as_slice() {
+        [one] => Ok(vec![crate::decode::measure(&one.view()?, &proto)?]),
+        _ => crate::decode::measure_in_rounds(models.len(), &proto, |i, time| time(&models[i].view()?), |_| {}),
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     // The CSV goes beside the dataset with the extension swapped: an --out ending in .csv would
     // have the CSV overwrite the JSON once the (long) measuring is done.
@@ -135,6 +155,17 @@ pub fn run(args: Args) -> Result<()> {
                 format!("{} ends in .csv, the name of the CSV written beside the JSON dataset; name the dataset .json", out.display()),
             ));
         }
+    }
+    if !args.model.is_empty() {
+        eprintln!("meter: {}", args.protocol.protocol().describe(args.protocol.device, args.protocol.threads));
+        if args.model.len() > 1 {
+            eprintln!("{} models timed together in rounds", args.model.len());
+        }
+        for (dir, lat) in args.model.iter().zip(measure_model_dirs(&args.model, &args.protocol)?) {
+            let name = if args.model.len() > 1 { format!("{}: ", dir.display()) } else { String::new() };
+            println!("{name}encoder {:.3} ms, decoder {:.3} ms, total {:.3} ms", lat.encoder_ms, lat.decoder_ms, lat.total_ms);
+        }
+        return Ok(());
     }
     let net = supernet(args.checkpoint.as_ref(), &args.space, args.vocab)?;
     let mut meter = args.protocol.meter(&net, args.seed)?;

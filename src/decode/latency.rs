@@ -145,6 +145,20 @@ impl LatencyProtocol {
         Ok(())
     }
 
+    /// What is timed, and where: `device` with `threads` host threads.
+    pub fn describe(&self, device: crate::Device, threads: usize) -> String {
+        let place = if device.is_cuda() { format!("{device} (host: {threads} thread(s))") } else { format!("cpu, {threads} thread(s)") };
+        let clock = match self.clock {
+            Clock::Wall => "wall",
+            Clock::Cpu => "thread-CPU",
+        };
+        format!(
+            "{place}, {clock} clock; source {} tokens, {} decoder steps at beam {}, {} warm-up + {} timed runs, trim {}; \
+             incremental decoder",
+            self.src_len, self.steps, self.beam, self.warmup, self.runs, self.trim
+        )
+    }
+
     /// Runs dropped at each end.
     fn dropped(&self) -> usize {
         trimmed_count(self.runs, self.trim)
@@ -160,13 +174,83 @@ pub fn measure(model: &ModelView, proto: &LatencyProtocol) -> Result<LatencyRepo
     }
 }
 
-fn measure_here(model: &ModelView, proto: &LatencyProtocol) -> Result<LatencyReport> {
+/// Refuses the thread-CPU clock in a pool of more than one thread (the other threads' work
+/// would not be counted).
+fn check_pool(proto: &LatencyProtocol) -> Result<()> {
     if proto.clock == Clock::Cpu && rayon::current_num_threads() != 1 {
         return Err(Error::invalid(
             "latency",
             format!("the CPU clock measures one thread's time, but the pool has {} threads", rayon::current_num_threads()),
         ));
     }
+    Ok(())
+}
+
+/// Times `count` models in rounds: each round hands every model in turn (`with_model(i, time)`
+/// calls `time` with model `i`'s view) `warmup` untimed runs and one timed run; a model's latency
+/// is the trimmed mean over the `runs` rounds. On a shared machine whose load drifts over
+/// minutes, every model's timings then spread over the whole measurement, so the drift hits all
+/// of them alike instead of ranking them by when each happened to be measured. `with_model`
+/// decides how a model is held (the latency dataset re-extracts each subnet per round, to keep
+/// one in memory at a time). `progress` gets the rounds done.
+pub fn measure_in_rounds<F>(
+    count: usize,
+    proto: &LatencyProtocol,
+    with_model: F,
+    progress: impl FnMut(usize) + Send,
+) -> Result<Vec<LatencyReport>>
+where
+    F: FnMut(usize, &mut dyn FnMut(&ModelView) -> Result<()>) -> Result<()> + Send,
+{
+    proto.check()?;
+    match proto.threads {
+        None => rounds_here(count, proto, with_model, progress),
+        Some(n) => crate::device::cpu_pool(n, "latency threads")?.install(|| rounds_here(count, proto, with_model, progress)),
+    }
+}
+
+fn rounds_here<F>(count: usize, proto: &LatencyProtocol, mut with_model: F, mut progress: impl FnMut(usize)) -> Result<Vec<LatencyReport>>
+where
+    F: FnMut(usize, &mut dyn FnMut(&ModelView) -> Result<()>) -> Result<()>,
+{
+    check_pool(proto)?;
+    let mut enc = vec![Vec::with_capacity(proto.runs); count];
+    let mut dec = vec![Vec::with_capacity(proto.runs); count];
+    for round in 0..proto.runs {
+        for i in 0..count {
+            with_model(i, &mut |view| {
+                for _ in 0..proto.warmup {
+                    time_one_run(view, proto)?;
+                }
+                let (e, d) = time_one_run(view, proto)?;
+                enc[i].push(e);
+                dec[i].push(d);
+                Ok(())
+            })?;
+            if enc[i].len() != round + 1 {
+                return Err(Error::invalid("latency", format!("model {i} was not timed in round {}", round + 1)));
+            }
+        }
+        progress(round + 1);
+    }
+    Ok(enc.iter().zip(&dec).map(|(e, d)| report_of(e, d, proto)).collect())
+}
+
+/// The trimmed means of one model's timed runs (`check` refused `runs == 0`, so both exist).
+fn report_of(enc_ms: &[f64], dec_ms: &[f64], proto: &LatencyProtocol) -> LatencyReport {
+    let encoder_ms = trimmed_mean(enc_ms, proto.trim).unwrap_or(f64::NAN);
+    let decoder_ms = trimmed_mean(dec_ms, proto.trim).unwrap_or(f64::NAN);
+    LatencyReport {
+        encoder_ms,
+        decoder_ms,
+        total_ms: encoder_ms + decoder_ms,
+        threads: rayon::current_num_threads(),
+        runs_kept: proto.runs - 2 * proto.dropped(),
+    }
+}
+
+fn measure_here(model: &ModelView, proto: &LatencyProtocol) -> Result<LatencyReport> {
+    check_pool(proto)?;
     let mut enc_ms = Vec::with_capacity(proto.runs);
     let mut dec_ms = Vec::with_capacity(proto.runs);
     for run in 0..proto.warmup + proto.runs {
@@ -176,16 +260,7 @@ fn measure_here(model: &ModelView, proto: &LatencyProtocol) -> Result<LatencyRep
             dec_ms.push(d);
         }
     }
-    // `check` refused `runs == 0`, so both means exist.
-    let (encoder_ms, decoder_ms) =
-        (trimmed_mean(&enc_ms, proto.trim).unwrap_or(f64::NAN), trimmed_mean(&dec_ms, proto.trim).unwrap_or(f64::NAN));
-    Ok(LatencyReport {
-        encoder_ms,
-        decoder_ms,
-        total_ms: encoder_ms + decoder_ms,
-        threads: rayon::current_num_threads(),
-        runs_kept: proto.runs - 2 * proto.dropped(),
-    })
+    Ok(report_of(&enc_ms, &dec_ms, proto))
 }
 
 /// The protocol's source: `src_len - 1` ordinary tokens spread over the vocabulary (never the

@@ -11,5 +11,5 @@ pub mod search;
 pub mod significance;
 
 pub use candidates::{set_candidate_selection, CandidateSelection};
-pub use latency::{measure, time_one_run, LatencyProtocol, LatencyReport};
+pub use latency::{measure, measure_in_rounds, time_one_run, LatencyProtocol, LatencyReport};
 pub use search::{beam_search, greedy, translate_ids, translate_nbest, Hypothesis, SearchOptions, MAX_POSITIONS};

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use super::config::PipelineConfig;
+use super::layout::SYSTEMS_LATENCY_FILE;
 use crate::cli::translate::TOKENIZER_FILE;
 use crate::{Error, Result};
 
@@ -20,14 +21,15 @@ pub const CONFIG_FILE: &str = "pipeline.toml";
 /// the first stage's), and its outputs (relative to the run directory). In pipeline order: a stage
 /// depends on every stage before it. `name` (a label) and `device` (where the computation runs,
 /// not what it computes) belong to no stage. `data/` holds only the evaluation's copy of the test
-/// split (cut to `eval.max_sentences`), so it is the evaluation's output.
+/// split (cut to `eval.max_sentences`), so it is the evaluation's output, as is the systems' latency
+/// measurement (timed after all are trained, with the `[latency]` settings, which come earlier).
 const STAGES: &[(&str, &[&str], &[&str])] = &[
     ("tokenizer and data", &["seed", "data"], &[TOKENIZER_FILE]),
     ("supernet training", &["space", "supernet"], &["supernet"]),
     ("latency predictor", &["latency"], &["latency"]),
     ("search", &["search"], &["search", "search_dense", "search_homogeneous"]),
     ("training of the chosen systems", &["final_train", "baselines"], &["systems", "export"]),
-    ("evaluation", &["eval", "data.test"], &["eval", "data"]),
+    ("evaluation", &["eval", "data.test"], &["eval", SYSTEMS_LATENCY_FILE, "data"]),
 ];
 
 /// Settings inside a stage's table that change none of its stored outputs: a replicate's directory

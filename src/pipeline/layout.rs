@@ -8,6 +8,9 @@ use super::config::PipelineConfig;
 use crate::cli::translate::TOKENIZER_FILE;
 use crate::train::mt;
 
+/// The systems' latencies, measured together after all are trained (an output of the evaluation).
+pub const SYSTEMS_LATENCY_FILE: &str = "systems_latency.json";
+
 /// Marks a finished training stage (its directory is otherwise resumed).
 pub const DONE: &str = "DONE";
 
@@ -183,6 +186,12 @@ impl RunDir<'_> {
     pub fn eval_translations(&self, label: &str) -> PathBuf {
         self.eval().join(format!("{label}.hyp"))
     }
+
+    /// Every trained system's latency, timed together in rounds.
+    pub fn systems_latency(&self) -> PathBuf {
+        self.0.join(SYSTEMS_LATENCY_FILE)
+    }
+
     pub fn export(&self) -> PathBuf {
         self.0.join("export")
     }

@@ -1,6 +1,7 @@
 //! The end-to-end AutoMoE pipeline: tokenizer → supernet training → latency dataset + predictor →
 //! evolutionary search under the latency budget → training the found subnet (and the baselines)
-//! from scratch → evaluation (BLEU, chrF, latency, GFLOPs, params) → export → report.
+//! from scratch → evaluation (BLEU, chrF, GFLOPs, params) → every system's latency, timed
+//! together → export → report.
 //!
 //! Every stage writes its outputs under the run directory and is skipped when they exist, so an
 //! interrupted run resumes where it stopped (a training stage resumes from its checkpoint). A
@@ -12,6 +13,7 @@ mod layout;
 pub mod plan;
 mod report;
 mod stages;
+mod systems_latency;
 mod timings;
 
 use std::path::{Path, PathBuf};
@@ -47,12 +49,15 @@ pub fn run(cfg: &PipelineConfig, out: &Path) -> Result<Vec<SystemResult>> {
     let chosen = ctx.choose_systems(&supernet_dir, &predictor)?;
     let systems = &chosen.systems;
     let mut results = Vec::new();
+    let mut runs = Vec::new();
     for sys in systems {
         for rep in ctx.replicates() {
             let model_dir = ctx.train_system(sys, rep)?;
             results.push(ctx.evaluate_system(sys, rep, &model_dir)?);
+            runs.push((rep.label(&sys.name), model_dir));
         }
     }
+    let latency_meter = ctx.time_systems(&runs, &mut results)?;
     let export = ctx.export(&systems[0])?;
     let comparisons = ctx.test_set_comparisons(systems)?;
     let timings = ctx.timings();
@@ -61,6 +66,7 @@ pub fn run(cfg: &PipelineConfig, out: &Path) -> Result<Vec<SystemResult>> {
         results: &results,
         comparisons: &comparisons,
         searches: &chosen.searches,
+        latency_meter: &latency_meter,
         export: &export,
         timings: &timings,
         seconds: t0.elapsed().as_secs_f64(),

@@ -11,6 +11,7 @@ use super::config::PipelineConfig;
 use super::freshness;
 use super::layout::{resumable, system_names, trained, RunDir, Search};
 use super::stages::Replicate;
+use super::systems_latency::SystemsLatency;
 use super::timings::Timings;
 use crate::train::checkpoint::read_checkpoint_meta;
 use crate::train::mt;
@@ -103,6 +104,13 @@ pub fn plan(cfg: &PipelineConfig, out: &Path) -> Result<Vec<Step>> {
             push(result.clone(), format!("{label}: BLEU, chrF, latency and costs on the test split"), exists(&result));
         }
     }
+    let labels: Vec<String> = system_names(cfg).into_iter().flat_map(|name| replicates.iter().map(move |rep| rep.label(name))).collect();
+    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let timed = match SystemsLatency::load_for(&d.systems_latency(), &labels)? {
+        Some(_) => Status::Kept,
+        None => Status::ToRun,
+    };
+    push(d.systems_latency(), format!("latency of the {} system run(s), timed together in rounds", labels.len()), timed);
     push(d.export(), "the AutoMoE model (its first run) for translate and the C ABI".into(), Status::EveryRun);
     push(out.join(super::REPORT_FILE), "the report".into(), Status::EveryRun);
     Ok(steps)
@@ -172,7 +180,7 @@ mod tests {
             assert_eq!(status_of(&steps, &format!("systems/{name}")), &Status::ToRun);
             assert_eq!(status_of(&steps, &format!("eval/{name}.json")), &Status::ToRun);
         }
-        assert!(text.contains(&format!("{} stage(s) to run or finish", 2 + 1 + 2 + 2 * 4)), "{text}");
+        assert!(text.contains(&format!("{} stage(s) to run or finish", 2 + 1 + 2 + 2 * 4 + 1)), "{text}");
         // A file where the run directory should be is refused as the run refuses it.
         let file = out.join("file");
         std::fs::write(&file, "x").unwrap();

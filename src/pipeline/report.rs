@@ -6,9 +6,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::config::PipelineConfig;
-use super::layout::Search;
+use super::layout::{Search, SYSTEMS_LATENCY_FILE};
 use super::timings::Timings;
 use crate::decode::significance::PairedBootstrap;
+use crate::decode::LatencyReport;
 use crate::fsio::write_atomic;
 use crate::model::SubnetConfig;
 use crate::search::SearchResult;
@@ -29,11 +30,12 @@ pub struct SystemResult {
     pub chrf: f64,
     pub bleu_signature: String,
     pub test_sentences: usize,
-    /// AutoMoE's protocol: encoder + 30 incremental decoder steps at beam 5, batch 1.
-    pub latency_ms: f64,
-    pub encoder_ms: f64,
-    pub decoder_ms: f64,
-    pub latency_threads: usize,
+    /// AutoMoE's protocol (encoder + 30 incremental decoder steps at beam 5, batch 1), timed with
+    /// every other system of the run in rounds (`eval/latency.json`). The evaluation's own file
+    /// (`eval/<name>.json`) leaves it out, because it is measured after all systems are trained;
+    /// the results the pipeline returns and reports always have it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyReport>,
     /// The paper's GFLOPs: 30-token source and target, no output projection, uniform routing.
     pub gflops: f64,
     /// Expected parameters per token without the embedding (uniform routing).
@@ -56,6 +58,13 @@ pub struct SystemResult {
     /// Experts per layer, encoder then decoder (e.g. `1-4-2 / 3-1`).
     pub experts: String,
     pub config: SubnetConfig,
+}
+
+impl SystemResult {
+    /// The measured latency in ms (NaN before the systems' latency stage has filled it in).
+    pub fn latency_ms(&self) -> f64 {
+        self.latency.as_ref().map_or(f64::NAN, |l| l.total_ms)
+    }
 }
 
 /// The mean of `xs` and, for two or more values, their sample standard deviation.
@@ -107,7 +116,7 @@ pub fn table(results: &[SystemResult]) -> String {
             r.name,
             spread(|r| r.bleu),
             spread(|r| r.chrf),
-            mean(|r| r.latency_ms),
+            mean(|r| r.latency_ms()),
             r.gflops,
             r.active_params / 1e6,
             r.total_params as f64 / 1e6,
@@ -202,7 +211,7 @@ fn searches_note(searches: &[(Search, SearchResult)], results: &[SystemResult]) 
     let mut md = String::from(
         "\nSearches (fitness: the supernet's validation loss with the subnet's inherited weights, lower is better; \
          the population's 5th-best and median losses show how far apart its members were; measured: the \
-         evaluation's latency of the system the search chose, mean over its runs):\n\n\
+         latency of the system the search chose, trained, timed with the other systems, mean over its runs):\n\n\
          | search | best loss | 5th-best loss | median loss | budget ms | predicted ms | measured ms | GFLOPs | experts enc / dec | subnets evaluated | draws rejected |\n\
          | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |\n",
     );
@@ -213,7 +222,7 @@ fn searches_note(searches: &[(Search, SearchResult)], results: &[SystemResult]) 
         let nth = |i: usize| losses.get(i).map_or("-".to_string(), |l| format!("{l:.4}"));
         let predicted = r.best.latency.map(|l| l.total_ms());
         let name = which.system().name();
-        let runs: Vec<f64> = results.iter().filter(|x| x.name == name).map(|x| x.latency_ms).collect();
+        let runs: Vec<f64> = results.iter().filter(|x| x.name == name).map(|x| x.latency_ms()).collect();
         let measured = (!runs.is_empty()).then(|| mean_and_sd(&runs).0);
         let budget = r.constraints.latency_ms;
         let _ = writeln!(
@@ -264,6 +273,8 @@ pub struct Report<'a> {
     pub comparisons: &'a [(String, PairedBootstrap)],
     /// Each search's result, in the order they ran.
     pub searches: &'a [(Search, SearchResult)],
+    /// How the systems' latencies were timed (`LatencyProtocol::describe`).
+    pub latency_meter: &'a str,
     /// The exported AutoMoE model's directory.
     pub export: &'a Path,
     pub timings: &'a Timings,
@@ -273,7 +284,7 @@ pub struct Report<'a> {
 
 /// Writes `out/report.md` and prints the table to stdout.
 pub fn write(out: &Path, report: &Report) -> Result<()> {
-    let Report { cfg, results, comparisons, searches, export, timings, seconds } = *report;
+    let Report { cfg, results, comparisons, searches, latency_meter, export, timings, seconds } = *report;
     let mut md = format!("# AutoMoE pipeline report: {}\n\n", cfg.name);
     let data = cfg
         .data
@@ -300,15 +311,12 @@ pub fn write(out: &Path, report: &Report) -> Result<()> {
         md.push_str(&collapse_note(cfg, results));
     }
     md.push_str(&searches_note(searches, results));
-    let threads = results.first().map_or(1, |r| r.latency_threads);
-    let hardware = match cfg.latency.device {
-        crate::Device::Cpu => format!("{threads} thread(s) on this machine's CPU"),
-        d => format!("on {d} (host work on {threads} thread(s))"),
-    };
     let _ = writeln!(
         md,
-        "\nLatency: batch 1, a 30-token source, the encoder once plus 30 incremental decoder steps at beam 5, \
-         trimmed mean, {hardware}. GFLOPs: 30-token source and target, as the paper counts, \
+        "\nLatency: batch 1, the encoder once and then the decoder's steps with eos forbidden, mean of the timed runs \
+         without the slowest and fastest ({latency_meter}); every system timed together in rounds, each round giving each system \
+         its warm-up runs and one timed run, so that a changing load on the machine hits all of them alike \
+         (`{SYSTEMS_LATENCY_FILE}`). GFLOPs: 30-token source and target, as the paper counts, \
          with every expert of a layer getting the same share of tokens (what the search constrains); \
          GFLOPs routed: the same count with each expert's share measured on the test set. \
          BLEU: {}.\n\nPareto front of the search (validation loss against predicted latency): `search/pareto.svg`. \
@@ -338,10 +346,7 @@ mod tests {
             chrf: 0.0,
             bleu_signature: String::new(),
             test_sentences: 1,
-            latency_ms: 1.0,
-            encoder_ms: 0.5,
-            decoder_ms: 0.5,
-            latency_threads: 1,
+            latency: Some(LatencyReport { encoder_ms: 0.5, decoder_ms: 0.5, total_ms: 1.0, threads: 1, runs_kept: 16 }),
             gflops: 0.1,
             active_params: 1.0,
             total_params: 1,
@@ -397,7 +402,9 @@ mod tests {
             duplicates: 0,
             verification: None,
         };
-        let runs = |name: &str, latency: [f64; 2]| latency.map(|latency_ms| SystemResult { latency_ms, ..result(name, None) });
+        let timed =
+            |total_ms: f64| Some(LatencyReport { encoder_ms: 1.0, decoder_ms: total_ms - 1.0, total_ms, threads: 1, runs_kept: 16 });
+        let runs = |name: &str, latency: [f64; 2]| latency.map(|ms| SystemResult { latency: timed(ms), ..result(name, None) });
         let mut results = runs("automoe", [11.0, 13.0]).to_vec();
         results.extend(runs("dense_searched", [9.0, 9.5]));
         let note = searches_note(&[(Search::AutoMoe, search(10.0)), (Search::Dense, search(10.0))], &results);

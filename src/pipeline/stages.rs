@@ -8,12 +8,13 @@ use super::config::{PipelineConfig, TrainSection};
 use super::layout::{resumable, trained, Choice, RunDir, Search, SystemKind, DONE};
 use super::report::SystemResult;
 use super::say;
+use super::systems_latency::{SystemsLatency, TimedRun};
 use super::timings::Timings;
 use crate::cli::evaluate::{evaluate, Args as EvalArgs};
 use crate::cli::translate::{encode_source, load_model_dir, TOKENIZER_FILE};
 use crate::data::corpus::{filter_pairs, read_parallel, split_paths, LengthFilter};
 use crate::data::{read_lines, synthetic_corpus, Tokenizer};
-use crate::decode::latency::measure;
+use crate::decode::measure_in_rounds;
 use crate::decode::significance::{paired_bootstrap, PairedBootstrap, DEFAULT_RESAMPLES, DEFAULT_SEED};
 use crate::fsio::write_atomic;
 use crate::model::{flop_report, param_report, Routing, SearchSpace, SubnetConfig, Supernet, PAPER_SRC_LEN, PAPER_TGT_LEN};
@@ -78,7 +79,8 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
     serde_json::to_string_pretty(v).map_err(|e| Error::invalid("pipeline", e.to_string()))
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+/// A run directory's JSON file, an error naming it when it does not parse.
+pub(super) fn from_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&s).map_err(|e| Error::Format { path: path.to_path_buf(), msg: e.to_string() })
 }
@@ -432,12 +434,8 @@ impl<'a> Context<'a> {
         if let Some(h) = &args.hyp_out {
             crate::cli::translate::write_output(Some(h), &e.hypotheses)?;
         }
-        let l = &self.cfg.latency;
-        // Timed on the search's target hardware, as the predictor's dataset was (the costs below
-        // read only the model's configuration, which stays on the host).
-        let model = load_model_dir(model_dir)?.0.to_device(l.device)?;
-        let pool = crate::device::cpu_pool(l.threads.max(1), "[latency] threads")?;
-        let lat = pool.install(|| measure(&model.view()?, &LatencyProtocol { clock: l.clock, ..LatencyProtocol::paper() }))?;
+        // The latency is timed later, with every other system (`time_systems`).
+        let model = load_model_dir(model_dir)?.0;
         let params = param_report(&model.config, model.vocab, model.options.pre_norm, &Routing::Uniform)?;
         let flops = flop_report(&model.config, model.vocab, PAPER_SRC_LEN, PAPER_TGT_LEN, &Routing::Uniform)?;
         let r = SystemResult {
@@ -448,10 +446,7 @@ impl<'a> Context<'a> {
             chrf: e.chrf.score,
             bleu_signature: e.bleu.signature(),
             test_sentences: e.sentences,
-            latency_ms: lat.total_ms,
-            encoder_ms: lat.encoder_ms,
-            decoder_ms: lat.decoder_ms,
-            latency_threads: lat.threads,
+            latency: None,
             gflops: flops.paper_gflops(),
             active_params: params.active_without_embedding(),
             total_params: params.total_without_embedding(),
@@ -464,8 +459,49 @@ impl<'a> Context<'a> {
         };
         write_atomic(&path, to_json(&r)?.as_bytes())?;
         self.record_time(&path, start, false)?;
-        say(format!("{label}: BLEU {:.2}, chrF {:.2}, latency {:.1} ms, {:.3} GFLOPs", r.bleu, r.chrf, r.latency_ms, r.gflops));
+        say(format!("{label}: BLEU {:.2}, chrF {:.2}, {:.3} GFLOPs", r.bleu, r.chrf, r.gflops));
         Ok(r)
+    }
+
+    /// Stage 6b: every trained system run's latency by the AutoMoE protocol on the search's target
+    /// hardware (`[latency]` device, threads and clock, as the predictor's dataset was timed),
+    /// timed together in rounds (`decode::measure_in_rounds`) so that a load drifting over the
+    /// measurement hits every system alike instead of favouring whichever was timed in a quiet
+    /// moment. `runs` are (label, model directory) in report order, as are `results`, whose
+    /// latency this fills in. Kept from an earlier invocation when it holds exactly these runs;
+    /// any change in the runs (a replicate or a system added) times them all again, together.
+    /// Returns what was timed and where, for the report.
+    pub fn time_systems(&self, runs: &[(String, PathBuf)], results: &mut [SystemResult]) -> Result<String> {
+        let path = self.dirs().systems_latency();
+        let labels: Vec<&str> = runs.iter().map(|(label, _)| label.as_str()).collect();
+        let kept = SystemsLatency::load_for(&path, &labels)?;
+        if kept.is_none() && path.exists() {
+            say(format!("{}: timed for other system runs; timing these {} together again", path.display(), runs.len()));
+        }
+        let timed = match kept {
+            Some(t) => t,
+            None => {
+                let start = Instant::now();
+                let l = &self.cfg.latency;
+                let threads = l.threads.max(1);
+                let proto = LatencyProtocol { clock: l.clock, threads: Some(threads), ..LatencyProtocol::paper() };
+                let models = runs.iter().map(|(_, dir)| load_model_dir(dir)?.0.to_device(l.device)).collect::<Result<Vec<_>>>()?;
+                say(format!("timing {} system run(s) together: {} rounds", runs.len(), proto.runs));
+                let reports = measure_in_rounds(models.len(), &proto, |i, time| time(&models[i].view()?), |_| {})?;
+                let systems = runs.iter().zip(reports).map(|((label, _), latency)| TimedRun { label: label.clone(), latency }).collect();
+                let t = SystemsLatency { meter: proto.describe(l.device, threads), systems };
+                write_atomic(&path, to_json(&t)?.as_bytes())?;
+                self.record_time(&path, start, false)?;
+                for s in &t.systems {
+                    say(format!("{}: latency {:.1} ms", s.label, s.latency.total_ms));
+                }
+                t
+            }
+        };
+        for (r, s) in results.iter_mut().zip(&timed.systems) {
+            r.latency = Some(s.latency.clone());
+        }
+        Ok(timed.meter)
     }
 
     /// Stage 7: the AutoMoE model directory (its first replicate) as the C ABI and

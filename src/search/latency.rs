@@ -14,10 +14,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::data::SPECIAL_TOKENS;
-use crate::decode::latency::{measure, time_one_run};
+use crate::decode::latency::{measure, measure_in_rounds};
 /// The protocol, its clock and its mean are the decoder's (one definition for evaluation and search).
 pub use crate::decode::latency::{trimmed_mean, Clock, LatencyProtocol};
-use crate::model::{ModelView, SubnetConfig, SubnetModel, Supernet};
+use crate::model::{SubnetConfig, SubnetModel, Supernet};
 use crate::{Error, Result};
 
 /// Mean encoder and decoder time of one translation, milliseconds.
@@ -121,13 +121,6 @@ impl<'a> SubnetLatencyMeter<'a> {
         LatencyProtocol { threads: Some(self.threads), ..self.protocol }
     }
 
-    /// One run of the protocol on `model` with the incremental decoder (the same code path that
-    /// translates): the encoder once, then `steps` beam steps with cached keys and values.
-    /// Returns (encoder ms, decoder ms) by the protocol's clock.
-    fn time_one_run(&self, view: &ModelView) -> Result<(f64, f64)> {
-        time_one_run(view, &self.protocol)
-    }
-
     /// Times an already extracted model, which must be on this meter's device.
     pub fn measure_model(&self, model: &SubnetModel) -> Result<Latency> {
         let p = self.protocol;
@@ -147,35 +140,20 @@ impl SubnetLatencyMeter<'_> {
     /// latency. On a shared machine whose load drifts over minutes, this spreads every subnet's
     /// timings over the whole measurement, so the drift hits all subnets alike instead of ranking
     /// them by when they happened to be measured. `progress` gets the rounds done.
-    pub fn measure_interleaved(&self, cfgs: &[SubnetConfig], mut progress: impl FnMut(usize) + Send) -> Result<Vec<Latency>> {
-        let p = self.protocol;
-        let mut enc = vec![Vec::with_capacity(p.runs); cfgs.len()];
-        let mut dec = vec![Vec::with_capacity(p.runs); cfgs.len()];
-        self.pool.install(|| -> Result<()> {
-            for round in 0..p.runs {
-                for (i, cfg) in cfgs.iter().enumerate() {
+    pub fn measure_interleaved(&self, cfgs: &[SubnetConfig], progress: impl FnMut(usize) + Send) -> Result<Vec<Latency>> {
+        let reports = self.pool.install(|| {
+            measure_in_rounds(
+                cfgs.len(),
+                &self.protocol,
+                |i, time| {
                     // Re-extracted each round: keeping every model would hold them all in memory.
-                    let model = self.supernet.extract(cfg)?.to_device(self.device)?;
-                    let view = model.view()?;
-                    for _ in 0..p.warmup {
-                        self.time_one_run(&view)?;
-                    }
-                    let (e, d) = self.time_one_run(&view)?;
-                    enc[i].push(e);
-                    dec[i].push(d);
-                }
-                progress(round + 1);
-            }
-            Ok(())
+                    let model = self.supernet.extract(&cfgs[i])?.to_device(self.device)?;
+                    time(&model.view()?)
+                },
+                progress,
+            )
         })?;
-        Ok(enc
-            .iter()
-            .zip(&dec)
-            .map(|(e, d)| Latency {
-                encoder_ms: trimmed_mean(e, p.trim).unwrap_or(f64::NAN),
-                decoder_ms: trimmed_mean(d, p.trim).unwrap_or(f64::NAN),
-            })
-            .collect())
+        Ok(reports.iter().map(|r| Latency { encoder_ms: r.encoder_ms, decoder_ms: r.decoder_ms }).collect())
     }
 }
 
@@ -186,25 +164,6 @@ impl LatencyMeter for SubnetLatencyMeter<'_> {
     }
 
     fn describe(&self) -> String {
-        let p = &self.protocol;
-        let place = if self.device.is_cuda() {
-            format!("{} (host: {} thread(s))", self.device, self.threads)
-        } else {
-            format!("cpu, {} thread(s)", self.threads)
-        };
-        format!(
-            "{place}, {} clock; source {} tokens, {} decoder steps at beam {}, {} warm-up + {} timed runs, trim {}; \
-             incremental decoder",
-            match p.clock {
-                Clock::Wall => "wall",
-                Clock::Cpu => "thread-CPU",
-            },
-            p.src_len,
-            p.steps,
-            p.beam,
-            p.warmup,
-            p.runs,
-            p.trim
-        )
+        self.protocol.describe(self.device, self.threads)
     }
 }
