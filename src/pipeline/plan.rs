@@ -101,7 +101,7 @@ pub fn plan(cfg: &PipelineConfig, out: &Path) -> Result<Vec<Step>> {
                 training(&dir)?,
             );
             let result = d.eval_result(&label);
-            push(result.clone(), format!("{label}: BLEU, chrF, latency and costs on the test split"), exists(&result));
+            push(result.clone(), format!("{label}: BLEU, chrF and costs on the test split"), exists(&result));
         }
     }
     let labels: Vec<String> = system_names(cfg).into_iter().flat_map(|name| replicates.iter().map(move |rep| rep.label(name))).collect();

@@ -31,7 +31,7 @@ pub struct SystemResult {
     pub bleu_signature: String,
     pub test_sentences: usize,
     /// AutoMoE's protocol (encoder + 30 incremental decoder steps at beam 5, batch 1), timed with
-    /// every other system of the run in rounds (`eval/latency.json`). The evaluation's own file
+    /// every other system of the run in rounds (`systems_latency.json`). The evaluation's own file
     /// (`eval/<name>.json`) leaves it out, because it is measured after all systems are trained;
     /// the results the pipeline returns and reports always have it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
