@@ -133,16 +133,25 @@ pub(crate) fn bar(total: u64, what: &str) -> indicatif::ProgressBar {
 }
 
 /// `--model DIR ...`: trained model directories timed by the same protocol as the subnets, on
-/// `--device` in `--threads` threads; one alone by `decode::measure`, several together by
-/// `decode::measure_in_rounds`.
+/// `--device` in `--threads` threads; one alone by `decode::measure`, several together
+/// ([`measure_model_dirs_together`]).
 pub fn measure_model_dirs(dirs: &[PathBuf], protocol: &ProtocolArgs) -> Result<Vec<LatencyReport>> {
-    let models =
-        dirs.iter().map(|dir| crate::cli::translate::load_model_dir(dir)?.0.to_device(protocol.device)).collect::<Result<Vec<_>>>()?;
     let proto = protocol.protocol();
-    match models.as_slice() {
-        [one] => Ok(vec![crate::decode::measure(&one.view()?, &proto)?]),
-        _ => crate::decode::measure_in_rounds(models.len(), &proto, |i, time| time(&models[i].view()?), |_| {}),
+    match dirs {
+        [one] => Ok(vec![crate::decode::measure(&load_on(one, protocol.device)?.view()?, &proto)?]),
+        _ => measure_model_dirs_together(dirs, protocol.device, &proto),
     }
+}
+
+/// Trained model directories on `device`, timed together in rounds by `proto`
+/// (`decode::measure_in_rounds`): the pipeline's systems and `--model` given several times.
+pub fn measure_model_dirs_together(dirs: &[PathBuf], device: crate::Device, proto: &LatencyProtocol) -> Result<Vec<LatencyReport>> {
+    let models = dirs.iter().map(|dir| load_on(dir, device)).collect::<Result<Vec<_>>>()?;
+    crate::decode::measure_in_rounds(models.len(), proto, |i, time| time(&models[i].view()?), |_| {})
+}
+
+fn load_on(dir: &std::path::Path, device: crate::Device) -> Result<crate::model::SubnetModel> {
+    crate::cli::translate::load_model_dir(dir)?.0.to_device(device)
 }
 
 pub fn run(args: Args) -> Result<()> {
