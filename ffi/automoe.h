@@ -141,7 +141,8 @@ size_t automoe_translations_nbest_count(const automoe_translations *translations
 /* The text of translation `index`, owned by `translations`; NULL when out of range. */
 const char *automoe_translations_text(const automoe_translations *translations, size_t index);
 
-/* The token ids of translation `index` (without end-of-sentence), owned by `translations`. */
+/* The token ids of translation `index` (without end-of-sentence), owned by `translations`; an
+ * empty translation gives `*out_ids` = NULL and `*out_length` = 0. */
 automoe_status automoe_translations_ids(const automoe_translations *translations, size_t index,
                                         const uint32_t **out_ids, size_t *out_length);
 

@@ -42,18 +42,17 @@ struct StringFree {
 using TranslationsPtr = std::unique_ptr<automoe_translations, TranslationsFree>;
 using StringPtr = std::unique_ptr<char, StringFree>;
 
-/// `s` as a C string; a std::string can hold NUL bytes, which would silently cut the sentence
-/// the library sees, so one with a NUL is refused instead.
-inline const char *c_string(const std::string &s, size_t index) {
-    if (s.find('\0') != std::string::npos)
-        throw Error(AUTOMOE_INVALID_ARGUMENT, "sentence " + std::to_string(index) + " contains a NUL byte");
+/// `s` as a C string; a std::string can hold NUL bytes, which would silently cut the string the
+/// library sees (a sentence, a model directory, a device name), so one with a NUL is refused.
+inline const char *c_string(const std::string &s, const std::string &what) {
+    if (s.find('\0') != std::string::npos) throw Error(AUTOMOE_INVALID_ARGUMENT, what + " contains a NUL byte");
     return s.c_str();
 }
 
 inline std::vector<const char *> c_strings(const std::vector<std::string> &sentences) {
     std::vector<const char *> ptrs;
     ptrs.reserve(sentences.size());
-    for (size_t i = 0; i < sentences.size(); ++i) ptrs.push_back(c_string(sentences[i], i));
+    for (size_t i = 0; i < sentences.size(); ++i) ptrs.push_back(c_string(sentences[i], "sentence " + std::to_string(i)));
     return ptrs;
 }
 }  // namespace detail
@@ -77,7 +76,7 @@ class Model {
   public:
     /// Loads a model directory onto a device ("cpu" or "cuda:N").
     explicit Model(const std::string &dir, const std::string &device = "cpu") {
-        detail::check(automoe_model_load(dir.c_str(), device.c_str(), &model_));
+        detail::check(automoe_model_load(detail::c_string(dir, "the model directory"), detail::c_string(device, "the device name"), &model_));
     }
     ~Model() { automoe_model_free(model_); }
     Model(const Model &) = delete;

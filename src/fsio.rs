@@ -33,6 +33,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     fsync_dir(parent_of(path))
 }
 
+/// The metadata of `path`, or `None` when nothing is there. Any other failure to look (a
+/// directory on the way that may not be searched) is an I/O error naming `path`:
+/// `Path::exists` and `Path::is_file` would call that "missing" and send the user looking for a
+/// file that is there.
+pub fn metadata_if_exists(path: &Path) -> Result<Option<fs::Metadata>> {
+    match fs::metadata(path) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
 /// Checks, before any long computation, that [`write_atomic`] could create `path` later: its
 /// directory exists and `path` is not a directory. `what` names the option in the error.
 pub fn check_output_file(path: &Path, what: &'static str) -> Result<()> {

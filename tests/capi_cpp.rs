@@ -110,7 +110,9 @@ fn example_links_statically_and_dynamically_and_matches_the_rust_api() {
         })
         .collect();
     let got = stdout_with_input(Command::new(&ids_bin).arg(&model_dir).args(["3", "3"]).env("LD_LIBRARY_PATH", &libs), &id_lines);
-    assert_eq!(got, format!("{want}{want_nbest}config_json object\n"));
+    let nul_refusals = "AUTOMOE_INVALID_ARGUMENT: the model directory contains a NUL byte\n\
+                        AUTOMOE_INVALID_ARGUMENT: the device name contains a NUL byte\n";
+    assert_eq!(got, format!("{want}{want_nbest}config_json object\n{nul_refusals}"));
     // nbest above the beam: the library's error, through the C++ exception.
     let out =
         Command::new(&shared_bin).arg(&model_dir).args(["2", "3"]).env("LD_LIBRARY_PATH", &libs).stdin(Stdio::null()).output().unwrap();

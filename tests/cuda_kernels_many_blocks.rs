@@ -1,8 +1,9 @@
-//! The elementwise (cuda/elementwise.cu), reduction (cuda/reduce.cu) and Adam (cuda/optim.cu)
+//! The elementwise (cuda/elementwise.cu, dropout masks included), reduction (cuda/reduce.cu) and Adam (cuda/optim.cu)
 //! kernels through their tensor ops, on every CUDA backend present against the CPU, on shapes that
 //! span several blocks of 256 threads and, for the reductions, loops that go round more than once
 //! (the tape-op checks of tests/cuda_tape_ops.rs fit in one block). Fresh random f32 inputs; the
 //! emulator poisons outputs with NaN, so an element no thread writes fails the comparison.
+//! Inputs are f32, and bf16 too for the sum of squares and the dropout masks.
 
 mod common;
 
@@ -109,12 +110,38 @@ fn sum_to_and_sum_all_over_several_blocks() {
 #[test]
 fn sum_squares_with_a_grid_stride_loop() {
     // The kernel runs at most 64 blocks of 256 threads (16384), so 40001 elements loop three times.
+    // Both element types: `sumsq_partial_bf16` runs on a bf16 tensor (the reference is the f64
+    // sum of the bf16-rounded values, so the tolerance is the f32 accumulation's, not bf16's).
     for device in cuda_backends() {
-        for n in [300, 16_385, 40_001] {
-            let x = rand(&[n], 40 + n as u64);
-            let want: f64 = x.to_f64_vec().unwrap().iter().map(|v| v * v).sum();
-            let got = on(&x, device).sum_squares().unwrap();
-            assert!((got - want).abs() < 1e-5 * want, "{device} n={n}: {got} vs {want}");
+        for dtype in [DType::F32, DType::BF16] {
+            for n in [300, 16_385, 40_001] {
+                let x = rand(&[n], 40 + n as u64).to_dtype(dtype).unwrap();
+                let want: f64 = x.to_f64_vec().unwrap().iter().map(|v| v * v).sum();
+                let got = on(&x, device).sum_squares().unwrap();
+                assert!((got - want).abs() < 1e-5 * want, "{device} {dtype:?} n={n}: {got} vs {want}");
+            }
+        }
+    }
+}
+
+#[test]
+fn dropout_masks_over_several_blocks_match_the_cpu_bit_for_bit() {
+    // 2100 elements (9 blocks) and 40001 (157): the device kernel and the CPU draw the same
+    // counter-hash mask, so every element must agree exactly, whatever block computes it.
+    for device in cuda_backends() {
+        for dtype in [DType::F32, DType::BF16] {
+            for (shape, p, seed) in [(vec![3, 700], 0.1, 5), (vec![3, 700], 0.5, 6), (vec![40_001], 0.3, 7)] {
+                let want = Tensor::dropout_mask(&shape, p, seed, dtype).unwrap().to_f64_vec().unwrap();
+                let got = Tensor::dropout_mask_on(&shape, p, seed, dtype, device).unwrap();
+                assert_eq!(got.device(), device);
+                assert_eq!(got.shape(), shape.as_slice());
+                let got = got.to_f64_vec().unwrap();
+                let differ = got.iter().zip(&want).filter(|(g, w)| g.to_bits() != w.to_bits()).count();
+                assert_eq!(differ, 0, "{device} {dtype:?} {shape:?} p={p}: {differ} elements differ");
+                // Not a constant: some dropped, some kept at 1 / (1 - p).
+                let dropped = want.iter().filter(|&&v| v == 0.0).count();
+                assert!(dropped > 0 && dropped < want.len(), "{shape:?} p={p}: {dropped} dropped");
+            }
         }
     }
 }

@@ -85,8 +85,10 @@ fn max_rel(a: &ParamStore, b: &ParamStore) -> (f64, String) {
         }
         let (x, y) = (p.value.to_f64_vec().unwrap(), q.value.to_f64_vec().unwrap());
         let scale = y.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
-        let e = x.iter().zip(&y).fold(0.0f64, |m, (u, v)| m.max((u - v).abs())) / scale;
-        if e > worst.0 {
+        // NaN counts as infinite (`f64::max` would skip it).
+        let e =
+            x.iter().zip(&y).fold(0.0f64, |m, (u, v)| if u.is_nan() || v.is_nan() { f64::INFINITY } else { m.max((u - v).abs()) }) / scale;
+        if e > worst.0 || (e.is_infinite() && worst.0.is_finite()) {
             worst = (e, p.name.clone());
         }
     }

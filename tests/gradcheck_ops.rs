@@ -104,13 +104,20 @@ fn embedding_scatters_into_rows() {
 
 #[test]
 fn cross_entropy_with_smoothing_and_ignore() {
+    // The loss is a scalar: checked as it is (upstream gradient 1) and scaled by 1.7 (upstream
+    // gradient 1.7, which a backward that ignored it would get wrong), with and without smoothing.
     let targets = [2u32, 0, 1, 0, 3];
-    check_gradients(&[rand(&[5, 4], 34)], H, |t, v| Ok(t.cross_entropy(&v[0], &targets, 0.1, Some(0))?.0))
-        .map(|r| assert!(r.max_rel_error < TOL, "cross_entropy: {r:?}"))
-        .unwrap();
-    check_gradients(&[rand(&[5, 4], 35)], H, |t, v| Ok(t.cross_entropy(&v[0], &targets, 0.0, None)?.0))
-        .map(|r| assert!(r.max_rel_error < TOL, "cross_entropy no smoothing: {r:?}"))
-        .unwrap();
+    for (case, (eps, ignore)) in [(0.1, Some(0)), (0.0, None)].into_iter().enumerate() {
+        for scale in [1.0, 1.7] {
+            let logits = rand(&[5, 4], 34 + case as u64);
+            check_gradients(&[logits], H, |t, v| {
+                let loss = t.cross_entropy(&v[0], &targets, eps, ignore)?.0;
+                t.scale(&loss, scale)
+            })
+            .map(|r| assert!(r.max_rel_error < TOL, "cross_entropy eps {eps} ignore {ignore:?} x{scale}: {r:?}"))
+            .unwrap();
+        }
+    }
 }
 
 #[test]

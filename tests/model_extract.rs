@@ -86,6 +86,15 @@ fn loading_rejects_mismatched_files() {
     std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
     let e = SubnetModel::load(&dir).err().unwrap().to_string();
     assert!(e.contains("encoder.layers.0.moe.experts.0.fc1.weight") && e.contains("[16, 16]"), "{e}");
+    // A parameter listed twice: a format error naming model.json and the name.
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let first = v["param_order"][0].clone();
+    v["param_order"].as_array_mut().unwrap().push(first.clone());
+    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+    let e = SubnetModel::load(&dir).err().unwrap();
+    assert!(matches!(e, automoe::Error::Format { .. }), "{e:?}");
+    let e = e.to_string();
+    assert!(e.contains("model.json") && e.contains(&format!("`{}` twice", first.as_str().unwrap())), "{e}");
     std::fs::write(&path, "{").unwrap();
     assert!(SubnetModel::load(&dir).is_err());
     std::fs::remove_dir_all(&dir).unwrap();

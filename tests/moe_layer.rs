@@ -72,9 +72,11 @@ fn layer(d_max: usize, n_max: usize, h_max: usize, seed: u64, dtype: DType) -> (
     (store, p)
 }
 
+/// `max |a - b| / max |b|`; NaN anywhere is infinite (`f64::max` would skip it).
 fn max_rel(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
     let s = b.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max) / s
+    a.iter().zip(b).map(|(x, y)| if x.is_nan() || y.is_nan() { f64::INFINITY } else { (x - y).abs() }).fold(0.0, f64::max) / s
 }
 
 #[test]
@@ -238,6 +240,9 @@ fn gradcheck_permute_and_combine() {
     assert_grads("permute", &[rand(&[5, 3], DType::F64, 30)], |t, v| t.moe_permute(&v[0], &dis));
     assert_grads("combine", &[rand(&[10, 3], DType::F64, 31), rand(&[5, 2], DType::F64, 32)], |t, v| t.moe_combine(&v[0], &v[1], &dis));
     let capped = Arc::new(Dispatch::new(&idx, 5, 2, 4, Some(2)).unwrap());
+    assert!(capped.rows() < idx.len(), "the cap must drop pairs");
+    // Dropped pairs take no row, so their tokens' gradients come only from the kept pairs.
+    assert_grads("permute with drops", &[rand(&[5, 3], DType::F64, 35)], |t, v| t.moe_permute(&v[0], &capped));
     assert_grads("combine with drops", &[rand(&[capped.rows(), 3], DType::F64, 33), rand(&[5, 2], DType::F64, 34)], |t, v| {
         t.moe_combine(&v[0], &v[1], &capped)
     });

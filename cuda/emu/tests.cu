@@ -64,7 +64,7 @@ extern "C" __global__ void emutest_warp_ops_i32(EmuTestParams p) {
     out[i * 8 + 2] = __shfl_down_sync(0xffffffffu, v, 3);
     out[i * 8 + 3] = (int)__ballot_sync(0xffffffffu, v > 0);
     out[i * 8 + 4] = __any_sync(0xffffffffu, v == 7);
-    out[i * 8 + 5] = __all_sync(0xffffffffu, v > -1000);
+    out[i * 8 + 5] = __all_sync(0xffffffffu, v > -90);
     out[i * 8 + 6] = __popc((unsigned)v);
     out[i * 8 + 7] = __ffs(v);
 }

@@ -3,6 +3,7 @@
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe, PanicHookInfo};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Once;
 
 use super::header::*;
@@ -16,6 +17,17 @@ thread_local! {
     static PANIC_SITE: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
+/// How many `ffi_call`s are running on any thread. A panic on one of rayon's worker threads while
+/// a C call is in flight is that call's work (the library's CPU kernels run there): rayon hands it
+/// to the calling thread, whose `catch_unwind` reports it, so it is kept off stderr too.
+static FFI_CALLS_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether a panic on this thread, now, is one the C boundary reports (so the hook stays quiet).
+fn panic_is_reported_at_the_boundary() -> bool {
+    IN_FFI_CALL.try_with(Cell::get).unwrap_or(false)
+        || (rayon::current_thread_index().is_some() && FFI_CALLS_IN_FLIGHT.load(Ordering::SeqCst) > 0)
+}
+
 /// Installs, once per process, a panic hook that keeps panics caught at the C boundary off the
 /// host's stderr (the host gets AUTOMOE_PANIC and the message, with the panic's location, from
 /// `automoe_last_error_message`; a C program's stderr is its own). Every other panic, and every
@@ -27,7 +39,9 @@ fn install_boundary_panic_hook() {
         let previous = std::panic::take_hook();
         let debugging = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
         std::panic::set_hook(Box::new(move |info: &PanicHookInfo<'_>| {
-            if IN_FFI_CALL.try_with(Cell::get).unwrap_or(false) {
+            if panic_is_reported_at_the_boundary() {
+                // On a rayon worker this records the site in the worker's slot, which its caller
+                // does not read: such a message has no site (see `ffi_call`).
                 let site = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
                 let _ = PANIC_SITE.try_with(|s| *s.borrow_mut() = site);
                 if !debugging {
@@ -45,6 +59,7 @@ struct InFfiCall(bool);
 
 impl InFfiCall {
     fn enter() -> Self {
+        FFI_CALLS_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
         InFfiCall(IN_FFI_CALL.try_with(|c| c.replace(true)).unwrap_or(false))
     }
 }
@@ -52,6 +67,7 @@ impl InFfiCall {
 impl Drop for InFfiCall {
     fn drop(&mut self) {
         let _ = IN_FFI_CALL.try_with(|c| c.set(self.0));
+        FFI_CALLS_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -202,6 +218,29 @@ mod tests {
         assert_eq!(status, AUTOMOE_INVALID_ARGUMENT);
         assert!(last_error_message().contains("bad thing"));
         assert_eq!(ffi_call(|| Ok(())), AUTOMOE_OK);
+    }
+
+    #[test]
+    fn a_panic_on_a_rayon_worker_during_a_call_is_reported_not_printed() {
+        // Rayon work started from a thread outside its pool runs on the pool's workers.
+        let mut on_workers = (false, false);
+        let status = ffi_call(|| {
+            on_workers = rayon::join(
+                || rayon::current_thread_index().is_some() && panic_is_reported_at_the_boundary(),
+                || rayon::current_thread_index().is_some() && panic_is_reported_at_the_boundary(),
+            );
+            Ok(())
+        });
+        assert_eq!(status, AUTOMOE_OK);
+        assert_eq!(on_workers, (true, true), "a worker's panic during a C call would reach stderr");
+        // The panic itself comes back to the caller as a status.
+        let status = ffi_call(|| {
+            use rayon::prelude::*;
+            (0..64).into_par_iter().for_each(|i| assert!(i != 40, "planted on a worker"));
+            Ok(())
+        });
+        assert_eq!(status, AUTOMOE_PANIC);
+        assert!(last_error_message().contains("planted on a worker"), "{}", last_error_message());
     }
 
     #[test]

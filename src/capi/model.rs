@@ -7,7 +7,7 @@ use super::boundary::{ffi_call, str_arg, Failure};
 use super::header::*;
 use crate::data::Tokenizer;
 use crate::model::{flop_report, param_report, Routing, SubnetModel, PAPER_SRC_LEN, PAPER_TGT_LEN};
-use crate::{Device, Error};
+use crate::Device;
 
 /// What an `automoe_model*` points to. Immutable after loading, so shared use from many threads
 /// is safe.
@@ -31,9 +31,6 @@ impl ModelHandle {
     /// `tokenizer.json`, whose vocabulary must match the model's.
     pub fn load(dir: &Path, device: Device) -> crate::Result<Self> {
         device.check_available()?;
-        if !dir.exists() {
-            return Err(Error::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, "no such model directory")));
-        }
         let (model, tokenizer) = crate::cli::translate::load_model_dir(dir)?;
         let model = model.to_device(device)?;
         let params = param_report(&model.config, model.vocab, model.options.pre_norm, &Routing::Uniform)?;

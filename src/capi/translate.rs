@@ -366,9 +366,12 @@ unsafe fn nbest_ids(
         let e = hyps.get(rank).ok_or_else(|| {
             Failure::new(AUTOMOE_OUT_OF_RANGE, format!("{f}: rank {rank} but sentence {index} has {} translations", hyps.len()))
         })?;
+        // An empty Vec's pointer is dangling (not NULL, not readable): C may not even pass it to
+        // memcpy with a length of 0, so an empty translation gives NULL, as the header says.
+        let ids = if e.ids.is_empty() { std::ptr::null() } else { e.ids.as_ptr() };
         // SAFETY: both out-pointers are non-null and writable (the contract).
         unsafe {
-            out_ids.write(e.ids.as_ptr());
+            out_ids.write(ids);
             out_length.write(e.ids.len());
         }
         Ok(())

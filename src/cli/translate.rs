@@ -128,20 +128,29 @@ pub struct Args {
 
 /// Loads a model directory's model and tokenizer, checking that they belong together.
 pub fn load_model_dir(dir: &Path) -> Result<(SubnetModel, Tokenizer)> {
-    if !dir.is_dir() {
-        return Err(Error::invalid("model directory", format!("{} is not a directory", dir.display())));
+    // Probed with `metadata_if_exists`, so a directory that may not be read is an I/O error
+    // naming it, not a missing file.
+    use crate::fsio::metadata_if_exists;
+    let is_file = |p: &Path| -> Result<bool> { Ok(metadata_if_exists(p)?.is_some_and(|m| m.is_file())) };
+    match metadata_if_exists(dir)? {
+        None => return Err(Error::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, "no such model directory"))),
+        Some(m) if !m.is_dir() => {
+            return Err(Error::invalid("model directory", format!("{} is not a directory", dir.display())));
+        }
+        Some(_) => {}
     }
     // A training run's directory (`automoe train --out`, a pipeline's `systems/<name>`) holds its
     // tokenizer and, one level down, the model: point there rather than at a missing model.json.
     let inner = crate::train::mt::model_dir(dir);
-    if !dir.join(crate::model::supernet::CONFIG_FILE).exists() && inner.join(crate::model::supernet::CONFIG_FILE).is_file() {
+    let config = crate::model::supernet::CONFIG_FILE;
+    if metadata_if_exists(&dir.join(config))?.is_none() && is_file(&inner.join(config))? {
         return Err(Error::invalid(
             "model directory",
             format!("{} is a training run's directory, not a model's: its model is {}", dir.display(), inner.display()),
         ));
     }
     let tok_path = dir.join(TOKENIZER_FILE);
-    if !tok_path.is_file() {
+    if !is_file(&tok_path)? {
         return Err(Error::Format {
             path: dir.to_path_buf(),
             msg: format!("no {TOKENIZER_FILE} in the model directory: copy the tokenizer the model was trained with next to its weights"),

@@ -82,6 +82,26 @@ pub fn cross_entropy(logits: &[f64], targets: &[u32], v: usize, eps: f64, ignore
     CrossEntropy { loss: total / n, nll: nll / n, count }
 }
 
+/// Gradient of `scale` times the summed label-smoothed cross-entropy with respect to the logits,
+/// element by element: `scale * (p_j - q_j)` with `p = softmax(row)` and
+/// `q_j = (1 - eps) [j == t] + eps / V`; rows whose target is `ignore` get zero.
+pub fn cross_entropy_backward(logits: &[f64], targets: &[u32], v: usize, eps: f64, ignore: Option<u32>, scale: f64) -> Vec<f64> {
+    let mut d = vec![0.0; logits.len()];
+    for (r, (row, &t)) in logits.chunks(v).zip(targets).enumerate() {
+        if Some(t) == ignore {
+            continue;
+        }
+        let mx = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let z: f64 = row.iter().map(|x| (x - mx).exp()).sum();
+        for (j, &x) in row.iter().enumerate() {
+            let p = (x - mx).exp() / z;
+            let q = eps / v as f64 + if j == t as usize { 1.0 - eps } else { 0.0 };
+            d[r * v + j] = scale * (p - q);
+        }
+    }
+    d
+}
+
 /// Backward of a row-wise softmax from its output `y` and the output gradient `dy`:
 /// `dx_j = sum_i dy_i * J_ij` with the Jacobian `J_ij = y_i (delta_ij - y_j)` written out element
 /// by element (masked keys have `y = 0` and so get no gradient).

@@ -62,7 +62,16 @@ fn warp_shuffle_scan() {
 fn warp_intrinsics_follow_cuda_semantics() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let n = 64usize;
-    let x: Vec<i32> = (0..n).map(|i| if i == 37 { 7 } else { rng.random_range(-100..100) }).collect();
+    // Warp 0 random in -100..100 with lane 3 at -95 (so `all(v > -90)` is false there); warp 1
+    // in -89..100 (all true) with lane 37 at 7 (`any(v == 7)` true): each vote both ways.
+    let x: Vec<i32> = (0..n)
+        .map(|i| match i {
+            3 => -95,
+            37 => 7,
+            _ if i < 32 => rng.random_range(-100..100),
+            _ => rng.random_range(-89..100),
+        })
+        .collect();
     let mut out = vec![i32::MIN; n * 8];
     // SAFETY: x is [n], out is [n, 8].
     unsafe { launch(EMUTEST_WARP_OPS_I32, &LaunchCfg::linear(1, n as u32, 0), &params(addr(&x), addr_mut(&mut out), n, 0)).unwrap() };
@@ -76,7 +85,8 @@ fn warp_intrinsics_follow_cuda_semantics() {
         let ballot = (0..32).fold(0u32, |m, l| m | (((at(l) > 0) as u32) << l));
         assert_eq!(o[3] as u32, ballot, "ballot lane {i}");
         assert_eq!(o[4], (0..32).any(|l| at(l) == 7) as i32, "any lane {i}");
-        assert_eq!(o[5], 1, "all lane {i}");
+        assert_eq!(o[5], (0..32).all(|l| at(l) > -90) as i32, "all lane {i}");
+        assert_eq!(o[5], w as i32, "warp {w} must vote false in warp 0 and true in warp 1");
         assert_eq!(o[6], (x[i] as u32).count_ones() as i32, "popc lane {i}");
         assert_eq!(o[7], if x[i] == 0 { 0 } else { x[i].trailing_zeros() as i32 + 1 }, "ffs lane {i}");
     }

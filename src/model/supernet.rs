@@ -170,6 +170,9 @@ impl SubnetModel {
         let st = parse_safetensors(&bytes, &w_path)?;
         let mut store = ParamStore::new();
         for name in &saved.param_order {
+            if store.id(name).is_some() {
+                return Err(fmt(&cfg_path, format!("param_order lists `{name}` twice")));
+            }
             let v = st.tensor(name).map_err(|e| fmt(&w_path, format!("tensor `{name}`: {e}")))?;
             store.add(name.clone(), tensor_from_safetensors(&v, name, &w_path)?)?;
         }

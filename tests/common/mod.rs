@@ -73,11 +73,11 @@ pub fn batch(src_lens: &[usize], tgt_lens: &[usize], seed: u64) -> Batch {
     Batch::from_sentences(&src, &tgt, PAD).unwrap()
 }
 
-/// `max |a - b| / max(max |b|, 1e-12)`.
+/// `max |a - b| / max(max |b|, 1e-12)`; NaN anywhere is infinite (`f64::max` would skip it).
 pub fn rel_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
-    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs())) / scale
+    a.iter().zip(b).fold(0.0f64, |m, (x, y)| if x.is_nan() || y.is_nan() { f64::INFINITY } else { m.max((x - y).abs()) }) / scale
 }
 
 /// Every CUDA backend present: the emulator always, `cuda:0` when a device (with NVRTC) exists.

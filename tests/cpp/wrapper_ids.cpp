@@ -1,13 +1,16 @@
 // The automoe.hpp paths the example does not take, run by tests/capi_cpp.rs: reads one sentence
 // of space-separated source ids per line (no end-of-sentence; an empty line is an empty
 // sentence), prints Model::translate_ids's texts, then Model::translate_ids_nbest's lists in the
-// example's n-best format, then whether config_json is a JSON object.
+// example's n-best format, then whether config_json is a JSON object, then what the wrapper says
+// to a model directory and a device name holding a NUL byte (which would reach the library cut
+// short: the directory itself, the CPU).
 // Usage: wrapper_ids MODEL_DIR BEAM NBEST
 #include <cstdlib>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "automoe.hpp"
@@ -36,6 +39,16 @@ int main(int argc, char **argv) {
             for (const auto &t : all[i]) std::cout << i << " ||| " << t.text << " ||| " << t.score << '\n';
         const std::string json = model.config_json();
         std::cout << "config_json " << (json.size() > 2 && json.front() == '{' && json.back() == '}' ? "object" : json) << '\n';
+        const std::string dir = argv[1];
+        const std::string nul_dir = dir + std::string("\0/elsewhere", 11), nul_device("cpu\0cuda:7", 10);
+        for (const auto &[d, dev] : {std::pair{nul_dir, std::string("cpu")}, std::pair{dir, nul_device}}) {
+            try {
+                const automoe::Model refused(d, dev);
+                std::cout << "loaded despite the NUL\n";
+            } catch (const automoe::Error &e) {
+                std::cout << e.what() << '\n';
+            }
+        }
     } catch (const automoe::Error &e) {
         std::cerr << "automoe: " << e.what() << '\n';
         return 1;
