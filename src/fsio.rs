@@ -40,7 +40,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn metadata_if_exists(path: &Path) -> Result<Option<fs::Metadata>> {
     match fs::metadata(path) {
         Ok(m) => Ok(Some(m)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        // ENOTDIR: a file stands where a directory on the way should be, so nothing is there.
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => Ok(None),
         Err(e) => Err(Error::io(path, e)),
     }
 }
@@ -54,6 +55,66 @@ pub fn check_output_file(path: &Path, what: &'static str) -> Result<()> {
     }
     if path.is_dir() {
         return Err(Error::invalid(what, format!("{} is a directory", path.display())));
+    }
+    Ok(())
+}
+
+/// Checks, before any long computation, that [`write_atomic_creating_dir`] could write `path`
+/// later: `path` is not a directory, and the nearest part of its directory that exists is a
+/// directory (the OS would say only "File exists" when a file stands where a directory must be
+/// created). `what` names the option in the error.
+pub fn check_creatable_file(path: &Path, what: &'static str) -> Result<()> {
+    if metadata_if_exists(path)?.is_some_and(|m| m.is_dir()) {
+        return Err(Error::invalid(what, format!("{} is a directory", path.display())));
+    }
+    check_ancestors_are_dirs(parent_of(path), path, what)
+}
+
+/// `dir`, or the nearest ancestor of it that exists, is a directory; `path` (what will be written
+/// there) and `what` name the error.
+fn check_ancestors_are_dirs(dir: &Path, path: &Path, what: &'static str) -> Result<()> {
+    for ancestor in dir.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        if let Some(m) = metadata_if_exists(ancestor)? {
+            if !m.is_dir() {
+                return Err(Error::invalid(
+                    what,
+                    format!("{}: {} is a file, where a directory would have to be", path.display(), ancestor.display()),
+                ));
+            }
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Where `path` resolves to (links and `..` followed, for a file that may not exist yet through
+/// its directory); `None` when its directory does not exist.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    if let Ok(p) = fs::canonicalize(path) {
+        return Some(p);
+    }
+    Some(fs::canonicalize(parent_of(path)).ok()?.join(path.file_name()?))
+}
+
+/// Refuses, before any work, an output that is one of the command's inputs (writing it would
+/// replace a file the user wrote, and one the run just read) or the same file as an earlier
+/// output (one would replace the other). Each entry is (the option, its path).
+pub fn check_distinct_outputs(outputs: &[(&'static str, &Path)], inputs: &[(&'static str, &Path)]) -> Result<()> {
+    for (i, &(what, out)) in outputs.iter().enumerate() {
+        let Some(o) = resolved(out) else { continue };
+        for &(input_what, input) in inputs {
+            if resolved(input).as_ref() == Some(&o) {
+                return Err(Error::invalid(
+                    what,
+                    format!("{} is also the input {input_what}: writing it would replace that input", out.display()),
+                ));
+            }
+        }
+        for &(other_what, other) in &outputs[..i] {
+            if resolved(other).as_ref() == Some(&o) {
+                return Err(Error::invalid(what, format!("{} is also {other_what}: one output would replace the other", out.display())));
+            }
+        }
     }
     Ok(())
 }
@@ -74,10 +135,11 @@ pub fn create_output_dir(dir: &Path) -> Result<()> {
 
 /// The check of [`create_output_dir`] without creating anything: `dir` is a directory or absent.
 pub fn check_output_dir(dir: &Path) -> Result<()> {
-    if dir.exists() && !dir.is_dir() {
-        return Err(Error::invalid("output directory", format!("{} exists and is not a directory", dir.display())));
+    match metadata_if_exists(dir)? {
+        Some(m) if !m.is_dir() => Err(Error::invalid("output directory", format!("{} exists and is not a directory", dir.display()))),
+        Some(_) => Ok(()),
+        None => check_ancestors_are_dirs(dir, dir, "output directory"),
     }
-    Ok(())
 }
 
 /// Creates the directory `target` atomically: `fill` writes the contents into a fresh temporary
@@ -155,6 +217,38 @@ fn fsync_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_checks_name_a_file_in_the_way_and_outputs_that_are_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("notes.txt");
+        fs::write(&file, b"mine").unwrap();
+        // A file where a directory would have to be created, at any depth.
+        for out in [file.join("ds.json"), file.join("a/b/ds.json")] {
+            let e = check_creatable_file(&out, "--out").unwrap_err().to_string();
+            assert!(e.contains("--out") && e.contains("notes.txt is a file"), "{e}");
+            let e = check_output_dir(&out).unwrap_err().to_string();
+            assert!(e.contains("notes.txt is a file"), "{e}");
+        }
+        let e = check_creatable_file(dir.path(), "--out").unwrap_err().to_string();
+        assert!(e.contains("is a directory"), "{e}");
+        check_creatable_file(&dir.path().join("new/deeper/ds.json"), "--out").unwrap();
+        check_output_dir(&dir.path().join("new/deeper")).unwrap();
+
+        // The same file spelt two ways is refused as an output of it; a new file is not.
+        let other_spelling = dir.path().join("sub/../notes.txt");
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        let e = check_distinct_outputs(&[("--json", &other_spelling)], &[("--ref", &file)]).unwrap_err().to_string();
+        assert!(e.contains("--json") && e.contains("the input --ref"), "{e}");
+        let fresh = dir.path().join("scores.json");
+        check_distinct_outputs(&[("--json", &fresh)], &[("--ref", &file)]).unwrap();
+        // Two outputs naming one file, even one that does not exist yet.
+        let e = check_distinct_outputs(&[("--hyp-out", &fresh), ("--json", &dir.path().join("sub/../scores.json"))], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--json") && e.contains("also --hyp-out"), "{e}");
+        assert_eq!(fs::read(&file).unwrap(), b"mine");
+    }
 
     #[test]
     fn write_atomic_replaces_whole_files_and_leaves_no_temporaries() {

@@ -74,8 +74,15 @@ fn files_of_the_wrong_length_and_empty_references_are_refused_by_name() {
     let empty = write(dir.path(), "empty.ref", &[]);
     let e = score(&args(empty, vec![good.clone()], None)).unwrap_err().to_string();
     assert!(e.contains("empty.ref has no lines"), "{e}");
-    let e = score(&args(r, vec![dir.path().join("missing.hyp")], None)).unwrap_err().to_string();
+    let e = score(&args(r.clone(), vec![dir.path().join("missing.hyp")], None)).unwrap_err().to_string();
     assert!(e.contains("missing.hyp"), "{e}");
+    // --json naming the reference or a hypothesis file would replace it: refused, file kept.
+    for victim in [r.clone(), good.clone()] {
+        let before = std::fs::read(&victim).unwrap();
+        let e = automoe::cli::score::run(args(r.clone(), vec![good.clone()], Some(victim.clone()))).unwrap_err().to_string();
+        assert!(e.contains("score --json") && e.contains("is also the input"), "{e}");
+        assert_eq!(std::fs::read(&victim).unwrap(), before);
+    }
     let mut a = args(write(dir.path(), "ref2", &REFS), vec![good.clone(), good], None);
     a.resamples = 0;
     assert!(score(&a).unwrap_err().to_string().contains("resamples = 0"));

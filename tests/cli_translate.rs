@@ -114,7 +114,13 @@ fn bad_model_directories_are_clear_errors() {
     let err = translate::load_model_dir(&model_dir).err().unwrap().to_string();
     assert!(err.contains("no tokenizer.json"), "{err}");
     let err = translate::load_model_dir(&tmp.path().join("missing")).err().unwrap().to_string();
-    assert!(err.contains("not a directory"), "{err}");
+    assert!(err.contains("missing: no such model directory"), "{err}");
+    let err = translate::load_model_dir(&model_dir.join("model.json")).err().unwrap().to_string();
+    assert!(err.contains("model.json is not a directory"), "{err}");
+    // A file where a directory on the way should be: nothing is there (ENOTDIR is not an I/O
+    // failure to report as such).
+    let err = translate::load_model_dir(&model_dir.join("model.json").join("x")).err().unwrap().to_string();
+    assert!(err.contains("no such model directory"), "{err}");
     // The directory above the model, as a training run lays it out: the error points one level down.
     let err = translate::load_model_dir(tmp.path()).err().unwrap().to_string();
     assert!(err.contains("training run") && err.contains(&model_dir.display().to_string()), "{err}");
@@ -217,6 +223,39 @@ fn evaluate_scores_and_writes_hypotheses() {
     let err = evaluate::run(bad).unwrap_err().to_string();
     assert!(err.contains("--json") && err.contains("does not exist"), "{err}");
     assert!(!hyp_out.exists());
+    // An output that is an input, or two outputs in one file: refused before decoding, the
+    // reference kept as it was.
+    let reference_text = std::fs::read(&reference).unwrap();
+    for (hyp, json, names) in [
+        (None, Some(reference.clone()), ["evaluate --json", "the input --ref"]),
+        (Some(hyp_out.clone()), Some(hyp_out.clone()), ["evaluate --json", "also evaluate --hyp-out"]),
+    ] {
+        let same = evaluate::Args {
+            model: model_dir.clone(),
+            src: src.clone(),
+            reference: reference.clone(),
+            hyp_out: hyp,
+            json,
+            decode: small_decode(),
+        };
+        let err = evaluate::run(same).unwrap_err().to_string();
+        assert!(names.iter().all(|n| err.contains(n)), "{err}");
+    }
+    assert_eq!(std::fs::read(&reference).unwrap(), reference_text);
+    assert!(!hyp_out.exists());
+    // An empty test set has no score (BLEU over nothing would read 0).
+    let (empty_src, empty_ref) = (tmp.path().join("empty.en"), tmp.path().join("empty.de"));
+    std::fs::write(&empty_src, "").unwrap();
+    std::fs::write(&empty_ref, "").unwrap();
+    let none = evaluate::Args {
+        model: model_dir.clone(),
+        src: empty_src,
+        reference: empty_ref,
+        hyp_out: None,
+        json: None,
+        decode: small_decode(),
+    };
+    assert!(evaluate(&none).unwrap_err().to_string().contains("empty.en has no lines"));
     // Misaligned files.
     std::fs::write(&reference, "nur eine zeile\n").unwrap();
     let args = evaluate::Args { model: model_dir, src, reference, hyp_out: None, json: None, decode: small_decode() };
@@ -272,7 +311,7 @@ fn binary_translates_stdin() {
     // A missing model directory fails with a message, not a panic.
     let out = Command::new(env!("CARGO_BIN_EXE_automoe")).args(["translate", "/nonexistent/model"]).output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such model directory"));
 }
 
 /// `automoe latency --model DIR [--model DIR ...]`: trained model directories timed by the AutoMoE
@@ -307,7 +346,7 @@ fn latency_of_a_model_directory() {
         }
     }
     let err = measure_model_dirs(&[model_dir.clone(), tmp.path().join("missing")], &protocol).unwrap_err().to_string();
-    assert!(err.contains("missing") && err.contains("not a directory"), "{err}");
+    assert!(err.contains("missing") && err.contains("no such model directory"), "{err}");
 
     let bin = env!("CARGO_BIN_EXE_automoe");
     let dir = model_dir.to_str().unwrap();

@@ -334,6 +334,10 @@ fn verify_latency_measures_the_best_candidates_and_trains_the_first_within_budge
     let budget = pop.constraints.latency_ms.unwrap();
     assert_eq!(v.budget_ms, budget);
     assert!(v.meter.contains("thread-CPU clock") && v.meter.contains("5 warm-up + 20 timed runs"), "the paper's protocol: {}", v.meter);
+    // The predictor's dataset was measured by the same protocol (`[latency] dataset_protocol`'s
+    // default), so the budget, the predictions and this verification are one quantity.
+    let ds = automoe::search::LatencyDataset::load_json(&out.join("latency/dataset.json")).unwrap();
+    assert_eq!(ds.meter, format!("{}; interleaved rounds", v.meter), "dataset and verification meters");
     let ranks: Vec<usize> = v.checked.iter().map(|c| c.rank).collect();
     assert_eq!(ranks, (0..v.checked.len()).collect::<Vec<_>>(), "measured in rank order");
     assert!(v.checked.iter().all(|c| c.measured_ms > 0.0 && c.loss == pop.population[c.rank].loss));

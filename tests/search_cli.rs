@@ -137,7 +137,20 @@ fn latency_predictor_and_search_commands_end_to_end() {
     let msg = run(&["latency", "--space", &space_path, "--samples", "12", "--out", "lat.CSV"]).unwrap_err().to_string();
     assert!(msg.contains("--out") && msg.contains("lat.CSV"), "{msg}");
 
+    // Refused before measuring: no subnets, and an --out under a file.
+    let msg = run(&["latency", "--space", &space_path, "--samples", "0", "--out", &p("lat/zero.json")]).unwrap_err().to_string();
+    assert!(msg.contains("--samples") && msg.contains("at least 1"), "{msg}");
+    let under_a_file = format!("{ds}/x.json");
+    let msg = run(&["latency", "--space", &space_path, "--samples", "3", "--out", &under_a_file]).unwrap_err().to_string();
+    assert!(msg.contains("latency --out") && msg.contains("ds.json is a file"), "{msg}");
+
     let pred = p("pred.json");
+    // A predictor saved over its own dataset would lose the measurements: refused, dataset kept.
+    let before = std::fs::read(&ds).unwrap();
+    let msg =
+        run(&["predictor", "--dataset", &ds, "--out", &ds, "--hidden", "8", "--layers", "1", "--epochs", "3"]).unwrap_err().to_string();
+    assert!(msg.contains("predictor --out") && msg.contains("the input --dataset"), "{msg}");
+    assert_eq!(std::fs::read(&ds).unwrap(), before);
     run(&["predictor", "--dataset", &ds, "--out", &pred, "--hidden", "8", "--layers", "1", "--epochs", "3"]).unwrap();
 
     let out = p("search");
@@ -271,6 +284,11 @@ fn fitness_command_matches_the_search_and_keeps_earlier_samples() {
     let mut no_out = vec!["fitness", "--sample", "2"];
     no_out.extend(data);
     assert!(cli::fitness::fitness(&parse_fitness(&no_out)).unwrap_err().to_string().contains("needs --out"));
+    let too_many = (cli::fitness::MAX_SAMPLES + 1).to_string();
+    let mut huge = vec!["fitness", "--sample", too_many.as_str(), "--out", out.as_str()];
+    huge.extend(data);
+    let msg = cli::fitness::fitness(&parse_fitness(&huge)).unwrap_err().to_string();
+    assert!(msg.contains("--sample") && msg.contains("above the limit"), "{msg}");
     let mut nothing = vec!["fitness"];
     nothing.extend(data);
     assert!(cli::fitness::fitness(&parse_fitness(&nothing)).unwrap_err().to_string().contains("nothing to evaluate"));

@@ -270,10 +270,11 @@ fn bad_flags_are_refused_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
     let with = |flag: &str, value: &str| {
         let mut a = common(dir.path(), "bad", 40);
-        match a.iter().position(|x| x == flag) {
-            Some(i) => a[i + 1] = value.to_string(),
-            None => a.extend([flag.to_string(), value.to_string()]),
+        if let Some(i) = a.iter().position(|x| x == flag) {
+            a.drain(i..i + 2);
         }
+        // `--flag=value`, so that a negative value is not read as a flag.
+        a.push(format!("{flag}={value}"));
         a.push("--dense".into());
         train_run(a).unwrap_err().to_string()
     };
@@ -283,7 +284,21 @@ fn bad_flags_are_refused_before_anything_runs() {
     }
     let err = with("--min-lr", "0.01");
     assert!(err.contains("--min-lr") && err.contains("above --lr"), "{err}");
+    // A bad rate is the rate's error, not --min-lr's.
+    for lr in ["0", "-1"] {
+        let err = with("--lr", lr);
+        assert!(err.starts_with("--lr") && err.contains("positive"), "--lr {lr}: {err}");
+    }
+    // A negative clipping norm is not "off" (0 is).
+    let err = with("--clip-norm", "-1");
+    assert!(err.contains("clip_norm = -1") && err.contains("0 to turn clipping off"), "{err}");
     assert!(!dir.path().join("bad").exists());
+    // A given tokenizer has its own vocabulary: --vocab-size with it is a contradiction.
+    let mut both = common(dir.path(), "bad", 40);
+    both.extend(["--tokenizer", "tok.json"].map(String::from));
+    assert!(both.iter().any(|a| a == "--vocab-size"), "common() sets --vocab-size");
+    let e = TrainCli::try_parse_from(both).err().expect("refused").to_string();
+    assert!(e.contains("--vocab-size") && e.contains("--tokenizer"), "{e}");
 }
 
 /// `--subnet-config` trains the architecture in the file (a search's best.json), exported as is;

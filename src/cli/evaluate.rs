@@ -17,7 +17,7 @@ use crate::data::{make_batches, read_lines, TokenizedPair, Tokenizer};
 use crate::decode::bleu::{corpus_bleu, BleuScore};
 use crate::decode::chrf::{corpus_chrf, ChrfScore};
 use crate::decode::MAX_POSITIONS;
-use crate::fsio::{check_output_file, write_atomic};
+use crate::fsio::{check_distinct_outputs, check_output_file, write_atomic};
 use crate::model::{flop_report, param_report, PassRouting, Routing, SubnetConfig, SubnetModel, PAPER_SRC_LEN, PAPER_TGT_LEN};
 use crate::train::mt::data::model_batch;
 use crate::{Error, Result};
@@ -179,6 +179,10 @@ pub fn evaluate(args: &Args) -> Result<Evaluation> {
     args.decode.search_options()?;
     let src = read_lines(&args.src)?;
     let refs = read_lines(&args.reference)?;
+    if src.is_empty() {
+        // BLEU over nothing would read as a score of 0.
+        return Err(Error::invalid("evaluate", format!("the source {} has no lines", args.src.display())));
+    }
     if src.len() != refs.len() {
         return Err(Error::invalid(
             "evaluate",
@@ -235,11 +239,14 @@ pub fn to_json(args: &Args, e: &Evaluation) -> serde_json::Value {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let mut outputs = Vec::new();
     for (path, what) in [(&args.hyp_out, "evaluate --hyp-out"), (&args.json, "evaluate --json")] {
         if let Some(p) = path {
             check_output_file(p, what)?;
+            outputs.push((what, p.as_path()));
         }
     }
+    check_distinct_outputs(&outputs, &[("--src", &args.src), ("--ref", &args.reference)])?;
     let e = evaluate(&args)?;
     if let Some(p) = &args.hyp_out {
         write_output(Some(p), &e.hypotheses)?;

@@ -129,6 +129,10 @@ pub struct SubnetFitness {
     pub config: SubnetConfig,
 }
 
+/// The most subnets `--sample` draws (each one costs a validation pass over the supernet: a
+/// search evaluates a few hundred).
+pub const MAX_SAMPLES: usize = 100_000;
+
 /// The name of `--sample`'s i-th configuration file (0-based).
 pub fn sample_file(i: usize) -> String {
     format!("sample_{i}.json")
@@ -138,6 +142,10 @@ pub fn sample_file(i: usize) -> String {
 pub fn fitness(args: &Args) -> Result<Vec<SubnetFitness>> {
     if args.configs.is_empty() && args.sample == 0 {
         return Err(Error::invalid("automoe fitness", "nothing to evaluate: give subnet configuration files or --sample N"));
+    }
+    if args.sample > MAX_SAMPLES {
+        // Each draw is a validation pass over the supernet; the configurations are kept in memory.
+        return Err(Error::invalid("--sample", format!("{} is above the limit of {MAX_SAMPLES}", args.sample)));
     }
     if args.sample > 0 && args.out.is_none() {
         return Err(Error::invalid("--sample", "needs --out, where the drawn configurations are written (to train them later)"));

@@ -92,7 +92,7 @@ pub struct Args {
     /// supernet's subnet: its own weights, so its own routing. Given several times, the models
     /// are timed together in rounds (each round: every model's warm-up runs and one timed run),
     /// so that a changing load on the machine hits all of them alike.
-    #[arg(long, conflicts_with_all = ["checkpoint", "config", "samples"])]
+    #[arg(long, conflicts_with_all = ["checkpoint", "config", "samples", "space", "vocab"])]
     pub model: Vec<PathBuf>,
     /// Build a dataset of this many sampled subnets (needs --out).
     #[arg(long, requires = "out")]
@@ -164,6 +164,13 @@ pub fn run(args: Args) -> Result<()> {
                 format!("{} ends in .csv, the name of the CSV written beside the JSON dataset; name the dataset .json", out.display()),
             ));
         }
+        // Before measuring, which takes minutes: a path that cannot be written loses it all.
+        crate::fsio::check_creatable_file(out, "latency --out")?;
+        crate::fsio::check_creatable_file(&out.with_extension("csv"), "latency --out (its CSV)")?;
+        crate::fsio::check_distinct_outputs(&[("latency --out", out)], &[("--space", &args.space)])?;
+    }
+    if args.samples == Some(0) {
+        return Err(Error::invalid("--samples", "must be at least 1 (a dataset of 0 subnets trains no predictor)"));
     }
     if !args.model.is_empty() {
         eprintln!("meter: {}", args.protocol.protocol().describe(args.protocol.device, args.protocol.threads));

@@ -49,6 +49,7 @@ fn with_threads(threads: Option<usize>, f: impl FnOnce() -> Result<()> + Send) -
 
 pub fn run(args: Args) -> Result<()> {
     let cfg = PipelineConfig::from_file(&args.config)?;
+    cfg.check_inputs(&args.config)?;
     if args.plan {
         return print_plan(&cfg, &args.out);
     }

@@ -38,6 +38,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // Before training: a predictor saved over its own dataset would lose the measurements.
+    crate::fsio::check_creatable_file(&args.out, "predictor --out")?;
+    crate::fsio::check_distinct_outputs(&[("predictor --out", &args.out)], &[("--dataset", &args.dataset)])?;
     let ds = LatencyDataset::load_json(&args.dataset)?;
     let (train, test) = split_records(&ds.records, args.holdout, args.seed)?;
     let config = PredictorConfig {

@@ -11,7 +11,7 @@ use crate::data::read_lines;
 use crate::decode::bleu::{bleu_signature, corpus_bleu};
 use crate::decode::chrf::{chrf_signature, corpus_chrf};
 use crate::decode::significance::{paired_bootstrap, PairedBootstrap, DEFAULT_RESAMPLES, DEFAULT_SEED};
-use crate::fsio::{check_output_file, write_atomic};
+use crate::fsio::{check_distinct_outputs, check_output_file, write_atomic};
 use crate::{Error, Result};
 
 #[derive(clap::Args, Debug)]
@@ -117,6 +117,9 @@ fn cells(m: &crate::decode::significance::MetricTest) -> String {
 pub fn run(args: Args) -> Result<()> {
     if let Some(p) = &args.json {
         check_output_file(p, "score --json")?;
+        let inputs: Vec<(&'static str, &Path)> =
+            std::iter::once(("--ref", args.reference.as_path())).chain(args.hyps.iter().map(|h| ("HYPOTHESES", h.as_path()))).collect();
+        check_distinct_outputs(&[("score --json", p)], &inputs)?;
     }
     let scored = score(&args)?;
     let name_width = scored.iter().map(|s| s.path.display().to_string().len()).max().unwrap_or(0).max(6);

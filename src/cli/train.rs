@@ -46,7 +46,7 @@ pub struct CommonArgs {
     #[arg(long, value_name = "FILE")]
     pub tokenizer: Option<PathBuf>,
     /// BPE vocabulary size when training the tokenizer (default: 2000 synthetic, 8000 files).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tokenizer")]
     pub vocab_size: Option<usize>,
     /// Training pairs of the synthetic corpus.
     #[arg(long, default_value_t = 20_000)]
@@ -165,6 +165,10 @@ impl CommonArgs {
         if data.vocab_size > BpeConfig::default().vocab_size * 8 {
             return Err(Error::invalid("--vocab-size", format!("{} is unreasonably large for this trainer", data.vocab_size)));
         }
+        // The rate itself first, so that a bad --lr is not reported as a bad --min-lr.
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::invalid("--lr", format!("{} must be a positive, finite learning rate", self.lr)));
+        }
         if self.schedule == Schedule::Cosine && self.min_lr > self.lr {
             return Err(Error::invalid("--min-lr", format!("{} is above --lr {}: the cosine would raise the rate", self.min_lr, self.lr)));
         }
@@ -191,29 +195,32 @@ impl CommonArgs {
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return Err(Error::invalid("--label-smoothing", format!("{} is not in [0, 1)", self.label_smoothing)));
         }
+        let train = TrainConfig {
+            max_updates: self.max_updates,
+            accumulate: self.accumulate,
+            clip_norm: self.clip_norm,
+            schedule,
+            adam: AdamConfig::default(),
+            log_every: self.log_every,
+            valid_every: self.valid_every,
+            checkpoint_every: self.checkpoint_every,
+            checkpoint_dir: None,
+            averaging: None,
+            snapshot_dir: None,
+            log_path: None,
+            seed: self.seed,
+            quiet: self.quiet,
+            device: self.device,
+            mixed_precision: self.mixed_precision,
+        };
+        // Here, before the run directory is made or the corpus read (the trainer checks again).
+        train.check()?;
         Ok(RunSpec {
             mode,
             options,
             data,
             label_smoothing: self.label_smoothing,
-            train: TrainConfig {
-                max_updates: self.max_updates,
-                accumulate: self.accumulate,
-                clip_norm: self.clip_norm,
-                schedule,
-                adam: AdamConfig::default(),
-                log_every: self.log_every,
-                valid_every: self.valid_every,
-                checkpoint_every: self.checkpoint_every,
-                checkpoint_dir: None,
-                averaging: None,
-                snapshot_dir: None,
-                log_path: None,
-                seed: self.seed,
-                quiet: self.quiet,
-                device: self.device,
-                mixed_precision: self.mixed_precision,
-            },
+            train,
             out: self.out.clone(),
             resume: self.resume,
             tokenizer: self.tokenizer.clone(),

@@ -24,10 +24,22 @@ pub struct TokenizedPair {
 /// invalid UTF-8, the 1-based line number.
 pub fn read_lines(path: impl AsRef<Path>) -> Result<Vec<String>> {
     let path = path.as_ref();
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let is_gz = path.extension().is_some_and(|e| e == "gz");
-    let reader: Box<dyn Read> = if is_gz { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) };
-    read_lines_from(reader, path)
+    if !is_gz {
+        return read_lines_from(file, path);
+    }
+    // A .gz that is not gzip would otherwise read as "unexpected end of file".
+    let mut magic = [0u8; 2];
+    let got = file.read(&mut magic).map_err(|e| Error::io(path, e))?;
+    if got == 0 {
+        return Ok(Vec::new()); // an empty file: no lines, as an empty plain file has
+    }
+    if got < 2 || magic != [0x1f, 0x8b] {
+        return Err(Error::Format { path: path.to_path_buf(), msg: "named .gz but not a gzip file".into() });
+    }
+    let file = std::io::Read::chain(&magic[..got], file);
+    read_lines_from(flate2::read::MultiGzDecoder::new(file), path)
 }
 
 /// [`read_lines`] from any reader (stdin); `path` names it in errors.
@@ -249,9 +261,17 @@ mod tests {
         let msg = read_parallel(&src, &tgt).unwrap_err().to_string();
         assert!(msg.contains("empty") && msg.contains("s.txt"), "{msg}");
         assert!(matches!(read_parallel(d.0.join("nope"), &tgt), Err(Error::Io { .. })));
-        // A corrupt gzip stream is an I/O error on that file, not a panic.
+        // A .gz that is not gzip says so; a gzip stream cut short is an I/O error on that file;
+        // an empty .gz has no lines.
         let bad = d.write("bad.gz", b"not gzip at all");
-        assert!(matches!(read_lines(bad), Err(Error::Io { .. })));
+        let msg = read_lines(&bad).unwrap_err().to_string();
+        assert!(msg.contains("bad.gz") && msg.contains("not a gzip file"), "{msg}");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(b"eins\nzwei\n").unwrap();
+        let whole = gz.finish().unwrap();
+        let cut = d.write("cut.gz", &whole[..whole.len() / 2]);
+        assert!(matches!(read_lines(cut), Err(Error::Io { .. })));
+        assert_eq!(read_lines(d.write("empty.gz", b"")).unwrap(), Vec::<String>::new());
     }
 
     #[test]

@@ -77,6 +77,15 @@ impl SearchOptions {
         if self.min_len > self.max_len_cap {
             return bad(format!("min_len {} exceeds the maximum length cap {}", self.min_len, self.max_len_cap));
         }
+        // With a = 0 the maximum is b for every source: a larger minimum contradicts it (fairseq
+        // refuses this too). With a > 0 a short source's maximum can still fall below min_len;
+        // the minimum then wins (`max_len`).
+        if self.max_len_a == 0.0 && self.min_len > self.max_len_b {
+            return bad(format!(
+                "min_len {} exceeds max_len_b {} (with max_len_a 0, the maximum length of every translation)",
+                self.min_len, self.max_len_b
+            ));
+        }
         Ok(())
     }
 

@@ -74,11 +74,11 @@ impl ModelOptions {
                 return Err(Error::invalid("ModelOptions", format!("{name} = {p} is not in [0, 1)")));
             }
         }
-        if self.capacity_factor.is_some_and(|c| c.is_nan() || c <= 0.0) || !self.balance_coef.is_finite() || self.balance_coef < 0.0 {
-            return Err(Error::invalid(
-                "ModelOptions",
-                format!("capacity_factor {:?} must be positive, balance_coef {} non-negative", self.capacity_factor, self.balance_coef),
-            ));
+        if let Some(c) = self.capacity_factor.filter(|c| c.is_nan() || *c <= 0.0) {
+            return Err(Error::invalid("ModelOptions", format!("capacity_factor = {c} must be positive")));
+        }
+        if !self.balance_coef.is_finite() || self.balance_coef < 0.0 {
+            return Err(Error::invalid("ModelOptions", format!("balance_coef = {} must be finite and non-negative", self.balance_coef)));
         }
         Ok(())
     }

@@ -103,6 +103,11 @@ pub struct LatencySection {
     /// Measure the predictor's dataset in rounds over all subnets (each round one timed run of
     /// every subnet), so that load drifting over minutes hits every subnet alike.
     pub interleave: bool,
+    /// Repetitions of the predictor's dataset: `paper` (the default; 5 warm-up and 20 timed runs,
+    /// 10 % trimmed each end: the protocol the search's verification and the systems' latencies
+    /// use, so that the budget, the predictions and the measurements are one quantity) or `fast`
+    /// (1 warm-up, 5 timed runs, trim 0.2: a quarter of the time, and noisier).
+    pub dataset_protocol: DatasetProtocol,
     /// The hardware the search targets: the predictor's dataset and the systems' latencies are
     /// measured there — `cpu` (the default), `cuda:N` (a GPU; host work on `threads` threads), or
     /// `emu` (the CUDA path on the emulator: for tests, its timings say nothing about a GPU).
@@ -118,7 +123,28 @@ impl Default for LatencySection {
             threads: 1,
             clock: Clock::Wall,
             interleave: false,
+            dataset_protocol: DatasetProtocol::Paper,
             device: crate::Device::Cpu,
+        }
+    }
+}
+
+/// The repetitions the predictor's latency dataset is measured with (`[latency] dataset_protocol`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetProtocol {
+    /// [`LatencyProtocol::paper`](crate::decode::LatencyProtocol::paper).
+    #[default]
+    Paper,
+    /// [`LatencyProtocol::fast`](crate::decode::LatencyProtocol::fast).
+    Fast,
+}
+
+impl DatasetProtocol {
+    pub fn protocol(self) -> crate::decode::LatencyProtocol {
+        match self {
+            DatasetProtocol::Paper => crate::decode::LatencyProtocol::paper(),
+            DatasetProtocol::Fast => crate::decode::LatencyProtocol::fast(),
         }
     }
 }
@@ -238,6 +264,45 @@ impl PipelineConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         Self::from_toml_str(&s, path)
+    }
+
+    /// The search space `space` names: a built-in one (`small`, `wmt14`) or a space TOML file.
+    pub fn search_space(&self) -> Result<crate::model::SearchSpace> {
+        use crate::model::SearchSpace;
+        match self.space.as_str() {
+            "small" => crate::train::mt::small_space(),
+            "wmt14" => SearchSpace::from_toml_str(include_str!("../../configs/space_wmt14.toml")),
+            path => {
+                if crate::fsio::metadata_if_exists(Path::new(path))?.is_none() {
+                    return Err(Error::invalid(
+                        "space",
+                        format!("`{path}` is neither a built-in space (small, wmt14) nor a space TOML file that exists"),
+                    ));
+                }
+                SearchSpace::from_toml_file(Path::new(path))
+            }
+        }
+    }
+
+    /// `[data] dir` made absolute (so that a resume from another working directory reads the same
+    /// files); `None` for the synthetic corpus.
+    pub fn data_dir(&self) -> Result<Option<PathBuf>> {
+        let Some(dir) = &self.data.dir else { return Ok(None) };
+        let abs = std::fs::canonicalize(dir).map_err(|e| Error::invalid("[data] dir", format!("{}: {e}", dir.display())))?;
+        if !abs.is_dir() {
+            return Err(Error::invalid("[data] dir", format!("{} is not a directory", dir.display())));
+        }
+        Ok(Some(abs))
+    }
+
+    /// Checks that the inputs the configuration names are there: the space (parsed) and the data
+    /// directory. Separate from the parse's checks because a run directory's saved copy of the
+    /// settings is parsed too, possibly from elsewhere; errors name `origin`, the file read.
+    pub fn check_inputs(&self, origin: &Path) -> Result<()> {
+        let at = |e: Error| Error::Format { path: origin.to_path_buf(), msg: e.to_string() };
+        self.search_space().map_err(at)?;
+        self.data_dir().map_err(at)?;
+        Ok(())
     }
 
     pub fn demo() -> Result<Self> {
@@ -429,12 +494,40 @@ mod tests {
     }
 
     #[test]
+    fn the_dataset_protocol_is_the_papers_unless_asked_for_fast() {
+        let parse = |toml: &str| PipelineConfig::from_toml_str(toml, Path::new("p.toml"));
+        assert_eq!(parse("").unwrap().latency.dataset_protocol.protocol(), crate::decode::LatencyProtocol::paper());
+        let fast = parse("[latency]\ndataset_protocol = \"fast\"\n").unwrap();
+        assert_eq!(fast.latency.dataset_protocol.protocol(), crate::decode::LatencyProtocol::fast());
+        let e = parse("[latency]\ndataset_protocol = \"quick\"\n").unwrap_err().to_string();
+        assert!(e.contains("p.toml") && e.contains("quick"), "{e}");
+    }
+
+    #[test]
+    fn the_space_and_data_directory_a_config_names_must_be_there() {
+        let cfg = |toml: &str| PipelineConfig::from_toml_str(toml, Path::new("p.toml")).unwrap();
+        let e = cfg("space = \"medium\"\n").check_inputs(Path::new("p.toml")).unwrap_err().to_string();
+        assert!(e.contains("p.toml") && e.contains("`medium`") && e.contains("small, wmt14"), "{e}");
+        let e = cfg("[data]\ndir = \"/no/such/corpus\"\n").check_inputs(Path::new("p.toml")).unwrap_err().to_string();
+        assert!(e.contains("p.toml") && e.contains("[data] dir") && e.contains("/no/such/corpus"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let bad_space = dir.path().join("space.toml");
+        std::fs::write(&bad_space, "bogus = 1\n").unwrap();
+        let e = cfg(&format!("space = {:?}\n", bad_space.display().to_string())).check_inputs(Path::new("p.toml")).unwrap_err().to_string();
+        assert!(e.contains("p.toml") && e.contains("space.toml"), "{e}");
+        for ok in ["space = \"small\"\n", "space = \"wmt14\"\n"] {
+            cfg(ok).check_inputs(Path::new("p.toml")).unwrap();
+        }
+        cfg(&format!("[data]\ndir = {:?}\n", dir.path().display().to_string())).check_inputs(Path::new("p.toml")).unwrap();
+    }
+
+    #[test]
     fn settings_a_late_stage_would_reject_are_errors_when_the_file_is_read() {
         let err = |toml: &str| PipelineConfig::from_toml_str(toml, Path::new("p.toml")).unwrap_err().to_string();
         for (toml, names) in [
             ("[final_train]\nlr = -1.0\n", &["p.toml", "[final_train]", "learning rate"][..]),
             ("[supernet]\ndropout = 1.5\n", &["[supernet]", "dropout"]),
-            ("[final_train]\nbalance_coef = -0.1\n", &["[final_train]", "balance_coef -0.1"]),
+            ("[final_train]\nbalance_coef = -0.1\n", &["[final_train]", "balance_coef = -0.1"]),
             ("[latency]\npredictor_epochs = 0\n", &["[latency]", "epochs"]),
             ("[latency]\nthreads = 100000\n", &["latency.threads = 100000"]),
             ("[latency]\nthreads = 0\n", &["latency.threads = 0"]),

@@ -88,18 +88,10 @@ pub(super) fn from_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
 impl<'a> Context<'a> {
     /// Resolves the space and the data, and trains (or loads) the pipeline's one tokenizer.
     pub fn new(cfg: &'a PipelineConfig, out: &'a Path) -> Result<Self> {
-        let space = match cfg.space.as_str() {
-            "small" => mt::small_space()?,
-            "wmt14" => SearchSpace::from_toml_str(include_str!("../../configs/space_wmt14.toml"))?,
-            path => SearchSpace::from_toml_file(path)?,
-        };
+        let space = cfg.search_space()?;
         let d = &cfg.data;
-        let source = match &d.dir {
-            Some(dir) => DataSource::Files {
-                dir: std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?,
-                src: d.src.clone(),
-                tgt: d.tgt.clone(),
-            },
+        let source = match cfg.data_dir()? {
+            Some(dir) => DataSource::Files { dir, src: d.src.clone(), tgt: d.tgt.clone() },
             None => DataSource::Synthetic { seed: cfg.seed, n_train: d.synthetic_train, n_valid: d.synthetic_valid },
         };
         let mut timings = Timings::load(out)?;
@@ -134,7 +126,8 @@ impl<'a> Context<'a> {
     }
 
     /// A meter of `net`'s subnets by `base`'s repetitions and `[latency]`'s clock, threads and
-    /// device: the latency dataset's (fast protocol) and the search verification's (paper's).
+    /// device: the latency dataset's (`[latency] dataset_protocol`) and the search verification's
+    /// (the paper's).
     fn latency_meter<'n>(&self, net: &'n Supernet, base: LatencyProtocol) -> Result<SubnetLatencyMeter<'n>> {
         let l = &self.cfg.latency;
         SubnetLatencyMeter::new(net, LatencyProtocol { clock: l.clock, ..base }, l.threads, self.cfg.seed)?.on_device(l.device)
@@ -196,7 +189,7 @@ impl<'a> Context<'a> {
             let start = Instant::now();
             let (net, _) = load_supernet(&mt::checkpoint_dir(supernet_dir))?;
             let l = &self.cfg.latency;
-            let mut meter = self.latency_meter(&net, LatencyProtocol::fast())?;
+            let mut meter = self.latency_meter(&net, l.dataset_protocol.protocol())?;
             let how = if l.interleave { ", interleaved" } else { "" };
             say(format!("latency: measuring {} subnets ({}{how})", l.samples, meter.describe()));
             let ds = if l.interleave {

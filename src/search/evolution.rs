@@ -146,8 +146,10 @@ pub const MAX_POPULATION: usize = 100_000;
 pub const MAX_ITERATIONS: usize = 100_000;
 
 impl SearchConfig {
+    /// Parents + mutations + crossovers (saturating: an absurd count reads as huge, not wrapped,
+    /// before [`check`](Self::check) refuses it).
     pub fn population(&self) -> usize {
-        self.parents + self.mutations + self.crossovers
+        self.parents.saturating_add(self.mutations).saturating_add(self.crossovers)
     }
 
     /// Counts and probabilities must be usable; a population above [`MAX_POPULATION`] is an error.

@@ -258,7 +258,7 @@ fn parse_weights(bytes: &[u8], path: &Path, store: &ParamStore) -> Result<Vec<(P
 
 fn parse_optimizer(bytes: &[u8], path: &Path, store: &ParamStore) -> Result<Vec<(ParamId, AdamState)>> {
     let (_, header) = SafeTensors::read_metadata(bytes)
-        .map_err(|e| Error::Format { path: path.to_path_buf(), msg: format!("not a valid safetensors file: {e:?}") })?;
+        .map_err(|e| Error::Format { path: path.to_path_buf(), msg: format!("not a valid safetensors file: {e}") })?;
     let steps_json = header
         .metadata()
         .as_ref()

@@ -174,8 +174,11 @@ impl TrainConfig {
             return Err(Error::invalid("TrainConfig", format!("accumulate = {} must be between 1 and {MAX_ACCUMULATE}", self.accumulate)));
         }
         self.schedule.check()?;
-        if self.clip_norm.is_nan() {
-            return Err(Error::invalid("TrainConfig", "clip_norm is NaN (use 0 to turn clipping off)"));
+        if self.clip_norm.is_nan() || self.clip_norm < 0.0 {
+            return Err(Error::invalid(
+                "TrainConfig",
+                format!("clip_norm = {} must be positive, or 0 to turn clipping off", self.clip_norm),
+            ));
         }
         if let Some(a) = &self.averaging {
             a.check(self.max_updates)?;
