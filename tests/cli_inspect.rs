@@ -64,6 +64,9 @@ fn a_model_directory_is_described_layer_by_layer_with_its_costs() {
     assert_eq!(j["options"]["activation"], "gelu");
     assert_eq!(j["gflops"].as_f64(), Some(flops.paper_gflops()));
 
+    // --json naming a file of the model directory is refused before anything is written.
+    let e = automoe::cli::inspect::run(args(dir.clone(), None, Some(dir.join("model.json")))).unwrap_err().to_string();
+    assert!(e.contains("is also the input a file of the inspected model"), "{e}");
     // A model directory has its own vocabulary: a --vocab beside it is a mistake, said so.
     let e = inspect(&args(dir.clone(), Some(7), None)).unwrap_err().to_string();
     assert!(e.contains("model directory") && e.contains("--vocab"), "{e}");
@@ -83,6 +86,14 @@ fn a_configuration_file_needs_a_vocabulary_and_is_checked() {
     let e = inspect(&args(path.clone(), None, None)).unwrap_err().to_string();
     assert!(e.contains("best.json") && e.contains("--vocab"), "{e}");
     assert!(inspect(&args(path.clone(), Some(0), None)).unwrap_err().to_string().contains("--vocab"));
+    // A vocabulary past the limit is refused by name before any count (it used to wrap `vocab · d`).
+    let e = inspect(&args(path.clone(), Some(1 << 60), None)).unwrap_err().to_string();
+    assert!(e.contains("inspect --vocab") && e.contains("vocabulary size 1152921504606846976"), "{e}");
+    // --json naming the inspected file would replace it: refused, and the file is kept.
+    let before = std::fs::read(&path).unwrap();
+    let e = automoe::cli::inspect::run(args(path.clone(), Some(40), Some(path.clone()))).unwrap_err().to_string();
+    assert!(e.contains("inspect --json") && e.contains("is also the input"), "{e}");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
     let i = inspect(&Args { pre_norm: true, ..args(path.clone(), Some(40), None) }).unwrap();
     assert!(i.options.is_none() && i.pre_norm);
     assert_eq!(i.cost.params, param_report(&moe_config(), 40, true, &Routing::Uniform).unwrap());

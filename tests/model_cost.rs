@@ -170,3 +170,23 @@ fn mean_max_share_averages_the_moe_layers_and_skips_dense_ones() {
     assert!(s >= 1.0 / most_experts as f64 - 1e-12 && s <= 1.0, "{s}");
     assert_eq!(executed(&net, &dense_config(), &batch(&[3], &[3], 1)).routing.mean_max_share(), None);
 }
+
+#[test]
+fn a_vocabulary_past_the_limit_is_an_error_not_a_wrapped_count() {
+    use automoe::model::MAX_VOCAB_SIZE;
+    let cfg = moe_config();
+    // 2^58 · 16 wraps a u64; before the limit the count came out small and the allocation panicked.
+    for vocab in [MAX_VOCAB_SIZE + 1, 1 << 58, usize::MAX] {
+        let e = param_report(&cfg, vocab, false, &Routing::Uniform).unwrap_err().to_string();
+        assert!(e.contains(&format!("vocabulary size {vocab}")), "{e}");
+        let e = Supernet::new(tiny_space(), vocab, ModelOptions::default(), 1, DType::F32).err().unwrap().to_string();
+        assert!(e.contains("Supernet::new") && e.contains("vocabulary size"), "{e}");
+    }
+    for vocab in [0, 3] {
+        assert!(param_report(&cfg, vocab, false, &Routing::Uniform).unwrap_err().to_string().contains("special tokens"));
+    }
+    param_report(&cfg, MAX_VOCAB_SIZE, false, &Routing::Uniform).unwrap();
+    // Token counts from callers are multiplied in f64: huge lengths give huge FLOPs, not a wrap.
+    let f = flop_report(&cfg, VOCAB, usize::MAX / 2, usize::MAX / 2, &Routing::Uniform).unwrap();
+    assert!(f.total() > 1e30, "{f:?}");
+}

@@ -254,6 +254,62 @@ fn predictor_beats_a_constant_and_round_trips() {
     assert!(msg.contains("stored features differ"), "{msg}");
 }
 
+/// Saves `json` edited by `edit` to `path` and returns the error loading it gives.
+fn load_edited_predictor(path: &std::path::Path, json: &serde_json::Value, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let mut j = json.clone();
+    edit(&mut j);
+    std::fs::write(path, j.to_string()).unwrap();
+    LatencyPredictor::load(path).map(|_| ()).unwrap_err().to_string()
+}
+
+#[test]
+fn out_of_range_latencies_and_predictor_values_are_refused_by_name() {
+    let space = space();
+    let ds = LatencyDataset::build(&space, &mut SyntheticLatency, 20, 2, |_| {}).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Dataset records: negative, huge and all-zero times are named with their record.
+    let ds_path = dir.path().join("d.json");
+    for (enc, dec, expect) in [(-1.0, 1.0, "encoder_ms = -1"), (1.0, 1e9, "decoder_ms = 1000000000 is above"), (0.0, 0.0, "is 0")] {
+        let mut bad = ds.clone();
+        bad.records[3].latency = Latency { encoder_ms: enc, decoder_ms: dec };
+        bad.save_json(&ds_path).unwrap();
+        let msg = LatencyDataset::load_json(&ds_path).unwrap_err().to_string();
+        assert!(msg.contains("record 3") && msg.contains(expect), "{msg}");
+        // Training on such records directly (not through a file) is refused too.
+        let cfg = PredictorConfig { hidden: 8, layers: 1, epochs: 1, batch_size: 8, lr: 1e-3, weight_decay: 0.0, seed: 0 };
+        let msg = LatencyPredictor::train(&bad, &bad.records, cfg, |_| {}).unwrap_err().to_string();
+        assert!(msg.contains("training record 3") && msg.contains(expect), "{msg}");
+    }
+
+    let cfg = PredictorConfig { hidden: 8, layers: 1, epochs: 2, batch_size: 8, lr: 1e-3, weight_decay: 0.0, seed: 0 };
+    let p = LatencyPredictor::train(&ds, &ds.records, cfg, |_| {}).unwrap();
+    let path = dir.path().join("p.json");
+    p.save(&path).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let msg = load_edited_predictor(&path, &json, |j| j["target_std"][1] = serde_json::json!(0.0));
+    assert!(msg.contains("p.json") && msg.contains("target_std of the decoder = 0 is not positive"), "{msg}");
+    let msg = load_edited_predictor(&path, &json, |j| j["feature_std"][0] = serde_json::json!(-2.0));
+    assert!(msg.contains("feature_std of `") && msg.contains("not positive"), "{msg}");
+    let msg = load_edited_predictor(&path, &json, |j| j["layers"][0]["b"][2] = serde_json::json!(1e38));
+    assert!(msg.contains("layer 0 bias 2") && msg.contains("within"), "{msg}");
+    let msg = load_edited_predictor(&path, &json, |j| j["target_mean"][0] = serde_json::json!(1e300));
+    assert!(msg.contains("target_mean of the encoder"), "{msg}");
+    // Every value in range, but the prediction overflows: found on load, not mid-search.
+    let msg = load_edited_predictor(&path, &json, |j| j["layers"][1]["b"][0] = serde_json::json!(9e5));
+    assert!(msg.contains("test prediction") && msg.contains("out of range"), "{msg}");
+    let msg = load_edited_predictor(&path, &json, |j| j["feature_names"][1] = serde_json::json!("renamed"));
+    assert!(msg.contains("feature 1 is `renamed`"), "{msg}");
+    // The unedited file still loads (the edits above did not leak into it).
+    std::fs::write(&path, json.to_string()).unwrap();
+    LatencyPredictor::load(&path).unwrap();
+
+    // A predictor used on another space names the first gene that differs.
+    let other = SearchSpace { max_experts: 3, ..space.clone() };
+    let msg = p.check_space(&other).unwrap_err().to_string();
+    assert!(msg.contains("max_experts: 2 vs 3"), "{msg}");
+    p.check_space(&space).unwrap();
+}
+
 #[test]
 fn cpu_meter_and_supernet_fitness_run_on_a_tiny_model_and_outputs_are_written() {
     let space = space();

@@ -301,3 +301,44 @@ fn fitness_command_matches_the_search_and_keeps_earlier_samples() {
     let msg = cli::fitness::fitness(&parse_fitness(&outside)).unwrap_err().to_string();
     assert!(msg.contains("wide.json") && msg.contains("not a subnet of the supernet's space `cli-test`"), "{msg}");
 }
+
+#[test]
+fn a_bad_vocabulary_or_output_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = |name: &str| d.join(name).to_string_lossy().into_owned();
+    let (_, ckpt, _, _) = setup(d);
+    let (ck, vs, vt) = (ckpt.to_string_lossy().into_owned(), p("valid.src"), p("valid.tgt"));
+    let data = ["--checkpoint", ck.as_str(), "--valid-src", vs.as_str(), "--valid-tgt", vt.as_str(), "--valid-sentences", "8"];
+
+    // search --out that is a file, or whose files would replace an input.
+    std::fs::write(d.join("taken"), "x").unwrap();
+    let taken = p("taken");
+    let mut search =
+        vec!["search", "--out", taken.as_str(), "--iterations", "1", "--parents", "2", "--mutations", "2", "--crossovers", "2"];
+    search.extend(data);
+    let msg = run(&search).unwrap_err().to_string();
+    assert!(msg.contains("taken exists and is not a directory"), "{msg}");
+    std::fs::write(d.join("best.json"), "a predictor the user keeps").unwrap();
+    let (here, predictor) = (d.to_string_lossy().into_owned(), p("best.json"));
+    search[2] = here.as_str();
+    search.extend(["--predictor", predictor.as_str()]);
+    let msg = run(&search).unwrap_err().to_string();
+    assert!(msg.contains("best.json") && msg.contains("is also the input --predictor"), "{msg}");
+    assert_eq!(std::fs::read_to_string(d.join("best.json")).unwrap(), "a predictor the user keeps");
+
+    // latency --vocab out of range names the flag.
+    let space = p("space.toml");
+    for vocab in ["0", "1099511627776"] {
+        let msg = run(&["latency", "--space", &space, "--vocab", vocab, "--samples", "1", "--out", &p("l.json")]).unwrap_err().to_string();
+        assert!(msg.contains("latency --vocab") && msg.contains(&format!("vocabulary size {vocab}")), "{msg}");
+    }
+
+    // A checkpoint whose meta.json claims a vocabulary past the limit: an error naming the file.
+    let meta_path = ckpt.join("meta.json");
+    let mut meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    meta["model_config"]["vocab"] = serde_json::json!(1u64 << 58);
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    let msg = load_supernet(&ckpt).err().unwrap().to_string();
+    assert!(msg.contains("meta.json") && msg.contains("vocabulary size 288230376151711744"), "{msg}");
+}

@@ -68,9 +68,7 @@ pub fn inspect(args: &Args) -> Result<Inspection> {
                 ),
             )
         })?;
-        if vocab == 0 {
-            return Err(Error::invalid("inspect", "--vocab must be at least 1"));
-        }
+        crate::model::check_vocab(vocab, "inspect --vocab")?;
         (config, vocab, None)
     };
     let pre_norm = options.as_ref().map_or(args.pre_norm, |o| o.pre_norm);
@@ -171,6 +169,11 @@ pub fn to_json(i: &Inspection) -> serde_json::Value {
 pub fn run(args: Args) -> Result<()> {
     if let Some(p) = &args.json {
         check_output_file(p, "inspect --json")?;
+        // The file inspected, or any file of the model directory, must not be replaced.
+        let files: Vec<PathBuf> = ["model.json", "model.safetensors", "tokenizer.json"].iter().map(|f| args.path.join(f)).collect();
+        let mut inputs: Vec<(&'static str, &std::path::Path)> = vec![("the inspected path", &args.path)];
+        inputs.extend(files.iter().map(|f| ("a file of the inspected model", f.as_path())));
+        crate::fsio::check_distinct_outputs(&[("inspect --json", p)], &inputs)?;
     }
     let i = inspect(&args)?;
     print!("{}", describe(&i));

@@ -115,7 +115,10 @@ pub struct Args {
 pub(crate) fn supernet(checkpoint: Option<&PathBuf>, space: &PathBuf, vocab: usize) -> Result<Supernet> {
     match checkpoint {
         Some(dir) => Ok(load_supernet(dir)?.0),
-        None => Supernet::new(SearchSpace::from_toml_file(space)?, vocab, ModelOptions::default(), 0, DType::F32),
+        None => {
+            crate::model::check_vocab(vocab, "latency --vocab")?;
+            Supernet::new(SearchSpace::from_toml_file(space)?, vocab, ModelOptions::default(), 0, DType::F32)
+        }
     }
 }
 

@@ -76,19 +76,38 @@ pub fn parse_count(s: &str) -> std::result::Result<f64, String> {
     }
 }
 
+/// The files `search` writes into `--out`.
+const OUTPUT_FILES: [(&str, &str); 3] = [
+    ("search --out (best.json)", "best.json"),
+    ("search --out (population.json)", "population.json"),
+    ("search --out (pareto.svg)", "pareto.svg"),
+];
+
+/// Before the search (which may take hours): `--out` can hold its three files, none of which is
+/// one of the inputs.
+fn check_outputs(args: &Args) -> Result<()> {
+    crate::fsio::check_output_dir(&args.out)?;
+    let outputs: Vec<(&'static str, PathBuf)> = OUTPUT_FILES.iter().map(|&(what, name)| (what, args.out.join(name))).collect();
+    for (what, path) in &outputs {
+        crate::fsio::check_creatable_file(path, what)?;
+    }
+    let mut inputs: Vec<(&'static str, &std::path::Path)> =
+        vec![("--valid-src", &args.data.valid_src), ("--valid-tgt", &args.data.valid_tgt)];
+    inputs.extend(args.data.tokenizer.as_deref().map(|t| ("--tokenizer", t)));
+    inputs.extend(args.predictor.as_deref().map(|p| ("--predictor", p)));
+    let outputs: Vec<(&'static str, &std::path::Path)> = outputs.iter().map(|(w, p)| (*w, p.as_path())).collect();
+    crate::fsio::check_distinct_outputs(&outputs, &inputs)
+}
+
 pub fn run(args: Args) -> Result<()> {
+    check_outputs(&args)?;
     let (net, _, pairs) = args.data.load("automoe search")?;
     let mut fitness = SupernetLoss::new(&net, &pairs, args.data.max_tokens)?;
 
     let mut predictor = match &args.predictor {
         Some(p) => {
             let pred = LatencyPredictor::load(p)?;
-            if pred.space != net.space {
-                return Err(Error::Format {
-                    path: p.clone(),
-                    msg: format!("trained for space `{}`, not the supernet's `{}`", pred.space.name, net.space.name),
-                });
-            }
+            pred.check_space(&net.space).map_err(|e| Error::Format { path: p.clone(), msg: format!("{e} (the supernet's space)") })?;
             Some(pred)
         }
         None => None,

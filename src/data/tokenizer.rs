@@ -125,7 +125,42 @@ impl Tokenizer {
         inner.set_encode_special_tokens(true);
         let tok = Tokenizer { inner };
         tok.check_specials(origin)?;
+        tok.check_ids(origin)?;
         Ok(tok)
+    }
+
+    /// The ids must be exactly `0..vocab_size`, each naming one token: the model's embedding has
+    /// `vocab_size` rows, so an id past it would index out of range, and an id shared by two
+    /// tokens (or one no token has) would make words vanish or decode as another.
+    fn check_ids(&self, origin: &Path) -> Result<()> {
+        let bad = |msg: String| Error::Format { path: origin.to_path_buf(), msg };
+        let mut by_id: Vec<(u32, &String)> = Vec::new();
+        let vocab = self.inner.get_vocab(true);
+        by_id.extend(vocab.iter().map(|(t, &id)| (id, t)));
+        by_id.sort();
+        if by_id.len() > MAX_VOCAB_SIZE {
+            return Err(bad(format!("{} tokens, above the limit of {MAX_VOCAB_SIZE}", by_id.len())));
+        }
+        for (i, pair) in by_id.windows(2).enumerate() {
+            if pair[0].0 == pair[1].0 {
+                return Err(bad(format!("tokens {:?} and {:?} share id {}", pair[0].1, pair[1].1, pair[0].0)));
+            }
+            if pair[0].0 as usize != i {
+                return Err(bad(format!("no token has id {i}: ids must run from 0 without gaps")));
+            }
+        }
+        if let Some(&(last, t)) = by_id.last() {
+            if last as usize + 1 != by_id.len() {
+                return Err(bad(format!(
+                    "token {t:?} has id {last} but there are {} tokens: ids must run from 0 without gaps",
+                    by_id.len()
+                )));
+            }
+        }
+        if self.vocab_size() != by_id.len() {
+            return Err(bad(format!("the vocabulary size is {} but {} tokens have ids", self.vocab_size(), by_id.len())));
+        }
+        Ok(())
     }
 
     /// Loads a `tokenizer.json` and checks that its special tokens sit at the crate's fixed ids.
@@ -336,5 +371,33 @@ mod tests {
         let e = train(usize::MAX / 4).unwrap_err().to_string();
         assert!(e.contains("vocab_size") && e.contains("limit"), "{e}");
         assert!(train(MAX_VOCAB_SIZE).is_ok());
+    }
+
+    #[test]
+    fn ids_with_gaps_or_shared_ids_are_refused() {
+        let json: serde_json::Value = serde_json::from_str(&trained().to_json().unwrap()).unwrap();
+        let origin = Path::new("edited/tokenizer.json");
+        let load_edited = |edit: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+            let mut j = json.clone();
+            edit(j["model"]["vocab"].as_object_mut().unwrap());
+            Tokenizer::from_json_bytes(j.to_string().as_bytes(), origin).map(|_| ()).unwrap_err().to_string()
+        };
+        let id_of =
+            |v: &serde_json::Map<String, serde_json::Value>, id: u64| v.iter().find(|(_, i)| i.as_u64() == Some(id)).unwrap().0.clone();
+        let n = json["model"]["vocab"].as_object().unwrap().len() as u64;
+        // The last token moved past the end: a gap.
+        let msg = load_edited(&|v| {
+            let t = id_of(v, n - 1);
+            v.insert(t, serde_json::json!(n + 5));
+        });
+        assert!(msg.contains("edited/tokenizer.json") && msg.contains("without gaps"), "{msg}");
+        // A token in the middle given its neighbour's id.
+        let msg = load_edited(&|v| {
+            let t = id_of(v, 10);
+            v.insert(t, serde_json::json!(11));
+        });
+        assert!(msg.contains("share id 11"), "{msg}");
+        // Unedited, it loads.
+        Tokenizer::from_json_bytes(json.to_string().as_bytes(), origin).unwrap();
     }
 }

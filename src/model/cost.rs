@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::space::{span_layers, SubnetConfig};
+use super::space::{check_vocab, span_layers, SubnetConfig};
 use super::transformer::PassRouting;
 use crate::{Error, Result};
 
@@ -123,6 +123,8 @@ fn ffn_params(d: usize, widths: &[usize], k: usize, shares: &[f64]) -> (usize, f
 /// Parameter counts of `cfg` with vocabulary `vocab`; `pre_norm` adds the two final LNs.
 pub fn param_report(cfg: &SubnetConfig, vocab: usize, pre_norm: bool, routing: &Routing) -> Result<ParamReport> {
     cfg.check()?;
+    // With the config's and the vocabulary's limits, no count below can overflow.
+    check_vocab(vocab, "param_report")?;
     let (de, dd, qkv) = (cfg.encoder_embed_dim, cfg.decoder_embed_dim, cfg.qkv_dim);
     let embedding = vocab * de.max(dd);
     let mut total = embedding;
@@ -148,24 +150,29 @@ pub fn param_report(cfg: &SubnetConfig, vocab: usize, pre_norm: bool, routing: &
 
 /// FLOPs of an FFN layer over `t` tokens.
 fn ffn_flops(t: usize, d: usize, widths: &[usize], k: usize, shares: &[f64]) -> f64 {
+    // In f64 throughout: token counts come from callers, and f64 products cannot wrap.
+    let (t, d) = (t as f64, d as f64);
     if widths.len() == 1 {
-        return (4 * t * d * widths[0]) as f64;
+        return 4.0 * t * d * widths[0] as f64;
     }
-    let pairs = (t * k) as f64;
-    let router = (2 * t * d * widths.len()) as f64;
-    router + widths.iter().zip(shares).map(|(&h, &s)| s * pairs * (4 * d * h) as f64).sum::<f64>()
+    let pairs = t * k as f64;
+    let router = 2.0 * t * d * widths.len() as f64;
+    router + widths.iter().zip(shares).map(|(&h, &s)| s * pairs * (4.0 * d * h as f64)).sum::<f64>()
 }
 
-/// FLOPs of attention with `tq` queries of width `dq` over `tk` keys of width `dkv`.
+/// Matrix-product FLOPs of one attention: q/k/v/out projections, scores and contexts.
 fn attn_flops(tq: usize, tk: usize, dq: usize, dkv: usize, qkv: usize) -> f64 {
-    let proj = 2 * tq * dq * qkv + 2 * 2 * tk * dkv * qkv + 2 * tq * qkv * dq;
-    let scores = 2 * 2 * tq * tk * qkv; // q·k and probs·v
-    (proj + scores) as f64
+    let (tq, tk, dq, dkv, qkv) = (tq as f64, tk as f64, dq as f64, dkv as f64, qkv as f64);
+    let proj = 2.0 * tq * dq * qkv + 2.0 * 2.0 * tk * dkv * qkv + 2.0 * tq * qkv * dq;
+    let scores = 2.0 * 2.0 * tq * tk * qkv; // q·k and probs·v
+    proj + scores
 }
 
 /// FLOPs of one forward pass of `cfg` on a `src_len`-token source and `tgt_len`-token target
 /// (batch 1; the paper uses 30 and 30), with MoE layers following `routing`.
 pub fn flop_report(cfg: &SubnetConfig, vocab: usize, src_len: usize, tgt_len: usize, routing: &Routing) -> Result<FlopReport> {
+    // No vocabulary check: every product is in f64, and the search's features count FLOPs
+    // without the output projection by passing vocab 0.
     cfg.check()?;
     let (de, dd, qkv) = (cfg.encoder_embed_dim, cfg.decoder_embed_dim, cfg.qkv_dim);
     let (s, t) = (src_len, tgt_len);
@@ -178,10 +185,10 @@ pub fn flop_report(cfg: &SubnetConfig, vocab: usize, src_len: usize, tgt_len: us
     for (i, l) in cfg.decoder.iter().enumerate() {
         let m = span_layers(l.cross_span).unwrap_or(1);
         decoder += attn_flops(t, t, dd, dd, qkv);
-        decoder += attn_flops(t, m * s, dd, de, qkv);
+        decoder += attn_flops(t, m.saturating_mul(s), dd, de, qkv);
         decoder += ffn_flops(t, dd, &l.expert_widths, cfg.k_for(l.experts), &routing.shares(1, i, l.experts)?);
     }
-    let output = (2 * t * dd * vocab) as f64;
+    let output = 2.0 * t as f64 * dd as f64 * vocab as f64;
     Ok(FlopReport { encoder, decoder, output })
 }
 

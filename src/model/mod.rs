@@ -15,6 +15,8 @@ pub use cost::{flop_report, param_report, FlopReport, ParamReport, Routing, Subn
 pub use incremental::{DecoderState, EncoderOutput, ModelView, SourceBatch};
 pub use layers::{cross_attention_memory, sinusoidal_positions, FlopCount, LayerRouting};
 pub use params::NetParams;
-pub use space::{span_layers, DecoderLayerConfig, EncoderLayerConfig, SearchSpace, SubnetConfig};
+pub use space::{
+    check_vocab, space_difference, span_layers, DecoderLayerConfig, EncoderLayerConfig, SearchSpace, SubnetConfig, MAX_VOCAB_SIZE,
+};
 pub use supernet::{SubnetModel, Supernet};
 pub use transformer::{Batch, FfnActivation, ModelOptions, ModelOutput, PassRouting, RunMode};

@@ -23,6 +23,22 @@ pub const MAX_LAYERS: usize = 1024;
 pub const MAX_EXPERTS: usize = 512;
 /// Most experts routed per token.
 pub const MAX_ROUTE_K: usize = 8;
+/// Largest vocabulary of a model: the tokenizer's limit, which keeps `vocab · d` (the embedding)
+/// and the output projection's FLOPs far from overflowing.
+pub const MAX_VOCAB_SIZE: usize = crate::data::tokenizer::MAX_VOCAB_SIZE;
+
+/// A model's vocabulary must hold the special tokens (ids 0..4: `<pad>`, `<s>`, `</s>`, `<unk>`)
+/// and be at most [`MAX_VOCAB_SIZE`]; `op` names the caller (or the flag) in the error.
+pub fn check_vocab(vocab: usize, op: &'static str) -> Result<()> {
+    let specials = crate::data::SPECIAL_TOKENS.len();
+    if vocab < specials || vocab > MAX_VOCAB_SIZE {
+        return Err(Error::invalid(
+            op,
+            format!("vocabulary size {vocab} is not between {specials} (the special tokens) and {MAX_VOCAB_SIZE}"),
+        ));
+    }
+    Ok(())
+}
 const _: () = assert!(MAX_EXPERTS <= crate::cuda::moe_ops::MAX_EXPERTS && MAX_ROUTE_K <= crate::cuda::moe_ops::MAX_K);
 
 /// The first of `(gene, value, limit)` whose value is above its limit, as a message.
@@ -571,6 +587,21 @@ fn repeated<T: PartialEq + Copy>(list: &[T]) -> Option<T> {
     list.iter().enumerate().find(|&(i, v)| list[..i].contains(v)).map(|(_, &v)| v)
 }
 
+/// The first gene in which two spaces differ, as `gene: a vs b` (the name last, as it changes
+/// nothing a model computes); `None` when they are equal. For messages that refuse a file made
+/// for another space.
+pub fn space_difference(a: &SearchSpace, b: &SearchSpace) -> Option<String> {
+    let genes = |s: &SearchSpace| match serde_json::to_value(s) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    let (ga, gb) = (genes(a), genes(b));
+    let differs = |k: &String| ga.get(k) != gb.get(k);
+    let key = ga.keys().filter(|k| k.as_str() != "name").find(|k| differs(k)).or_else(|| ga.keys().find(|k| differs(k)))?;
+    let show = |v: Option<&serde_json::Value>| v.map(|v| v.to_string()).unwrap_or_else(|| "absent".into());
+    Some(format!("{key}: {} vs {}", show(ga.get(key)), show(gb.get(key))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,5 +672,16 @@ mod tests {
         // Everything but the widths is kept, and a homogeneous subnet is its own projection.
         assert_eq!(SubnetConfig { encoder: cfg.encoder.clone(), decoder: cfg.decoder.clone(), ..h.clone() }, cfg);
         assert_eq!(h.clone().homogenized(), h);
+    }
+
+    #[test]
+    fn space_difference_names_the_first_differing_gene() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/space_small.toml")).unwrap();
+        let a = SearchSpace::from_toml_str(&text).unwrap();
+        assert_eq!(space_difference(&a, &a), None);
+        let b = SearchSpace { max_experts: a.max_experts + 1, name: "other".into(), ..a.clone() };
+        assert_eq!(space_difference(&a, &b), Some(format!("max_experts: {} vs {}", a.max_experts, a.max_experts + 1)));
+        let c = SearchSpace { name: "other".into(), ..a.clone() };
+        assert_eq!(space_difference(&a, &c), Some(format!("name: \"{}\" vs \"other\"", a.name)));
     }
 }

@@ -30,6 +30,7 @@ impl Supernet {
     pub fn new(space: SearchSpace, vocab: usize, options: ModelOptions, seed: u64, dtype: DType) -> Result<Self> {
         options.check()?;
         space.check()?;
+        super::space::check_vocab(vocab, "Supernet::new")?;
         // A space too big for the machine is an error here; the allocations would abort.
         let count = super::cost::param_report(&space.largest(), vocab, options.pre_norm, &super::cost::Routing::Uniform)?.total;
         let bytes = (count as u64).saturating_mul(dtype.size_in_bytes().max(4) as u64);
@@ -165,6 +166,7 @@ impl SubnetModel {
         }
         saved.config.check().map_err(|e| fmt(&cfg_path, e.to_string()))?;
         saved.options.check().map_err(|e| fmt(&cfg_path, e.to_string()))?;
+        super::space::check_vocab(saved.vocab, "vocab").map_err(|e| fmt(&cfg_path, e.to_string()))?;
         let w_path = dir.join(WEIGHTS_FILE);
         let bytes = std::fs::read(&w_path).map_err(|e| Error::io(&w_path, e))?;
         let st = parse_safetensors(&bytes, &w_path)?;

@@ -38,6 +38,27 @@ pub struct LatencyDataset {
 /// Most subnets a latency dataset measures (a few hundred train a good predictor).
 pub const MAX_LATENCY_SAMPLES: usize = 1_000_000;
 
+/// Longest encoder or decoder time a record may hold: one hour. A subnet of any space translates
+/// a sentence in well under a second, so a larger value is a corrupt or hand-edited file.
+pub const MAX_LATENCY_MS: f64 = 3.6e6;
+
+/// A record's latency must be finite, non-negative, at most [`MAX_LATENCY_MS`] per part and
+/// positive in total: the predictor trains on its logarithm.
+pub fn check_latency(latency: &Latency) -> std::result::Result<(), String> {
+    for (part, ms) in [("encoder_ms", latency.encoder_ms), ("decoder_ms", latency.decoder_ms)] {
+        if !ms.is_finite() || ms < 0.0 {
+            return Err(format!("{part} = {ms} is not a finite non-negative time"));
+        }
+        if ms > MAX_LATENCY_MS {
+            return Err(format!("{part} = {ms} is above the limit of {MAX_LATENCY_MS} ms (one hour)"));
+        }
+    }
+    if latency.total_ms() <= 0.0 {
+        return Err("encoder_ms + decoder_ms is 0; a measured time is positive".into());
+    }
+    Ok(())
+}
+
 /// A sample count past [`MAX_LATENCY_SAMPLES`] is an error (the interleaved build holds every
 /// config at once).
 pub fn check_samples(n: usize) -> Result<()> {
@@ -110,9 +131,7 @@ impl LatencyDataset {
             if f != r.features {
                 return Err(fmt(format!("record {i}: stored features differ from the features of its config")));
             }
-            if !(r.latency.encoder_ms.is_finite() && r.latency.decoder_ms.is_finite() && r.latency.total_ms() > 0.0) {
-                return Err(fmt(format!("record {i}: latency {:?} is not a positive finite time", r.latency)));
-            }
+            check_latency(&r.latency).map_err(|e| fmt(format!("record {i}: {e}")))?;
         }
         Ok(ds)
     }

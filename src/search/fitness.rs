@@ -62,7 +62,8 @@ pub fn load_supernet(dir: &Path) -> Result<(Supernet, CheckpointMeta)> {
         path: meta_path.clone(),
         msg: format!("model_config is not a supernet description (needs `space`, `options`, `vocab`): {e}"),
     })?;
-    sm.space.check().map_err(|e| Error::Format { path: meta_path, msg: e.to_string() })?;
+    sm.space.check().map_err(|e| Error::Format { path: meta_path.clone(), msg: e.to_string() })?;
+    crate::model::check_vocab(sm.vocab, "model_config.vocab").map_err(|e| Error::Format { path: meta_path, msg: e.to_string() })?;
     // The seed only initialises values that the checkpoint then overwrites.
     let mut net = Supernet::new(sm.space, sm.vocab, sm.options, 0, DType::F32)?;
     load_checkpoint(dir, &mut net.store)?;

@@ -25,6 +25,11 @@ use crate::{DType, Error, Result, Tensor};
 
 const FORMAT: &str = "automoe-latency-predictor-v1";
 
+/// Largest magnitude a saved predictor's weight, bias or statistic may have. Training on
+/// standardised inputs and targets keeps them within a few hundred; a larger one is a corrupt or
+/// hand-edited file whose predictions would be infinite or meaningless.
+pub const MAX_PREDICTOR_VALUE: f64 = 1e6;
+
 /// Training settings of the predictor.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -219,6 +224,10 @@ impl LatencyPredictor {
             return Err(Error::invalid("LatencyPredictor::train", format!("needs at least 2 training subnets, got {}", train.len())));
         }
         config.check()?;
+        for (i, r) in train.iter().enumerate() {
+            super::dataset::check_latency(&r.latency)
+                .map_err(|e| Error::invalid("LatencyPredictor::train", format!("training record {i}: {e}")))?;
+        }
         let nf = feature_names(&ds.space).len();
         let feats: Vec<Vec<f32>> = train.iter().map(|r| features(&r.config, &ds.space)).collect::<Result<_>>()?;
         let mut feature_mean = Vec::with_capacity(nf);
@@ -297,7 +306,58 @@ impl LatencyPredictor {
             progress(epoch + 1);
         }
         pred.layers = mlp.to_layers()?;
+        pred.check_values().map_err(|e| Error::NonFinite(format!("the trained predictor: {e}")))?;
+        pred.check_prediction().map_err(|e| Error::NonFinite(format!("the trained predictor: {e}")))?;
         Ok(pred)
+    }
+
+    /// Every statistic, weight and bias finite and within [`MAX_PREDICTOR_VALUE`], and every
+    /// standard deviation positive (they divide).
+    fn check_values(&self) -> std::result::Result<(), String> {
+        let bounded = |what: &str, v: f64| {
+            if v.is_finite() && v.abs() <= MAX_PREDICTOR_VALUE {
+                Ok(())
+            } else {
+                Err(format!("{what} = {v} is not a finite value within ±{MAX_PREDICTOR_VALUE}"))
+            }
+        };
+        let positive = |what: &str, v: f64| if v > 0.0 { Ok(()) } else { Err(format!("{what} = {v} is not positive (it divides)")) };
+        for (j, name) in self.feature_names.iter().enumerate() {
+            bounded(&format!("feature_mean of `{name}`"), self.feature_mean[j] as f64)?;
+            bounded(&format!("feature_std of `{name}`"), self.feature_std[j] as f64)?;
+            positive(&format!("feature_std of `{name}`"), self.feature_std[j] as f64)?;
+        }
+        for (k, part) in ["encoder", "decoder"].iter().enumerate() {
+            bounded(&format!("target_mean of the {part}"), self.target_mean[k])?;
+            bounded(&format!("target_std of the {part}"), self.target_std[k])?;
+            positive(&format!("target_std of the {part}"), self.target_std[k])?;
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            for (j, &w) in l.w.iter().enumerate() {
+                bounded(&format!("layer {i} weight {j}"), w as f64)?;
+            }
+            for (j, &b) in l.b.iter().enumerate() {
+                bounded(&format!("layer {i} bias {j}"), b as f64)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Predicts the space's smallest and largest subnets: values in range can still combine into
+    /// an overflowing prediction, which is better found now than in the middle of a search.
+    fn check_prediction(&self) -> std::result::Result<(), String> {
+        let (small, large) = (self.space.smallest(), self.space.largest());
+        self.predict_many(&[&small, &large]).map(|_| ()).map_err(|e| format!("a test prediction failed: {e}"))
+    }
+
+    /// Refuses use on a space other than the one it was trained for, naming the first setting
+    /// that differs.
+    pub fn check_space(&self, space: &SearchSpace) -> Result<()> {
+        if &self.space == space {
+            return Ok(());
+        }
+        let detail = crate::model::space_difference(&self.space, space).map(|d| format!(": {d}")).unwrap_or_default();
+        Err(Error::invalid("LatencyPredictor", format!("trained for space `{}`, used on space `{}`{detail}", self.space.name, space.name)))
     }
 
     /// Predicted latencies of several subnets in one batched pass.
@@ -309,13 +369,21 @@ impl LatencyPredictor {
         let mut tape = Tape::inference();
         let x = tape.constant(self.inputs(cfgs)?);
         let out = mlp.forward(&mut tape, &x)?.value().to_f64_vec()?;
-        Ok(out
+        let latencies: Vec<Latency> = out
             .chunks_exact(2)
             .map(|o| Latency {
                 encoder_ms: (o[0] * self.target_std[0] + self.target_mean[0]).exp(),
                 decoder_ms: (o[1] * self.target_std[1] + self.target_mean[1]).exp(),
             })
-            .collect())
+            .collect();
+        if let Some((i, l)) = latencies.iter().enumerate().find(|(_, l)| !(l.encoder_ms.is_finite() && l.decoder_ms.is_finite())) {
+            return Err(Error::NonFinite(format!(
+                "predicted latency of subnet {i} of {} is {:?}: the predictor's weights are out of range",
+                latencies.len(),
+                l
+            )));
+        }
+        Ok(latencies)
     }
 
     pub fn predict(&self, cfg: &SubnetConfig) -> Result<Latency> {
@@ -340,7 +408,12 @@ impl LatencyPredictor {
         })
     }
 
+    /// Writes the predictor as JSON (atomically); a predictor whose values are out of range (see
+    /// [`LatencyPredictor::load`]) is refused rather than written.
     pub fn save(&self, path: &Path) -> Result<()> {
+        self.check_values()
+            .and_then(|()| self.check_prediction())
+            .map_err(|e| Error::invalid("LatencyPredictor::save", format!("{}: {e}", path.display())))?;
         let json = serde_json::to_vec(self).map_err(|e| Error::Format { path: path.to_path_buf(), msg: e.to_string() })?;
         write_file(path, &json)
     }
@@ -354,8 +427,16 @@ impl LatencyPredictor {
         }
         // Before the feature names: a space with absurd sizes would name billions of features.
         p.space.check().map_err(|e| fmt(e.to_string()))?;
-        if p.feature_version != FEATURE_VERSION || p.feature_names != feature_names(&p.space) {
+        if p.feature_version != FEATURE_VERSION {
             return Err(fmt(format!("trained on feature version {} (this build: {FEATURE_VERSION}); retrain it", p.feature_version)));
+        }
+        let expected = feature_names(&p.space);
+        if p.feature_names != expected {
+            let detail = match p.feature_names.iter().zip(&expected).position(|(a, b)| a != b) {
+                Some(j) => format!("feature {j} is `{}`, this build names it `{}`", p.feature_names[j], expected[j]),
+                None => format!("{} feature names, this build computes {} for its space", p.feature_names.len(), expected.len()),
+            };
+            return Err(fmt(format!("its feature names differ from this build's ({detail}); retrain it")));
         }
         let nf = p.feature_names.len();
         let mut inp = nf;
@@ -368,6 +449,8 @@ impl LatencyPredictor {
         if inp != 2 || p.feature_mean.len() != nf || p.feature_std.len() != nf || p.layers.is_empty() {
             return Err(fmt("the layers or the normalisation statistics do not match the features".into()));
         }
+        p.check_values().map_err(&fmt)?;
+        p.check_prediction().map_err(fmt)?;
         Ok(p)
     }
 }

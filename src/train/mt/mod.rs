@@ -407,10 +407,10 @@ pub fn load_supernet(dir: &Path) -> Result<(Supernet, CheckpointMeta)> {
     let ck = if dir.join(super::checkpoint::META_FILE).exists() { dir.to_path_buf() } else { checkpoint_dir(dir) };
     let ck = resolve_checkpoint_dir(&ck);
     let meta = read_checkpoint_meta(&ck)?;
-    let desc: RunDescription = serde_json::from_value(meta.model_config.clone()).map_err(|e| Error::Format {
-        path: ck.join(super::checkpoint::META_FILE),
-        msg: format!("model_config is not an automoe translation run: {e}"),
-    })?;
+    let meta_path = ck.join(super::checkpoint::META_FILE);
+    let desc: RunDescription = serde_json::from_value(meta.model_config.clone())
+        .map_err(|e| Error::Format { path: meta_path.clone(), msg: format!("model_config is not an automoe translation run: {e}") })?;
+    crate::model::check_vocab(desc.vocab, "model_config.vocab").map_err(|e| Error::Format { path: meta_path, msg: e.to_string() })?;
     let Mode::Supernet { space } = desc.mode else {
         return Err(Error::Format { path: ck.clone(), msg: "this checkpoint holds a subnet, not a supernet".into() });
     };
