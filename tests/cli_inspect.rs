@@ -66,7 +66,7 @@ fn a_model_directory_is_described_layer_by_layer_with_its_costs() {
 
     // --json naming a file of the model directory is refused before anything is written.
     let e = automoe::cli::inspect::run(args(dir.clone(), None, Some(dir.join("model.json")))).unwrap_err().to_string();
-    assert!(e.contains("is also the input a file of the inspected model"), "{e}");
+    assert!(e.contains("is also the input the model's model.json"), "{e}");
     // A model directory has its own vocabulary: a --vocab beside it is a mistake, said so.
     let e = inspect(&args(dir.clone(), Some(7), None)).unwrap_err().to_string();
     assert!(e.contains("model directory") && e.contains("--vocab"), "{e}");

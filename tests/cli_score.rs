@@ -83,7 +83,12 @@ fn files_of_the_wrong_length_and_empty_references_are_refused_by_name() {
         assert!(e.contains("score --json") && e.contains("is also the input"), "{e}");
         assert_eq!(std::fs::read(&victim).unwrap(), before);
     }
-    let mut a = args(write(dir.path(), "ref2", &REFS), vec![good.clone(), good], None);
-    a.resamples = 0;
-    assert!(score(&a).unwrap_err().to_string().contains("resamples = 0"));
+    // A bad resample count is refused with one file too (it has nothing to compare, but the
+    // value is a mistake all the same).
+    for hyps in [vec![good.clone(), good.clone()], vec![good]] {
+        let mut a = args(write(dir.path(), "ref2", &REFS), hyps, None);
+        a.resamples = 0;
+        let e = score(&a).unwrap_err().to_string();
+        assert!(e.contains("score --resamples") && e.contains("0 is outside"), "{e}");
+    }
 }

@@ -62,6 +62,20 @@ fn translate_files_end_to_end() {
         assert!(tok.encode(l).unwrap().len() <= 7, "{l:?}");
         assert!(!l.contains("</s>") && !l.contains("<pad>"));
     }
+    // --output naming the input, or one of the model's files, is refused and replaces nothing.
+    for victim in [input.clone(), model_dir.join("model.json"), model_dir.join("tokenizer.json")] {
+        let before = std::fs::read(&victim).unwrap();
+        let args = translate::Args {
+            model: model_dir.clone(),
+            input: Some(input.clone()),
+            output: Some(victim.clone()),
+            nbest: 1,
+            decode: small_decode(),
+        };
+        let err = translate::run(args).unwrap_err().to_string();
+        assert!(err.contains("translate --output") && err.contains("is also the input"), "{err}");
+        assert_eq!(std::fs::read(&victim).unwrap(), before);
+    }
     // The same through the library call with greedy search in one batch: line count kept.
     let (model, tok) = translate::load_model_dir(&model_dir).unwrap();
     let lines: Vec<String> = ["", "a man"].iter().map(|s| s.to_string()).collect();
@@ -243,6 +257,23 @@ fn evaluate_scores_and_writes_hypotheses() {
     }
     assert_eq!(std::fs::read(&reference).unwrap(), reference_text);
     assert!(!hyp_out.exists());
+    // Nor may an output replace one of the model's files (the model loads first, so it would
+    // have succeeded and left a directory that no longer loads).
+    for file in ["model.json", "model.safetensors", "tokenizer.json"] {
+        let victim = model_dir.join(file);
+        let before = std::fs::read(&victim).unwrap();
+        let onto_model = evaluate::Args {
+            model: model_dir.clone(),
+            src: src.clone(),
+            reference: reference.clone(),
+            hyp_out: Some(victim.clone()),
+            json: None,
+            decode: small_decode(),
+        };
+        let err = evaluate::run(onto_model).unwrap_err().to_string();
+        assert!(err.contains("evaluate --hyp-out") && err.contains(&format!("the model's {file}")), "{err}");
+        assert_eq!(std::fs::read(&victim).unwrap(), before);
+    }
     // An empty test set has no score (BLEU over nothing would read 0).
     let (empty_src, empty_ref) = (tmp.path().join("empty.en"), tmp.path().join("empty.de"));
     std::fs::write(&empty_src, "").unwrap();

@@ -246,7 +246,10 @@ pub fn run(args: Args) -> Result<()> {
             outputs.push((what, p.as_path()));
         }
     }
-    check_distinct_outputs(&outputs, &[("--src", &args.src), ("--ref", &args.reference)])?;
+    let files = crate::cli::translate::model_dir_files(&args.model);
+    let mut inputs: Vec<(&'static str, &std::path::Path)> = vec![("--src", &args.src), ("--ref", &args.reference)];
+    inputs.extend(files.iter().map(|(what, f)| (*what, f.as_path())));
+    check_distinct_outputs(&outputs, &inputs)?;
     let e = evaluate(&args)?;
     if let Some(p) = &args.hyp_out {
         write_output(Some(p), &e.hypotheses)?;

@@ -170,9 +170,9 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(p) = &args.json {
         check_output_file(p, "inspect --json")?;
         // The file inspected, or any file of the model directory, must not be replaced.
-        let files: Vec<PathBuf> = ["model.json", "model.safetensors", "tokenizer.json"].iter().map(|f| args.path.join(f)).collect();
+        let files = crate::cli::translate::model_dir_files(&args.path);
         let mut inputs: Vec<(&'static str, &std::path::Path)> = vec![("the inspected path", &args.path)];
-        inputs.extend(files.iter().map(|f| ("a file of the inspected model", f.as_path())));
+        inputs.extend(files.iter().map(|(what, f)| (*what, f.as_path())));
         crate::fsio::check_distinct_outputs(&[("inspect --json", p)], &inputs)?;
     }
     let i = inspect(&args)?;

@@ -69,6 +69,11 @@ fn read_aligned(path: &Path, refs: usize, reference: &Path) -> Result<Vec<String
 
 /// Scores every file of `args.hyps` and compares each after the first with the first.
 pub fn score(args: &Args) -> Result<Vec<Scored>> {
+    // Checked even for one file (nothing to compare), so a bad value is never silently ignored.
+    let max = crate::decode::significance::MAX_RESAMPLES;
+    if !(1..=max).contains(&args.resamples) {
+        return Err(Error::invalid("score --resamples", format!("{} is outside 1..={max}", args.resamples)));
+    }
     let refs = read_lines(&args.reference)?;
     if refs.is_empty() {
         return Err(Error::invalid("score", format!("the reference {} has no lines", args.reference.display())));

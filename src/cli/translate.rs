@@ -126,6 +126,16 @@ pub struct Args {
     pub decode: DecodeArgs,
 }
 
+/// The files of a model directory ([`load_model_dir`] reads them), each with its name for
+/// [`crate::fsio::check_distinct_outputs`]: no command's output may replace one.
+pub fn model_dir_files(dir: &Path) -> [(&'static str, PathBuf); 3] {
+    [
+        ("the model's model.json", dir.join(crate::model::supernet::CONFIG_FILE)),
+        ("the model's model.safetensors", dir.join(crate::model::supernet::WEIGHTS_FILE)),
+        ("the model's tokenizer.json", dir.join(TOKENIZER_FILE)),
+    ]
+}
+
 /// Loads a model directory's model and tokenizer, checking that they belong together.
 pub fn load_model_dir(dir: &Path) -> Result<(SubnetModel, Tokenizer)> {
     // Probed with `metadata_if_exists`, so a directory that may not be read is an I/O error
@@ -289,6 +299,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     if let Some(p) = &args.output {
         crate::fsio::check_output_file(p, "translate --output")?;
+        let files = model_dir_files(&args.model);
+        let mut inputs: Vec<(&'static str, &Path)> = files.iter().map(|(what, f)| (*what, f.as_path())).collect();
+        inputs.extend(args.input.as_deref().map(|i| ("--input", i)));
+        crate::fsio::check_distinct_outputs(&[("translate --output", p)], &inputs)?;
     }
     let (model, tok) = load_model_dir(&args.model)?;
     let model = model.to_device(args.decode.device)?;
