@@ -361,3 +361,23 @@ fn verify_latency_measures_the_best_candidates_and_trains_the_first_within_budge
     let err = PipelineConfig::from_toml_str(&no_budget, Path::new("verify.toml")).unwrap_err().to_string();
     assert!(err.contains("verify_latency") && err.contains("no latency budget"), "{err}");
 }
+
+#[test]
+fn a_space_file_edited_under_existing_outputs_is_refused() {
+    // The space is a setting by its path; what it holds is compared with what the outputs
+    // recorded (here the latency dataset's copy), so an edit in place cannot reuse them.
+    let tmp = tempfile::tempdir().unwrap();
+    let space_text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/space_small.toml")).unwrap();
+    let space_file = tmp.path().join("space.toml");
+    std::fs::write(&space_file, &space_text).unwrap();
+    let mut cfg = PipelineConfig::from_toml_str(TINY, Path::new("tiny.toml")).unwrap();
+    cfg.space = space_file.to_string_lossy().into_owned();
+    let out = tmp.path().join("run");
+    std::fs::create_dir_all(out.join("latency")).unwrap();
+    let recorded = automoe::model::SearchSpace::from_toml_str(&space_text).unwrap();
+    std::fs::write(out.join("latency/dataset.json"), serde_json::json!({ "space": recorded }).to_string()).unwrap();
+    pipeline::plan(&cfg, &out).unwrap();
+    std::fs::write(&space_file, space_text.replace("max_experts = 4", "max_experts = 3")).unwrap();
+    let err = pipeline::plan(&cfg, &out).unwrap_err().to_string();
+    assert!(err.contains("dataset.json") && err.contains("max_experts: 4 vs 3") && err.contains("latency"), "{err}");
+}

@@ -95,6 +95,12 @@ fn resuming_mid_run_is_bit_identical() {
 
     let mut straight = Trainer::new(config(12), model(1, DType::F32)).unwrap();
     let full = straight.train(&data, loss_fn(0.2)).unwrap();
+    // Each update reports the epoch of its last micro-batch (batch 2k - 1, counted from 0), also
+    // when that batch is an epoch's last (updates 5 and 10).
+    let base = full.updates[0].epoch;
+    for r in &full.updates {
+        assert_eq!(r.epoch - base, (2 * r.update - 1) / 5, "update {}", r.update);
+    }
 
     let first_half = TrainConfig { checkpoint_dir: Some(ck.clone()), log_path: Some(log.clone()), ..config(6) };
     let mut a = Trainer::new(first_half, model(1, DType::F32)).unwrap();

@@ -145,6 +145,24 @@ fn dense_subnet_learns_resumes_and_stops_on_nan() {
     assert!(rerun.report.updates.is_empty());
     assert_eq!(rerun.valid.last().unwrap(), second.valid.last().unwrap());
     assert_eq!(std::fs::read_to_string(dir.path().join("dense/train.jsonl")).unwrap(), log, "the log is unchanged");
+    // A resume with --max-updates below the checkpoint would silently do nothing: refused.
+    let below = train_run(with(&["--dense", "--resume"], 50)).unwrap_err().to_string();
+    assert!(below.contains("at update 60, past --max-updates 50"), "{below}");
+    // --tokenizer with --resume must be the run's own (it was ignored for the run's own before).
+    let with_tokenizer = |tok: &str| {
+        let mut a = with(&["--dense", "--resume", "--tokenizer", tok], 60);
+        let i = a.iter().position(|x| x == "--vocab-size").unwrap();
+        a.drain(i..i + 2);
+        train_run(a)
+    };
+    let other_tok = dir.path().join("other_tokenizer.json");
+    Tokenizer::train(["x y z w"; 3], &automoe::data::BpeConfig { vocab_size: 30, min_frequency: 1, limit_alphabet: None })
+        .unwrap()
+        .save(&other_tok)
+        .unwrap();
+    let other_tok = other_tok.to_string_lossy().into_owned();
+    let err = with_tokenizer(&other_tok).unwrap_err().to_string();
+    assert!(err.contains("is not the tokenizer the run was started with"), "{err}");
 
     // A NaN in the checkpoint's weights: resuming stops before training, naming the file and the
     // tensor (divergence during training is `train_loop`'s a_nan_loss_stops_at_its_update...).
@@ -290,8 +308,23 @@ fn bad_flags_are_refused_before_anything_runs() {
         assert!(err.starts_with("--lr") && err.contains("positive"), "--lr {lr}: {err}");
     }
     // A negative clipping norm is not "off" (0 is).
-    let err = with("--clip-norm", "-1");
-    assert!(err.contains("clip_norm = -1") && err.contains("0 to turn clipping off"), "{err}");
+    for norm in ["-1", "nan"] {
+        let err = with("--clip-norm", norm);
+        assert!(err.starts_with("--clip-norm") && err.contains("0 turns clipping off"), "{err}");
+    }
+    for min_lr in ["-1", "nan"] {
+        let err = with("--min-lr", min_lr);
+        assert!(err.starts_with("--min-lr") && err.contains(">= 0"), "{err}");
+    }
+    // The built-in corpus cannot be empty; nor can --average-every average nothing.
+    for flag in ["--synthetic-pairs", "--synthetic-valid"] {
+        let err = with(flag, "0");
+        assert!(err.starts_with(flag) && err.contains("at least 1"), "{flag}: {err}");
+    }
+    let mut a = common(dir.path(), "bad", 40);
+    a.extend(["--dense", "--average", "0", "--average-every", "5"].map(String::from));
+    let err = train_run(a).unwrap_err().to_string();
+    assert!(err.starts_with("--average-every") && err.contains("--average N"), "{err}");
     assert!(!dir.path().join("bad").exists());
     // A given tokenizer has its own vocabulary: --vocab-size with it is a contradiction.
     let mut both = common(dir.path(), "bad", 40);

@@ -149,6 +149,14 @@ impl CommonArgs {
                 return Err(Error::invalid(flag, "must be at least 1"));
             }
         }
+        // The built-in corpus's sizes: without --data, before the run directory is made.
+        if self.data.is_none() {
+            for (flag, value) in [("--synthetic-pairs", self.synthetic_pairs), ("--synthetic-valid", self.synthetic_valid)] {
+                if value == 0 {
+                    return Err(Error::invalid(flag, "must be at least 1 (the built-in corpus would be empty)"));
+                }
+            }
+        }
         let source = match &self.data {
             // Absolute, so that a resume from another working directory describes the same data.
             Some(dir) => DataSource::Files {
@@ -168,6 +176,12 @@ impl CommonArgs {
         // The rate itself first, so that a bad --lr is not reported as a bad --min-lr.
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(Error::invalid("--lr", format!("{} must be a positive, finite learning rate", self.lr)));
+        }
+        if !(self.min_lr.is_finite() && self.min_lr >= 0.0) {
+            return Err(Error::invalid("--min-lr", format!("{} must be a finite learning rate >= 0", self.min_lr)));
+        }
+        if !(self.clip_norm.is_finite() && self.clip_norm >= 0.0) {
+            return Err(Error::invalid("--clip-norm", format!("{} must be a finite norm >= 0 (0 turns clipping off)", self.clip_norm)));
         }
         if self.schedule == Schedule::Cosine && self.min_lr > self.lr {
             return Err(Error::invalid("--min-lr", format!("{} is above --lr {}: the cosine would raise the rate", self.min_lr, self.lr)));
@@ -265,6 +279,9 @@ impl Args {
     /// The subnet the arguments select.
     /// The run the arguments describe: the selected subnet, with the weight averaging asked for.
     pub fn spec(&self) -> Result<RunSpec> {
+        if self.average == 0 && self.average_every.is_some() {
+            return Err(Error::invalid("--average-every", "needs --average N with N >= 1 (with --average 0 nothing is averaged)"));
+        }
         let mut spec = self.common.spec(Mode::Subnet { config: self.subnet()? })?;
         spec.train.averaging = self.averaging();
         if let Some(a) = &spec.train.averaging {

@@ -9,8 +9,9 @@
 use std::path::{Path, PathBuf};
 
 use super::config::PipelineConfig;
-use super::layout::SYSTEMS_LATENCY_FILE;
+use super::layout::{RunDir, SYSTEMS_LATENCY_FILE};
 use crate::cli::translate::TOKENIZER_FILE;
+use crate::model::SearchSpace;
 use crate::{Error, Result};
 
 /// The run's configuration as last used, in the run directory.
@@ -42,6 +43,7 @@ const UNSTAGED: &[&str] = &["final_train.replicates", "search.homogeneous_baseli
 /// Errors when `out` holds stage outputs that `cfg` would compute differently from the
 /// configuration recorded in `out/pipeline.toml`. A directory without that file is new.
 pub fn check(out: &Path, cfg: &PipelineConfig) -> Result<()> {
+    check_space_contents(out, cfg)?;
     let path = out.join(CONFIG_FILE);
     if !path.exists() {
         return Ok(());
@@ -78,6 +80,58 @@ pub fn check(out: &Path, cfg: &PipelineConfig) -> Result<()> {
             outputs.join("\n")
         ),
     ))
+}
+
+/// `space` names a file, so editing the file in place changes no setting. The space the outputs
+/// were made in is recorded by the supernet's checkpoint and the latency dataset; each is compared
+/// with what the space is now, and a difference is the error [`check`] gives for a changed
+/// setting, naming the first gene that differs.
+fn check_space_contents(out: &Path, cfg: &PipelineConfig) -> Result<()> {
+    let d = RunDir(out);
+    let mut recorded: Vec<(PathBuf, serde_json::Value)> = Vec::new();
+    let ck = crate::train::checkpoint::resolve_checkpoint_dir(&crate::train::mt::checkpoint_dir(&d.supernet()));
+    if ck.exists() {
+        let meta = crate::train::read_checkpoint_meta(&ck)?;
+        recorded.push((ck.join(crate::train::checkpoint::META_FILE), meta.model_config.get("space").cloned().unwrap_or_default()));
+    }
+    let dataset = d.latency_dataset();
+    if dataset.exists() {
+        let bytes = std::fs::read(&dataset).map_err(|e| Error::io(&dataset, e))?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Format { path: dataset.clone(), msg: format!("not a latency dataset: {e}") })?;
+        recorded.push((dataset, v.get("space").cloned().unwrap_or_default()));
+    }
+    if recorded.is_empty() {
+        return Ok(());
+    }
+    let now = cfg.search_space()?;
+    for (file, space) in recorded {
+        let then: SearchSpace = serde_json::from_value(space)
+            .map_err(|e| Error::Format { path: file.clone(), msg: format!("no search space recorded: {e}") })?;
+        if then == now {
+            continue;
+        }
+        let gene = crate::model::space_difference(&then, &now).unwrap_or_default();
+        let stale: Vec<String> = STAGES[1..]
+            .iter()
+            .flat_map(|(_, _, outs)| outs.iter().map(|o| out.join(o)))
+            .filter(|p| p.exists())
+            .map(|p| format!("  {}", p.display()))
+            .collect();
+        return Err(Error::invalid(
+            "pipeline",
+            format!(
+                "the space `{}` is not the one {} was made in ({}: recorded vs now), so these outputs would be reused although they \
+                 are stale:\n{}\nUse a fresh output directory, or delete the outputs above to recompute them (and restore the \
+                 old space to keep them).",
+                cfg.space,
+                file.display(),
+                gene,
+                stale.join("\n")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn to_value(cfg: &PipelineConfig) -> Result<toml::Value> {

@@ -116,6 +116,14 @@ pub fn load_checkpoint(dir: &Path, store: &mut ParamStore) -> Result<(Checkpoint
     let weights = parse_weights(&read_existing(&weights_path)?, &weights_path, store)?;
     let optimizer_path = dir.join(OPTIMIZER_FILE);
     let states = parse_optimizer(&read_existing(&optimizer_path)?, &optimizer_path, store)?;
+    // One Adam step per update at most: a larger count is a corrupt or edited file, and would
+    // skew the bias correction of every later step.
+    if let Some((id, st)) = states.iter().find(|(_, st)| st.steps > meta.update) {
+        return Err(Error::Format {
+            path: optimizer_path,
+            msg: format!("`{}` took {} Adam steps, more than the checkpoint's {} updates", store.get(*id).name, st.steps, meta.update),
+        });
+    }
     let mut adam = Adam::new(meta.adam);
     for (id, st) in states {
         adam.set_state(id, st);
@@ -373,6 +381,14 @@ mod tests {
         assert_eq!(st.steps, 7);
         assert_eq!(st.m.to_vec::<f64>().unwrap(), m.to_vec::<f64>().unwrap());
         assert_eq!(st.v.to_vec::<f64>().unwrap(), v.to_vec::<f64>().unwrap());
+        // More Adam steps than the checkpoint has updates: a corrupt count, refused by name.
+        adam.set_state(ParamId(1), AdamState { m, v, steps: 1 << 31 });
+        save_checkpoint(&ck, &s, &adam, &meta).unwrap();
+        let err = load_checkpoint(&ck, &mut store()).unwrap_err().to_string();
+        assert!(
+            err.contains("optimizer.safetensors") && err.contains("`bias` took 2147483648 Adam steps, more than the checkpoint's 7"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -108,6 +108,12 @@ impl Adam {
     }
 }
 
+/// Adam's bias corrections `1 - beta^t` after `steps` steps; in f64 powers, so that a count past
+/// `i32::MAX` (a very long run, or an edited checkpoint) does not wrap as `powi` would.
+pub fn bias_corrections(beta1: f64, beta2: f64, steps: u64) -> (f64, f64) {
+    (1.0 - beta1.powf(steps as f64), 1.0 - beta2.powf(steps as f64))
+}
+
 fn update<T: Float + crate::tensor::Element>(
     value: &mut Tensor,
     grad: &Tensor,
@@ -116,8 +122,7 @@ fn update<T: Float + crate::tensor::Element>(
     lr: f64,
 ) -> Result<()> {
     let g = grad.to_vec::<T>()?;
-    let bc1 = 1.0 - cfg.beta1.powi(st.steps as i32);
-    let bc2 = 1.0 - cfg.beta2.powi(st.steps as i32);
+    let (bc1, bc2) = bias_corrections(cfg.beta1, cfg.beta2, st.steps);
     let m = st.m.data_mut::<T>()?;
     let v = st.v.data_mut::<T>()?;
     let w = value.data_mut::<T>()?;
@@ -330,5 +335,16 @@ mod tests {
         }
         let m = Tensor::from_vec((0..12).map(f64::from).collect(), &[3, 4]).unwrap().t().unwrap();
         assert_eq!(m.sum_squares().unwrap(), (0..12).map(|i| f64::from(i * i)).sum::<f64>());
+    }
+
+    #[test]
+    fn bias_corrections_do_not_wrap_past_i32() {
+        let (b1, b2) = (0.9, 0.98);
+        assert_eq!(bias_corrections(b1, b2, 0), (0.0, 0.0));
+        let (c1, c2) = bias_corrections(b1, b2, 3);
+        assert!((c1 - (1.0 - 0.9f64.powi(3))).abs() < 1e-15 && (c2 - (1.0 - 0.98f64.powi(3))).abs() < 1e-15);
+        // powi(2^31 as i32) is powi(i32::MIN): an infinite correction; the real one is 1.
+        assert_eq!(bias_corrections(b1, b2, 1 << 31), (1.0, 1.0));
+        assert_eq!(bias_corrections(b1, b2, u64::MAX), (1.0, 1.0));
     }
 }

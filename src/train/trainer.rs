@@ -442,6 +442,9 @@ impl Trainer {
             picks.push(self.batch_at(epoch, pos, n));
             pos += 1;
         }
+        // What the record reports: the position below moves on to the next epoch when this
+        // update used the last batch of one.
+        let last_pick_epoch = epoch;
         let total_tokens: usize = picks.iter().map(|&i| batches[i].n_tokens).sum();
 
         self.store.zero_grads();
@@ -482,7 +485,7 @@ impl Trainer {
         self.epoch = epoch;
         self.epoch_pos = pos;
         let c = count.max(1) as f64;
-        Ok(UpdateRecord { update: k, epoch, loss: loss_sum / c, nll: nll_sum / c, tokens: count, lr, grad_norm })
+        Ok(UpdateRecord { update: k, epoch: last_pick_epoch, loss: loss_sum / c, nll: nll_sum / c, tokens: count, lr, grad_norm })
     }
 
     /// Trains until `max_updates`, logging and checkpointing as configured (a final checkpoint is

@@ -63,8 +63,8 @@ pub fn adam_step(w: &mut Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor, h: 
         eps: h.eps as f32,
         weight_decay: h.weight_decay as f32,
         grad_scale: h.grad_scale as f32,
-        bc1: (1.0 - h.beta1.powi(h.step as i32)) as f32,
-        bc2: (1.0 - h.beta2.powi(h.step as i32)) as f32,
+        bc1: crate::train::optim::bias_corrections(h.beta1, h.beta2, h.step).0 as f32,
+        bc2: crate::train::optim::bias_corrections(h.beta1, h.beta2, h.step).1 as f32,
         decoupled: h.decoupled as i32,
         reserved: 0,
     };

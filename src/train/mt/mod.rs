@@ -246,7 +246,17 @@ fn say(verbose: bool, msg: impl AsRef<str>) {
 fn pick_tokenizer(spec: &RunSpec) -> Result<Option<Tokenizer>> {
     let own = tokenizer_path(&spec.out);
     if spec.resume {
-        return Tokenizer::load(&own).map(Some);
+        let tok = Tokenizer::load(&own)?;
+        // A --tokenizer given with --resume must be the one the run was started with.
+        if let Some(given) = &spec.tokenizer {
+            if Tokenizer::load(given)?.hash()? != tok.hash()? {
+                return Err(Error::invalid(
+                    "train --resume",
+                    format!("--tokenizer {} is not the tokenizer the run was started with ({})", given.display(), own.display()),
+                ));
+            }
+        }
+        return Ok(Some(tok));
     }
     spec.tokenizer.as_ref().map(Tokenizer::load).transpose()
 }
@@ -307,6 +317,18 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
     let params_count = net.store.numel();
     let mut trainer = if spec.resume {
         let meta = read_checkpoint_meta(&ck)?;
+        if meta.update > spec.train.max_updates {
+            return Err(Error::invalid(
+                "train --resume",
+                format!(
+                    "the checkpoint {} is at update {}, past --max-updates {}: give --max-updates {} or more to continue it",
+                    ck.display(),
+                    meta.update,
+                    spec.train.max_updates,
+                    meta.update
+                ),
+            ));
+        }
         if meta.model_config != desc_json {
             return Err(Error::invalid(
                 "train --resume",
