@@ -159,7 +159,19 @@ pub fn write_dir_atomic(target: &Path, fill: impl FnOnce(&Path) -> Result<()>) -
     fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
     if let Err(e) = fill(&tmp).and_then(|()| fsync_dir(&tmp)) {
         let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
+        // Named by where the file was going (the temporary directory is gone), saying that the
+        // previous contents are intact.
+        return Err(match e {
+            Error::Io { path, source } => {
+                let file = path.strip_prefix(&tmp).map(|rest| target.join(rest)).unwrap_or(path);
+                let kept = if target.exists() { "; the previous version is unchanged" } else { "" };
+                Error::Io {
+                    path: file,
+                    source: std::io::Error::new(source.kind(), format!("{source} (while writing {}{kept})", target.display())),
+                }
+            }
+            e => e,
+        });
     }
     if target.exists() {
         // With `target` present, an `.old` is the leftover of a save that completed but crashed

@@ -203,6 +203,17 @@ fn tiny_pipeline_runs_every_stage_and_resumes_without_redoing_work() {
     assert!(report.contains(&cell) && report.contains("sample standard deviation"), "{cell}\n{report}");
     assert!(report.contains(&format!("{:.2} / {:.2} (seed 5)", switch[1].bleu, switch[1].chrf)), "{report}");
     assert!(report.contains("- **switch seed 5**:"), "routing of each replicate: {report}");
+
+    // A training stage interrupted after its checkpoint and resumed counts the training time the
+    // checkpoint banked (here edited to 1000 s), not only the resuming invocation's seconds.
+    std::fs::remove_file(out.join("supernet/DONE")).unwrap();
+    let meta_path = out.join("supernet/checkpoint/meta.json");
+    let mut meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    meta["elapsed_s"] = serde_json::json!(1000.0);
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    pipeline::run(&twice, &out).unwrap();
+    let supernet_s = pipeline::Timings::load(&out).unwrap().stages.iter().find(|(s, _)| s == "supernet").unwrap().1;
+    assert!((1000.0..1100.0).contains(&supernet_s), "supernet stage {supernet_s} s");
 }
 
 #[test]

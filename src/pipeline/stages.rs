@@ -145,6 +145,9 @@ impl<'a> Context<'a> {
         }
         let start = Instant::now();
         let resume = resumable(dir);
+        // The training time earlier, interrupted invocations banked in the checkpoint: they never
+        // reached `record_time`, so this session's time alone would undercount the stage.
+        let banked_s = if resume { crate::train::read_checkpoint_meta(&mt::checkpoint_dir(dir))?.elapsed_s } else { 0.0 };
         let spec = RunSpec {
             mode,
             options: PipelineConfig::model_options(section),
@@ -159,7 +162,8 @@ impl<'a> Context<'a> {
         let s = mt::run(&spec)?;
         let last = s.valid.last().map(|(_, m)| format!("{m:?}")).unwrap_or_default();
         say(format!("{}: {} updates in {:.0} s ({:.0} tokens/s); valid {last}", dir.display(), section.updates, s.wall_s, s.tokens_per_s));
-        self.record_time(dir, start, resume)?;
+        let stage = Timings::stage_name(self.out, dir);
+        self.timings.borrow_mut().record(self.out, &stage, banked_s + start.elapsed().as_secs_f64(), false)?;
         write_atomic(&dir.join(DONE), b"done\n")
     }
 

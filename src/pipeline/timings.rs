@@ -3,8 +3,10 @@
 //! stages would otherwise report its own few seconds as the run's time.
 //!
 //! A stage's time is written when it has done its work. A stage that runs again from scratch (its
-//! outputs were removed) replaces its time; a training stage resumed from its checkpoint adds to
-//! it. The part of an interrupted invocation after its last checkpoint is counted nowhere. The
+//! outputs were removed) replaces its time; a training stage resumed from its checkpoint counts
+//! the training time the checkpoint banked (earlier, interrupted invocations never wrote theirs)
+//! plus the resuming invocation's. The part of an interrupted invocation after its last
+//! checkpoint, and its data preparation, are counted nowhere. The
 //! report counts the stages whose outputs are still there ([`Timings::present`]), so a system
 //! dropped from the run (its outputs removed) drops out of the time too.
 

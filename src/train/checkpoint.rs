@@ -406,6 +406,12 @@ mod tests {
         assert!(!sibling(&target, "tmp").exists() && !sibling(&target, "old").exists());
         write_dir_atomic(&target, |d| write_file_synced(&d.join("a"), b"new")).unwrap();
         assert_eq!(fs::read(target.join("a")).unwrap(), b"new");
+        // An I/O error while filling names the file by where it was going, not the temporary
+        // directory (gone by then), and says the old contents are kept.
+        let err = write_dir_atomic(&target, |d| write_file_synced(&d.join("sub/b"), b"x")).unwrap_err().to_string();
+        let want = target.join("sub/b").display().to_string();
+        assert!(err.starts_with(&want) && err.contains("the previous version is unchanged") && !err.contains("ck.tmp"), "{err}");
+        assert_eq!(fs::read(target.join("a")).unwrap(), b"new");
     }
 
     #[test]
