@@ -77,25 +77,19 @@ pub fn parse_count(s: &str) -> std::result::Result<f64, String> {
 }
 
 /// The files `search` writes into `--out`.
-const OUTPUT_FILES: [(&str, &str); 3] = [
-    ("search --out (best.json)", "best.json"),
-    ("search --out (population.json)", "population.json"),
-    ("search --out (pareto.svg)", "pareto.svg"),
-];
-
 /// Before the search (which may take hours): `--out` can hold its three files, none of which is
 /// one of the inputs.
 fn check_outputs(args: &Args) -> Result<()> {
     crate::fsio::check_output_dir(&args.out)?;
-    let outputs: Vec<(&'static str, PathBuf)> = OUTPUT_FILES.iter().map(|&(what, name)| (what, args.out.join(name))).collect();
-    for (what, path) in &outputs {
-        crate::fsio::check_creatable_file(path, what)?;
+    let outputs = crate::search::report::SEARCH_FILES.map(|name| args.out.join(name));
+    for path in &outputs {
+        crate::fsio::check_creatable_file(path, "search --out")?;
     }
     let mut inputs: Vec<(&'static str, &std::path::Path)> =
         vec![("--valid-src", &args.data.valid_src), ("--valid-tgt", &args.data.valid_tgt)];
     inputs.extend(args.data.tokenizer.as_deref().map(|t| ("--tokenizer", t)));
     inputs.extend(args.predictor.as_deref().map(|p| ("--predictor", p)));
-    let outputs: Vec<(&'static str, &std::path::Path)> = outputs.iter().map(|(w, p)| (*w, p.as_path())).collect();
+    let outputs: Vec<(&'static str, &std::path::Path)> = outputs.iter().map(|p| ("search --out", p.as_path())).collect();
     crate::fsio::check_distinct_outputs(&outputs, &inputs)
 }
 

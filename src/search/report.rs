@@ -95,12 +95,14 @@ fn to_json<T: serde::Serialize>(v: &T, path: &Path) -> Result<Vec<u8>> {
 /// Writes `best.json` (the best config), `population.json` (the whole result: every candidate
 /// with loss, latency, GFLOPs and params, plus history and settings) and `pareto.svg` into `dir`.
 pub fn save_search(result: &SearchResult, dir: &Path) -> Result<()> {
-    let best = dir.join("best.json");
+    let [best, pop, plot] = SEARCH_FILES.map(|f| dir.join(f));
     write_file(&best, &to_json(&result.best.config, &best)?)?;
-    let pop = dir.join("population.json");
     write_file(&pop, &to_json(result, &pop)?)?;
-    plot_pareto(result, &dir.join("pareto.svg"))
+    plot_pareto(result, &plot)
 }
+
+/// What [`save_search`] writes into its directory: the best config, the population, the plot.
+pub const SEARCH_FILES: [&str; 3] = ["best.json", "population.json", "pareto.svg"];
 
 #[cfg(test)]
 mod tests {
