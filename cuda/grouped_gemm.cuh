@@ -356,16 +356,43 @@ struct Tc {
 };
 
 // Elements (gr, gc .. gc+7) of the row-major matrix src (leading dimension ld, valid region
-// rlim x clim) into the 16 bytes at d, zero outside the valid region. vec: one cp.async (zero-filled
-// past the edge; src and ld 16-byte aligned); otherwise plain loads and stores.
-__device__ __forceinline__ void copy_chunk(bf16* d, const bf16* src, int ld, int gr, int gc, int rlim, int clim, bool vec) {
-    if (vec) {
-        const int n = gr < rlim && gc < clim ? min(clim - gc, 8) : 0;
-        // With no source bytes the address is never read; pass a valid one anyway.
-        cp_async_16(d, n > 0 ? src + (size_t)gr * ld + gc : src, 2 * n);
-    } else {
+// rlim x clim) into the 16 bytes at d, zero outside the valid region, by plain loads and stores:
+// the path of an operand whose base or leading dimension is not 16-byte aligned.
+__device__ __forceinline__ void copy_chunk_scalar(bf16* d, const bf16* src, int ld, int gr, int gc, int rlim, int clim) {
 #pragma unroll
-        for (int j = 0; j < 8; ++j) d[j] = gr < rlim && gc + j < clim ? src[(size_t)gr * ld + gc + j] : from_f32<bf16>(0.0f);
+    for (int j = 0; j < 8; ++j) d[j] = gr < rlim && gc + j < clim ? src[(size_t)gr * ld + gc + j] : from_f32<bf16>(0.0f);
+}
+
+// One thread's chunks of a tile copy: global rows gr, gr + kRowStep, ... (kIters of them) of the
+// 16-byte column gc of src (leading dimension ld, valid region rlim x clim), into dst,
+// dst + kSmemStep, ... bytes, zero outside the valid region; vec: 16-byte cp.async (zero-filled past
+// the edge; src and ld 16-byte aligned), otherwise copy_chunk_scalar. Both tile layouts below hand each thread such a column (its slots t,
+// t + T, t + 2T, ... of a T-thread copy), so the index arithmetic is done once per call and each
+// chunk costs an address add, a row compare and the cp.async. Before, the loop over a thread's slots
+// recomputed row, column, shared offset and 64-bit address per chunk, with a trip count the compiler
+// could not unroll: ~45 SASS instructions per 16 bytes in the wgmma kernel, which issued more
+// instructions for its copies than its tensor cores needed cycles for the k-tile
+// (docs/BENCHMARKS.md, "Tile copies").
+template <int kIters, int kRowStep, int kSmemStep>
+__device__ __forceinline__ void copy_rows(unsigned char* dst, const bf16* src, int ld, int gr, int gc, int rlim, int clim, bool vec) {
+    if (vec) {
+        // Element offsets, not pointers: a row past the end is never formed into an address.
+        const size_t base = (size_t)gr * (size_t)ld + (size_t)gc;
+        if (gc + 8 <= clim && gr + (kIters - 1) * kRowStep < rlim) {
+            // Every chunk whole (all but the edge tiles): no bounds, no zero-fill.
+#pragma unroll
+            for (int j = 0; j < kIters; ++j) cp_async_16_full(dst + j * kSmemStep, src + (base + (size_t)(j * kRowStep) * (size_t)ld));
+        } else {
+            const int bytes = gc < clim ? 2 * min(clim - gc, 8) : 0;
+#pragma unroll
+            for (int j = 0; j < kIters; ++j) {
+                const bool ok = bytes > 0 && gr + j * kRowStep < rlim;
+                // With no source bytes the address is never read; pass a valid one anyway.
+                cp_async_16(dst + j * kSmemStep, src + (ok ? base + (size_t)(j * kRowStep) * (size_t)ld : 0), ok ? bytes : 0);
+            }
+        }
+    } else {
+        for (int j = 0; j < kIters; ++j) copy_chunk_scalar(reinterpret_cast<bf16*>(dst + j * kSmemStep), src, ld, gr + j * kRowStep, gc, rlim, clim);
     }
 }
 
@@ -380,16 +407,21 @@ __device__ __forceinline__ void copy_chunk(bf16* d, const bf16* src, int ld, int
 // chunk lands on the first row's first quad (80 + 48 = 128); so the lanes run down 8 rows of one
 // chunk column instead, whose quads differ because the row stride (5 quads) is odd. Either way a
 // warp reads whole 32-byte sectors of global memory. tests/smem_banks.rs counts both.
+// Slot i's row grows by kLoaders / kChunksPerRow from slot i to slot i + kLoaders, its column stays:
+// copy_rows.
 template <int R, int C, int kLoaders>
 __device__ __forceinline__ void load_tile(bf16* dst, const bf16* src, int ld, int r0, int c0, int rlim, int clim, bool vec) {
     constexpr int kChunksPerRow = C / 8;
     constexpr bool kDown = kChunksPerRow < 8;
     static_assert(!kDown || (R % 8 == 0 && ((C + kPad) / 8) % 2 == 1), "8-row bands with an odd row stride in quads");
-    for (int i = threadIdx.x; i < R * kChunksPerRow; i += kLoaders) {
-        const int r = kDown ? (i / (8 * kChunksPerRow)) * 8 + i % 8 : i / kChunksPerRow;
-        const int c = kDown ? ((i / 8) % kChunksPerRow) * 8 : (i % kChunksPerRow) * 8;
-        copy_chunk(dst + r * (C + kPad) + c, src, ld, r0 + r, c0 + c, rlim, clim, vec);
-    }
+    constexpr int kSlots = R * kChunksPerRow, kBandSlots = kDown ? 8 * kChunksPerRow : kChunksPerRow;
+    static_assert(kSlots % kLoaders == 0 && kLoaders % kBandSlots == 0, "every thread copies whole chunks of one column");
+    constexpr int kRowStep = kLoaders / kChunksPerRow;
+    const int i = threadIdx.x;
+    const int r = kDown ? (i / kBandSlots) * 8 + i % 8 : i / kChunksPerRow;
+    const int c = kDown ? ((i / 8) % kChunksPerRow) * 8 : (i % kChunksPerRow) * 8;
+    copy_rows<kSlots / kLoaders, kRowStep, 2 * kRowStep * (C + kPad)>(reinterpret_cast<unsigned char*>(dst + r * (C + kPad) + c), src, ld,
+                                                                      r0 + r, c0 + c, rlim, clim, vec);
 }
 
 template <int S, class Cfg>
@@ -547,14 +579,16 @@ struct Wg {
 // A warp reads 64 contiguous bytes of each of 8 global rows (whole 32-byte sectors). Running the
 // lanes along a global row instead would put a phase's 8 chunks 128 bytes apart in shared memory:
 // all on one bank quad, an 8-way conflict.
+// Slot i + kThreadsUsed is kThreadsUsed / kChunksPerBand rows below slot i in the same column:
+// copy_rows.
 template <bool kMnMajor, int E, int kThreadsUsed>
 __device__ __forceinline__ void wg_load_tile(unsigned char* dst, const bf16* src, int ld, int r0, int c0, int rlim, int clim, bool vec) {
     static_assert(E % 8 == 0 && kWgBK == 64, "whole core matrices; K-major rows of 8 chunks (the 1024-byte SBO)");
     constexpr int kSlots = kWgBK * E / 8, kChunksPerBand = kMnMajor ? E / 8 : kWgBK / 8;  // per 8 rows
-    for (int i = threadIdx.x; i < kSlots; i += kThreadsUsed) {
-        const int r = (i / (8 * kChunksPerBand)) * 8 + i % 8, c = ((i / 8) % kChunksPerBand) * 8;
-        copy_chunk(reinterpret_cast<bf16*>(dst + 16 * i), src, ld, r0 + r, c0 + c, rlim, clim, vec);
-    }
+    static_assert(kSlots % kThreadsUsed == 0 && kThreadsUsed % (8 * kChunksPerBand) == 0, "every thread copies whole chunks of one column");
+    const int i = threadIdx.x;
+    const int r = (i / (8 * kChunksPerBand)) * 8 + i % 8, c = ((i / 8) % kChunksPerBand) * 8;
+    copy_rows<kSlots / kThreadsUsed, kThreadsUsed / kChunksPerBand, 16 * kThreadsUsed>(dst + 16 * i, src, ld, r0 + r, c0 + c, rlim, clim, vec);
 }
 
 template <int S, class W>

@@ -51,7 +51,8 @@ extern "C" __global__ void ptxtest_ldmatrix_b16(EmuTestParams p) {
 }
 
 // One block of 32 threads: thread t copies 16-byte chunks t and 32 + t of in (f32 [256]) into
-// dynamic shared memory as two commit groups, the last chunk with only 8 source bytes (zero-fill).
+// dynamic shared memory as two commit groups, the first by cp_async_16_full, the second by
+// cp_async_16 with the last chunk's source only 8 bytes (zero-fill).
 // flag 0: wait for both groups; flag 1: wait_group 1 (only the first group is guaranteed) and read
 // anyway. out = the whole shared buffer.
 extern "C" __global__ void ptxtest_cpasync_f32(EmuTestParams p) {
@@ -59,7 +60,7 @@ extern "C" __global__ void ptxtest_cpasync_f32(EmuTestParams p) {
     const float* in = ptr<const float>(p.in);    // [256]
     float* out = ptr<float>(p.out);              // [256]
     const int t = (int)threadIdx.x;
-    automoe::cp_async_16(s + 4 * t, in + 4 * t, 16);
+    automoe::cp_async_16_full(s + 4 * t, in + 4 * t);
     automoe::cp_async_commit();
     automoe::cp_async_16(s + 4 * (32 + t), in + 4 * (32 + t), t == 31 ? 8 : 16);
     automoe::cp_async_commit();
