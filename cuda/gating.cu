@@ -117,15 +117,24 @@ __device__ __forceinline__ void fwd_group(const TopkGatingFwdParams& p) {
     group_argmax<G>(&bv, &bi);
     const float m = bv;
 
+    // exp(x - m) once per logit, kept for the probabilities (the logits stay live for the ranking
+    // rounds either way, and this needs fewer registers than recomputing them did: 48 against 60
+    // on sm_90a).
+    float pr[P];
     float s = 0.0f;
 #pragma unroll
-    for (int i = 0; i < P; ++i) s += e0 + i < E ? expf(x[i] - m) : 0.0f;
+    for (int i = 0; i < P; ++i) {
+        pr[i] = e0 + i < E ? expf(x[i] - m) : 0.0f;
+        s += pr[i];
+    }
     s = group_sum<G>(s);
-    // The probabilities: the same expf again rather than P more live registers (the kernel's
-    // register count is that of its widest instantiation).
-    float pr[P];
+    // One reciprocal per token: an IEEE division is ~20 SASS instructions with a slow-path call,
+    // and P + k of them per lane were a quarter of the kernel's instructions (docs/BENCHMARKS.md,
+    // "Routing kernels"); the product is within 1.5 ulp of the quotient, and the ranking reads
+    // logits, not probabilities, so no routing decision depends on it.
+    const float inv_s = 1.0f / s;
 #pragma unroll
-    for (int i = 0; i < P; ++i) pr[i] = expf(x[i] - m) / s;
+    for (int i = 0; i < P; ++i) pr[i] *= inv_s;
     if (valid) store_run<float, P>(probs + row, e0, E, ((size_t)E * 4) % 16 == 0 && p.probs % 16 == 0, pr);
 
     // Rounds 1..k-1: the best expert ranking after the previous winner (pv, pi) in the order
@@ -133,7 +142,7 @@ __device__ __forceinline__ void fwd_group(const TopkGatingFwdParams& p) {
     int sel_idx[kMaxK];
     float sel_p[kMaxK];
     sel_idx[0] = bi;
-    sel_p[0] = expf(bv - m) / s;
+    sel_p[0] = expf(bv - m) * inv_s;
     float sum_sel = sel_p[0];
 #pragma unroll
     for (int j = 1; j < kMaxK; ++j) {
@@ -150,7 +159,7 @@ __device__ __forceinline__ void fwd_group(const TopkGatingFwdParams& p) {
         }
         group_argmax<G>(&bv, &bi);
         sel_idx[j] = bi;
-        sel_p[j] = expf(bv - m) / s;
+        sel_p[j] = expf(bv - m) * inv_s;
         sum_sel += sel_p[j];
     }
     if (!valid) return;
@@ -171,7 +180,8 @@ __device__ __forceinline__ int lanes_per_token(int E) {
 
 // Experts per token of the plain entry points; above it the `_wide` ones (16 logits per lane) take
 // over. Separate entry points because a kernel's register count is that of its widest branch: the
-// 16-logit body alone needs ~80 registers, the 8-logit bodies ~60, which keeps 8 blocks per SM.
+// 16-logit body alone needs ~63 registers (sm_90a), the 8-logit bodies ~48 (8 blocks of 128 threads
+// per SM either way since 2026-12-07, when both fell; before, 75-93 against 60).
 constexpr int kMaxNarrowExperts = AUTOMOE_GATING_MAX_NARROW_EXPERTS;
 
 // Whether a launch's expert count and k are ones its entry point handles (else it writes nothing).
