@@ -366,13 +366,11 @@ __device__ __forceinline__ void copy_chunk_scalar(bf16* d, const bf16* src, int 
 // One thread's chunks of a tile copy: global rows gr, gr + kRowStep, ... (kIters of them) of the
 // 16-byte column gc of src (leading dimension ld, valid region rlim x clim), into dst,
 // dst + kSmemStep, ... bytes, zero outside the valid region; vec: 16-byte cp.async (zero-filled past
-// the edge; src and ld 16-byte aligned), otherwise copy_chunk_scalar. Both tile layouts below hand each thread such a column (its slots t,
-// t + T, t + 2T, ... of a T-thread copy), so the index arithmetic is done once per call and each
-// chunk costs an address add, a row compare and the cp.async. Before, the loop over a thread's slots
-// recomputed row, column, shared offset and 64-bit address per chunk, with a trip count the compiler
-// could not unroll: ~45 SASS instructions per 16 bytes in the wgmma kernel, which issued more
-// instructions for its copies than its tensor cores needed cycles for the k-tile
-// (docs/BENCHMARKS.md, "Tile copies").
+// the edge; src and ld 16-byte aligned), otherwise copy_chunk_scalar. Both tile layouts below hand
+// each thread such a column (its slots t, t + T, t + 2T, ... of a T-thread copy), so the index
+// arithmetic is done once per call: an interior tile's chunk costs an address add and the cp.async,
+// an edge tile's a row compare and the zero-fill size too. (A loop over the slots that recomputed
+// all of it per chunk cost ~45 SASS instructions per 16 bytes: docs/BENCHMARKS.md, "Tile copies".)
 template <int kIters, int kRowStep, int kSmemStep>
 __device__ __forceinline__ void copy_rows(unsigned char* dst, const bf16* src, int ld, int gr, int gc, int rlim, int clim, bool vec) {
     if (vec) {

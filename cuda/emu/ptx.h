@@ -92,8 +92,9 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned r[4], const void* row
 __device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src, int src_bytes) {
     emu::cp_async(smem_dst, gmem_src, 16, (unsigned)src_bytes);
 }
-// cp.async.commit_group: the calling thread's uncommitted copies become one group.
+// cp.async with no source size: all 16 bytes are read.
 __device__ __forceinline__ void cp_async_16_full(void* smem_dst, const void* gmem_src) { emu::cp_async(smem_dst, gmem_src, 16, 16); }
+// cp.async.commit_group: the calling thread's uncommitted copies become one group.
 __device__ __forceinline__ void cp_async_commit() { emu::cp_async_commit(); }
 // cp.async.wait_group N: all but the N most recent groups of the calling thread are complete.
 template <int N>
