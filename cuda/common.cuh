@@ -62,6 +62,16 @@ __device__ __forceinline__ void store2(__nv_bfloat16* p, float a, float b) {
     const __nv_bfloat16 v[2] = {from_f32<__nv_bfloat16>(a), from_f32<__nv_bfloat16>(b)};
     store_vec<unsigned>(p, *reinterpret_cast<const unsigned*>(v));
 }
+// ... and the matching loads.
+__device__ __forceinline__ void load2(const float* p, float& a, float& b) {
+    const float2 v = load_vec<float2>(p);
+    a = v.x, b = v.y;
+}
+__device__ __forceinline__ void load2(const __nv_bfloat16* p, float& a, float& b) {
+    const unsigned u = load_vec<unsigned>(p);
+    const __nv_bfloat16* v = reinterpret_cast<const __nv_bfloat16*>(&u);
+    a = to_f32(v[0]), b = to_f32(v[1]);
+}
 
 // -inf without <math.h> (NVRTC compiles with no system headers).
 __device__ __forceinline__ float neg_inf() { return __int_as_float((int)0xff800000u); }

@@ -172,6 +172,79 @@ __device__ __forceinline__ void store_pair(const GemmGroupParams& q, int flags, 
     store2(c + idx, v0, v1);
 }
 
+// A thread's share of a tile's epilogue is a grid: kRows rows (row0 + row_of(i)) by kPairs pairs of
+// adjacent columns (col0 + pair_col(j), col0 even; row_of and pair_col compile-time offsets once
+// unrolled, pair_col's even), the pair's values frag(i, j, 0) and frag(i, j, 1). store_pair, called per pair, re-tests every flag,
+// the bias pointer and both bounds and forms a 64-bit index, and the compiler cannot hoist any of
+// it past the stores (C may alias the bias): ~45 SASS instructions per pair, as many for the 64
+// pairs of a wgmma tile as the whole main loop issues at K = 1024. So for the common cases the
+// flags are tested once per tile and the pairs take store_grid_fast: per row one bound and one
+// 64-bit row address, per pair a column compare, one 8-byte bias load and a store at an immediate
+// offset from the row. (Row by row, so only one row address is live: a grid of row addresses
+// spilled in the kernels capped at 128 registers.) The arithmetic order is store()'s, so results
+// are bit-identical.
+template <class T, class TC, int kRows, int kPairs, bool kBias, bool kRelu, bool kMask, bool kAcc, class RowOf, class PairCol, class Frag>
+__device__ __forceinline__ void store_grid_fast(const GemmGroupParams& q, int row0, RowOf row_of, int col0, PairCol pair_col, Frag frag) {
+    const int cols_left = q.n - col0;  // pair j is in range when pair_col(j) < cols_left: an immediate compare
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+        const int row = row0 + row_of(i);
+        if (row >= q.m) continue;
+        const size_t off = (size_t)row * (size_t)q.ldc + (size_t)col0;
+        TC* c = ptr<TC>(q.c) + off;  // [M, ldc]
+#pragma unroll
+        for (int j = 0; j < kPairs; ++j) {
+            const int dc = pair_col(j);
+            // N is even here, so an even column inside N has its pair partner inside too.
+            if (dc >= cols_left) continue;
+            float v0 = frag(i, j, 0), v1 = frag(i, j, 1);
+            if (kBias) {
+                float b0, b1;
+                load2(ptr<const float>(q.bias) + col0 + dc, b0, b1);  // [N], 8-byte aligned
+                v0 += b0, v1 += b1;
+            }
+            if (kRelu) v0 = fmaxf(v0, 0.0f), v1 = fmaxf(v1, 0.0f);
+            if (kMask) {
+                float a0, a1;
+                load2(ptr<const T>(q.aux) + off + dc, a0, a1);  // [M, ldc]
+                if (!(a0 > 0.0f)) v0 = 0.0f;
+                if (!(a1 > 0.0f)) v1 = 0.0f;
+            }
+            if (kAcc) {
+                float c0, c1;
+                load2(c + dc, c0, c1);
+                v0 += c0, v1 += c1;
+            }
+            store2(c + dc, v0, v1);
+        }
+    }
+}
+
+// The epilogue of a thread's grid (above): the flag combinations the MoE layer uses (bias and
+// ReLU in the forward, the ReLU mask in dgrad, accumulation in dgrad and wgrad) on pair-aligned C,
+// aux and bias with an even N take store_grid_fast; anything else goes pair by pair through
+// store_pair.
+template <class T, class TC, int kRows, int kPairs, class RowOf, class PairCol, class Frag>
+__device__ __forceinline__ void store_grid(const GemmGroupParams& q, int flags, int row0, RowOf row_of, int col0, PairCol pair_col, Frag frag) {
+    const bool paired = pairs_ok<T, TC>(q);
+    if (paired && q.n % 2 == 0) {
+        // A mask without aux is no mask (store() skips it the same way).
+        int f = (q.aux != 0 ? flags : flags & ~AUTOMOE_GEMM_RELU_MASK);
+        const bool bias = q.bias != 0;
+        if (bias && q.bias % 8 != 0) f = -1;  // the pair's bias is one 8-byte load
+        if (f == 0 && bias) return store_grid_fast<T, TC, kRows, kPairs, true, false, false, false>(q, row0, row_of, col0, pair_col, frag);
+        if (f == 0) return store_grid_fast<T, TC, kRows, kPairs, false, false, false, false>(q, row0, row_of, col0, pair_col, frag);
+        if (f == AUTOMOE_GEMM_RELU && bias) return store_grid_fast<T, TC, kRows, kPairs, true, true, false, false>(q, row0, row_of, col0, pair_col, frag);
+        if (f == AUTOMOE_GEMM_RELU) return store_grid_fast<T, TC, kRows, kPairs, false, true, false, false>(q, row0, row_of, col0, pair_col, frag);
+        if (f == AUTOMOE_GEMM_RELU_MASK && !bias) return store_grid_fast<T, TC, kRows, kPairs, false, false, true, false>(q, row0, row_of, col0, pair_col, frag);
+        if (f == AUTOMOE_GEMM_ACCUMULATE && !bias) return store_grid_fast<T, TC, kRows, kPairs, false, false, false, true>(q, row0, row_of, col0, pair_col, frag);
+    }
+#pragma unroll
+    for (int i = 0; i < kRows; ++i)
+#pragma unroll
+        for (int j = 0; j < kPairs; ++j) store_pair<T, TC>(q, flags, paired, row0 + row_of(i), col0 + pair_col(j), frag(i, j, 0), frag(i, j, 1));
+}
+
 // ---- f32 on CUDA cores -------------------------------------------------------------------------
 // 128x128 block tile, K in steps of 8, 256 threads as 16 x 16. Thread (tx, ty) owns an 8x8
 // register tile: rows 4 ty + {0..3} and 64 + 4 ty + {0..3}, columns 4 tx + {0..3} and
@@ -307,16 +380,10 @@ __device__ __forceinline__ void simt_f32(const GroupedGemmParams& p) {
         }
         // The group's parameters again (a few cached loads), rather than kept live through the loop.
         const GemmGroupParams q = groups[find_group(groups, G, tile)];
-        const bool paired = pairs_ok<float, float>(q);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-            const int row = m0 + 64 * (i / 4) + 4 * ty + i % 4;
-#pragma unroll
-            for (int j = 0; j < 8; j += 2) {
-                const int col = n0 + 64 * (j / 4) + 4 * tx + j % 4;
-                store_pair<float, float>(q, p.flags, paired, row, col, acc[i][j], acc[i][j + 1]);
-            }
-        }
+        // Rows 4 ty + {0..3} and 64 + ..., column pairs 4 tx + {0, 2} and 64 + ...: acc[i][2 j + e].
+        store_grid<float, float, 8, 4>(
+            q, p.flags, m0 + 4 * ty, [](int i) { return 64 * (i / 4) + i % 4; }, n0 + 4 * tx,
+            [](int j) { return 64 * (j / 2) + 2 * (j % 2); }, [&](int i, int j, int e) { return acc[i][2 * j + e]; });
     }
 }
 
@@ -514,18 +581,12 @@ __device__ __forceinline__ void mma_bf16(const GroupedGemmParams& p) {
             mma_stage<S, Cfg>(smem + (2 * cs) * kTileElems, smem + (2 * cs + 1) * kTileElems, wm, wn, acc);
         }
         cp_async_wait<0>();
-        const bool paired = pairs_ok<bf16, TC>(q);
+        // C fragment: acc[im][in][2h], acc[im][in][2h+1] are row 16 im + g + 8h, columns 8 in + 2 tq
+        // and 8 in + 2 tq + 1 of the warp's tile.
         const int g = lane >> 2, tq = lane & 3;
-#pragma unroll
-        for (int im = 0; im < Cfg::kFragsM; ++im)
-#pragma unroll
-            for (int in = 0; in < Cfg::kFragsN; ++in)
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    // C fragment: acc[2h], acc[2h+1] are row g + 8h, columns 2 tq and 2 tq + 1.
-                    const int row = m0 + wm + 16 * im + g + 8 * h, col = n0 + wn + 8 * in + 2 * tq;
-                    store_pair<bf16, TC>(q, p.flags, paired, row, col, acc[im][in][2 * h], acc[im][in][2 * h + 1]);
-                }
+        store_grid<bf16, TC, 2 * Cfg::kFragsM, Cfg::kFragsN>(
+            q, p.flags, m0 + wm + g, [](int i) { return 16 * (i / 2) + 8 * (i % 2); }, n0 + wn + 2 * tq,
+            [](int j) { return 8 * j; }, [&](int i, int j, int e) { return acc[i / 2][j][2 * (i % 2) + e]; });
         // The next tile's prologue refills slots that slower warps may still be reading.
         __syncthreads();
     }
@@ -668,19 +729,12 @@ __device__ __forceinline__ void wgmma_bf16(const GroupedGemmParams& p) {
         cp_async_wait<0>();
         // The next tile's prologue refills stages another warpgroup may still be reading.
         if constexpr (WGS > 1) __syncthreads();
-        const bool paired = pairs_ok<bf16, TC>(q);
+        // Accumulator fragment: acc[h][4j + 2r + e] is row 64h + 16 warp + g + 8r of this
+        // warpgroup's rows, column 8j + 2tq + e.
         const int g = lane >> 2, tq = lane & 3;
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-#pragma unroll
-            for (int j = 0; j < 16; ++j)
-#pragma unroll
-                for (int r = 0; r < 2; ++r) {
-                    // Accumulator fragment: acc[h][4j + 2r + e] is row 64h + 16 warp + g + 8r of
-                    // this warpgroup's rows, column 8j + 2tq + e.
-                    const int row = m0 + 128 * wg + 64 * h + 16 * warp + g + 8 * r, col = n0 + 8 * j + 2 * tq;
-                    store_pair<bf16, TC>(q, p.flags, paired, row, col, acc[h][4 * j + 2 * r], acc[h][4 * j + 2 * r + 1]);
-                }
+        store_grid<bf16, TC, 4, 16>(
+            q, p.flags, m0 + 128 * wg + 16 * warp + g, [](int i) { return 64 * (i / 2) + 8 * (i % 2); }, n0 + 2 * tq,
+            [](int j) { return 8 * j; }, [&](int i, int j, int e) { return acc[i / 2][4 * j + 2 * (i % 2) + e]; });
         // With one warpgroup no barrier is needed before the next tile's prologue: the only
         // shared-memory reader is wgmma, and the wait above completed every group of the block.
     }

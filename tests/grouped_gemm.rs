@@ -290,6 +290,99 @@ fn deep_k<X: Exec, T: KernelFloat>(x: &X) {
     }
 }
 
+/// The epilogue's every flag combination (ReLU, accumulate, ReLU mask), with no bias, an aligned
+/// bias and a bias off its 8-byte alignment, and C (with aux) off its pair alignment: the
+/// combinations the MoE layer uses take the kernels' per-tile fast path (`store_grid_fast`), the
+/// rest the per-pair one, and both must match the reference. Group 0 has an even N that is not a
+/// multiple of 8 (a thread's last pair partly past N), group 1 an odd N (always per pair), group 2
+/// no rows. Forward stage only: the stages share the epilogue.
+fn epilogue_flags<X: Exec, T: KernelFloat>(x: &X) {
+    let mut rng = ChaCha8Rng::seed_from_u64(90);
+    let k = 40usize;
+    let ldc = 26usize;
+    let shapes = [(20usize, 22usize), (9, 13), (0, 8)];
+    let a: Vec<T> = rand_vec(&mut rng, 29 * k);
+    let b: Vec<T> = rand_vec(&mut rng, 43 * k);
+    let bias: Vec<f32> = rand_vec(&mut rng, 64);
+    let c_len = 1 + 29 * ldc;
+    let aux: Vec<T> = rand_vec(&mut rng, c_len);
+    let c0: Vec<T> = rand_vec(&mut rng, c_len);
+    let kernels: Vec<Bf16Kernel> =
+        if T::SUFFIX == "bf16" { BF16_KERNELS.into_iter().filter(|k| k.runs_on(x)).collect() } else { vec![BF16_KERNELS[0]] };
+    // (bias offset, C offset): no bias; aligned bias; bias 4 bytes off; C and aux one element off.
+    let placements = [(None, 0usize), (Some(0usize), 0usize), (Some(1), 0), (Some(0), 1)];
+    for &kernel in &kernels {
+        for flags in 0..8u32 {
+            for &(bias_at, c_at) in &placements {
+                let (mut row, mut col) = (0usize, 0usize);
+                let groups: Vec<HostGroup> = shapes
+                    .iter()
+                    .map(|&(m, n)| {
+                        let g = HostGroup {
+                            m,
+                            n,
+                            k,
+                            a_off: row * k,
+                            lda: k,
+                            b_off: col * k,
+                            ldb: k,
+                            c_off: c_at + row * ldc,
+                            ldc,
+                            bias_off: bias_at.map(|o| o + col),
+                        };
+                        row += m;
+                        col += n;
+                        g
+                    })
+                    .collect();
+                let mut want = Vec::new();
+                for g in &groups {
+                    for i in 0..g.m {
+                        for j in 0..g.n {
+                            let mut v: f64 =
+                                (0..k).map(|kk| a[g.a_off + i * k + kk].to_f32() as f64 * b[g.b_off + j * k + kk].to_f32() as f64).sum();
+                            if let Some(bo) = g.bias_off {
+                                v += bias[bo + j] as f64;
+                            }
+                            if flags & AUTOMOE_GEMM_RELU != 0 {
+                                v = v.max(0.0);
+                            }
+                            let idx = g.c_off + i * ldc + j;
+                            if flags & AUTOMOE_GEMM_RELU_MASK != 0 && aux[idx].to_f32() <= 0.0 {
+                                v = 0.0;
+                            }
+                            if flags & AUTOMOE_GEMM_ACCUMULATE != 0 {
+                                v += c0[idx].to_f32() as f64;
+                            }
+                            want.push((idx, v));
+                        }
+                    }
+                }
+                let accumulate = flags & AUTOMOE_GEMM_ACCUMULATE != 0;
+                let mask = flags & AUTOMOE_GEMM_RELU_MASK != 0;
+                let op = HostGemm { stage: GemmStage::Fwd, a: &a, b: &b, bias: Some(&bias), aux: mask.then_some(&aux[..]), flags };
+                let mut c = if accumulate { c0.clone() } else { vec![T::poison(); c_len] };
+                grouped_gemm_with(x, &op, &groups, None, &mut c, kernel).unwrap();
+                let ctx = format!(
+                    "{} epilogue {}{} flags {flags} bias at {bias_at:?} C at {c_at}",
+                    x.backend_name(),
+                    GemmStage::Fwd.kernel::<T>(),
+                    if T::SUFFIX == "bf16" { kernel.suffix } else { "" }
+                );
+                check(&ctx, &c, &want, !accumulate, tol::<T>());
+                if accumulate {
+                    let mut inside = vec![false; c_len];
+                    for &(i, _) in &want {
+                        inside[i] = true;
+                    }
+                    let changed = (0..c_len).filter(|&i| !inside[i] && c[i].to_f32().to_bits() != c0[i].to_f32().to_bits()).count();
+                    assert_eq!(changed, 0, "{ctx}: {changed} elements outside the groups changed");
+                }
+            }
+        }
+    }
+}
+
 fn dbias_body<X: Exec, T: KernelFloat>(x: &X) {
     let mut rng = ChaCha8Rng::seed_from_u64(50);
     let ld = H_MAX;
@@ -499,6 +592,14 @@ macro_rules! backend_tests {
             #[test]
             fn many_groups_bf16() {
                 run!(many_groups::<_, bf16>)
+            }
+            #[test]
+            fn epilogue_flags_f32() {
+                run!(epilogue_flags::<_, f32>)
+            }
+            #[test]
+            fn epilogue_flags_bf16() {
+                run!(epilogue_flags::<_, bf16>)
             }
             #[test]
             fn rejects_bad_input() {
