@@ -78,6 +78,10 @@ __device__ __forceinline__ float neg_inf() { return __int_as_float((int)0xff8000
 
 __device__ __forceinline__ unsigned lane_id() { return threadIdx.x & 31u; }
 
+// v, which the caller knows to be the same in every lane of the warp, as lane 0's: the compiler
+// then knows it too, and keeps it and what derives from it in uniform registers (one shuffle).
+__device__ __forceinline__ int warp_uniform(int v) { return __shfl_sync(0xffffffffu, v, 0); }
+
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
@@ -232,6 +236,14 @@ __device__ __forceinline__ void wgmma_m64n128k16_bf16(float d[64], unsigned long
 __device__ __forceinline__ unsigned long long wgmma_desc(const void* p, unsigned lbo_bytes, unsigned sbo_bytes) {
     return (unsigned long long)((smem_addr(p) & 0x3ffffu) >> 4) | ((unsigned long long)((lbo_bytes & 0x3ffffu) >> 4) << 16) |
            ((unsigned long long)((sbo_bytes & 0x3ffffu) >> 4) << 32);
+}
+
+// The descriptor of the same layout `bytes` (a multiple of 16) further into shared memory: only the
+// start address field (bits 0-13, the address >> 4) changes, and it cannot carry into the bits
+// above it, since a block's shared memory (at most 227 KiB) lies inside the field's 256 KiB. A 32-bit
+// add on the low word, where forming the descriptor from the address again costs ~8 instructions.
+__device__ __forceinline__ unsigned long long wgmma_desc_add(unsigned long long desc, unsigned bytes) {
+    return (desc & 0xffffffff00000000ull) | (unsigned)((unsigned)desc + (bytes >> 4));
 }
 
 }  // namespace automoe

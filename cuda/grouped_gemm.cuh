@@ -665,12 +665,16 @@ __device__ __forceinline__ void wg_load_stage(unsigned char* stage, const GemmGr
         wg_load_tile<true, kWgBN, W::kThreads>(stage + W::kATileBytes, B, q.ldb, k0, n0, q.k, q.n, vb);
 }
 
-// Descriptor of the 64x16 (A rows mn0.., E = 128 WGS) or 128x16 (B, E = 128) operand of k16 step
-// ks within a stage's tile.
+// Descriptor of a tile of m or n extent E in the layout above, at its first element; the 64x16 (A
+// rows mn0.., E = 128 WGS) or 128x16 (B, E = 128) operand of k16 step ks starts wg_offset bytes
+// further (wgmma_desc_add).
 template <bool kMnMajor, int E>
-__device__ __forceinline__ unsigned long long wg_desc(const unsigned char* tile, int ks, int mn0) {
-    if (kMnMajor) return wgmma_desc(tile + ks * 2 * (16 * E) + (mn0 / 8) * 128, 16 * E, 128);
-    return wgmma_desc(tile + (mn0 / 8) * 1024 + ks * 2 * 128, 128, 1024);
+__device__ __forceinline__ unsigned long long wg_desc(const unsigned char* tile) {
+    return kMnMajor ? wgmma_desc(tile, 16 * E, 128) : wgmma_desc(tile, 128, 1024);
+}
+template <bool kMnMajor, int E>
+__device__ __forceinline__ constexpr unsigned wg_offset(int ks, int mn0) {
+    return kMnMajor ? ks * 2 * (16 * E) + (mn0 / 8) * 128 : (mn0 / 8) * 1024 + ks * 2 * 128;
 }
 
 #if defined(AUTOMOE_EMU) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -682,7 +686,12 @@ __device__ __forceinline__ void wgmma_bf16(const GroupedGemmParams& p) {
     AUTOMOE_DYN_SMEM(unsigned char, smem);  // [STAGES][A tile, B tile]
     const int G = p.num_groups;
     const int total = total_tiles(groups, G);
-    const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = (int)lane_id();
+    // wg through warp_uniform: the descriptors below derive from it, and wgmma takes them from
+    // uniform registers (without it, each k-tile copied 16 of them over with R2UR).
+    const int wg = WGS == 1 ? 0 : warp_uniform((int)threadIdx.x / 128), warp = (threadIdx.x / 32) % 4, lane = (int)lane_id();
+    // Stage 0's tiles, at their first elements; every operand of the main loop is one of these
+    // advanced by a stage and a wg_offset (a 32-bit add), not a descriptor formed from an address.
+    const unsigned long long da0 = wg_desc<L::a_km, W::kBM>(smem), db0 = wg_desc<!L::b_nk, kWgBN>(smem + W::kATileBytes);
     for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
         const auto [q, m0, n0] = tile_at<W::kBM, kWgBN>(groups, G, tile);
         const bool va = vec16_ok<bf16>(q.a, q.lda), vb = vec16_ok<bf16>(q.b, q.ldb);
@@ -701,16 +710,16 @@ __device__ __forceinline__ void wgmma_bf16(const GroupedGemmParams& p) {
             cp_async_wait<STAGES - 2>();
             fence_proxy_async_shared();  // this thread's copies, visible to wgmma's reads
             __syncthreads();             // ... and everyone else's
-            const unsigned char* st = smem + (kt % STAGES) * W::kStageBytes;
+            const unsigned st = (unsigned)(kt % STAGES) * W::kStageBytes;
 #pragma unroll
             for (int h = 0; h < 2; ++h) wgmma_fence_operands(acc[h]);
             wgmma_fence();
 #pragma unroll
             for (int ks = 0; ks < kWgBK / 16; ++ks) {
-                const unsigned long long db = wg_desc<!L::b_nk, kWgBN>(st + W::kATileBytes, ks, 0);
+                const unsigned long long db = wgmma_desc_add(db0, st + wg_offset<!L::b_nk, kWgBN>(ks, 0));
 #pragma unroll
                 for (int h = 0; h < 2; ++h)
-                    wgmma_m64n128k16_bf16<L::a_km, !L::b_nk>(acc[h], wg_desc<L::a_km, W::kBM>(st, ks, 128 * wg + 64 * h), db);
+                    wgmma_m64n128k16_bf16<L::a_km, !L::b_nk>(acc[h], wgmma_desc_add(da0, st + wg_offset<L::a_km, W::kBM>(ks, 128 * wg + 64 * h)), db);
             }
             wgmma_commit();
             // This warpgroup's k-tile kt-1 group is done; once every warpgroup's is, its stage,
