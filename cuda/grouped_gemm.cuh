@@ -550,8 +550,25 @@ __device__ __forceinline__ void mma_bf16(const GroupedGemmParams& p) {
     const int total = total_tiles(groups, G);
     const int warp = threadIdx.x / 32, lane = (int)lane_id();
     const int wm = (warp / Cfg::kWarpsN) * (16 * Cfg::kFragsM), wn = (warp % Cfg::kWarpsN) * (8 * Cfg::kFragsN);
-    for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
-        const auto [q, m0, n0] = tile_at<kBM, kBN>(groups, G, tile);
+    // Prologue of a tile: k-tiles 0 .. kStages-2 in flight, one commit group each (empty past the
+    // last k-tile), so that below "all but the newest kStages-2 groups are complete" always means
+    // "k-tile kt has landed".
+    auto prologue = [&](const TileAt& t) {
+        const bool va = vec16_ok<bf16>(t.q.a, t.q.lda), vb = vec16_ok<bf16>(t.q.b, t.q.ldb);
+        const int nk = (t.q.k + kBK - 1) / kBK;
+#pragma unroll
+        for (int s = 0; s < Cfg::kStages - 1; ++s) {
+            if (s < nk) load_stage<S, Cfg>(smem + (2 * s) * kTileElems, smem + (2 * s + 1) * kTileElems, t.q, t.m0, t.n0, s * kBK, va, vb);
+            cp_async_commit();
+        }
+    };
+    int tile = blockIdx.x;
+    if (tile >= total) return;
+    TileAt cur = tile_at<kBM, kBN>(groups, G, tile);
+    prologue(cur);
+    for (;;) {
+        const GemmGroupParams& q = cur.q;
+        const int m0 = cur.m0, n0 = cur.n0;
         const bool va = vec16_ok<bf16>(q.a, q.lda), vb = vec16_ok<bf16>(q.b, q.ldb);
         float acc[Cfg::kFragsM][Cfg::kFragsN][4];
 #pragma unroll
@@ -561,14 +578,6 @@ __device__ __forceinline__ void mma_bf16(const GroupedGemmParams& p) {
 #pragma unroll
                 for (int i = 0; i < 4; ++i) acc[im][in][i] = 0.0f;
         const int nk = (q.k + kBK - 1) / kBK;
-        // Prologue: k-tiles 0 .. kStages-2 in flight, one commit group each (empty past the last
-        // k-tile), so that below "all but the newest kStages-2 groups are complete" always means
-        // "k-tile kt has landed".
-#pragma unroll
-        for (int s = 0; s < Cfg::kStages - 1; ++s) {
-            if (s < nk) load_stage<S, Cfg>(smem + (2 * s) * kTileElems, smem + (2 * s + 1) * kTileElems, q, m0, n0, s * kBK, va, vb);
-            cp_async_commit();
-        }
         for (int kt = 0; kt < nk; ++kt) {
             cp_async_wait<Cfg::kStages - 2>();
             // k-tile kt is visible to every thread, and every warp has finished k-tile kt-1, whose
@@ -581,14 +590,22 @@ __device__ __forceinline__ void mma_bf16(const GroupedGemmParams& p) {
             mma_stage<S, Cfg>(smem + (2 * cs) * kTileElems, smem + (2 * cs + 1) * kTileElems, wm, wn, acc);
         }
         cp_async_wait<0>();
+        // The next tile's prologue is issued before this tile's epilogue, so that its first loads
+        // are in flight while the accumulators are stored; it refills slots that slower warps may
+        // still be reading, hence the barrier.
+        __syncthreads();
+        const int next = tile + (int)gridDim.x;
+        const TileAt nxt = next < total ? tile_at<kBM, kBN>(groups, G, next) : cur;
+        if (next < total) prologue(nxt);
         // C fragment: acc[im][in][2h], acc[im][in][2h+1] are row 16 im + g + 8h, columns 8 in + 2 tq
         // and 8 in + 2 tq + 1 of the warp's tile.
         const int g = lane >> 2, tq = lane & 3;
         store_grid<bf16, TC, 2 * Cfg::kFragsM, Cfg::kFragsN>(
             q, p.flags, m0 + wm + g, [](int i) { return 16 * (i / 2) + 8 * (i % 2); }, n0 + wn + 2 * tq,
             [](int j) { return 8 * j; }, [&](int i, int j, int e) { return acc[i / 2][j][2 * (i % 2) + e]; });
-        // The next tile's prologue refills slots that slower warps may still be reading.
-        __syncthreads();
+        if (next >= total) break;
+        tile = next;
+        cur = nxt;
     }
 }
 
@@ -692,8 +709,25 @@ __device__ __forceinline__ void wgmma_bf16(const GroupedGemmParams& p) {
     // Stage 0's tiles, at their first elements; every operand of the main loop is one of these
     // advanced by a stage and a wg_offset (a 32-bit add), not a descriptor formed from an address.
     const unsigned long long da0 = wg_desc<L::a_km, W::kBM>(smem), db0 = wg_desc<!L::b_nk, kWgBN>(smem + W::kATileBytes);
-    for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
-        const auto [q, m0, n0] = tile_at<W::kBM, kWgBN>(groups, G, tile);
+    // A tile's first STAGES - 1 k-tiles, one commit group each (empty past the last k-tile), so that
+    // in the main loop "all but the newest STAGES - 2 groups are complete" means "k-tile kt has
+    // landed".
+    auto prologue = [&](const TileAt& t) {
+        const bool va = vec16_ok<bf16>(t.q.a, t.q.lda), vb = vec16_ok<bf16>(t.q.b, t.q.ldb);
+        const int nk = (t.q.k + kWgBK - 1) / kWgBK;
+#pragma unroll
+        for (int s = 0; s < STAGES - 1; ++s) {
+            if (s < nk) wg_load_stage<S, W>(smem + s * W::kStageBytes, t.q, t.m0, t.n0, s * kWgBK, va, vb);
+            cp_async_commit();
+        }
+    };
+    int tile = blockIdx.x;
+    if (tile >= total) return;
+    TileAt cur = tile_at<W::kBM, kWgBN>(groups, G, tile);
+    prologue(cur);
+    for (;;) {
+        const GemmGroupParams& q = cur.q;
+        const int m0 = cur.m0, n0 = cur.n0;
         const bool va = vec16_ok<bf16>(q.a, q.lda), vb = vec16_ok<bf16>(q.b, q.ldb);
         float acc[2][64];
 #pragma unroll
@@ -701,11 +735,6 @@ __device__ __forceinline__ void wgmma_bf16(const GroupedGemmParams& p) {
 #pragma unroll
             for (int i = 0; i < 64; ++i) acc[h][i] = 0.0f;
         const int nk = (q.k + kWgBK - 1) / kWgBK;
-#pragma unroll
-        for (int s = 0; s < STAGES - 1; ++s) {
-            if (s < nk) wg_load_stage<S, W>(smem + s * W::kStageBytes, q, m0, n0, s * kWgBK, va, vb);
-            cp_async_commit();
-        }
         for (int kt = 0; kt < nk; ++kt) {
             cp_async_wait<STAGES - 2>();
             fence_proxy_async_shared();  // this thread's copies, visible to wgmma's reads
@@ -736,16 +765,23 @@ __device__ __forceinline__ void wgmma_bf16(const GroupedGemmParams& p) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) wgmma_fence_operands(acc[h]);
         cp_async_wait<0>();
-        // The next tile's prologue refills stages another warpgroup may still be reading.
+        // The next tile's prologue is issued before this tile's epilogue, so that its first loads
+        // are in flight while the accumulators are stored. It refills stages that another
+        // warpgroup may still be reading, hence the barrier; with one warpgroup none is needed: the
+        // only shared-memory reader is wgmma, and the wait above completed every group of the block.
         if constexpr (WGS > 1) __syncthreads();
+        const int next = tile + (int)gridDim.x;
+        const TileAt nxt = next < total ? tile_at<W::kBM, kWgBN>(groups, G, next) : cur;
+        if (next < total) prologue(nxt);
         // Accumulator fragment: acc[h][4j + 2r + e] is row 64h + 16 warp + g + 8r of this
         // warpgroup's rows, column 8j + 2tq + e.
         const int g = lane >> 2, tq = lane & 3;
         store_grid<bf16, TC, 4, 16>(
             q, p.flags, m0 + 128 * wg + 16 * warp + g, [](int i) { return 64 * (i / 2) + 8 * (i % 2); }, n0 + 2 * tq,
             [](int j) { return 8 * j; }, [&](int i, int j, int e) { return acc[i / 2][4 * j + 2 * (i % 2) + e]; });
-        // With one warpgroup no barrier is needed before the next tile's prologue: the only
-        // shared-memory reader is wgmma, and the wait above completed every group of the block.
+        if (next >= total) break;
+        tile = next;
+        cur = nxt;
     }
 }
 #else
@@ -795,24 +831,24 @@ using automoe::ggemm::kWgrad;
 // The three entry points of one mma.sync bf16 configuration (src/cuda/grouped_gemm.rs lists them).
 // Weight gradients accumulate in f32 whatever the operand type.
 #define AUTOMOE_GEMM_BF16_ENTRIES(suffix, WARPS_M, WARPS_N, STAGES)                                                 \
-    extern "C" __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) grouped_gemm_fwd_bf16##suffix(GroupedGemmParams p) { \
+    extern "C" __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, 2) grouped_gemm_fwd_bf16##suffix(GroupedGemmParams p) { \
         automoe::ggemm::mma_bf16<kFwd, __nv_bfloat16, automoe::ggemm::Tc<WARPS_M, WARPS_N, STAGES>>(p);                      \
     }                                                                                                                  \
-    extern "C" __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) grouped_gemm_dgrad_bf16##suffix(GroupedGemmParams p) { \
+    extern "C" __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, 2) grouped_gemm_dgrad_bf16##suffix(GroupedGemmParams p) { \
         automoe::ggemm::mma_bf16<kDgrad, __nv_bfloat16, automoe::ggemm::Tc<WARPS_M, WARPS_N, STAGES>>(p);                    \
     }                                                                                                                  \
-    extern "C" __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) grouped_gemm_wgrad_bf16##suffix(GroupedGemmParams p) { \
+    extern "C" __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, 2) grouped_gemm_wgrad_bf16##suffix(GroupedGemmParams p) { \
         automoe::ggemm::mma_bf16<kWgrad, float, automoe::ggemm::Tc<WARPS_M, WARPS_N, STAGES>>(p);                            \
     }
 
 // The three entry points of one wgmma configuration (sm_90a).
 #define AUTOMOE_GEMM_WGMMA_ENTRIES(suffix, WGS, STAGES)                                                              \
-    extern "C" __global__ void __launch_bounds__(128 * WGS) grouped_gemm_fwd_bf16##suffix(GroupedGemmParams p) {   \
+    extern "C" __global__ void __launch_bounds__(128 * WGS, 3 - WGS) grouped_gemm_fwd_bf16##suffix(GroupedGemmParams p) {   \
         automoe::ggemm::wgmma_bf16<kFwd, __nv_bfloat16, WGS, STAGES>(p);                                         \
     }                                                                                                          \
-    extern "C" __global__ void __launch_bounds__(128 * WGS) grouped_gemm_dgrad_bf16##suffix(GroupedGemmParams p) { \
+    extern "C" __global__ void __launch_bounds__(128 * WGS, 3 - WGS) grouped_gemm_dgrad_bf16##suffix(GroupedGemmParams p) { \
         automoe::ggemm::wgmma_bf16<kDgrad, __nv_bfloat16, WGS, STAGES>(p);                                       \
     }                                                                                                          \
-    extern "C" __global__ void __launch_bounds__(128 * WGS) grouped_gemm_wgrad_bf16##suffix(GroupedGemmParams p) { \
+    extern "C" __global__ void __launch_bounds__(128 * WGS, 3 - WGS) grouped_gemm_wgrad_bf16##suffix(GroupedGemmParams p) { \
         automoe::ggemm::wgmma_bf16<kWgrad, float, WGS, STAGES>(p);                                               \
     }
