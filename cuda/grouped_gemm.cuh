@@ -174,10 +174,11 @@ __device__ __forceinline__ void store_pair(const GemmGroupParams& q, int flags, 
 
 // A thread's share of a tile's epilogue is a grid: kRows rows (row0 + row_of(i)) by kPairs pairs of
 // adjacent columns (col0 + pair_col(j), col0 even; row_of and pair_col compile-time offsets once
-// unrolled, pair_col's even), the pair's values frag(i, j, 0) and frag(i, j, 1). store_pair, called per pair, re-tests every flag,
-// the bias pointer and both bounds and forms a 64-bit index, and the compiler cannot hoist any of
-// it past the stores (C may alias the bias): ~45 SASS instructions per pair, as many for the 64
-// pairs of a wgmma tile as the whole main loop issues at K = 1024. So for the common cases the
+// unrolled, pair_col's even), the pair's values frag(i, j, 0) and frag(i, j, 1). store_pair, called
+// per pair, re-tests every flag, the bias pointer and both bounds and forms a 64-bit index, and the
+// compiler cannot hoist any of it past the stores (C may alias the bias): about 40 SASS
+// instructions per pair, for the 64 pairs of a wgmma tile ~70 % of what the whole main loop issues
+// at K = 1024 (docs/BENCHMARKS.md, "Epilogue"). So for the common cases the
 // flags are tested once per tile and the pairs take store_grid_fast: per row one bound and one
 // 64-bit row address, per pair a column compare, one 8-byte bias load and a store at an immediate
 // offset from the row. (Row by row, so only one row address is live: a grid of row addresses
@@ -185,7 +186,7 @@ __device__ __forceinline__ void store_pair(const GemmGroupParams& q, int flags, 
 // are bit-identical.
 template <class T, class TC, int kRows, int kPairs, bool kBias, bool kRelu, bool kMask, bool kAcc, class RowOf, class PairCol, class Frag>
 __device__ __forceinline__ void store_grid_fast(const GemmGroupParams& q, int row0, RowOf row_of, int col0, PairCol pair_col, Frag frag) {
-    const int cols_left = q.n - col0;  // pair j is in range when pair_col(j) < cols_left: an immediate compare
+    const int cols_left = q.n - col0;  // pair j is inside N when pair_col(j) < cols_left: an immediate compare
 #pragma unroll
     for (int i = 0; i < kRows; ++i) {
         const int row = row0 + row_of(i);
@@ -232,12 +233,18 @@ __device__ __forceinline__ void store_grid(const GemmGroupParams& q, int flags, 
         int f = (q.aux != 0 ? flags : flags & ~AUTOMOE_GEMM_RELU_MASK);
         const bool bias = q.bias != 0;
         if (bias && q.bias % 8 != 0) f = -1;  // the pair's bias is one 8-byte load
-        if (f == 0 && bias) return store_grid_fast<T, TC, kRows, kPairs, true, false, false, false>(q, row0, row_of, col0, pair_col, frag);
-        if (f == 0) return store_grid_fast<T, TC, kRows, kPairs, false, false, false, false>(q, row0, row_of, col0, pair_col, frag);
-        if (f == AUTOMOE_GEMM_RELU && bias) return store_grid_fast<T, TC, kRows, kPairs, true, true, false, false>(q, row0, row_of, col0, pair_col, frag);
-        if (f == AUTOMOE_GEMM_RELU) return store_grid_fast<T, TC, kRows, kPairs, false, true, false, false>(q, row0, row_of, col0, pair_col, frag);
-        if (f == AUTOMOE_GEMM_RELU_MASK && !bias) return store_grid_fast<T, TC, kRows, kPairs, false, false, true, false>(q, row0, row_of, col0, pair_col, frag);
-        if (f == AUTOMOE_GEMM_ACCUMULATE && !bias) return store_grid_fast<T, TC, kRows, kPairs, false, false, false, true>(q, row0, row_of, col0, pair_col, frag);
+        if (f == 0 && bias)
+            return store_grid_fast<T, TC, kRows, kPairs, true, false, false, false>(q, row0, row_of, col0, pair_col, frag);
+        if (f == 0)
+            return store_grid_fast<T, TC, kRows, kPairs, false, false, false, false>(q, row0, row_of, col0, pair_col, frag);
+        if (f == AUTOMOE_GEMM_RELU && bias)
+            return store_grid_fast<T, TC, kRows, kPairs, true, true, false, false>(q, row0, row_of, col0, pair_col, frag);
+        if (f == AUTOMOE_GEMM_RELU)
+            return store_grid_fast<T, TC, kRows, kPairs, false, true, false, false>(q, row0, row_of, col0, pair_col, frag);
+        if (f == AUTOMOE_GEMM_RELU_MASK && !bias)
+            return store_grid_fast<T, TC, kRows, kPairs, false, false, true, false>(q, row0, row_of, col0, pair_col, frag);
+        if (f == AUTOMOE_GEMM_ACCUMULATE && !bias)
+            return store_grid_fast<T, TC, kRows, kPairs, false, false, false, true>(q, row0, row_of, col0, pair_col, frag);
     }
 #pragma unroll
     for (int i = 0; i < kRows; ++i)
@@ -829,26 +836,30 @@ using automoe::ggemm::kWgrad;
 
 
 // The three entry points of one mma.sync bf16 configuration (src/cuda/grouped_gemm.rs lists them).
-// Weight gradients accumulate in f32 whatever the operand type.
-#define AUTOMOE_GEMM_BF16_ENTRIES(suffix, WARPS_M, WARPS_N, STAGES)                                                 \
-    extern "C" __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, 2) grouped_gemm_fwd_bf16##suffix(GroupedGemmParams p) { \
-        automoe::ggemm::mma_bf16<kFwd, __nv_bfloat16, automoe::ggemm::Tc<WARPS_M, WARPS_N, STAGES>>(p);                      \
-    }                                                                                                                  \
+// Weight gradients accumulate in f32 whatever the operand type. The launch bounds state the blocks
+// per SM that Bf16Kernel::blocks_per_sm launches (two: every configuration's stages fit twice), so
+// ptxas keeps the registers within them (256-thread configurations: 128).
+#define AUTOMOE_GEMM_BF16_ENTRIES(suffix, WARPS_M, WARPS_N, STAGES)                                                                \
+    extern "C" __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, 2) grouped_gemm_fwd_bf16##suffix(GroupedGemmParams p) {   \
+        automoe::ggemm::mma_bf16<kFwd, __nv_bfloat16, automoe::ggemm::Tc<WARPS_M, WARPS_N, STAGES>>(p);                            \
+    }                                                                                                                              \
     extern "C" __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, 2) grouped_gemm_dgrad_bf16##suffix(GroupedGemmParams p) { \
-        automoe::ggemm::mma_bf16<kDgrad, __nv_bfloat16, automoe::ggemm::Tc<WARPS_M, WARPS_N, STAGES>>(p);                    \
-    }                                                                                                                  \
+        automoe::ggemm::mma_bf16<kDgrad, __nv_bfloat16, automoe::ggemm::Tc<WARPS_M, WARPS_N, STAGES>>(p);                          \
+    }                                                                                                                              \
     extern "C" __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, 2) grouped_gemm_wgrad_bf16##suffix(GroupedGemmParams p) { \
-        automoe::ggemm::mma_bf16<kWgrad, float, automoe::ggemm::Tc<WARPS_M, WARPS_N, STAGES>>(p);                            \
+        automoe::ggemm::mma_bf16<kWgrad, float, automoe::ggemm::Tc<WARPS_M, WARPS_N, STAGES>>(p);                                  \
     }
 
-// The three entry points of one wgmma configuration (sm_90a).
-#define AUTOMOE_GEMM_WGMMA_ENTRIES(suffix, WGS, STAGES)                                                              \
-    extern "C" __global__ void __launch_bounds__(128 * WGS, 3 - WGS) grouped_gemm_fwd_bf16##suffix(GroupedGemmParams p) {   \
-        automoe::ggemm::wgmma_bf16<kFwd, __nv_bfloat16, WGS, STAGES>(p);                                         \
-    }                                                                                                          \
-    extern "C" __global__ void __launch_bounds__(128 * WGS, 3 - WGS) grouped_gemm_dgrad_bf16##suffix(GroupedGemmParams p) { \
-        automoe::ggemm::wgmma_bf16<kDgrad, __nv_bfloat16, WGS, STAGES>(p);                                       \
-    }                                                                                                          \
-    extern "C" __global__ void __launch_bounds__(128 * WGS, 3 - WGS) grouped_gemm_wgrad_bf16##suffix(GroupedGemmParams p) { \
-        automoe::ggemm::wgmma_bf16<kWgrad, float, WGS, STAGES>(p);                                               \
+// The three entry points of one wgmma configuration (sm_90a), with the blocks per SM of
+// Bf16Kernel::blocks_per_sm in their launch bounds: two for one warpgroup (96 KiB of stages), one
+// for two (192 KiB).
+#define AUTOMOE_GEMM_WGMMA_ENTRIES(suffix, WGS, STAGES)                                                                            \
+    extern "C" __global__ void __launch_bounds__(128 * WGS, 3 - WGS) grouped_gemm_fwd_bf16##suffix(GroupedGemmParams p) {          \
+        automoe::ggemm::wgmma_bf16<kFwd, __nv_bfloat16, WGS, STAGES>(p);                                                           \
+    }                                                                                                                              \
+    extern "C" __global__ void __launch_bounds__(128 * WGS, 3 - WGS) grouped_gemm_dgrad_bf16##suffix(GroupedGemmParams p) {        \
+        automoe::ggemm::wgmma_bf16<kDgrad, __nv_bfloat16, WGS, STAGES>(p);                                                         \
+    }                                                                                                                              \
+    extern "C" __global__ void __launch_bounds__(128 * WGS, 3 - WGS) grouped_gemm_wgrad_bf16##suffix(GroupedGemmParams p) {        \
+        automoe::ggemm::wgmma_bf16<kWgrad, float, WGS, STAGES>(p);                                                                 \
     }
