@@ -622,8 +622,9 @@ __device__ __forceinline__ void mma_bf16(const GroupedGemmParams& p) {
 // halves, 2 x 64 f32 accumulators per thread. With two warpgroups the B tile (the weights, in the
 // forward) is loaded once for both. K in 64-deep k-tiles through STAGES cp.async stages; wgmma runs
 // asynchronously, one group per k-tile, and the wait for the previous group (wgmma_wait<1>) is what
-// frees its stage for the next prefetch: with one warpgroup that wait covers the whole block; with
-// two, a barrier after it makes sure the other warpgroup is done with the stage too.
+// frees its stage for the next prefetch, once every warp has passed it: a wait covers only the
+// waiting warp's part of the group (the PTX ISA promises a thread the groups it committed; the
+// emulator's seeded runs complete each warp's part at its own wait), so a barrier follows it.
 //
 // Shared memory holds each operand tile in wgmma's no-swizzle canonical layout, in 8x8 "core
 // matrices" of 128 contiguous bytes (8 rows of 16 bytes), which a 16-byte cp.async fills directly:
@@ -758,12 +759,14 @@ __device__ __forceinline__ void wgmma_bf16(const GroupedGemmParams& p) {
                     wgmma_m64n128k16_bf16<L::a_km, !L::b_nk>(acc[h], wgmma_desc_add(da0, st + wg_offset<L::a_km, W::kBM>(ks, 128 * wg + 64 * h)), db);
             }
             wgmma_commit();
-            // This warpgroup's k-tile kt-1 group is done; once every warpgroup's is, its stage,
-            // which the prefetch below refills, is free.
+            // This warp's part of k-tile kt-1's group is done; once every warp's is (the barrier:
+            // the PTX ISA promises a thread only the groups it committed, and each warp of a
+            // warpgroup runs its part on its own SM quadrant), its stage, which the prefetch below
+            // refills, is free.
             wgmma_wait<1>();
 #pragma unroll
             for (int h = 0; h < 2; ++h) wgmma_fence_operands(acc[h]);
-            if constexpr (WGS > 1) __syncthreads();
+            __syncthreads();
             const int pf = kt + STAGES - 1;
             if (pf < nk) wg_load_stage<S, W>(smem + (pf % STAGES) * W::kStageBytes, q, m0, n0, pf * kWgBK, va, vb);
             cp_async_commit();
@@ -773,10 +776,9 @@ __device__ __forceinline__ void wgmma_bf16(const GroupedGemmParams& p) {
         for (int h = 0; h < 2; ++h) wgmma_fence_operands(acc[h]);
         cp_async_wait<0>();
         // The next tile's prologue is issued before this tile's epilogue, so that its first loads
-        // are in flight while the accumulators are stored. It refills stages that another
-        // warpgroup may still be reading, hence the barrier; with one warpgroup none is needed: the
-        // only shared-memory reader is wgmma, and the wait above completed every group of the block.
-        if constexpr (WGS > 1) __syncthreads();
+        // are in flight while the accumulators are stored. It refills stages that other warps'
+        // parts of the last groups may still be reading until they have waited too: the barrier.
+        __syncthreads();
         const int next = tile + (int)gridDim.x;
         const TileAt nxt = next < total ? tile_at<W::kBM, kWgBN>(groups, G, next) : cur;
         if (next < total) prologue(nxt);

@@ -145,9 +145,10 @@ inline float wgmma_operand(unsigned long long desc, bool mn_major, int mn, int k
 // (D += A B with A 64x16 and B 16x128 from shared memory; A MN-major when kTransA, B when kTransB).
 // Accumulator fragment ("Matrix Fragments for wgmma.m64nNk16", D): thread t of the warpgroup holds
 // d[4j + 2h + e] = D[16 (t/32) + (t%32)/4 + 8h][8j + 2 (t%4) + e]. Each thread's elements depend
-// only on its own accumulators and the operands, so each thread's share is computed on its own, at
-// the first wgmma_wait in the warpgroup that retires the group (shared memory changed before that
-// wait is what it reads, as it may be on hardware).
+// only on its own accumulators and the operands, so each thread's share is computed on its own: in
+// seeded runs at its own warp's wgmma_wait that retires the group (shared memory changed before
+// that wait is what it reads, as it may be on hardware), in plain runs once the whole warpgroup has
+// committed it (runtime.cpp).
 template <int kTransA, int kTransB>
 __device__ __forceinline__ void wgmma_m64n128k16_bf16(float d[64], unsigned long long desc_a, unsigned long long desc_b) {
     const unsigned t = (threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) % 128;

@@ -382,10 +382,9 @@ static std::pair<size_t, size_t> warpgroup(const Sched& s) {
     return {first, std::min(first + 128, s.fibers.size())};
 }
 
-// Performs every thread's share of the warpgroup's groups before index `retire` (each thread of the
-// warpgroup has committed them).
-static void retire_mmas(Sched& s, unsigned retire) {
-    const auto [first, last] = warpgroup(s);
+// Performs the shares of the threads [first, last) in the groups before index `retire` (each thread
+// of the warpgroup has committed them).
+static void retire_mmas(Sched& s, size_t first, size_t last, unsigned retire) {
     for (size_t i = first; i < last; ++i) {
         Fiber& f = s.fibers[i];
         while (f.mma_committed - f.mma_groups.size() < retire) {
@@ -414,13 +413,20 @@ void wgmma_commit() {
     f.mma_groups.push_back(std::move(f.open_mmas));
     f.open_mmas.clear();
     f.mma_committed++;
-    if (s.rng == 0 && all_committed(s, f.mma_committed)) retire_mmas(s, f.mma_committed);  // early
+    if (s.rng == 0 && all_committed(s, f.mma_committed)) {  // early: every thread's share
+        const auto [first, last] = warpgroup(s);
+        retire_mmas(s, first, last, f.mma_committed);
+    }
 }
 
-// A wgmma is one operation of the whole warpgroup, so its completion is too: a wait that retires
-// group g first waits (yielding to the other fibers) until every thread of the warpgroup has
-// committed group g, as the hardware cannot finish an operation some warp has not issued; then it
-// performs every thread's share of the groups up to g.
+// A wait that retires group g first waits (yielding to the other fibers) until every thread of the
+// warpgroup has committed group g, as the hardware cannot finish an operation some warp has not
+// issued; then it performs the shares of its own warp's threads in the groups up to g, and only
+// those: the PTX ISA promises a thread the completion of the groups it committed, and the warps of
+// a warpgroup run their parts of a wgmma on their own SM quadrants. So until every warp has waited
+// (a barrier after the waits), another warp's part may still read the operands: a buffer refilled
+// after one warp's wait and no barrier corrupts the late warps' results here (seeded runs, which
+// perform cp.async at the issue), as it may on hardware.
 void wgmma_wait(int n) {
     Sched& s = sched();
     const unsigned mine = s.fibers[s.cur].mma_committed, keep = (unsigned)(n < 0 ? 0 : n);
@@ -431,7 +437,8 @@ void wgmma_wait(int n) {
         s.fibers[s.cur].spun = true;
         yield_to_main();
     }
-    retire_mmas(s, retire);
+    const size_t warp_first = (size_t)(s.cur / 32) * 32;
+    retire_mmas(s, warp_first, std::min(warp_first + 32, s.fibers.size()), retire);
 }
 
 void check_ldmatrix_rows(const void* const rows[32]) {
