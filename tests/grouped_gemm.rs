@@ -125,24 +125,41 @@ fn reference(
                     let bv = if stage.b_nk() { b[b_off + j * g.ldb + kk] } else { b[b_off + kk * g.ldb + j] };
                     v += av * bv;
                 }
-                if let Some(bo) = g.bias_off {
-                    v += bias[bo + j];
-                }
-                if flags & AUTOMOE_GEMM_RELU != 0 {
-                    v = v.max(0.0);
-                }
                 let idx = c_off + i * g.ldc + j;
-                if flags & AUTOMOE_GEMM_RELU_MASK != 0 && aux.is_some_and(|x| x[idx] <= 0.0) {
-                    v = 0.0;
-                }
-                if flags & AUTOMOE_GEMM_ACCUMULATE != 0 {
-                    v += c0[idx];
-                }
-                out.push((idx, v));
+                let acc = if flags & AUTOMOE_GEMM_ACCUMULATE != 0 { c0[idx] } else { 0.0 };
+                out.push((idx, epilogue(v, g.bias_off.map(|bo| bias[bo + j]), flags, aux.map(|x| x[idx]), acc)));
             }
         }
     }
     out
+}
+
+/// The kernels' epilogue of one element `v` in f64, in their order: bias, ReLU, the ReLU mask (from
+/// the element's aux, when there is one), accumulation onto `c0` (0 without the flag).
+fn epilogue(mut v: f64, bias: Option<f64>, flags: u32, aux: Option<f64>, c0: f64) -> f64 {
+    if let Some(b) = bias {
+        v += b;
+    }
+    if flags & AUTOMOE_GEMM_RELU != 0 {
+        v = v.max(0.0);
+    }
+    if flags & AUTOMOE_GEMM_RELU_MASK != 0 && aux.is_some_and(|x| x <= 0.0) {
+        v = 0.0;
+    }
+    if flags & AUTOMOE_GEMM_ACCUMULATE != 0 {
+        v += c0;
+    }
+    v
+}
+
+/// Fails unless every element of `got` that no `want` entry names has the bits of `start`.
+fn assert_unchanged_outside<C: KernelFloat>(ctx: &str, got: &[C], start: &[C], want: &[(usize, f64)]) {
+    let mut inside = vec![false; got.len()];
+    for &(i, _) in want {
+        inside[i] = true;
+    }
+    let changed = (0..got.len()).filter(|&i| !inside[i] && got[i].to_f32().to_bits() != start[i].to_f32().to_bits()).count();
+    assert_eq!(changed, 0, "{ctx}: {changed} elements outside the groups changed");
 }
 
 fn f64s<T: KernelFloat>(v: &[T]) -> Vec<f64> {
@@ -210,12 +227,7 @@ fn run_stage<X: Exec, T: KernelFloat>(x: &X, stage: GemmStage, kernel: Bf16Kerne
                 let want = reference(stage, &p, &f64s(&a), &f64s(&b), &[], None, &c064, AUTOMOE_GEMM_ACCUMULATE);
                 check(&ctx, &c, &want, false, tol::<T>());
                 // Outside the groups' slices (and for the empty expert) nothing changes.
-                let mut inside = vec![false; c.len()];
-                for &(i, _) in &want {
-                    inside[i] = true;
-                }
-                let changed = (0..c.len()).filter(|&i| !inside[i] && c[i].to_bits() != c0[i].to_bits()).count();
-                assert_eq!(changed, 0, "{ctx}: {changed} gradient elements outside the slices changed");
+                assert_unchanged_outside(&ctx, &c, &c0, &want);
                 // Deterministic by construction (no atomics, one block per output tile): a second
                 // run gives the same bits (meaningful on a device, where blocks really race).
                 let mut again = c0.clone();
@@ -339,22 +351,12 @@ fn epilogue_flags<X: Exec, T: KernelFloat>(x: &X) {
                 for g in &groups {
                     for i in 0..g.m {
                         for j in 0..g.n {
-                            let mut v: f64 =
+                            let v: f64 =
                                 (0..k).map(|kk| a[g.a_off + i * k + kk].to_f32() as f64 * b[g.b_off + j * k + kk].to_f32() as f64).sum();
-                            if let Some(bo) = g.bias_off {
-                                v += bias[bo + j] as f64;
-                            }
-                            if flags & AUTOMOE_GEMM_RELU != 0 {
-                                v = v.max(0.0);
-                            }
                             let idx = g.c_off + i * ldc + j;
-                            if flags & AUTOMOE_GEMM_RELU_MASK != 0 && aux[idx].to_f32() <= 0.0 {
-                                v = 0.0;
-                            }
-                            if flags & AUTOMOE_GEMM_ACCUMULATE != 0 {
-                                v += c0[idx].to_f32() as f64;
-                            }
-                            want.push((idx, v));
+                            let bias_j = g.bias_off.map(|bo| bias[bo + j] as f64);
+                            let aux_ij = Some(aux[idx].to_f32() as f64);
+                            want.push((idx, epilogue(v, bias_j, flags, aux_ij, c0[idx].to_f32() as f64)));
                         }
                     }
                 }
@@ -371,12 +373,7 @@ fn epilogue_flags<X: Exec, T: KernelFloat>(x: &X) {
                 );
                 check(&ctx, &c, &want, !accumulate, tol::<T>());
                 if accumulate {
-                    let mut inside = vec![false; c_len];
-                    for &(i, _) in &want {
-                        inside[i] = true;
-                    }
-                    let changed = (0..c_len).filter(|&i| !inside[i] && c[i].to_f32().to_bits() != c0[i].to_f32().to_bits()).count();
-                    assert_eq!(changed, 0, "{ctx}: {changed} elements outside the groups changed");
+                    assert_unchanged_outside(&ctx, &c, &c0, &want);
                 }
             }
         }
